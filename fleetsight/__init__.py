@@ -1,0 +1,1 @@
+"""FleetSight: the command line, settings and local services around the pipeline."""

@@ -1,0 +1,5 @@
+import sys
+
+from fleetsight.cli import main
+
+sys.exit(main())

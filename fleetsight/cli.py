@@ -1,0 +1,159 @@
+"""The ``fleetsight`` command: one entry point for every process."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from pathlib import Path
+
+from fleetsight.settings import Settings, load_settings
+
+log = logging.getLogger("fleetsight")
+
+
+def _setup_logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    for noisy in ("aiokafka", "kafka", "faust", "mode"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def _print_status(statuses) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="FleetSight local services")
+    for column in ("service", "listens on", "state", "pid"):
+        table.add_column(column)
+    for s in statuses:
+        state = "[green]running[/]" if s.running else "[red]stopped[/]"
+        table.add_row(s.name, s.address, state, str(s.pid or "-"))
+    Console().print(table)
+
+
+def cmd_services(args: argparse.Namespace, settings: Settings) -> int:
+    from fleetsight.services import ServiceError, Services
+
+    services = Services(settings)
+    try:
+        if args.action == "up":
+            statuses = services.up()
+        elif args.action == "down":
+            statuses = services.down(purge=args.purge)
+        else:
+            statuses = services.status()
+    except ServiceError as exc:
+        log.error("%s", exc)
+        return 1
+    _print_status(statuses)
+    if args.action == "status":
+        return 0 if all(s.running for s in statuses) else 3
+    return 0
+
+
+def cmd_db(args: argparse.Namespace, settings: Settings) -> int:
+    from sinks.db import upgrade
+
+    upgrade(settings.database_url)
+    log.info("database schema is at the latest migration")
+    return 0
+
+
+def cmd_bridge(args: argparse.Namespace, settings: Settings) -> int:
+    from streams.bridge import run_bridge
+
+    return asyncio.run(run_bridge(settings))
+
+
+def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
+    from streams.worker import run_worker
+
+    return run_worker(settings, loglevel="debug" if args.verbose else "info")
+
+
+def cmd_sink(args: argparse.Namespace, settings: Settings) -> int:
+    from sinks.writer import run_sink
+
+    return asyncio.run(run_sink(settings))
+
+
+def cmd_edge_simulate(args: argparse.Namespace, settings: Settings) -> int:
+    from edge.simulate import SimulatorConfig, run_simulator
+
+    config = SimulatorConfig(
+        cameras=args.cameras,
+        site=args.site,
+        rate=args.rate,
+        duration_s=args.duration,
+        outbox_dir=Path(args.outbox_dir),
+        wire_format=args.format,
+        camera_prefix=args.camera_prefix,
+        drain_timeout_s=args.drain_timeout,
+    )
+    report = asyncio.run(run_simulator(settings, config, progress=sys.stderr.isatty()))
+    print(report.summary())
+    return 0 if report.drained else 1
+
+
+def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
+    from fleetsight.demo import run_demo
+
+    return run_demo(settings, duration_s=args.duration, cameras=args.cameras)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fleetsight", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("services", help="local Mosquitto, Kafka and PostgreSQL on loopback")
+    p.add_argument("action", choices=["up", "down", "status"])
+    p.add_argument("--purge", action="store_true", help="with down: also delete their data")
+    p.set_defaults(func=cmd_services)
+
+    p = sub.add_parser("db", help="database schema")
+    p.add_argument("action", choices=["upgrade"])
+    p.set_defaults(func=cmd_db)
+
+    sub.add_parser("bridge", help="MQTT -> Kafka bridge").set_defaults(func=cmd_bridge)
+    sub.add_parser("worker", help="Faust stream worker (dedupe, aggregates)").set_defaults(func=cmd_worker)
+    sub.add_parser("sink", help="Kafka -> PostgreSQL writer").set_defaults(func=cmd_sink)
+
+    edge = sub.add_parser("edge", help="camera-side commands")
+    edge_sub = edge.add_subparsers(dest="edge_command", required=True)
+    p = edge_sub.add_parser("simulate", help="a simulated fleet publishing schema-valid events")
+    p.add_argument("--cameras", type=int, default=3)
+    p.add_argument("--site", default="demo-site")
+    p.add_argument("--camera-prefix", default="sim-cam")
+    p.add_argument("--rate", type=float, default=5.0, help="events per second per camera")
+    p.add_argument("--duration", type=float, default=60.0, help="seconds to generate events")
+    p.add_argument("--drain-timeout", type=float, default=60.0, help="seconds to wait for the cloud to confirm everything")
+    p.add_argument("--outbox-dir", default=".services/edge-sim", help="where the per-camera outboxes live")
+    p.add_argument("--format", choices=["json", "msgpack"], default="json", help="wire encoding")
+    p.set_defaults(func=cmd_edge_simulate)
+
+    p = sub.add_parser("demo", help="everything at once: services, pipeline, a simulated fleet, the SQL result")
+    p.add_argument("--duration", type=float, default=60.0)
+    p.add_argument("--cameras", type=int, default=3)
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    _setup_logging(args.verbose)
+    try:
+        settings = load_settings()
+    except Exception as exc:  # a bad env var or YAML file: say which, briefly
+        log.error("invalid configuration: %s", exc)
+        return 2
+    return args.func(args, settings)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,429 @@
+"""Local Mosquitto, Kafka (KRaft) and PostgreSQL on loopback, without Docker.
+
+``fleetsight services up`` starts what is not running yet, waits until each
+answers, and prints where it listens; ``down`` stops exactly what ``up``
+started (tracked by pid files under ``.services/``). Data stays in
+``.services/`` between runs; ``down --purge`` deletes it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from fleetsight.settings import KAFKA_CONTROLLER_PORT, REPO_ROOT, Settings
+
+log = logging.getLogger("fleetsight.services")
+
+KAFKA_POM = REPO_ROOT / "deploy" / "kafka" / "pom.xml"
+
+
+class ServiceError(RuntimeError):
+    """A local service could not be started; the message says what to do."""
+
+
+@dataclass
+class Status:
+    name: str
+    address: str
+    running: bool
+    pid: int | None
+    detail: str = ""
+
+
+def _port_open(port: int, host: str = "127.0.0.1") -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def _wait(predicate, what: str, timeout: float, proc: subprocess.Popen | None = None, log_file: Path | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        if proc is not None and proc.poll() is not None:
+            raise ServiceError(f"{what} exited with code {proc.returncode} while starting{_tail(log_file)}")
+        time.sleep(0.1)
+    raise ServiceError(f"{what} did not answer within {timeout:.0f} s{_tail(log_file)}")
+
+
+def _tail(log_file: Path | None, lines: int = 15) -> str:
+    if log_file is None or not log_file.exists():
+        return ""
+    text = log_file.read_text(errors="replace").splitlines()[-lines:]
+    return f"; last lines of {log_file}:\n  " + "\n  ".join(text)
+
+
+def _pid_alive(pid: int, marker: str) -> bool:
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return False
+    # A pid file can outlive its process and the pid be reused: check it is ours.
+    return marker in cmdline
+
+
+def _is_root() -> bool:
+    return os.geteuid() == 0
+
+
+class _Process:
+    """A server process we start ourselves and track with a pid file."""
+
+    name = ""
+    marker = ""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.dir = settings.services_dir / self.name
+        self.pid_file = self.dir / "pid"
+        self.log_file = self.dir / f"{self.name}.log"
+
+    def pid(self) -> int | None:
+        try:
+            pid = int(self.pid_file.read_text().strip())
+        except (OSError, ValueError):
+            return None
+        return pid if _pid_alive(pid, self.marker) else None
+
+    def _spawn(self, cmd: list[str]) -> subprocess.Popen:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        with open(self.log_file, "ab") as out:
+            proc = subprocess.Popen(
+                cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                start_new_session=True, cwd=self.dir,
+            )
+        self.pid_file.write_text(str(proc.pid))
+        return proc
+
+    def _terminate(self, timeout: float = 30.0) -> None:
+        pid = self.pid()
+        if pid is None:
+            self.pid_file.unlink(missing_ok=True)
+            return
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and _pid_alive(pid, self.marker):
+            time.sleep(0.1)
+        if _pid_alive(pid, self.marker):
+            log.warning("%s (pid %d) ignored SIGTERM for %.0f s; killing it", self.name, pid, timeout)
+            os.kill(pid, signal.SIGKILL)
+        self.pid_file.unlink(missing_ok=True)
+
+
+class Mosquitto(_Process):
+    name = "mosquitto"
+    marker = "mosquitto"
+
+    @property
+    def port(self) -> int:
+        return self.settings.mqtt.port
+
+    def status(self) -> Status:
+        pid = self.pid()
+        return Status(self.name, f"mqtt://127.0.0.1:{self.port}", pid is not None and _port_open(self.port), pid)
+
+    def up(self) -> None:
+        if self.status().running:
+            return
+        binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+        if not Path(binary).exists():
+            raise ServiceError("mosquitto is not installed: run `make deps` (Debian package mosquitto)")
+        data = self.dir / "data"
+        data.mkdir(parents=True, exist_ok=True)
+        conf = self.dir / "mosquitto.conf"
+        lines = [
+            "# Written by `fleetsight services up`; local development broker.",
+            f"listener {self.port} 127.0.0.1",
+            "allow_anonymous true",
+            "persistence true",
+            f"persistence_location {data}/",
+            "autosave_interval 5",
+            # The bridge's persistent session must hold a long outage's worth
+            # of messages; the edge resends anything the broker drops anyway.
+            "max_queued_messages 100000",
+            "max_inflight_messages 1000",
+            "max_packet_size 2097152",
+            "log_dest stdout",
+            "log_type error",
+            "log_type warning",
+            "log_type notice",
+        ]
+        if _is_root():
+            # Started as root, mosquitto drops to its own user: give it the data dir.
+            try:
+                user = pwd.getpwnam("mosquitto")
+                os.chown(data, user.pw_uid, user.pw_gid)
+                for item in data.iterdir():
+                    os.chown(item, user.pw_uid, user.pw_gid)
+            except KeyError:
+                lines.append("user root")
+        conf.write_text("\n".join(lines) + "\n")
+        proc = self._spawn([binary, "-c", str(conf)])
+        _wait(lambda: _port_open(self.port), "mosquitto", 10, proc, self.log_file)
+
+    def down(self) -> None:
+        self._terminate(10)
+
+
+class Kafka(_Process):
+    name = "kafka"
+    marker = "kafka.Kafka"
+
+    @property
+    def port(self) -> int:
+        return int(self.settings.kafka_bootstrap.split(",")[0].rsplit(":", 1)[1])
+
+    @property
+    def lib(self) -> Path:
+        return self.dir / "lib"
+
+    def status(self) -> Status:
+        pid = self.pid()
+        return Status(self.name, f"127.0.0.1:{self.port} (KRaft)", pid is not None and _port_open(self.port), pid)
+
+    def fetch_jars(self) -> None:
+        """Copy Kafka's jars from Maven Central once (about 46 MB)."""
+        done = self.lib / ".complete"
+        if done.exists():
+            return
+        if not shutil.which("mvn"):
+            raise ServiceError("Maven (mvn) is needed once to fetch Kafka's jars: run `make deps`")
+        self.lib.mkdir(parents=True, exist_ok=True)
+        log.info("fetching Apache Kafka jars from Maven Central into %s", self.lib)
+        result = subprocess.run(
+            ["mvn", "-q", "-B", "-f", str(KAFKA_POM), "dependency:copy-dependencies", f"-DoutputDirectory={self.lib}"],
+            capture_output=True, text=True,
+        )
+        if result.returncode != 0:
+            raise ServiceError(f"mvn could not fetch Kafka's jars:\n{result.stdout[-2000:]}{result.stderr[-2000:]}")
+        done.write_text(time.strftime("%Y-%m-%dT%H:%M:%S"))
+
+    def _java(self, *args: str) -> list[str]:
+        java = shutil.which("java")
+        if not java:
+            raise ServiceError("Java 17+ is needed to run Kafka: run `make deps` (Debian package openjdk-17-jre-headless)")
+        return [java, "-cp", f"{self.lib}/*", *args]
+
+    def up(self) -> None:
+        if self.status().running:
+            return
+        self.fetch_jars()
+        data = self.dir / "data"
+        props = self.dir / "server.properties"
+        props.write_text(
+            "\n".join(
+                [
+                    "# Written by `fleetsight services up`; one combined broker+controller node.",
+                    "process.roles=broker,controller",
+                    "node.id=1",
+                    f"listeners=PLAINTEXT://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{KAFKA_CONTROLLER_PORT}",
+                    f"advertised.listeners=PLAINTEXT://127.0.0.1:{self.port}",
+                    "controller.listener.names=CONTROLLER",
+                    "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+                    f"controller.quorum.voters=1@127.0.0.1:{KAFKA_CONTROLLER_PORT}",
+                    f"log.dirs={data}",
+                    f"num.partitions={self.settings.kafka_partitions}",
+                    "offsets.topic.replication.factor=1",
+                    "offsets.topic.num.partitions=8",
+                    "transaction.state.log.replication.factor=1",
+                    "transaction.state.log.min.isr=1",
+                    "group.initial.rebalance.delay.ms=0",
+                    "broker.session.timeout.ms=3000",
+                    "broker.heartbeat.interval.ms=1000",
+                    # Topics are created explicitly with the partitions and
+                    # timestamp type we need, never by accident.
+                    "auto.create.topics.enable=false",
+                ]
+            )
+            + "\n"
+        )
+        if not (data / "meta.properties").exists():
+            cluster_id = subprocess.run(
+                self._java("kafka.tools.StorageTool", "random-uuid"), capture_output=True, text=True, check=True
+            ).stdout.strip()
+            result = subprocess.run(
+                self._java("kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(props), "--ignore-formatted"),
+                capture_output=True, text=True,
+            )
+            if result.returncode != 0:
+                raise ServiceError(f"kafka storage format failed:\n{result.stdout}{result.stderr}")
+        proc = self._spawn(
+            self._java(
+                "-Xms256m", "-Xmx512m", "-XX:+UseG1GC", "-Djava.awt.headless=true",
+                "-Dorg.slf4j.simpleLogger.defaultLogLevel=info",
+                "-Dorg.slf4j.simpleLogger.log.kafka.server.ReplicaFetcherManager=warn",
+                "kafka.Kafka", str(props),
+            )
+        )
+        _wait(lambda: _port_open(self.port), "kafka", 60, proc, self.log_file)
+        _wait(lambda: asyncio.run(kafka_ready(self.settings.kafka_bootstrap)), "kafka metadata", 60, proc, self.log_file)
+
+    def down(self) -> None:
+        self._terminate(30)
+
+
+async def kafka_ready(bootstrap: str) -> bool:
+    """True when the broker answers a metadata request with itself in it."""
+    from aiokafka.client import AIOKafkaClient
+
+    client = AIOKafkaClient(bootstrap_servers=bootstrap, request_timeout_ms=2000)
+    try:
+        await client.bootstrap()
+        metadata = await client.fetch_all_metadata()
+        return bool(metadata.brokers())
+    except Exception:  # any failure means "not yet"
+        return False
+    finally:
+        await client.close()
+
+
+class Postgres:
+    name = "postgres"
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        url = urlsplit(settings.database_url.replace("+asyncpg", ""))
+        self.port = url.port or 5432
+        self.db_user = url.username or "fleetsight"
+        self.db_name = (url.path or "/fleetsight").lstrip("/") or "fleetsight"
+        self.dir = self._data_root()
+        self.data = self.dir / "data"
+        self.log_file = self.dir / "postgres.log"
+
+    def _data_root(self) -> Path:
+        home = self.settings.services_dir / "postgres"
+        if not _is_root() or home.is_symlink():
+            return home.resolve()
+        # As root the server runs as `postgres`, which must reach the data dir;
+        # a checkout under a private home cannot, so the data then lives in
+        # /var/tmp with a link from .services/.
+        self.settings.services_dir.mkdir(parents=True, exist_ok=True)
+        if self._as_postgres_ok(["test", "-x", str(self.settings.services_dir)]):
+            return home
+        digest = hashlib.sha1(str(self.settings.services_dir).encode()).hexdigest()[:10]
+        target = Path(f"/var/tmp/fleetsight-{digest}/postgres")
+        target.mkdir(parents=True, exist_ok=True)
+        os.chmod(target.parent, 0o755)
+        home.symlink_to(target)
+        return target
+
+    @staticmethod
+    def _as_postgres_ok(cmd: list[str]) -> bool:
+        return subprocess.run(["runuser", "-u", "postgres", "--", *cmd], capture_output=True).returncode == 0
+
+    @staticmethod
+    def bindir() -> Path:
+        versions = sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"), key=lambda p: int(p.parent.parent.name))
+        if not versions:
+            raise ServiceError("PostgreSQL server is not installed: run `make deps` (Debian package postgresql)")
+        return versions[-1].parent
+
+    def _run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+        cmd = list(args)
+        if _is_root():
+            cmd = ["runuser", "-u", "postgres", "--", *cmd]
+        result = subprocess.run(cmd, capture_output=True, text=True)
+        if check and result.returncode != 0:
+            raise ServiceError(f"{' '.join(args[:2])} failed: {result.stdout}{result.stderr}{_tail(self.log_file)}")
+        return result
+
+    def pid(self) -> int | None:
+        try:
+            pid = int((self.data / "postmaster.pid").read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            return None
+        return pid if _pid_alive(pid, "postgres") else None
+
+    def status(self) -> Status:
+        pid = self.pid()
+        return Status(self.name, f"postgresql://127.0.0.1:{self.port}/{self.db_name}", pid is not None and _port_open(self.port), pid)
+
+    def up(self) -> None:
+        if not self.status().running:
+            self._start()
+        self._ensure_database()
+
+    def _start(self) -> None:
+        bindir = self.bindir()
+        self.dir.mkdir(parents=True, exist_ok=True)
+        if _is_root():
+            user = pwd.getpwnam("postgres")
+            os.chown(self.dir, user.pw_uid, user.pw_gid)
+        if not (self.data / "PG_VERSION").exists():
+            # trust on loopback only: a development cluster of our own.
+            self._run(str(bindir / "initdb"), "-D", str(self.data), "-U", "postgres", "-A", "trust", "--no-sync", "-E", "UTF8")
+        self._run(
+            str(bindir / "pg_ctl"), "-D", str(self.data), "-l", str(self.log_file), "-w", "-t", "60",
+            "-o", f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1", "start",
+        )
+
+    def psql(self, sql: str, database: str = "postgres") -> str:
+        result = subprocess.run(
+            [str(self.bindir() / "psql"), "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", "-d", database,
+             "-v", "ON_ERROR_STOP=1", "-Atqc", sql],
+            capture_output=True, text=True,
+        )
+        if result.returncode != 0:
+            raise ServiceError(f"psql failed: {result.stderr.strip()}")
+        return result.stdout.strip()
+
+    def _ensure_database(self) -> None:
+        # Names come from our own settings, but quote them anyway.
+        user, db = self.db_user.replace('"', ""), self.db_name.replace('"', "")
+        if not self.psql(f"SELECT 1 FROM pg_roles WHERE rolname = '{user}'"):
+            self.psql(f'CREATE ROLE "{user}" LOGIN CREATEDB')
+        if not self.psql(f"SELECT 1 FROM pg_database WHERE datname = '{db}'"):
+            self.psql(f'CREATE DATABASE "{db}" OWNER "{user}"')
+
+    def down(self) -> None:
+        if self.pid() is not None:
+            self._run(str(self.bindir() / "pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "-t", "60", "stop", check=False)
+
+
+class Services:
+    """The three local services, started and stopped together."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.all = [Mosquitto(settings), Kafka(settings), Postgres(settings)]
+
+    def up(self) -> list[Status]:
+        self.settings.services_dir.mkdir(parents=True, exist_ok=True)
+        for service in self.all:
+            started = time.monotonic()
+            was_running = service.status().running
+            service.up()
+            if not was_running:
+                log.info("%s up in %.1f s", service.name, time.monotonic() - started)
+        return self.status()
+
+    def down(self, purge: bool = False) -> list[Status]:
+        for service in reversed(self.all):
+            service.down()
+        if purge:
+            for service in self.all:
+                data = service.dir / "data"
+                if data.exists():
+                    shutil.rmtree(data)
+        return self.status()
+
+    def status(self) -> list[Status]:
+        return [service.status() for service in self.all]
+
+    def running(self) -> bool:
+        return all(s.running for s in self.status())

@@ -1,0 +1,120 @@
+"""One settings object for every FleetSight process.
+
+Values come from, highest priority first: environment variables
+(``FLEETSIGHT_<FIELD>``), the YAML file named by ``FLEETSIGHT_CONFIG``, and
+the defaults below, which point at the local services started by
+``fleetsight services up``.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+from pydantic import Field, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    YamlConfigSettingsSource,
+)
+
+from schemas.topics import KafkaTopics, MqttTopics
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+# Ports of the local services: not the well-known ones, so a system broker or
+# cluster on the same machine cannot clash with ours.
+MQTT_PORT = 18830
+KAFKA_PORT = 19092
+KAFKA_CONTROLLER_PORT = 19093
+POSTGRES_PORT = 15432
+
+
+class MqttAddress:
+    """Parts of an ``mqtt://user:password@host:port`` URL."""
+
+    def __init__(self, url: str) -> None:
+        parts = urlsplit(url)
+        if parts.scheme not in ("mqtt", "mqtts", "tcp"):
+            raise ValueError(f"MQTT URL must start with mqtt:// or mqtts://, got {url!r}")
+        self.tls = parts.scheme == "mqtts"
+        self.host = parts.hostname or "127.0.0.1"
+        self.port = parts.port or (8883 if self.tls else 1883)
+        self.username = unquote(parts.username) if parts.username else None
+        self.password = unquote(parts.password) if parts.password else None
+
+
+class Settings(BaseSettings):
+    """Configuration shared by the edge, bridge, stream workers and sinks."""
+
+    model_config = SettingsConfigDict(env_prefix="FLEETSIGHT_", extra="ignore")
+
+    mqtt_url: str = f"mqtt://127.0.0.1:{MQTT_PORT}"
+    mqtt_topic_root: str = Field("fleetsight", pattern=r"^[A-Za-z0-9_.-]+$")
+    kafka_bootstrap: str = f"127.0.0.1:{KAFKA_PORT}"
+    kafka_topic_prefix: str = Field("fleetsight", pattern=r"^[A-Za-z0-9_.-]+$")
+    kafka_partitions: int = Field(8, ge=1)
+    database_url: str = f"postgresql+asyncpg://fleetsight@127.0.0.1:{POSTGRES_PORT}/fleetsight"
+
+    # Faust application id: names the consumer group and the changelog topics.
+    stream_app_id: str = Field("fleetsight", pattern=r"^[A-Za-z0-9_.-]+$")
+    services_dir: Path = REPO_ROOT / ".services"
+
+    # Bridge: what counts as bad input.
+    max_payload_bytes: int = Field(256 * 1024, ge=1024)
+    max_clock_skew_s: float = Field(300.0, ge=0)
+    ack_interval_s: float = Field(0.2, gt=0)
+
+    # Streams: events older than this (event time against arrival time in
+    # Kafka) go to the dead-letter topic instead of reopening their minute.
+    late_after_s: float = Field(24 * 3600.0, gt=0)
+
+    @field_validator("services_dir")
+    @classmethod
+    def _absolute(cls, value: Path) -> Path:
+        return value.expanduser().resolve()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        config_file = os.environ.get("FLEETSIGHT_CONFIG")
+        if config_file:
+            if not Path(config_file).is_file():
+                raise FileNotFoundError(f"FLEETSIGHT_CONFIG points at {config_file!r}, which is not a file")
+            sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=config_file))
+        return tuple(sources)
+
+    @cached_property
+    def mqtt(self) -> MqttAddress:
+        return MqttAddress(self.mqtt_url)
+
+    @cached_property
+    def kafka_topics(self) -> KafkaTopics:
+        return KafkaTopics(self.kafka_topic_prefix)
+
+    @cached_property
+    def mqtt_topics(self) -> MqttTopics:
+        return MqttTopics(self.mqtt_topic_root)
+
+    def env(self) -> dict[str, str]:
+        """These settings as environment variables, for child processes."""
+        out: dict[str, str] = {}
+        for name, value in self.model_dump().items():
+            out[f"FLEETSIGHT_{name.upper()}"] = str(value)
+        return out
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Read the settings from the environment and the optional YAML file."""
+    return Settings(**overrides)

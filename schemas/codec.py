@@ -1,0 +1,210 @@
+"""Encode, decode and validate FleetSight events; every stage uses this.
+
+The JSON Schema files under ``schemas/v1/`` are the source of truth. On the
+MQTT wire a message holds one event object or an array of them (a batch),
+either as JSON (so any MQTT tool can publish) or as MessagePack (the same
+structure, smaller). In Kafka each record holds one event as compact JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from enum import StrEnum
+from functools import cache
+from importlib import resources
+from typing import Any, Iterable, Literal
+
+import msgpack
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import best_match
+
+SCHEMA_VERSION = 1
+SUPPORTED_VERSIONS = frozenset({1})
+MAX_BATCH = 1000
+MINUTE_MS = 60_000
+
+WireFormat = Literal["json", "msgpack"]
+
+
+class Reason(StrEnum):
+    """Why input was rejected; the ``reason`` of a dead-letter record."""
+
+    TOO_LARGE = "too_large"
+    MALFORMED = "malformed"
+    UNSUPPORTED_VERSION = "unsupported_version"
+    INVALID = "invalid"
+    CAMERA_MISMATCH = "camera_mismatch"
+    CLOCK_SKEW = "clock_skew"
+    BAD_TOPIC = "bad_topic"
+    LATE = "late"
+
+
+class EventError(ValueError):
+    """Input that is not a valid event, with a machine-readable reason."""
+
+    def __init__(self, reason: Reason, detail: str, raw: Any = None) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+        self.raw = raw
+
+    def claimed(self, name: str) -> Any:
+        """A field the bad input claims (camera_id, seq, ts), if it has one."""
+        return self.raw.get(name) if isinstance(self.raw, dict) else None
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One validated event."""
+
+    camera_id: str
+    site: str
+    seq: int
+    ts: int
+    type: str
+    data: dict[str, Any] = field(default_factory=dict)
+    v: int = SCHEMA_VERSION
+
+    @property
+    def minute(self) -> int:
+        """Start of the event-time minute, ms since epoch."""
+        return self.ts - self.ts % MINUTE_MS
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "v": self.v,
+            "camera_id": self.camera_id,
+            "site": self.site,
+            "seq": self.seq,
+            "ts": self.ts,
+            "type": self.type,
+            "data": self.data,
+        }
+
+
+@cache
+def load_schema(name: str = "event", version: int = SCHEMA_VERSION) -> dict[str, Any]:
+    """The JSON Schema document ``schemas/v{version}/{name}.schema.json``."""
+    text = resources.files("schemas").joinpath(f"v{version}/{name}.schema.json").read_text()
+    return json.loads(text)
+
+
+@cache
+def _validator(name: str = "event", version: int = SCHEMA_VERSION) -> Draft202012Validator:
+    schema = load_schema(name, version)
+    Draft202012Validator.check_schema(schema)
+    return Draft202012Validator(schema)
+
+
+def _explain(validator: Draft202012Validator, obj: Any) -> str:
+    error = best_match(validator.iter_errors(obj))
+    if error is None:
+        return "does not match the schema"
+    where = "/".join(str(p) for p in error.absolute_path) or "event"
+    return f"{where}: {error.message}"
+
+
+def validate(obj: Any) -> Event:
+    """Check one decoded event object against the schema of its version."""
+    if not isinstance(obj, dict):
+        raise EventError(Reason.INVALID, f"an event must be an object, got {type(obj).__name__}", obj)
+    version = obj.get("v")
+    if version is None:
+        raise EventError(Reason.INVALID, "missing schema version 'v'", obj)
+    if version not in SUPPORTED_VERSIONS or isinstance(version, bool):
+        supported = ", ".join(str(v) for v in sorted(SUPPORTED_VERSIONS))
+        raise EventError(Reason.UNSUPPORTED_VERSION, f"schema version {version!r} is not supported (supported: {supported})", obj)
+    validator = _validator("event", version)
+    if not validator.is_valid(obj):
+        raise EventError(Reason.INVALID, _explain(validator, obj), obj)
+    return Event(
+        camera_id=obj["camera_id"],
+        site=obj["site"],
+        seq=obj["seq"],
+        ts=obj["ts"],
+        type=obj["type"],
+        data=obj["data"],
+        v=version,
+    )
+
+
+def _parse(payload: bytes) -> Any:
+    head = payload.lstrip()[:1]
+    try:
+        if head in (b"{", b"["):
+            return json.loads(payload)
+        return msgpack.unpackb(payload, raw=False, strict_map_key=True)
+    except RecursionError:
+        raise EventError(Reason.MALFORMED, "nesting too deep") from None
+    except (ValueError, msgpack.UnpackException, TypeError) as exc:
+        kind = "JSON" if head in (b"{", b"[") else "JSON or MessagePack"
+        raise EventError(Reason.MALFORMED, f"not valid {kind}: {exc}"[:300]) from None
+
+
+def decode(payload: bytes, max_bytes: int | None = None) -> list[Event | EventError]:
+    """Decode one wire message into events, one result per event.
+
+    A message that cannot be read at all raises :class:`EventError`; within
+    a readable batch each bad event is returned as an ``EventError`` in its
+    place, so one bad event does not cost its neighbours.
+    """
+    if max_bytes is not None and len(payload) > max_bytes:
+        raise EventError(Reason.TOO_LARGE, f"{len(payload)} bytes is over the limit of {max_bytes}")
+    if not payload.strip():
+        raise EventError(Reason.MALFORMED, "empty payload")
+    obj = _parse(payload)
+    items = obj if isinstance(obj, list) else [obj]
+    if len(items) > MAX_BATCH:
+        raise EventError(Reason.TOO_LARGE, f"batch of {len(items)} events is over the limit of {MAX_BATCH}")
+    if not items:
+        raise EventError(Reason.INVALID, "empty batch")
+    results: list[Event | EventError] = []
+    for item in items:
+        try:
+            results.append(validate(item))
+        except EventError as exc:
+            results.append(exc)
+    return results
+
+
+def encode(events: Iterable[Event | dict[str, Any]], fmt: WireFormat = "json") -> bytes:
+    """Encode events for the wire: one object for one event, else an array."""
+    items = [e.to_dict() if isinstance(e, Event) else e for e in events]
+    obj: Any = items[0] if len(items) == 1 else items
+    if fmt == "msgpack":
+        return msgpack.packb(obj, use_bin_type=True)
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def to_record(event: Event) -> bytes:
+    """One event as the value of a Kafka record (compact JSON)."""
+    return json.dumps(event.to_dict(), separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def from_record(value: bytes) -> Event:
+    """Read a Kafka event record; it is validated again (cheap, and safe)."""
+    try:
+        obj = json.loads(value)
+    except ValueError as exc:
+        raise EventError(Reason.MALFORMED, f"record is not JSON: {exc}") from None
+    return validate(obj)
+
+
+def encode_ack(camera_id: str, seq: int, ts: int | None = None) -> bytes:
+    """Watermark (bridge -> edge) or outbox head (edge -> bridge) message."""
+    ts = int(time.time() * 1000) if ts is None else ts
+    return json.dumps({"v": 1, "camera_id": camera_id, "seq": seq, "ts": ts}, separators=(",", ":")).encode()
+
+
+def decode_ack(payload: bytes) -> tuple[str, int]:
+    """Return ``(camera_id, seq)`` of an ack or outbox message."""
+    try:
+        obj = json.loads(payload)
+    except ValueError as exc:
+        raise EventError(Reason.MALFORMED, f"not JSON: {exc}") from None
+    validator = _validator("ack", 1)
+    if not validator.is_valid(obj):
+        raise EventError(Reason.INVALID, _explain(validator, obj), obj)
+    return obj["camera_id"], obj["seq"]

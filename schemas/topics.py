@@ -1,0 +1,76 @@
+"""Where messages travel: MQTT topic layout and Kafka topic names.
+
+Both are part of the contract between stages, so they live here and nowhere
+else. A camera id is one MQTT topic level, which is why the schema forbids
+``/``, ``+`` and ``#`` in it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class MqttTopics:
+    """MQTT topics under one root (default ``fleetsight``).
+
+    ``{root}/cameras/{camera_id}/events``  edge -> bridge, events (QoS 1)
+    ``{root}/cameras/{camera_id}/outbox``  edge -> bridge, retained: oldest
+                                           seq the edge still holds
+    ``{root}/cameras/{camera_id}/ack``     bridge -> edge, retained: ack
+                                           watermark
+    ``{root}/bridge/status``               retained ``online``/``offline``
+    """
+
+    root: str = "fleetsight"
+
+    def events(self, camera_id: str) -> str:
+        return f"{self.root}/cameras/{camera_id}/events"
+
+    def outbox(self, camera_id: str) -> str:
+        return f"{self.root}/cameras/{camera_id}/outbox"
+
+    def ack(self, camera_id: str) -> str:
+        return f"{self.root}/cameras/{camera_id}/ack"
+
+    @property
+    def bridge_status(self) -> str:
+        return f"{self.root}/bridge/status"
+
+    def all_events(self) -> str:
+        return f"{self.root}/cameras/+/events"
+
+    def all_outbox(self) -> str:
+        return f"{self.root}/cameras/+/outbox"
+
+    def all_acks(self) -> str:
+        return f"{self.root}/cameras/+/ack"
+
+    def parse(self, topic: str) -> tuple[str, str] | None:
+        """Return ``(camera_id, kind)`` for a camera topic, else None."""
+        parts = topic.split("/")
+        if len(parts) != 4 or parts[0] != self.root or parts[1] != "cameras" or not parts[2]:
+            return None
+        return parts[2], parts[3]
+
+
+@dataclass(frozen=True)
+class KafkaTopics:
+    """Kafka topic names under one prefix (default ``fleetsight``)."""
+
+    prefix: str = "fleetsight"
+
+    @property
+    def events(self) -> str:
+        """Validated events, key = camera id, one camera = one partition."""
+        return f"{self.prefix}.events"
+
+    @property
+    def deadletter(self) -> str:
+        """Rejected input with its reason (see ``schemas.deadletter``)."""
+        return f"{self.prefix}.deadletter"
+
+    @property
+    def minute_counts(self) -> str:
+        """Absolute per-minute counts, key = bucket (see ``schemas.aggregates``)."""
+        return f"{self.prefix}.agg.camera-minute-counts"
