@@ -1,0 +1,74 @@
+"""Create the Kafka topics FleetSight needs, with the settings it relies on."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaConnectionError, TopicAlreadyExistsError
+
+from fleetsight.settings import Settings
+
+log = logging.getLogger("fleetsight.kafka_admin")
+
+DAY_MS = 24 * 3600 * 1000
+
+
+class TopicMismatch(RuntimeError):
+    """An existing topic does not have the partition count we need."""
+
+
+def topic_specs(settings: Settings) -> list[NewTopic]:
+    topics = settings.kafka_topics
+    n = settings.kafka_partitions
+    return [
+        # LogAppendTime: the broker stamps arrival time, monotonic per
+        # partition, and the worker measures lateness against it, so a
+        # replayed record is judged exactly as it was the first time.
+        NewTopic(topics.events, n, 1, topic_configs={
+            "message.timestamp.type": "LogAppendTime",
+            "retention.ms": str(7 * DAY_MS),
+        }),
+        NewTopic(topics.deadletter, n, 1, topic_configs={"retention.ms": str(30 * DAY_MS)}),
+        # Absolute values keyed by bucket: compaction keeps the latest one,
+        # enough to rebuild the SQL tables from Kafka.
+        NewTopic(topics.minute_counts, n, 1, topic_configs={"cleanup.policy": "compact"}),
+    ]
+
+
+async def ensure_topics(settings: Settings, timeout: float = 60.0) -> None:
+    """Create missing topics; fail clearly if one exists with other partitions."""
+    deadline = time.monotonic() + timeout
+    while True:
+        admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap, request_timeout_ms=10000)
+        try:
+            await admin.start()
+            break
+        except KafkaConnectionError as exc:
+            await admin.close()
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"Kafka at {settings.kafka_bootstrap} does not answer: {exc}") from exc
+            log.warning("waiting for Kafka at %s", settings.kafka_bootstrap)
+            await asyncio.sleep(1)  # retry backoff while the broker starts
+    try:
+        specs = topic_specs(settings)
+        existing = await admin.describe_topics([s.name for s in specs])
+        partitions = {t["topic"]: len(t["partitions"]) for t in existing if t.get("error_code", 0) == 0}
+        missing = [s for s in specs if s.name not in partitions]
+        for spec in specs:
+            have = partitions.get(spec.name)
+            if have is not None and have != spec.num_partitions:
+                raise TopicMismatch(
+                    f"topic {spec.name} has {have} partitions but FLEETSIGHT_KAFKA_PARTITIONS is "
+                    f"{spec.num_partitions}; they must agree"
+                )
+        if missing:
+            try:
+                await admin.create_topics(missing)
+            except TopicAlreadyExistsError:
+                pass  # another process created it at the same moment
+            log.info("created Kafka topics: %s", ", ".join(s.name for s in missing))
+    finally:
+        await admin.close()
