@@ -1,0 +1,214 @@
+"""Sends a camera's outbox to the broker and trims it by the cloud's watermark.
+
+A broker PUBACK is not a confirmation (a broker can die with the message in
+memory); only the bridge's retained ack watermark is. So the uplink sends in
+seq order, at most ``window`` events beyond the watermark, and goes back to
+the watermark (go-back-N) after any reconnect or when the watermark has not
+moved for ``resend_after_s`` while events are outstanding. Resends make
+duplicates; the cloud drops them by (camera, seq).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+
+import paho.mqtt.client as mqtt
+
+from edge.outbox import Outbox
+from fleetsight.mqtt import make_client
+from fleetsight.settings import Settings
+from schemas.codec import EventError, WireFormat, decode_ack, encode, encode_ack
+
+log = logging.getLogger("fleetsight.uplink")
+
+
+@dataclass
+class UplinkStats:
+    connected: bool = False
+    watermark: int = 0
+    messages_sent: int = 0
+    events_sent: int = 0
+    bytes_sent: int = 0
+    resends: int = 0
+
+
+class Uplink:
+    """One camera's link to the cloud; runs inside an asyncio loop."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        outbox: Outbox,
+        *,
+        wire_format: WireFormat = "json",
+        batch_max: int = 100,
+        window: int = 5000,
+        resend_after_s: float = 10.0,
+        username: str | None = None,
+        password: str | None = None,
+    ) -> None:
+        self.settings = settings
+        self.outbox = outbox
+        self.camera_id = outbox.camera_id
+        self.topics = settings.mqtt_topics
+        self.wire_format = wire_format
+        self.batch_max = batch_max
+        self.window = window
+        self.resend_after_s = resend_after_s
+        self.stats = UplinkStats()
+        self._username = username
+        self._password = password
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._client: mqtt.Client | None = None
+        self._wake = asyncio.Event()
+        self._progress = asyncio.Event()
+        self._cursor: int | None = None  # next seq to send; None = start at the head
+        self._last_progress = time.monotonic()
+        self._head_published: int | None = None
+        self._dropped_seen = outbox.dropped
+        self._closing = False
+
+    # --- paho thread ----------------------------------------------------------
+
+    def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
+        if reason_code.is_failure:
+            log.error("%s: MQTT connection refused: %s", self.camera_id, reason_code)
+            return
+        client.subscribe(self.topics.ack(self.camera_id), qos=1)
+        assert self._loop is not None
+        self._loop.call_soon_threadsafe(self._connected, True)
+
+    def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
+        assert self._loop is not None
+        self._loop.call_soon_threadsafe(self._connected, False)
+
+    def _on_message(self, client, userdata, msg: mqtt.MQTTMessage) -> None:
+        try:
+            camera_id, seq = decode_ack(msg.payload)
+        except EventError as exc:
+            log.warning("%s: ignoring bad ack message: %s", self.camera_id, exc.detail)
+            return
+        if camera_id == self.camera_id:
+            assert self._loop is not None
+            self._loop.call_soon_threadsafe(self._on_ack, seq)
+
+    # --- asyncio loop -----------------------------------------------------------
+
+    def _connected(self, up: bool) -> None:
+        self.stats.connected = up
+        if up:
+            log.info("%s: link up; resending from seq %d", self.camera_id, self.outbox.head())
+            self._cursor = None  # go back: anything in flight may be lost
+            self._head_published = None
+        elif not self._closing:
+            log.warning("%s: link down; events wait in the outbox", self.camera_id)
+        self._wake.set()
+
+    def _on_ack(self, seq: int) -> None:
+        last = self.outbox.last_seq()
+        if seq > last:
+            moved = self.outbox.renumber_after(seq)
+            log.warning(
+                "%s: the cloud confirmed seq %d but this outbox only reached %d (a lost or replaced outbox file?); "
+                "renumbered %d waiting events after it so none is taken for a duplicate",
+                self.camera_id, seq, last, moved,
+            )
+            self._cursor = None
+        if seq > self.stats.watermark:
+            self.stats.watermark = seq
+            self._last_progress = time.monotonic()
+        self.outbox.confirm(seq)
+        self._progress.set()
+        self._wake.set()
+
+    def notify(self) -> None:
+        """New events are in the outbox."""
+        self._wake.set()
+
+    def _publish_head(self) -> None:
+        head = self.outbox.head()
+        if head == self._head_published and self.outbox.dropped == self._dropped_seen:
+            return
+        assert self._client is not None
+        # Retained: tells the bridge that seqs below the head are settled
+        # (confirmed, or dropped by a full outbox) and need not be waited for.
+        self._client.publish(self.topics.outbox(self.camera_id), encode_ack(self.camera_id, head), qos=1, retain=True)
+        self._head_published = head
+        self._dropped_seen = self.outbox.dropped
+
+    def _send_some(self) -> None:
+        assert self._client is not None
+        head = self.outbox.head()
+        if self.outbox.dropped != self._dropped_seen:
+            self._publish_head()
+        if self._cursor is None or self._cursor < head:
+            self._cursor = head
+        outstanding = self._cursor - head
+        if outstanding > 0 and time.monotonic() - self._last_progress > self.resend_after_s:
+            log.warning("%s: no confirmation for %.0f s; resending from seq %d", self.camera_id, self.resend_after_s, head)
+            self.stats.resends += 1
+            self._cursor = head
+            outstanding = 0
+            self._last_progress = time.monotonic()
+        while outstanding < self.window:
+            events = self.outbox.read(self._cursor, min(self.batch_max, self.window - outstanding))
+            if not events:
+                break
+            if outstanding == 0:
+                self._last_progress = time.monotonic()
+            payload = encode(events, self.wire_format)
+            self._client.publish(self.topics.events(self.camera_id), payload, qos=1)
+            self._cursor = events[-1].seq + 1
+            outstanding = self._cursor - head
+            self.stats.messages_sent += 1
+            self.stats.events_sent += len(events)
+            self.stats.bytes_sent += len(payload)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Keep the outbox flowing until ``stop`` is set."""
+        self._loop = asyncio.get_running_loop()
+        client = make_client(
+            self.settings, f"{self.settings.mqtt_topic_root}-edge-{self.camera_id}", persistent=False,
+            username=self._username, password=self._password,
+        )
+        client.max_inflight_messages_set(100)
+        client.max_queued_messages_set(0)
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_message = self._on_message
+        self._client = client
+        client.connect_async(self.settings.mqtt.host, self.settings.mqtt.port, keepalive=15)
+        client.loop_start()
+        try:
+            while not stop.is_set():
+                try:
+                    # The timeout drives the resend timer when nothing else happens.
+                    await asyncio.wait_for(self._wake.wait(), timeout=1.0)
+                except asyncio.TimeoutError:
+                    pass
+                self._wake.clear()
+                if self.stats.connected:
+                    if self._head_published is None:
+                        self._publish_head()
+                    self._send_some()
+        finally:
+            self._closing = True
+            client.disconnect()
+            client.loop_stop()
+
+    async def drained(self, timeout: float) -> bool:
+        """Wait until the cloud has confirmed everything in the outbox."""
+        deadline = time.monotonic() + timeout
+        while self.outbox.depth() > 0:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            self._progress.clear()
+            try:
+                await asyncio.wait_for(self._progress.wait(), timeout=remaining)
+            except asyncio.TimeoutError:
+                return self.outbox.depth() == 0
+        return True
