@@ -80,7 +80,7 @@ class DeadLetter:
             stage,
             payload=payload,
             source_topic=source_topic,
-            camera_id=error.claimed("camera_id") or camera_id,
+            camera_id=camera_id or error.claimed("camera_id"),
             seq=error.claimed("seq"),
             ts=error.claimed("ts"),
         )

@@ -1,0 +1,256 @@
+"""Helpers for tests that run the pipeline on the real local services."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any, Callable
+
+import asyncpg
+import paho.mqtt.client as mqtt
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+
+from fleetsight.settings import REPO_ROOT, Settings
+
+COMPONENTS = ("bridge", "worker", "sink")
+
+
+async def wait_for(check: Callable[[], Any], timeout: float, what: str, interval: float = 0.2) -> Any:
+    """Poll ``check`` (plain or async) until it returns something truthy, or fail after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = check()
+        if inspect.isawaitable(last):
+            last = await last
+        if last:
+            return last
+        await asyncio.sleep(interval)  # poll interval of a condition with a deadline
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}; last value: {last!r}")
+
+
+def admin_dsn(settings: Settings, database: str = "postgres") -> str:
+    url = settings.database_url.replace("postgresql+asyncpg://", "postgresql://")
+    rest = url.split("@", 1)[1]
+    host = rest.split("/", 1)[0]
+    return f"postgresql://postgres@{host}/{database}"
+
+
+class Stack:
+    """An isolated pipeline (own topics, MQTT root, database) on the shared services."""
+
+    def __init__(self, base: Settings, tmp: Path) -> None:
+        self.name = f"t{uuid.uuid4().hex[:8]}"
+        self.db_name = f"fs_{self.name}"
+        self.tmp = tmp
+        dsn = admin_dsn(base, self.db_name).replace("postgresql://", "postgresql+asyncpg://")
+        self.settings = Settings(
+            mqtt_url=base.mqtt_url,
+            kafka_bootstrap=base.kafka_bootstrap,
+            services_dir=base.services_dir,
+            mqtt_topic_root=self.name,
+            kafka_topic_prefix=self.name,
+            stream_app_id=self.name,
+            database_url=dsn,
+        )
+        self.procs: dict[str, subprocess.Popen] = {}
+        self.logs: dict[str, Path] = {}
+
+    @property
+    def dsn(self) -> str:
+        return admin_dsn(self.settings, self.db_name)
+
+    async def create_database(self) -> None:
+        conn = await asyncpg.connect(admin_dsn(self.settings))
+        try:
+            await conn.execute(f'CREATE DATABASE "{self.db_name}"')
+        finally:
+            await conn.close()
+        from sinks.db import upgrade
+
+        await asyncio.to_thread(upgrade, self.settings.database_url)
+
+    def start(self, component: str) -> subprocess.Popen:
+        env = {**os.environ, **self.settings.env(), "PYTHONUNBUFFERED": "1"}
+        env.pop("FLEETSIGHT_CONFIG", None)
+        log_path = self.tmp / f"{component}.log"
+        self.logs[component] = log_path
+        with open(log_path, "ab") as out:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "fleetsight", component], cwd=REPO_ROOT, env=env,
+                stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            )
+        self.procs[component] = proc
+        return proc
+
+    def kill(self, component: str, sig: int = signal.SIGKILL) -> None:
+        proc = self.procs.pop(component)
+        proc.send_signal(sig)
+        proc.wait(timeout=30)
+
+    def stop_all(self) -> None:
+        for component, proc in list(self.procs.items()):
+            if proc.poll() is None:
+                proc.terminate()
+        for component, proc in list(self.procs.items()):
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()  # Faust may ignore SIGTERM after a crash
+                proc.wait(timeout=10)
+        self.procs.clear()
+
+    def log_tail(self, lines: int = 40) -> str:
+        out = []
+        for component, path in self.logs.items():
+            if path.exists():
+                text = path.read_text(errors="replace").splitlines()[-lines:]
+                out.append(f"--- {component} ---\n" + "\n".join(text))
+        return "\n".join(out)
+
+    def assert_running(self) -> None:
+        for component, proc in self.procs.items():
+            assert proc.poll() is None, f"{component} exited with {proc.returncode}\n{self.log_tail()}"
+
+    async def cleanup(self) -> None:
+        self.stop_all()
+        conn = await asyncpg.connect(admin_dsn(self.settings))
+        try:
+            await conn.execute(f'DROP DATABASE IF EXISTS "{self.db_name}" WITH (FORCE)')
+        finally:
+            await conn.close()
+        admin = AIOKafkaAdminClient(bootstrap_servers=self.settings.kafka_bootstrap)
+        await admin.start()
+        try:
+            ours = [t for t in await admin.list_topics() if t.startswith(self.name)]
+            if ours:
+                await admin.delete_topics(ours)
+        finally:
+            await admin.close()
+        clear_retained(self.settings, f"{self.name}/#")
+
+    async def query(self, sql: str, *args: Any) -> list[asyncpg.Record]:
+        conn = await asyncpg.connect(self.dsn)
+        try:
+            return await conn.fetch(sql, *args)
+        finally:
+            await conn.close()
+
+    async def minute_counts(self) -> dict[tuple[str, str, int], int]:
+        rows = await self.query(
+            "SELECT camera_id, object_class, (extract(epoch FROM minute) * 1000)::bigint AS minute, count "
+            "FROM camera_minute_counts"
+        )
+        return {(r["camera_id"], r["object_class"], r["minute"]): r["count"] for r in rows}
+
+    async def wait_bridge_online(self, timeout: float = 60) -> None:
+        watcher = MqttWatcher(self.settings, self.settings.mqtt_topics.bridge_status)
+        try:
+            await wait_for(lambda: watcher.latest() == b"online", timeout, "bridge online")
+        finally:
+            watcher.close()
+
+    async def record_count(self, topic: str) -> int:
+        """Records ever written to ``topic`` (sum of its partitions' end offsets)."""
+        consumer = AIOKafkaConsumer(bootstrap_servers=self.settings.kafka_bootstrap)
+        await consumer.start()
+        try:
+            partitions = [TopicPartition(topic, p) for p in range(self.settings.kafka_partitions)]
+            return sum((await consumer.end_offsets(partitions)).values())
+        finally:
+            await consumer.stop()
+
+    async def deadletters(self, expect: int, timeout: float = 60) -> list[dict[str, Any]]:
+        """Read the dead-letter topic from the start until ``expect`` records."""
+        consumer = AIOKafkaConsumer(
+            self.settings.kafka_topics.deadletter,
+            bootstrap_servers=self.settings.kafka_bootstrap,
+            auto_offset_reset="earliest",
+            enable_auto_commit=False,
+        )
+        await consumer.start()
+        records: list[dict[str, Any]] = []
+        try:
+            deadline = time.monotonic() + timeout
+            while len(records) < expect and time.monotonic() < deadline:
+                batches = await consumer.getmany(timeout_ms=500)
+                for messages in batches.values():
+                    records.extend(json.loads(m.value) for m in messages)
+        finally:
+            await consumer.stop()
+        return records
+
+
+class MqttWatcher:
+    """Subscribes to topics in the background and remembers what arrived."""
+
+    def __init__(self, settings: Settings, topic: str) -> None:
+        self.messages: list[mqtt.MQTTMessage] = []
+        self._lock = threading.Lock()
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"watch-{uuid.uuid4().hex[:8]}")
+        self.client.on_connect = lambda c, u, f, rc, p: c.subscribe(topic, qos=1)
+        self.client.on_message = self._on_message
+        self.client.connect(settings.mqtt.host, settings.mqtt.port)
+        self.client.loop_start()
+
+    def _on_message(self, client, userdata, msg) -> None:
+        with self._lock:
+            self.messages.append(msg)
+
+    def latest(self, topic: str | None = None) -> bytes | None:
+        with self._lock:
+            for msg in reversed(self.messages):
+                if topic is None or msg.topic == topic:
+                    return msg.payload
+        return None
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+def publish(settings: Settings, items: list[tuple[str, bytes]]) -> None:
+    """Publish (topic, payload) pairs at QoS 1 and wait for every PUBACK."""
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"pub-{uuid.uuid4().hex[:8]}")
+    client.max_inflight_messages_set(200)
+    client.connect(settings.mqtt.host, settings.mqtt.port)
+    client.loop_start()
+    try:
+        infos = [client.publish(topic, payload, qos=1) for topic, payload in items]
+        for info in infos:
+            info.wait_for_publish(timeout=30)
+            assert info.is_published(), "broker did not acknowledge a publish"
+    finally:
+        client.disconnect()
+        client.loop_stop()
+
+
+def clear_retained(settings: Settings, pattern: str) -> None:
+    """Remove retained messages under ``pattern`` (ours, from a test)."""
+    found: list[str] = []
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"clr-{uuid.uuid4().hex[:8]}")
+    client.connect(settings.mqtt.host, settings.mqtt.port)
+    client.subscribe(pattern, qos=1)
+    # Retained messages arrive right after SUBACK; a round trip of our own
+    # publish-and-receive marks the end of them.
+    marker = f"{pattern.rstrip('#').rstrip('/')}/_end_{uuid.uuid4().hex[:6]}"
+    done = threading.Event()
+    client.on_message = lambda c, u, m: done.set() if m.topic == marker else (found.append(m.topic) if m.retain else None)
+    client.loop_start()
+    client.publish(marker, b"x", qos=1)
+    done.wait(10)
+    for topic in found:
+        client.publish(topic, b"", qos=1, retain=True).wait_for_publish(5)
+    client.disconnect()
+    client.loop_stop()
+
