@@ -131,15 +131,16 @@ def validate(obj: Any) -> Event:
 
 
 def _parse(payload: bytes) -> Any:
-    head = payload.lstrip()[:1]
+    # JSON text starts with an ASCII byte; a MessagePack map or array never does.
+    is_json = payload.lstrip()[:1] < b"\x80"
     try:
-        if head in (b"{", b"["):
+        if is_json:
             return json.loads(payload)
         return msgpack.unpackb(payload, raw=False, strict_map_key=True)
     except RecursionError:
         raise EventError(Reason.MALFORMED, "nesting too deep") from None
     except (ValueError, msgpack.UnpackException, TypeError) as exc:
-        kind = "JSON" if head in (b"{", b"[") else "JSON or MessagePack"
+        kind = "JSON" if is_json else "MessagePack"
         raise EventError(Reason.MALFORMED, f"not valid {kind}: {exc}"[:300]) from None
 
 

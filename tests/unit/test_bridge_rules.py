@@ -1,0 +1,57 @@
+"""The bridge's decisions for one message (no I/O)."""
+
+from __future__ import annotations
+
+import json
+
+from fleetsight.settings import Settings
+from schemas.codec import encode_ack
+from schemas.deadletter import DeadLetter
+from streams.bridge import Bridge
+from streams.partitioning import partition_for
+
+NOW = 1764072000000
+
+
+def ev(camera: str, seq: int, ts: int = NOW) -> dict:
+    return {"v": 1, "camera_id": camera, "site": "s", "seq": seq, "ts": ts, "type": "track.start",
+            "data": {"track_id": seq, "class": "person", "confidence": 0.5}}
+
+
+def bridge() -> Bridge:
+    return Bridge(Settings(kafka_partitions=8))
+
+
+def test_good_batch_goes_to_the_camera_partition() -> None:
+    b = bridge()
+    out = b.handle("fleetsight/cameras/cam-1/events", json.dumps([ev("cam-1", 1), ev("cam-1", 2)]).encode(), NOW)
+    assert [r.topic for r in out.records] == ["fleetsight.events"] * 2
+    assert {r.partition for r in out.records} == {partition_for("cam-1", 8)}
+    assert out.confirms == [("cam-1", 1), ("cam-1", 2)]
+
+
+def test_rejections_are_dead_lettered_and_still_settle_their_seq() -> None:
+    b = bridge()
+    payload = json.dumps([ev("cam-2", 7), ev("cam-1", 8, ts=NOW + 3600_000)]).encode()
+    out = b.handle("fleetsight/cameras/cam-1/events", payload, NOW)
+    letters = [DeadLetter.from_record(r.value) for r in out.records]
+    assert [(d.reason, d.camera_id, d.seq) for d in letters] == [("camera_mismatch", "cam-1", 7), ("clock_skew", "cam-1", 8)]
+    assert all(r.topic == "fleetsight.deadletter" for r in out.records)
+    assert out.confirms == [("cam-1", 7), ("cam-1", 8)]
+    assert out.forwarded == 0 and out.rejected == 2
+
+
+def test_outbox_head_and_acks_become_floors() -> None:
+    b = bridge()
+    out = b.handle("fleetsight/cameras/cam-1/outbox", encode_ack("cam-1", 10), NOW)
+    assert out.floors == [("cam-1", 9)] and not out.records
+    out = b.handle("fleetsight/cameras/cam-1/ack", encode_ack("cam-1", 30), NOW)
+    assert out.floors == [("cam-1", 30)]
+    # A head that names another camera than its topic is ignored.
+    assert b.handle("fleetsight/cameras/cam-1/outbox", encode_ack("cam-9", 10), NOW).floors == []
+
+
+def test_unparseable_message_has_no_seq_to_settle() -> None:
+    out = bridge().handle("fleetsight/cameras/cam-1/events", b"\xff\xfe", NOW)
+    assert [DeadLetter.from_record(r.value).reason for r in out.records] == ["malformed"]
+    assert out.confirms == []
