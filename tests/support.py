@@ -5,10 +5,8 @@ from __future__ import annotations
 import asyncio
 import inspect
 import json
-import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -20,10 +18,8 @@ import paho.mqtt.client as mqtt
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
-from fleetsight.settings import REPO_ROOT, Settings
-
-COMPONENTS = ("bridge", "worker", "sink")
-
+from fleetsight.processes import spawn, stop, wait_bridge_online
+from fleetsight.settings import Settings
 
 async def wait_for(check: Callable[[], Any], timeout: float, what: str, interval: float = 0.2) -> Any:
     """Poll ``check`` (plain or async) until it returns something truthy, or fail after ``timeout``."""
@@ -81,16 +77,9 @@ class Stack:
         await asyncio.to_thread(upgrade, self.settings.database_url)
 
     def start(self, component: str) -> subprocess.Popen:
-        env = {**os.environ, **self.settings.env(), "PYTHONUNBUFFERED": "1"}
-        env.pop("FLEETSIGHT_CONFIG", None)
         log_path = self.tmp / f"{component}.log"
         self.logs[component] = log_path
-        with open(log_path, "ab") as out:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "fleetsight", component], cwd=REPO_ROOT, env=env,
-                stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            )
-        self.procs[component] = proc
+        proc = self.procs[component] = spawn(component, self.settings, log_path)
         return proc
 
     def kill(self, component: str, sig: int = signal.SIGKILL) -> None:
@@ -99,15 +88,7 @@ class Stack:
         proc.wait(timeout=30)
 
     def stop_all(self) -> None:
-        for component, proc in list(self.procs.items()):
-            if proc.poll() is None:
-                proc.terminate()
-        for component, proc in list(self.procs.items()):
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()  # Faust may ignore SIGTERM after a crash
-                proc.wait(timeout=10)
+        stop(list(self.procs.values()))
         self.procs.clear()
 
     def log_tail(self, lines: int = 40) -> str:
@@ -154,11 +135,7 @@ class Stack:
         return {(r["camera_id"], r["object_class"], r["minute"]): r["count"] for r in rows}
 
     async def wait_bridge_online(self, timeout: float = 60) -> None:
-        watcher = MqttWatcher(self.settings, self.settings.mqtt_topics.bridge_status)
-        try:
-            await wait_for(lambda: watcher.latest() == b"online", timeout, "bridge online")
-        finally:
-            watcher.close()
+        assert await asyncio.to_thread(wait_bridge_online, self.settings, timeout), f"bridge not online\n{self.log_tail()}"
 
     async def record_count(self, topic: str) -> int:
         """Records ever written to ``topic`` (sum of its partitions' end offsets)."""

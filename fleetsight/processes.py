@@ -1,0 +1,74 @@
+"""Start and stop the pipeline's own processes (bridge, worker, sink) as children."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+
+from fleetsight.mqtt import make_client
+from fleetsight.settings import REPO_ROOT, Settings
+
+COMPONENTS = ("bridge", "worker", "sink")
+
+
+def spawn(component: str, settings: Settings, log_path: Path) -> subprocess.Popen:
+    """Run ``fleetsight <component>`` with these settings, output to ``log_path``."""
+    env = {**os.environ, **settings.env(), "PYTHONUNBUFFERED": "1"}
+    env.pop("FLEETSIGHT_CONFIG", None)  # the settings are all in the environment now
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "ab") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "fleetsight", component], cwd=REPO_ROOT, env=env,
+            stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        )
+
+
+def stop(procs: list[subprocess.Popen], timeout: float = 20.0) -> None:
+    """SIGTERM, then SIGKILL after ``timeout`` (a crashed Faust worker can ignore SIGTERM)."""
+    for proc in procs:
+        if proc.poll() is None:
+            proc.terminate()
+    for proc in procs:
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+
+
+def wait_bridge_online(settings: Settings, timeout: float = 60.0) -> bool:
+    """True once the bridge's retained status says ``online`` (it has subscribed)."""
+    online = threading.Event()
+    client = make_client(settings, f"{settings.mqtt_topic_root}-probe-{uuid.uuid4().hex[:6]}", persistent=False)
+    status = settings.mqtt_topics.bridge_status
+
+    def on_message(c: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
+        if msg.payload == b"online":
+            online.set()
+
+    client.on_connect = lambda c, u, f, rc, p: c.subscribe(status, qos=1)
+    client.on_message = on_message
+    client.connect_async(settings.mqtt.host, settings.mqtt.port)
+    client.loop_start()
+    try:
+        return online.wait(timeout)
+    finally:
+        client.disconnect()
+        client.loop_stop()
+
+
+def wait_until(predicate, timeout: float, interval: float = 0.5) -> bool:
+    """Poll ``predicate`` until true or ``timeout`` seconds pass."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return bool(predicate())
