@@ -1,0 +1,46 @@
+# FleetSight developer entry points. `make demo` and `make test` install what
+# they need (system packages, a virtualenv, Kafka's jars) on first use.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+
+.PHONY: deps venv services services-down services-status test test-unit demo compose-check clean
+
+deps:
+	@bash scripts/install-deps.sh
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[cloud,edge,dev]'
+	@touch $@
+
+venv: $(BIN)/.installed
+
+services: deps venv
+	$(BIN)/fleetsight services up
+
+services-down: venv
+	$(BIN)/fleetsight services down
+
+services-status: venv
+	$(BIN)/fleetsight services status
+
+# Unit tests, then the integration tests on the real Mosquitto, Kafka and
+# PostgreSQL (started for the run if not up, and stopped again after).
+test: deps venv
+	$(BIN)/pytest -q
+
+test-unit: venv
+	$(BIN)/pytest -q tests/unit
+
+demo: deps venv
+	$(BIN)/fleetsight demo
+
+compose-check:
+	docker-compose -f docker-compose.yml config -q
+
+clean:
+	-$(BIN)/fleetsight services down
+	rm -rf $(VENV) .services *.egg-info

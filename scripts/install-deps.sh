@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Installs the system packages FleetSight's local services and tests need,
+# skipping what is already there. Debian/Ubuntu; run as root or with sudo.
+set -euo pipefail
+
+packages=(mosquitto mosquitto-clients postgresql maven docker-compose)
+command -v java >/dev/null 2>&1 || packages+=(openjdk-17-jre-headless)
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+# Maven may come from elsewhere (SDKMAN, a tarball): a working mvn is enough.
+if command -v mvn >/dev/null 2>&1; then
+  missing=("${missing[@]/maven}")
+fi
+read -r -a missing <<<"${missing[*]}"
+
+if [ ${#missing[@]} -eq 0 ]; then
+  echo "system packages: all present"
+  exit 0
+fi
+
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then
+  command -v sudo >/dev/null 2>&1 || { echo "need root or sudo to install: ${missing[*]}" >&2; exit 1; }
+  SUDO="sudo"
+fi
+echo "installing: ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
