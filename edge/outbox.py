@@ -33,6 +33,10 @@ CREATE TABLE IF NOT EXISTS meta (
     key   TEXT PRIMARY KEY,
     value INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS state (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
 """
 
 
@@ -55,6 +59,8 @@ class Outbox:
         self.max_events = max_events
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(self.path, isolation_level=None)
+        # The camera loop and the uplink each hold a connection to the file.
+        self._db.execute("PRAGMA busy_timeout=10000")
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(_SCHEMA)
@@ -72,16 +78,20 @@ class Outbox:
             (key, delta),
         )
 
-    def append(self, items: Iterable[NewEvent]) -> list[Event]:
+    def append(self, items: Iterable[NewEvent], state: str | None = None) -> list[Event]:
         """Store events in one transaction; returns them with their seqs.
 
-        When this returns, the events are on disk. If the outbox is over its
-        limit, the oldest events are dropped and counted.
+        When this returns, the events are on disk. ``state`` (the scene's
+        snapshot) is saved in the same transaction, so the saved state always
+        matches the events emitted. If the outbox is over its limit, the
+        oldest events are dropped and counted.
         """
         out: list[Event] = []
         cur = self._db.cursor()
         cur.execute("BEGIN IMMEDIATE")
         try:
+            if state is not None:
+                cur.execute("INSERT OR REPLACE INTO state(key, value) VALUES ('scene', ?)", (state,))
             for item in items:
                 data = json.dumps(item.data, separators=(",", ":"))
                 cur.execute("INSERT INTO events(ts, type, data) VALUES (?, ?, ?)", (item.ts, item.type, data))
@@ -96,6 +106,11 @@ class Outbox:
             cur.execute("ROLLBACK")
             raise
         return out
+
+    def load_state(self) -> str | None:
+        """The scene snapshot saved by the last :meth:`append` that had one."""
+        row = self._db.execute("SELECT value FROM state WHERE key = 'scene'").fetchone()
+        return row[0] if row else None
 
     @staticmethod
     def _head(cur: sqlite3.Cursor) -> int:

@@ -1,0 +1,239 @@
+"""ONNX object detector (NanoDet-m, 80 COCO classes) run by onnxruntime.
+
+The model file ships inside the package (``edge/models/``) and is checked
+against the sha256 pinned in ``edge/models/models.json`` before it is
+loaded; nothing is ever fetched at run time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Sequence
+
+import cv2
+import numpy as np
+import onnxruntime as ort
+
+log = logging.getLogger("fleetsight.detector")
+
+MODELS_DIR = Path(str(resources.files("edge").joinpath("models")))
+DEFAULT_MODEL = "nanodet-m-416"
+
+# Most capable first; onnxruntime falls back to the CPU for what they lack.
+PROVIDER_PREFERENCE = ("CUDAExecutionProvider", "OpenVINOExecutionProvider", "CPUExecutionProvider")
+
+
+class ModelError(RuntimeError):
+    """A model file is missing, altered, or cannot be loaded."""
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    version: str
+    path: Path
+    sha256: str
+    input_size: int
+    strides: tuple[int, ...]
+    reg_max: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    classes: tuple[str, ...]
+
+
+def model_spec(name: str = DEFAULT_MODEL, path: Path | None = None, sha256: str | None = None) -> ModelSpec:
+    """The spec of a shipped model, optionally pointing at another file of the same architecture."""
+    manifest = json.loads((MODELS_DIR / "models.json").read_text())
+    if name not in manifest:
+        raise ModelError(f"unknown model {name!r}; shipped: {', '.join(sorted(manifest))}")
+    entry = manifest[name]
+    if path is not None and sha256 is None:
+        raise ModelError(f"model.path {path} needs model.sha256 as well: files are verified before loading")
+    return ModelSpec(
+        name=name,
+        version=entry["version"] if path is None else f"{name}@sha256:{sha256[:12]}",  # type: ignore[index]
+        path=path or MODELS_DIR / entry["file"],
+        sha256=sha256 or entry["sha256"],
+        input_size=entry["input_size"],
+        strides=tuple(entry["strides"]),
+        reg_max=entry["reg_max"],
+        mean=tuple(entry["mean"]),  # type: ignore[arg-type]
+        std=tuple(entry["std"]),  # type: ignore[arg-type]
+        classes=tuple((MODELS_DIR / entry["labels"]).read_text().split("\n")[: entry["num_classes"]]),
+    )
+
+
+def verify(path: Path, expected_sha256: str) -> None:
+    """Refuse a model file whose content is not the one pinned."""
+    if not path.is_file():
+        raise ModelError(f"model file {path} does not exist")
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    if digest.hexdigest() != expected_sha256.lower():
+        raise ModelError(f"model file {path} has sha256 {digest.hexdigest()}, expected {expected_sha256}: refusing to load it")
+
+
+@dataclass
+class Detections:
+    """Boxes in frame pixels (x1, y1, x2, y2), confidences and class ids."""
+
+    xyxy: np.ndarray
+    confidence: np.ndarray
+    class_id: np.ndarray
+
+    @classmethod
+    def empty(cls) -> "Detections":
+        return cls(np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int64))
+
+    def __len__(self) -> int:
+        return len(self.confidence)
+
+
+def nms(boxes: np.ndarray, scores: np.ndarray, iou: float) -> np.ndarray:
+    """Greedy non-maximum suppression; returns kept indices, best first."""
+    order = scores.argsort()[::-1]
+    area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    keep = []
+    while order.size:
+        i = order[0]
+        keep.append(i)
+        rest = order[1:]
+        xx1 = np.maximum(boxes[i, 0], boxes[rest, 0])
+        yy1 = np.maximum(boxes[i, 1], boxes[rest, 1])
+        xx2 = np.minimum(boxes[i, 2], boxes[rest, 2])
+        yy2 = np.minimum(boxes[i, 3], boxes[rest, 3])
+        inter = np.clip(xx2 - xx1, 0, None) * np.clip(yy2 - yy1, 0, None)
+        overlap = inter / (area[i] + area[rest] - inter + 1e-9)
+        order = rest[overlap <= iou]
+    return np.asarray(keep, dtype=np.int64)
+
+
+class Detector:
+    """Runs the model on BGR frames; thresholds and class filter from config."""
+
+    def __init__(
+        self,
+        spec: ModelSpec,
+        *,
+        confidence: float = 0.4,
+        iou: float = 0.5,
+        classes: Sequence[str] | None = None,
+        threads: int | None = None,
+        providers: Sequence[str] | None = None,
+        letterbox: bool = True,
+    ) -> None:
+        verify(spec.path, spec.sha256)
+        self.spec = spec
+        self.confidence = confidence
+        self.iou = iou
+        self.letterbox = letterbox
+        unknown = sorted(set(classes or ()) - set(spec.classes))
+        if unknown:
+            raise ModelError(f"classes not known to {spec.name}: {', '.join(unknown)}")
+        self.class_mask = (
+            np.isin(np.array(spec.classes), list(classes)) if classes else np.ones(len(spec.classes), bool)
+        )
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if threads:
+            options.intra_op_num_threads = threads
+            options.inter_op_num_threads = 1
+        available = ort.get_available_providers()
+        chosen = [p for p in (providers or PROVIDER_PREFERENCE) if p in available] or ["CPUExecutionProvider"]
+        try:
+            self.session = ort.InferenceSession(str(spec.path), options, providers=chosen)
+        except Exception as exc:  # onnxruntime raises its own exception types
+            raise ModelError(f"onnxruntime could not load {spec.path}: {exc}") from exc
+        self.providers = self.session.get_providers()
+        self.input_name = self.session.get_inputs()[0].name
+        self._outputs = self._match_outputs()
+        size = spec.input_size
+        self._mean = np.array(spec.mean, np.float32).reshape(1, 1, 3)
+        self._inv_std = (1.0 / np.array(spec.std, np.float32)).reshape(1, 1, 3)
+        self._centers = {}
+        for stride in spec.strides:
+            n = size // stride
+            ys, xs = np.mgrid[0:n, 0:n]
+            self._centers[stride] = (np.stack([xs.ravel(), ys.ravel()], 1).astype(np.float32) + 0.5) * stride
+        self._bins = np.arange(spec.reg_max + 1, dtype=np.float32)
+        log.info("model %s loaded from %s on %s", spec.version, spec.path.name, ", ".join(self.providers))
+
+    def _match_outputs(self) -> list[tuple[int, str, str]]:
+        """Pair score and box outputs per stride by their shapes."""
+        by_shape = {tuple(o.shape[1:]): o.name for o in self.session.get_outputs()}
+        pairs = []
+        nc, nb = len(self.spec.classes), 4 * (self.spec.reg_max + 1)
+        for stride in self.spec.strides:
+            cells = (self.spec.input_size // stride) ** 2
+            try:
+                pairs.append((stride, by_shape[(cells, nc)], by_shape[(cells, nb)]))
+            except KeyError as exc:
+                raise ModelError(f"{self.spec.path.name} does not have the outputs of a {self.spec.name}") from exc
+        return pairs
+
+    def preprocess(self, frame: np.ndarray) -> tuple[np.ndarray, tuple[float, float, float, float]]:
+        """BGR frame -> NCHW blob, and (scale_x, scale_y, pad_x, pad_y) to map boxes back."""
+        size = self.spec.input_size
+        h, w = frame.shape[:2]
+        if self.letterbox:
+            scale = min(size / w, size / h)
+            nw, nh = round(w * scale), round(h * scale)
+            pad_x, pad_y = (size - nw) // 2, (size - nh) // 2
+            canvas = np.empty((size, size, 3), np.uint8)
+            canvas[:] = np.asarray(self.spec.mean, np.float32).round().astype(np.uint8)  # pads normalise to 0
+            canvas[pad_y : pad_y + nh, pad_x : pad_x + nw] = cv2.resize(frame, (nw, nh), interpolation=cv2.INTER_LINEAR)
+            image, geometry = canvas, (scale, scale, float(pad_x), float(pad_y))
+        else:
+            image = cv2.resize(frame, (size, size), interpolation=cv2.INTER_LINEAR)
+            geometry = (size / w, size / h, 0.0, 0.0)
+        blob = (image.astype(np.float32) - self._mean) * self._inv_std
+        return blob.transpose(2, 0, 1)[np.newaxis], geometry
+
+    def infer(self, blob: np.ndarray) -> list[np.ndarray]:
+        names = [n for _, s, b in self._outputs for n in (s, b)]
+        return self.session.run(names, {self.input_name: blob})
+
+    def postprocess(self, outputs: list[np.ndarray], geometry: tuple[float, float, float, float], shape: tuple[int, ...]) -> Detections:
+        boxes_all, scores_all, classes_all = [], [], []
+        for i, (stride, _, _) in enumerate(self._outputs):
+            scores = outputs[2 * i][0][:, self.class_mask] if not self.class_mask.all() else outputs[2 * i][0]
+            class_idx = np.flatnonzero(self.class_mask)
+            best = scores.argmax(1)
+            conf = scores[np.arange(len(best)), best]
+            keep = conf >= self.confidence
+            if not keep.any():
+                continue
+            dist = outputs[2 * i + 1][0][keep].reshape(-1, 4, self.spec.reg_max + 1)
+            dist = np.exp(dist - dist.max(2, keepdims=True))
+            dist = (dist / dist.sum(2, keepdims=True)) @ self._bins * stride
+            centers = self._centers[stride][keep]
+            boxes = np.concatenate([centers - dist[:, :2], centers + dist[:, 2:]], 1)
+            boxes_all.append(boxes)
+            scores_all.append(conf[keep])
+            classes_all.append(class_idx[best[keep]])
+        if not boxes_all:
+            return Detections.empty()
+        boxes = np.concatenate(boxes_all)
+        scores = np.concatenate(scores_all).astype(np.float32)
+        classes = np.concatenate(classes_all)
+        # Class-aware NMS: shift each class far apart so boxes of different classes never suppress each other.
+        keep = nms(boxes + classes[:, None] * 4096.0, scores, self.iou)
+        sx, sy, px, py = geometry
+        boxes = (boxes[keep] - [px, py, px, py]) / [sx, sy, sx, sy]
+        h, w = shape[:2]
+        boxes = np.clip(boxes, 0, [w, h, w, h]).astype(np.float32)
+        return Detections(boxes, scores[keep], classes[keep].astype(np.int64))
+
+    def __call__(self, frame: np.ndarray) -> Detections:
+        blob, geometry = self.preprocess(frame)
+        return self.postprocess(self.infer(blob), geometry, frame.shape)
+
+    def class_name(self, class_id: int) -> str:
+        return self.spec.classes[class_id]

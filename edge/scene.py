@@ -1,0 +1,301 @@
+"""Turns confirmed tracks into events: track lifecycle, line crossings, zones.
+
+Pure logic over anchor points (bottom centre of a box, as fractions of the
+frame), so it is exact and testable on synthetic tracks. Two rules keep the
+counts honest:
+
+- Only confirmed tracks (several consecutive frames) reach this module, and
+  a crossing needs the object seen clearly on one side, then clearly on the
+  other (a band of ``margin`` around the line counts as neither), so jitter
+  on the line and grazing touches count nothing.
+- What a crossing or a zone needs (the side of each line, the zones a track
+  is in) is saved with the events in the outbox, in one transaction. After a
+  restart, a new track found where a saved one stood takes over its state,
+  so nothing is counted twice; saved tracks nobody takes over are ended.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Sequence
+
+from edge.outbox import NewEvent
+
+Point = tuple[float, float]
+
+
+@dataclass(frozen=True)
+class Line:
+    """A counting line from ``a`` to ``b``.
+
+    Direction ``in`` is a move onto the side where the cross product
+    (b - a) x (p - a) is positive; for a line drawn left to right in the
+    image that is downwards. Swap the points to flip it.
+    """
+
+    name: str
+    a: Point
+    b: Point
+
+    def offset(self, p: Point) -> float:
+        """Signed distance of ``p`` from the line, in frame fractions."""
+        (ax, ay), (bx, by) = self.a, self.b
+        length = ((bx - ax) ** 2 + (by - ay) ** 2) ** 0.5
+        return ((bx - ax) * (p[1] - ay) - (by - ay) * (p[0] - ax)) / length
+
+    def along(self, p: Point) -> float:
+        """Position of ``p``'s projection along the segment (0 at a, 1 at b)."""
+        (ax, ay), (bx, by) = self.a, self.b
+        dx, dy = bx - ax, by - ay
+        return ((p[0] - ax) * dx + (p[1] - ay) * dy) / (dx * dx + dy * dy)
+
+
+@dataclass(frozen=True)
+class Zone:
+    name: str
+    polygon: tuple[Point, ...]
+
+    def contains(self, p: Point) -> bool:
+        """Even-odd rule (ray casting)."""
+        x, y = p
+        inside = False
+        pts = self.polygon
+        for (x1, y1), (x2, y2) in zip(pts, pts[1:] + pts[:1]):
+            if (y1 > y) != (y2 > y) and x < x1 + (y - y1) * (x2 - x1) / (y2 - y1):
+                inside = not inside
+        return inside
+
+
+@dataclass(frozen=True)
+class Observation:
+    """One confirmed track in one frame."""
+
+    track_id: int
+    class_name: str
+    confidence: float
+    anchor: Point
+    bbox: tuple[float, float, float, float] | None = None  # fractions of the frame
+
+
+@dataclass
+class TrackState:
+    track_id: int
+    first_seen: float
+    last_seen: float
+    anchor: Point
+    max_confidence: float
+    votes: Counter = field(default_factory=Counter)
+    sides: dict[str, int] = field(default_factory=dict)  # line -> last clear side (+1 / -1)
+    last_clear: dict[str, Point] = field(default_factory=dict)  # line -> anchor when that side was seen
+    zones: dict[str, float] = field(default_factory=dict)  # zone -> time entered
+    pending: dict[str, int] = field(default_factory=dict)  # zone -> frames seen across its border
+    visited: list[str] = field(default_factory=list)
+
+    @property
+    def class_name(self) -> str:
+        return self.votes.most_common(1)[0][0]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.track_id, "first": self.first_seen, "last": self.last_seen, "anchor": list(self.anchor),
+            "max_conf": self.max_confidence, "votes": dict(self.votes), "sides": self.sides,
+            "zones": self.zones, "visited": self.visited,
+        }
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> "TrackState":
+        return cls(
+            track_id=d["id"], first_seen=d["first"], last_seen=d["last"], anchor=tuple(d["anchor"]),  # type: ignore[arg-type]
+            max_confidence=d["max_conf"], votes=Counter(d["votes"]), sides=dict(d["sides"]),
+            zones=dict(d["zones"]), visited=list(d["visited"]),
+        )
+
+
+class Scene:
+    """Line, zone and track bookkeeping for one camera; see the module docstring."""
+
+    def __init__(
+        self,
+        lines: Sequence[Line] = (),
+        zones: Sequence[Zone] = (),
+        *,
+        margin: float = 0.02,
+        extent_tolerance: float = 0.02,
+        zone_frames: int = 2,
+        track_timeout_s: float = 2.0,
+        adopt_distance: float = 0.08,
+        adopt_window_s: float = 3.0,
+    ) -> None:
+        self.lines = list(lines)
+        self.zones = list(zones)
+        self.margin = margin
+        self.extent_tolerance = extent_tolerance
+        self.zone_frames = zone_frames
+        self.track_timeout_s = track_timeout_s
+        self.adopt_distance = adopt_distance
+        self.adopt_window_s = adopt_window_s
+        self.tracks: dict[int, TrackState] = {}  # by the tracker's current id
+        self._orphans: list[TrackState] = []  # restored after a restart, not yet found again
+        self._orphans_until = 0.0
+        self._next_id = 1
+
+    # --- persistence ------------------------------------------------------------
+
+    def snapshot(self, now: float) -> str:
+        """State a restart needs, as JSON (times relative to ``now``)."""
+        tracks = [t.to_json() for t in self.tracks.values()] + [t.to_json() for t in self._orphans]
+        for t in tracks:
+            for key in ("first", "last"):
+                t[key] -= now
+            t["zones"] = {z: entered - now for z, entered in t["zones"].items()}
+        return json.dumps({"tracks": tracks, "next_id": self._next_id}, separators=(",", ":"))
+
+    def restore(self, snapshot: str | None, now: float) -> None:
+        """Take over the tracks of a snapshot; they wait to be found again."""
+        if not snapshot:
+            return
+        data = json.loads(snapshot)
+        self._next_id = max(self._next_id, data.get("next_id", 1))
+        for d in data["tracks"]:
+            # Downtime is not dwell: times continue from the moment of restart.
+            d = {**d, "first": d["first"] + now, "last": now, "zones": {z: e + now for z, e in d["zones"].items()}}
+            self._orphans.append(TrackState.from_json(d))
+        self._orphans_until = now + self.adopt_window_s
+
+    # --- per frame ----------------------------------------------------------------
+
+    def update(self, ts: int, now: float, observations: Iterable[Observation]) -> list[NewEvent]:
+        """Events caused by one frame's confirmed tracks; ``now`` is scene time in seconds."""
+        events: list[NewEvent] = []
+        for obs in observations:
+            state = self.tracks.get(obs.track_id)
+            if state is None:
+                state = self._adopt(obs, now)
+                if state is None:
+                    state = self._start(obs, now, ts, events)
+                self.tracks[obs.track_id] = state
+            state.last_seen = now
+            state.anchor = obs.anchor
+            state.max_confidence = max(state.max_confidence, obs.confidence)
+            state.votes[obs.class_name] += 1
+            self._lines(state, obs, ts, events)
+            self._zones(state, now, ts, events)
+        events.extend(self.expire(ts, now))
+        return events
+
+    def expire(self, ts: int, now: float) -> list[NewEvent]:
+        """End tracks not seen for ``track_timeout_s`` (and orphans nobody took over)."""
+        events: list[NewEvent] = []
+        for tid in [tid for tid, t in self.tracks.items() if now - t.last_seen > self.track_timeout_s]:
+            self._end(self.tracks.pop(tid), ts, events)
+        if self._orphans and now > self._orphans_until:
+            for state in self._orphans:
+                self._end(state, ts, events)
+            self._orphans = []
+        return events
+
+    def occupancy(self, ts: int) -> list[NewEvent]:
+        """Objects inside each zone right now, per class."""
+        events = []
+        for zone in self.zones:
+            counts = Counter(t.class_name for t in self.tracks.values() if zone.name in t.zones)
+            events.append(NewEvent(ts, "occupancy", {"zone": zone.name, "counts": dict(sorted(counts.items()))}))
+        return events
+
+    # --- internals ------------------------------------------------------------------
+
+    def _start(self, obs: Observation, now: float, ts: int, events: list[NewEvent]) -> TrackState:
+        # Our own id, not the tracker's: the tracker restarts at 1 with the process.
+        state = TrackState(self._next_id, now, now, obs.anchor, obs.confidence)
+        self._next_id += 1
+        data: dict[str, Any] = {"track_id": state.track_id, "class": obs.class_name, "confidence": round(obs.confidence, 3)}
+        if obs.bbox is not None:
+            data["bbox"] = [round(min(max(v, 0.0), 1.0), 4) for v in obs.bbox]
+        events.append(NewEvent(ts, "track.start", data))
+        # Sides start from where the track is first seen: appearing beyond a
+        # line is not a crossing. Appearing inside a zone is an entry.
+        for line in self.lines:
+            side = self._side(line, obs.anchor)
+            if side:
+                state.sides[line.name] = side
+        for zone in self.zones:
+            if zone.contains(obs.anchor):
+                state.zones[zone.name] = now
+                state.visited.append(zone.name)
+                events.append(NewEvent(ts, "zone.enter", {"track_id": state.track_id, "class": obs.class_name, "zone": zone.name}))
+        return state
+
+    def _adopt(self, obs: Observation, now: float) -> TrackState | None:
+        if not self._orphans or now > self._orphans_until:
+            return None
+        best, best_d = None, self.adopt_distance
+        for state in self._orphans:
+            d = ((state.anchor[0] - obs.anchor[0]) ** 2 + (state.anchor[1] - obs.anchor[1]) ** 2) ** 0.5
+            if d <= best_d and state.class_name == obs.class_name:
+                best, best_d = state, d
+        if best is not None:
+            self._orphans.remove(best)
+        return best
+
+    def _side(self, line: Line, p: Point) -> int:
+        off = line.offset(p)
+        return 1 if off > self.margin else -1 if off < -self.margin else 0
+
+    def _lines(self, state: TrackState, obs: Observation, ts: int, events: list[NewEvent]) -> None:
+        for line in self.lines:
+            side = self._side(line, obs.anchor)
+            if not side:
+                continue  # inside the band around the line: neither side
+            before = state.sides.get(line.name)
+            state.sides[line.name] = side
+            if before is None or before == side:
+                state.last_clear[line.name] = obs.anchor
+                continue
+            # Where the path met the line must lie on the segment, not its extension.
+            prev = state.last_clear.get(line.name, obs.anchor)
+            a, b = line.offset(prev), line.offset(obs.anchor)
+            k = a / (a - b) if a != b else 0.5
+            meet = (prev[0] + k * (obs.anchor[0] - prev[0]), prev[1] + k * (obs.anchor[1] - prev[1]))
+            state.last_clear[line.name] = obs.anchor
+            t = line.along(meet)
+            if -self.extent_tolerance <= t <= 1 + self.extent_tolerance:
+                events.append(NewEvent(ts, "line.cross", {
+                    "track_id": state.track_id, "class": state.class_name, "line": line.name,
+                    "direction": "in" if side > 0 else "out",
+                }))
+
+    def _zones(self, state: TrackState, now: float, ts: int, events: list[NewEvent]) -> None:
+        for zone in self.zones:
+            inside = zone.contains(state.anchor)
+            if inside == (zone.name in state.zones):
+                state.pending.pop(zone.name, None)
+                continue
+            state.pending[zone.name] = state.pending.get(zone.name, 0) + 1
+            if state.pending[zone.name] < self.zone_frames:
+                continue  # a flicker across the border is not an entry
+            state.pending.pop(zone.name)
+            if inside:
+                state.zones[zone.name] = now
+                if zone.name not in state.visited:
+                    state.visited.append(zone.name)
+                events.append(NewEvent(ts, "zone.enter", {"track_id": state.track_id, "class": state.class_name, "zone": zone.name}))
+            else:
+                entered = state.zones.pop(zone.name)
+                events.append(NewEvent(ts, "zone.exit", {
+                    "track_id": state.track_id, "class": state.class_name, "zone": zone.name,
+                    "dwell_s": round(max(0.0, now - entered), 2),
+                }))
+
+    def _end(self, state: TrackState, ts: int, events: list[NewEvent]) -> None:
+        for zone, entered in sorted(state.zones.items()):
+            events.append(NewEvent(ts, "zone.exit", {
+                "track_id": state.track_id, "class": state.class_name, "zone": zone,
+                "dwell_s": round(max(0.0, state.last_seen - entered), 2),
+            }))
+        events.append(NewEvent(ts, "track.end", {
+            "track_id": state.track_id, "class": state.class_name,
+            "dwell_s": round(max(0.0, state.last_seen - state.first_seen), 2),
+            "max_confidence": round(state.max_confidence, 3), "zones": state.visited[:64],
+        }))
