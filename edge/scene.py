@@ -196,6 +196,15 @@ class Scene:
             self._orphans = []
         return events
 
+    def end_all(self, ts: int) -> list[NewEvent]:
+        """End every track: the source is over."""
+        events: list[NewEvent] = []
+        for state in [*self.tracks.values(), *self._orphans]:
+            self._end(state, ts, events)
+        self.tracks.clear()
+        self._orphans = []
+        return events
+
     def occupancy(self, ts: int) -> list[NewEvent]:
         """Objects inside each zone right now, per class."""
         events = []

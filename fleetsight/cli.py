@@ -100,6 +100,37 @@ def cmd_edge_simulate(args: argparse.Namespace, settings: Settings) -> int:
     return 0 if report.drained else 1
 
 
+def cmd_edge_run(args: argparse.Namespace, settings: Settings) -> int:
+    import signal
+
+    from edge.config import ConfigError, load_camera_config
+    from edge.detector import ModelError
+    from edge.node import CameraNode
+
+    try:
+        config = load_camera_config(args.config)
+        node = CameraNode(config, settings, debug_dir=args.debug_dir, max_frames=args.max_frames)
+    except (ConfigError, ModelError, OSError) as exc:
+        log.error("%s", exc)
+        return 2
+
+    async def main() -> bool:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        return await node.run(stop, drain_timeout_s=args.drain_timeout, progress=sys.stderr.isatty())
+
+    try:
+        drained = asyncio.run(main())
+    except FileNotFoundError as exc:
+        log.error("%s", exc)
+        return 2
+    if not drained:
+        log.warning("%s: events are still waiting in the outbox; they will be sent on the next run", config.camera_id)
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     from fleetsight.demo import run_demo
 
@@ -136,6 +167,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--outbox-dir", default=".services/edge-sim", help="where the per-camera outboxes live")
     p.add_argument("--format", choices=["json", "msgpack"], default="json", help="wire encoding")
     p.set_defaults(func=cmd_edge_simulate)
+
+    p = edge_sub.add_parser("run", help="run a camera node from its YAML config")
+    p.add_argument("--config", required=True, type=Path, help="the camera's YAML file")
+    p.add_argument("--debug-dir", type=Path, help="write annotated frames here (stays on this machine)")
+    p.add_argument("--max-frames", type=int, help="stop after this many frames")
+    p.add_argument("--drain-timeout", type=float, default=30.0, help="after a file ends: seconds to wait for the cloud")
+    p.set_defaults(func=cmd_edge_run)
 
     p = sub.add_parser("demo", help="everything at once: services, pipeline, a simulated fleet, the SQL result")
     p.add_argument("--duration", type=float, default=60.0)

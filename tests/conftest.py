@@ -57,3 +57,15 @@ def running_stack(services: Settings, tmp_path_factory: pytest.TempPathFactory) 
     finally:
         loop.run_until_complete(s.cleanup())
         loop.close()
+
+
+@pytest.fixture(scope="session")
+def media() -> Path:
+    """Real sample video and images (from Debian packages, fetched once)."""
+    import subprocess
+
+    from fleetsight.settings import REPO_ROOT
+
+    directory = REPO_ROOT / ".services" / "media"
+    subprocess.run(["bash", str(REPO_ROOT / "scripts" / "fetch-media.sh"), str(directory)], check=True)
+    return directory

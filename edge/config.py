@@ -1,0 +1,162 @@
+"""Camera configuration: one YAML file per camera, validated with clear messages."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from schemas.codec import load_schema
+
+_DEFS = load_schema("event")["$defs"]
+Ident = Annotated[str, Field(pattern=_DEFS["ident"]["pattern"])]
+Name = Annotated[str, Field(pattern=_DEFS["name"]["pattern"])]
+Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
+Point = tuple[Fraction, Fraction]
+
+
+class ConfigError(ValueError):
+    """A camera file that cannot be used; the message names the file and field."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class SourceConfig(_Strict):
+    uri: str = Field(description="video file path, rtsp:// or http:// URL, or a device index such as 0")
+    loop: bool = False
+    realtime: bool = Field(True, description="pace a file at its own fps; false = as fast as possible")
+    fps: float | None = Field(None, gt=0, le=240)
+
+
+class ModelConfig(_Strict):
+    name: str = "nanodet-m-416"
+    path: Path | None = Field(None, description="another file of the same architecture (needs sha256)")
+    sha256: str | None = Field(None, pattern=r"^[0-9a-fA-F]{64}$")
+    providers: list[str] | None = None
+    threads: int | None = Field(None, ge=1, le=64)
+    letterbox: bool = True
+
+
+class DetectConfig(_Strict):
+    confidence: float = Field(0.4, gt=0, lt=1)
+    iou: float = Field(0.5, gt=0, lt=1)
+    classes: list[str] = Field(default_factory=lambda: ["person", "bicycle", "car", "motorcycle", "bus", "truck"])
+
+
+class GateConfig(_Strict):
+    enabled: bool = True
+    width: int = Field(160, ge=32, le=1920)
+    threshold: int = Field(25, ge=1, le=255)
+    min_area: float = Field(0.002, ge=0, le=1)
+    max_interval_frames: int = Field(10, ge=1)
+
+
+class TrackingConfig(_Strict):
+    min_hits: int = Field(3, ge=1, description="frames before a track counts")
+    lost_frames: int = Field(20, ge=1)
+    timeout_s: float = Field(2.0, gt=0, description="unseen this long: the track has ended")
+    margin: float = Field(0.02, ge=0, le=0.5, description="band around a line that counts as neither side")
+
+
+class LineConfig(_Strict):
+    name: Name
+    points: tuple[Point, Point] = Field(description="two points, as fractions of the frame ([x, y], 0..1)")
+
+    @model_validator(mode="after")
+    def _distinct(self) -> "LineConfig":
+        if self.points[0] == self.points[1]:
+            raise ValueError("the two points of a line must differ")
+        return self
+
+
+class ZoneConfig(_Strict):
+    name: Name
+    polygon: list[Point] = Field(min_length=3, description="corners, as fractions of the frame")
+
+
+class OutboxConfig(_Strict):
+    path: Path | None = Field(None, description="SQLite file; default: outbox-<camera_id>.sqlite3 beside the config")
+    max_events: int = Field(1_000_000, ge=100)
+
+
+class MqttConfig(_Strict):
+    url: str | None = Field(None, description="default: FLEETSIGHT_MQTT_URL")
+    username: str | None = Field(None, description="default: the camera id")
+    password_env: str | None = Field(None, description="name of an environment variable holding the password")
+    password_file: Path | None = None
+    wire_format: str = Field("json", pattern="^(json|msgpack)$")
+    batch_max: int = Field(100, ge=1, le=1000)
+
+    def password(self) -> str | None:
+        if self.password_file is not None:
+            return self.password_file.read_text().strip()
+        if self.password_env is not None:
+            value = os.environ.get(self.password_env)
+            if value is None:
+                raise ConfigError(f"mqtt.password_env: environment variable {self.password_env} is not set")
+            return value
+        return None
+
+
+class CameraConfig(_Strict):
+    camera_id: Ident
+    site: Ident
+    source: SourceConfig
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    detect: DetectConfig = Field(default_factory=DetectConfig)
+    gate: GateConfig = Field(default_factory=GateConfig)
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+    lines: list[LineConfig] = Field(default_factory=list)
+    zones: list[ZoneConfig] = Field(default_factory=list)
+    occupancy_interval_s: float = Field(10.0, gt=0)
+    health_interval_s: float = Field(30.0, gt=0)
+    outbox: OutboxConfig = Field(default_factory=OutboxConfig)
+    mqtt: MqttConfig = Field(default_factory=MqttConfig)
+    snapshots: bool = Field(False, description="send image data to the cloud; off: no pixels leave the node")
+
+    @field_validator("lines", "zones")
+    @classmethod
+    def _unique_names(cls, items: list[Any]) -> list[Any]:
+        names = [i.name for i in items]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"names must be unique, repeated: {', '.join(dupes)}")
+        return items
+
+
+def load_camera_config(path: Path | str) -> CameraConfig:
+    """Read and validate a camera YAML file; relative paths are taken from its folder."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such file") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping of settings at the top level")
+    try:
+        config = CameraConfig.model_validate(raw)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or '(top level)'}: {err['msg']}" for err in exc.errors()
+        )
+        raise ConfigError(f"{path}: {problems}") from None
+    base = path.resolve().parent
+    if config.outbox.path is None:
+        config.outbox.path = base / f"outbox-{config.camera_id}.sqlite3"
+    elif not config.outbox.path.is_absolute():
+        config.outbox.path = base / config.outbox.path
+    source = config.source.uri
+    if "://" not in source and not source.isdigit() and not Path(source).is_absolute():
+        config.source.uri = str(base / source)
+    if config.model.path is not None and not config.model.path.is_absolute():
+        config.model.path = base / config.model.path
+    if config.mqtt.password_file is not None and not config.mqtt.password_file.is_absolute():
+        config.mqtt.password_file = base / config.mqtt.password_file
+    return config

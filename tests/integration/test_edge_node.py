@@ -1,0 +1,68 @@
+"""A real camera node on real video, through a broker outage, to exact SQL."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from edge.config import CameraConfig, LineConfig, SourceConfig, ZoneConfig, OutboxConfig
+from edge.node import CameraNode
+from schemas.codec import MINUTE_MS, Event
+from tests.support import PrivateBroker, Stack, wait_for
+
+pytestmark = pytest.mark.integration
+
+
+async def test_broker_outage_mid_run_every_event_arrives_once_in_its_minute(
+    stack: Stack, media: Path, tmp_path: Path
+) -> None:
+    broker = PrivateBroker(tmp_path / "broker")
+    broker.start()
+    try:
+        stack.settings = stack.settings.model_copy(update={"mqtt_url": broker.url})
+        for component in ("bridge", "worker", "sink"):
+            stack.start(component)
+        await stack.wait_bridge_online()
+
+        config = CameraConfig(
+            camera_id="cam-plaza",
+            site="plaza",
+            source=SourceConfig(uri=str(media / "vtest.avi"), realtime=False),
+            lines=[LineConfig(name="crosswalk", points=((0.05, 0.55), (0.95, 0.55)))],
+            zones=[ZoneConfig(name="left", polygon=[(0, 0), (0.5, 0), (0.5, 1), (0, 1)])],
+            occupancy_interval_s=5,
+            health_interval_s=5,
+            outbox=OutboxConfig(path=tmp_path / "outbox.sqlite3"),
+        )
+        created: list[Event] = []
+        node = CameraNode(config, stack.settings, max_frames=360, on_events=created.extend)
+        run = asyncio.create_task(node.run(asyncio.Event(), drain_timeout_s=120))
+
+        await wait_for(lambda: node.uplink.stats.watermark > 0, 120, "the first confirmed events")
+        broker.kill()
+        confirmed_before = node.uplink.stats.watermark
+        await wait_for(lambda: node.stats.frames >= 200 or run.done(), 120, "frames during the outage")
+        # While the broker is away, events pile up in the outbox and none is confirmed.
+        assert not node.uplink.stats.connected
+        assert node.uplink.stats.watermark == confirmed_before
+        assert node._uplink_outbox.depth() > 0
+        broker.start()
+
+        assert await asyncio.wait_for(run, 300), "the outbox did not drain after the broker came back"
+        starts = [e for e in created if e.type == "track.start"]
+        assert len(starts) >= 10 and any(e.type == "line.cross" for e in created)
+        expected = Counter((e.camera_id, e.data["class"], e.ts - e.ts % MINUTE_MS) for e in starts)
+
+        async def exact():
+            stack.assert_running()
+            got = {k: v for k, v in (await stack.minute_counts()).items() if k[0] == "cam-plaza"}
+            return got == dict(expected)
+
+        await wait_for(exact, 120, f"SQL equal to the {len(starts)} tracks the node started")
+        seqs = [e.seq for e in created]
+        assert seqs == list(range(1, len(seqs) + 1))
+    finally:
+        broker.kill()

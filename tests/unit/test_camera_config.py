@@ -1,0 +1,65 @@
+"""Camera YAML: good files load, bad ones name the field."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from edge.config import ConfigError, load_camera_config
+
+GOOD = """
+camera_id: cam-door
+site: shop-1
+source: {uri: video.avi}
+lines: [{name: door, points: [[0.1, 0.5], [0.9, 0.5]]}]
+zones: [{name: till, polygon: [[0, 0], [0.5, 0], [0.5, 0.5]]}]
+mqtt: {password_env: CAM_DOOR_PASSWORD}
+"""
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "camera.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_good_file_with_defaults_and_relative_paths(tmp_path: Path) -> None:
+    config = load_camera_config(write(tmp_path, GOOD))
+    assert config.source.uri == str(tmp_path / "video.avi")
+    assert config.outbox.path == tmp_path / "outbox-cam-door.sqlite3"
+    assert config.gate.enabled and config.detect.confidence == 0.4
+    assert config.snapshots is False
+
+
+@pytest.mark.parametrize(
+    "change, field",
+    [
+        (("camera_id: cam-door", "camera_id: cam/door"), "camera_id"),
+        (("[[0.1, 0.5], [0.9, 0.5]]", "[[0.1, 0.5], [1.9, 0.5]]"), "lines.0.points"),
+        (("[[0.1, 0.5], [0.9, 0.5]]", "[[0.1, 0.5], [0.1, 0.5]]"), "lines.0"),
+        (("[[0, 0], [0.5, 0], [0.5, 0.5]]", "[[0, 0], [0.5, 0]]"), "zones.0.polygon"),
+        (("site: shop-1", "site: shop-1\nthreshold: 3"), "threshold"),
+        (("source: {uri: video.avi}", "source: {uri: video.avi, fps: -1}"), "source.fps"),
+    ],
+)
+def test_bad_field_is_named(tmp_path: Path, change: tuple[str, str], field: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_camera_config(write(tmp_path, GOOD.replace(*change)))
+    assert field in str(info.value) and "camera.yaml" in str(info.value)
+
+
+def test_broken_yaml_and_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_camera_config(write(tmp_path, "camera_id: [unclosed"))
+    with pytest.raises(ConfigError, match="no such file"):
+        load_camera_config(tmp_path / "nope.yaml")
+
+
+def test_password_from_env_must_exist(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    config = load_camera_config(write(tmp_path, GOOD))
+    monkeypatch.delenv("CAM_DOOR_PASSWORD", raising=False)
+    with pytest.raises(ConfigError, match="CAM_DOOR_PASSWORD"):
+        config.mqtt.password()
+    monkeypatch.setenv("CAM_DOOR_PASSWORD", "s3cret")
+    assert config.mqtt.password() == "s3cret"

@@ -1,0 +1,98 @@
+"""The shipped detector on real images and video; the model file is verified."""
+
+from __future__ import annotations
+
+import shutil
+from collections import Counter
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from edge.detector import Detector, ModelError, model_spec
+from edge.tracker import Tracker
+
+
+@pytest.fixture(scope="module")
+def detector() -> Detector:
+    return Detector(model_spec(), confidence=0.4)
+
+
+def names(detector: Detector, image: np.ndarray) -> Counter:
+    found = detector(image)
+    return Counter(detector.class_name(c) for c in found.class_id)
+
+
+@pytest.mark.parametrize("image, people", [("person.jpg", 1), ("basketball1.png", 2), ("messi5.jpg", 2)])
+def test_finds_the_people_in_real_images(detector: Detector, media: Path, image: str, people: int) -> None:
+    frame = cv2.imread(str(media / image))
+    assert names(detector, frame)["person"] >= people
+
+
+def test_finds_animals_not_people_in_a_picture_of_horses(detector: Detector, media: Path) -> None:
+    found = names(detector, cv2.imread(str(media / "horses.jpg")))
+    assert found["person"] == 0
+    assert found["horse"] + found["cow"] + found["sheep"] >= 3
+
+
+def test_boxes_lie_inside_the_frame_and_are_plausible(detector: Detector, media: Path) -> None:
+    frame = cv2.imread(str(media / "person.jpg"))
+    found = detector(frame)
+    h, w = frame.shape[:2]
+    assert (found.xyxy[:, 0] < found.xyxy[:, 2]).all() and (found.xyxy[:, 1] < found.xyxy[:, 3]).all()
+    assert found.xyxy.min() >= 0 and (found.xyxy[:, 2] <= w).all() and (found.xyxy[:, 3] <= h).all()
+    person = found.xyxy[found.class_id == 0][0]
+    # darknet's person.jpg: a woman left of centre, between her dog and her horse,
+    # more than half the frame tall.
+    assert 0.25 * w < (person[0] + person[2]) / 2 < 0.5 * w and (person[3] - person[1]) > h * 0.5
+
+
+def test_people_in_every_frame_of_the_sample_video(detector: Detector, media: Path) -> None:
+    cap = cv2.VideoCapture(str(media / "vtest.avi"))
+    counts = []
+    for _ in range(60):
+        ok, frame = cap.read()
+        assert ok
+        counts.append(names(detector, frame)["person"])
+    cap.release()
+    # Seen by eye: 3 to 9 people walk through these frames.
+    assert min(counts) >= 2 and 4 <= np.mean(counts) <= 10
+
+
+def test_class_filter_and_threshold(media: Path) -> None:
+    only_cars = Detector(model_spec(), confidence=0.4, classes=["car"])
+    assert set(names(only_cars, cv2.imread(str(media / "basketball1.png")))) <= {"car"}
+    with pytest.raises(ModelError, match="not known"):
+        Detector(model_spec(), classes=["unicorn"])
+
+
+def test_tracker_keeps_ids_on_a_real_clip(detector: Detector, media: Path) -> None:
+    cap = cv2.VideoCapture(str(media / "vtest.avi"))
+    tracker = Tracker(fps=10, min_hits=3, lost_frames=20)
+    lifetime: Counter = Counter()
+    per_frame = []
+    for _ in range(120):
+        ok, frame = cap.read()
+        tracked = tracker.update(detector(frame))
+        per_frame.append(len(tracked))
+        lifetime.update(t.track_id for t in tracked)
+    cap.release()
+    # About 6 people at a time over 12 s: a tracker that lost them would mint
+    # an id every few frames; most ids must live most of the clip.
+    assert np.mean(per_frame) >= 4
+    assert len(lifetime) <= 25
+    assert sum(1 for n in lifetime.values() if n >= 60) >= 4
+
+
+def test_a_changed_model_file_is_refused(tmp_path: Path) -> None:
+    spec = model_spec()
+    copy = tmp_path / "model.onnx"
+    shutil.copy(spec.path, copy)
+    with open(copy, "r+b") as f:
+        f.seek(1000)
+        f.write(b"\x00\x01\x02")
+    with pytest.raises(ModelError, match="sha256"):
+        Detector(model_spec(spec.name, copy, spec.sha256))
+    with pytest.raises(ModelError, match="needs model.sha256"):
+        model_spec(spec.name, copy)
