@@ -1,0 +1,222 @@
+"""What a camera node does with each frame, from pixels to stored events.
+
+motion gate -> detector -> tracker -> scene (lines, zones) -> outbox.
+Kept apart from capture and networking so it can be driven frame by frame
+(the node's video thread, benchmarks).
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections import Counter, deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from edge.capture import Frame
+from edge.config import CameraConfig
+from edge.detector import Detector, model_spec
+from edge.gate import MotionGate
+from edge.outbox import NewEvent, Outbox
+from edge.scene import Line, Observation, Scene, Zone
+from edge.tracker import TrackedObject, Tracker
+from schemas.codec import Event
+
+STATE_EVERY_S = 2.0  # how stale the saved scene may get when nothing happens
+
+
+@dataclass
+class NodeStats:
+    started: float = field(default_factory=time.monotonic)
+    frames: int = 0
+    detector_runs: int = 0
+    skipped: int = 0
+    events: Counter = field(default_factory=Counter)
+    inference_ms: deque = field(default_factory=lambda: deque(maxlen=600))
+    frame_times: deque = field(default_factory=lambda: deque(maxlen=100))
+
+    def fps(self) -> float:
+        if len(self.frame_times) < 2:
+            return 0.0
+        span = self.frame_times[-1] - self.frame_times[0]
+        return (len(self.frame_times) - 1) / span if span > 0 else 0.0
+
+    def inference_percentiles(self) -> tuple[float, float]:
+        if not self.inference_ms:
+            return 0.0, 0.0
+        data = sorted(self.inference_ms)
+        return statistics.median(data), data[min(len(data) - 1, int(0.95 * len(data)))]
+
+
+def build_detector(config: CameraConfig) -> Detector:
+    """The detector a camera's config asks for (its file verified before loading)."""
+    return Detector(
+        model_spec(config.model.name, config.model.path, config.model.sha256),
+        confidence=config.detect.confidence,
+        iou=config.detect.iou,
+        classes=config.detect.classes,
+        threads=config.model.threads,
+        providers=config.model.providers,
+        letterbox=config.model.letterbox,
+    )
+
+
+def build_scene(config: CameraConfig) -> Scene:
+    return Scene(
+        [Line(line.name, *line.points) for line in config.lines],
+        [Zone(zone.name, tuple(zone.polygon)) for zone in config.zones],
+        margin=config.tracking.margin,
+        track_timeout_s=config.tracking.timeout_s,
+    )
+
+
+class Pipeline:
+    """Per-frame processing for one camera; events go to ``outbox``."""
+
+    def __init__(
+        self,
+        config: CameraConfig,
+        detector: Detector,
+        scene: Scene,
+        outbox: Outbox,
+        fps: float,
+        *,
+        stats: NodeStats | None = None,
+        on_stored: Callable[[list[Event]], None] | None = None,
+        debug: "DebugWriter | None" = None,
+        start: float = 0.0,
+    ) -> None:
+        self.config = config
+        self.detector = detector
+        self.scene = scene
+        self.outbox = outbox
+        self.stats = stats or NodeStats()
+        self.on_stored = on_stored
+        self.debug = debug
+        self.gate = (
+            MotionGate(config.gate.width, config.gate.threshold, config.gate.min_area, config.gate.max_interval_frames)
+            if config.gate.enabled
+            else None
+        )
+        self.tracker = Tracker(
+            fps, activation=config.detect.confidence, min_hits=config.tracking.min_hits,
+            lost_frames=config.tracking.lost_frames,
+        )
+        scene.restore(outbox.load_state(), start)
+        self.now = start
+        self.last_ts = 0
+        self._next_occupancy = start + config.occupancy_interval_s
+        self._next_health = start + config.health_interval_s
+        self._next_state = start
+
+    def step(self, frame: Frame) -> list[Event]:
+        """Process one frame; returns the events it stored."""
+        now = self.now = frame.media_s
+        self.last_ts = frame.ts
+        self.stats.frames += 1
+        self.stats.frame_times.append(time.monotonic())
+        tracked: list[TrackedObject] | None = None
+        if self.gate is None or self.gate.should_detect(frame.image):
+            tracked = self.tracker.update(self._detect(frame.image))
+            events = self.scene.update(frame.ts, now, self._observations(tracked, frame.image.shape))
+        else:
+            self.stats.skipped += 1
+            events = self.scene.expire(frame.ts, now)
+        if self.scene.zones and now >= self._next_occupancy:
+            events += self.scene.occupancy(frame.ts)
+            self._next_occupancy = now + self.config.occupancy_interval_s
+        if now >= self._next_health:
+            events.append(self.health(frame.ts))
+            self._next_health = now + self.config.health_interval_s
+        stored: list[Event] = []
+        if events or now >= self._next_state:
+            stored = self._store(events)
+            self._next_state = now + STATE_EVERY_S
+        if self.debug and tracked is not None:
+            self.debug.maybe_write(frame, tracked, events, self.detector, self.scene)
+        return stored
+
+    def finish(self, source_ended: bool) -> list[Event]:
+        """After the last frame: end every track if the source is over, else keep them for a restart."""
+        return self._store(self.scene.end_all(self.last_ts) if source_ended else [])
+
+    def _detect(self, image: np.ndarray):
+        started = time.perf_counter()
+        detections = self.detector(image)
+        self.stats.inference_ms.append((time.perf_counter() - started) * 1000)
+        self.stats.detector_runs += 1
+        return detections
+
+    def _observations(self, tracked: list[TrackedObject], shape: tuple[int, ...]) -> list[Observation]:
+        h, w = shape[:2]
+        return [
+            Observation(
+                t.track_id, self.detector.class_name(t.class_id), t.confidence, t.anchor(w, h),
+                (t.xyxy[0] / w, t.xyxy[1] / h, t.xyxy[2] / w, t.xyxy[3] / h),
+            )
+            for t in tracked
+        ]
+
+    def health(self, ts: int) -> NewEvent:
+        p50, p95 = self.stats.inference_percentiles()
+        return NewEvent(ts, "health", {
+            "uptime_s": round(time.monotonic() - self.stats.started, 1),
+            "fps": round(self.stats.fps(), 2),
+            "frames": self.stats.frames,
+            "frames_skipped": self.stats.skipped,
+            "inference_ms_p50": round(p50, 2),
+            "inference_ms_p95": round(p95, 2),
+            "outbox_depth": self.outbox.depth(),
+            "outbox_age_s": round(self.outbox.oldest_age_s(ts), 1),
+            "dropped_events": self.outbox.dropped,
+            "model_version": self.detector.spec.version,
+        })
+
+    def _store(self, events: list[NewEvent]) -> list[Event]:
+        # The scene's state goes in the same transaction as the events it caused.
+        stored = self.outbox.append(events, state=self.scene.snapshot(self.now))
+        for event in stored:
+            self.stats.events[event.type] += 1
+        if stored and self.on_stored:
+            self.on_stored(stored)
+        return stored
+
+
+class DebugWriter:
+    """Annotated frames on local disk, so an operator can see what is counted."""
+
+    def __init__(self, directory: Path, config: CameraConfig, every: int = 25, keep: int = 500) -> None:
+        self.directory = directory
+        self.config = config
+        self.every = every
+        self.keep = keep
+        self.written = 0
+        directory.mkdir(parents=True, exist_ok=True)
+
+    def maybe_write(self, frame: Frame, tracked: list[TrackedObject], events: list[NewEvent], detector: Detector, scene: Scene) -> None:
+        notable = any(e.type in ("line.cross", "zone.enter", "zone.exit") for e in events)
+        if frame.index % self.every and not notable:
+            return
+        import cv2
+
+        image = frame.image.copy()
+        h, w = image.shape[:2]
+        for line in self.config.lines:
+            (ax, ay), (bx, by) = line.points
+            cv2.line(image, (int(ax * w), int(ay * h)), (int(bx * w), int(by * h)), (0, 200, 255), 2)
+            cv2.putText(image, line.name, (int(ax * w), int(ay * h) - 6), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 200, 255), 1)
+        for zone in self.config.zones:
+            pts = np.array([(int(x * w), int(y * h)) for x, y in zone.polygon], np.int32)
+            cv2.polylines(image, [pts], True, (255, 120, 0), 2)
+            cv2.putText(image, zone.name, tuple(int(v) for v in pts[0]), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (255, 120, 0), 1)
+        for t in tracked:
+            x1, y1, x2, y2 = (int(v) for v in t.xyxy)
+            cv2.rectangle(image, (x1, y1), (x2, y2), (0, 255, 0), 2)
+            state = scene.tracks.get(t.track_id)  # label with the id the events carry
+            label = f"#{state.track_id if state else '?'} {detector.class_name(t.class_id)} {t.confidence:.2f}"
+            cv2.putText(image, label, (x1, max(12, y1 - 4)), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 255, 0), 1)
+        cv2.imwrite(str(self.directory / f"{self.config.camera_id}-{self.written % self.keep:04d}.jpg"), image)
+        self.written += 1
