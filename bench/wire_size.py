@@ -8,24 +8,15 @@ ratios below 1 mean fewer bytes than that.
 from __future__ import annotations
 
 import random
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from common import mqtt_publish_size
 
-from edge.simulate import make_event  # noqa: E402
-from schemas.codec import Event, encode  # noqa: E402
-from schemas.topics import MqttTopics  # noqa: E402
+from edge.simulate import make_event
+from schemas.codec import Event, encode
+from schemas.topics import MqttTopics
 
 CAMERA = "cam-entrance-01"
 TOPIC = MqttTopics().events(CAMERA)
-
-
-def mqtt_publish_size(payload: bytes) -> int:
-    """Size of a QoS 1 PUBLISH packet carrying ``payload``."""
-    body = 2 + len(TOPIC.encode()) + 2 + len(payload)  # topic length, topic, packet id, payload
-    remaining_length_bytes = 1 if body < 128 else 2 if body < 16384 else 3
-    return 1 + remaining_length_bytes + body
 
 
 def sample_events(n: int) -> list[Event]:
@@ -46,7 +37,7 @@ def sample_events(n: int) -> list[Event]:
 def per_event(events: list[Event], fmt: str, batch: int) -> float:
     total = 0
     for i in range(0, len(events), batch):
-        total += mqtt_publish_size(encode(events[i : i + batch], fmt))  # type: ignore[arg-type]
+        total += mqtt_publish_size(TOPIC, encode(events[i : i + batch], fmt))  # type: ignore[arg-type]
     return total / len(events)
 
 

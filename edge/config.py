@@ -117,7 +117,6 @@ class CameraConfig(_Strict):
     health_interval_s: float = Field(30.0, gt=0)
     outbox: OutboxConfig = Field(default_factory=OutboxConfig)
     mqtt: MqttConfig = Field(default_factory=MqttConfig)
-    snapshots: bool = Field(False, description="send image data to the cloud; off: no pixels leave the node")
 
     @field_validator("lines", "zones")
     @classmethod

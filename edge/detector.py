@@ -155,8 +155,8 @@ class Detector:
         self.input_name = self.session.get_inputs()[0].name
         self._outputs = self._match_outputs()
         size = spec.input_size
-        self._mean = np.array(spec.mean, np.float32).reshape(1, 1, 3)
-        self._inv_std = (1.0 / np.array(spec.std, np.float32)).reshape(1, 1, 3)
+        self._pad_value = tuple(float(round(m)) for m in spec.mean)
+        self._inv_std = (1.0 / np.array(spec.std, np.float32)).reshape(1, 3, 1, 1)
         self._centers = {}
         for stride in spec.strides:
             n = size // stride
@@ -186,15 +186,20 @@ class Detector:
             scale = min(size / w, size / h)
             nw, nh = round(w * scale), round(h * scale)
             pad_x, pad_y = (size - nw) // 2, (size - nh) // 2
-            canvas = np.empty((size, size, 3), np.uint8)
-            canvas[:] = np.asarray(self.spec.mean, np.float32).round().astype(np.uint8)  # pads normalise to 0
-            canvas[pad_y : pad_y + nh, pad_x : pad_x + nw] = cv2.resize(frame, (nw, nh), interpolation=cv2.INTER_LINEAR)
-            image, geometry = canvas, (scale, scale, float(pad_x), float(pad_y))
+            resized = cv2.resize(frame, (nw, nh), interpolation=cv2.INTER_LINEAR)
+            # Padding with the mean pixel makes it 0 after normalisation.
+            image = cv2.copyMakeBorder(
+                resized, pad_y, size - nh - pad_y, pad_x, size - nw - pad_x, cv2.BORDER_CONSTANT, value=self._pad_value
+            )
+            geometry = (scale, scale, float(pad_x), float(pad_y))
         else:
             image = cv2.resize(frame, (size, size), interpolation=cv2.INTER_LINEAR)
             geometry = (size / w, size / h, 0.0, 0.0)
-        blob = (image.astype(np.float32) - self._mean) * self._inv_std
-        return blob.transpose(2, 0, 1)[np.newaxis], geometry
+        # OpenCV subtracts the mean and lays out NCHW in one native pass; the
+        # per-channel scale is one in-place multiply.
+        blob = cv2.dnn.blobFromImage(image, 1.0, (size, size), self.spec.mean, swapRB=False, crop=False)
+        blob *= self._inv_std
+        return blob, geometry
 
     def infer(self, blob: np.ndarray) -> list[np.ndarray]:
         names = [n for _, s, b in self._outputs for n in (s, b)]

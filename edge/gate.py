@@ -25,7 +25,7 @@ class MotionGate:
         h, w = frame.shape[:2]
         height = max(1, round(h * self.width / w))
         gray = cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY) if frame.ndim == 3 else frame
-        return cv2.GaussianBlur(cv2.resize(gray, (self.width, height), interpolation=cv2.INTER_AREA), (5, 5), 0)
+        return cv2.GaussianBlur(cv2.resize(gray, (self.width, height), interpolation=cv2.INTER_LINEAR), (5, 5), 0)
 
     def moved_fraction(self, frame: np.ndarray) -> float:
         """Share of low-resolution pixels that changed since the previous frame."""

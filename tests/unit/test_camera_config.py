@@ -29,7 +29,13 @@ def test_good_file_with_defaults_and_relative_paths(tmp_path: Path) -> None:
     assert config.source.uri == str(tmp_path / "video.avi")
     assert config.outbox.path == tmp_path / "outbox-cam-door.sqlite3"
     assert config.gate.enabled and config.detect.confidence == 0.4
-    assert config.snapshots is False
+
+
+def test_the_shipped_example_is_valid() -> None:
+    from fleetsight.settings import REPO_ROOT
+
+    config = load_camera_config(REPO_ROOT / "deploy" / "edge" / "camera.example.yaml")
+    assert config.camera_id == "cam-entrance" and config.lines and config.zones
 
 
 @pytest.mark.parametrize(
