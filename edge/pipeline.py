@@ -70,6 +70,7 @@ def build_scene(config: CameraConfig) -> Scene:
         [Zone(zone.name, tuple(zone.polygon)) for zone in config.zones],
         margin=config.tracking.margin,
         track_timeout_s=config.tracking.timeout_s,
+        classes=config.detect.classes,
     )
 
 
@@ -111,6 +112,7 @@ class Pipeline:
         self._next_occupancy = start + config.occupancy_interval_s
         self._next_health = start + config.health_interval_s
         self._next_state = start
+        self._reported = (0, 0)  # frames and skipped frames at the last health report
 
     def step(self, frame: Frame) -> list[Event]:
         """Process one frame; returns the events it stored."""
@@ -161,12 +163,16 @@ class Pipeline:
         ]
 
     def health(self, ts: int) -> NewEvent:
+        """A health report; frame counts cover the time since the previous one,
+        so the cloud can add them up per minute."""
         p50, p95 = self.stats.inference_percentiles()
+        frames, skipped = self.stats.frames - self._reported[0], self.stats.skipped - self._reported[1]
+        self._reported = (self.stats.frames, self.stats.skipped)
         return NewEvent(ts, "health", {
             "uptime_s": round(time.monotonic() - self.stats.started, 1),
             "fps": round(self.stats.fps(), 2),
-            "frames": self.stats.frames,
-            "frames_skipped": self.stats.skipped,
+            "frames": frames,
+            "frames_skipped": skipped,
             "inference_ms_p50": round(p50, 2),
             "inference_ms_p95": round(p95, 2),
             "outbox_depth": self.outbox.depth(),

@@ -127,7 +127,9 @@ class Scene:
         track_timeout_s: float = 2.0,
         adopt_distance: float = 0.08,
         adopt_window_s: float = 3.0,
+        classes: Sequence[str] = (),
     ) -> None:
+        self.classes = list(classes)  # listed in occupancy reports even at zero
         self.lines = list(lines)
         self.zones = list(zones)
         self.margin = margin
@@ -206,10 +208,11 @@ class Scene:
         return events
 
     def occupancy(self, ts: int) -> list[NewEvent]:
-        """Objects inside each zone right now, per class."""
+        """Objects inside each zone right now, per class (zeros included, so means are exact)."""
         events = []
         for zone in self.zones:
-            counts = Counter(t.class_name for t in self.tracks.values() if zone.name in t.zones)
+            counts = Counter({c: 0 for c in self.classes})
+            counts.update(t.class_name for t in self.tracks.values() if zone.name in t.zones)
             events.append(NewEvent(ts, "occupancy", {"zone": zone.name, "counts": dict(sorted(counts.items()))}))
         return events
 

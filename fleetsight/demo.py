@@ -26,12 +26,12 @@ log = logging.getLogger("fleetsight.demo")
 CAMERA_PREFIX = "demo-cam"
 
 _COUNTS_SQL = """
-SELECT camera_id, object_class, (extract(epoch FROM minute) * 1000)::bigint AS minute, count
+SELECT camera_id, object_class, (extract(epoch FROM minute) * 1000)::bigint AS minute, objects
 FROM camera_minute_counts WHERE camera_id LIKE $1
 """
 
 SUMMARY_SQL = """
-SELECT camera_id, object_class, sum(count) AS objects, min(minute) AS first_minute, max(minute) AS last_minute
+SELECT camera_id, object_class, sum(objects) AS objects, min(minute) AS first_minute, max(minute) AS last_minute
 FROM camera_minute_counts
 WHERE camera_id LIKE 'demo-cam-%'
 GROUP BY camera_id, object_class
@@ -47,7 +47,7 @@ async def _counts(dsn: str) -> Counter:
         rows = await conn.fetch(_COUNTS_SQL, f"{CAMERA_PREFIX}-%")
     finally:
         await conn.close()
-    return Counter({(r["camera_id"], r["object_class"], r["minute"]): r["count"] for r in rows})
+    return Counter({(r["camera_id"], r["object_class"], r["minute"]): r["objects"] for r in rows})
 
 
 def _dsn(settings: Settings) -> str:

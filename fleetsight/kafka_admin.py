@@ -32,9 +32,10 @@ def topic_specs(settings: Settings) -> list[NewTopic]:
             "retention.ms": str(7 * DAY_MS),
         }),
         NewTopic(topics.deadletter, n, 1, topic_configs={"retention.ms": str(30 * DAY_MS)}),
-        # Absolute values keyed by bucket: compaction keeps the latest one,
+        # Absolute row values keyed by row: compaction keeps the latest one,
         # enough to rebuild the SQL tables from Kafka.
-        NewTopic(topics.minute_counts, n, 1, topic_configs={"cleanup.policy": "compact"}),
+        NewTopic(topics.rows, n, 1, topic_configs={"cleanup.policy": "compact"}),
+        NewTopic(topics.alerts, n, 1, topic_configs={"retention.ms": str(30 * DAY_MS)}),
     ]
 
 

@@ -8,6 +8,7 @@ the defaults below, which point at the local services started by
 
 from __future__ import annotations
 
+import json
 import os
 from functools import cached_property
 from pathlib import Path
@@ -73,6 +74,15 @@ class Settings(BaseSettings):
     # Kafka) go to the dead-letter topic instead of reopening their minute.
     late_after_s: float = Field(24 * 3600.0, gt=0)
 
+    # Camera status and alerts (see streams/status.py).
+    offline_after_s: float = Field(120.0, gt=0)
+    alert_clear_s: float = Field(60.0, ge=0)
+    backlog_alert_min: int = Field(100, ge=1)
+    backlog_alert_reports: int = Field(3, ge=2)
+    status_sweep_s: float = Field(10.0, gt=0)
+    # e.g. [{"zone": "checkout", "max": 8, "for_s": 120}]; optional camera_id, object_class
+    occupancy_alerts: list[dict[str, Any]] = Field(default_factory=list)
+
     @field_validator("services_dir")
     @classmethod
     def _absolute(cls, value: Path) -> Path:
@@ -111,7 +121,9 @@ class Settings(BaseSettings):
         """These settings as environment variables, for child processes."""
         out: dict[str, str] = {}
         for name, value in self.model_dump().items():
-            out[f"FLEETSIGHT_{name.upper()}"] = str(value)
+            # Lists and mappings are read back from the environment as JSON.
+            text = json.dumps(value) if isinstance(value, (list, dict)) else str(value)
+            out[f"FLEETSIGHT_{name.upper()}"] = text
         return out
 
 

@@ -1,34 +1,129 @@
-"""Aggregate records that stream processors emit and sinks write.
+"""Rows of the public SQL tables, as stream processors emit them and sinks write them.
 
-Each record carries an absolute value, never a delta. A count is the number
-of distinct (camera, seq) events in its bucket, so for a given bucket it only
-grows: a sink keeps the largest value it has seen, which makes replays and
-partial recounts after a crash change nothing.
+Each record carries one row's absolute value, never a delta, plus a version
+column that only grows for a given key: for the per-minute tables it is
+``events``, the number of distinct (camera, seq) events folded into the row.
+A sink keeps the row with the largest version, which makes replays and
+partial recounts after a crash change nothing. Times travel as milliseconds
+since the epoch (UTC) and are stored as ``timestamptz``.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
+from typing import Any
 
 
-@dataclass(frozen=True, slots=True)
-class MinuteCount:
-    """Objects seen (tracks started) per camera, class and event-time minute."""
+@dataclass(frozen=True)
+class TableSpec:
+    name: str
+    key: tuple[str, ...]
+    values: tuple[str, ...]
+    times: frozenset[str] = frozenset()
+    version: str | None = "events"  # None: a row is written once and never changes
 
-    camera_id: str
-    site: str
-    object_class: str
-    minute: int  # start of the minute, ms since epoch, UTC
-    count: int
+    @property
+    def columns(self) -> tuple[str, ...]:
+        return self.key + self.values
+
+
+CAMERA_MINUTE_COUNTS = TableSpec(
+    "camera_minute_counts",
+    key=("camera_id", "object_class", "minute"),
+    values=("site", "objects", "tracks_ended", "dwell_mean_s", "dwell_max_s", "events"),
+    times=frozenset({"minute"}),
+)
+LINE_MINUTE_CROSSINGS = TableSpec(
+    "line_minute_crossings",
+    key=("camera_id", "line", "object_class", "minute"),
+    values=("site", "crossings_in", "crossings_out", "events"),
+    times=frozenset({"minute"}),
+)
+ZONE_MINUTE_STATS = TableSpec(
+    "zone_minute_stats",
+    key=("camera_id", "zone", "object_class", "minute"),
+    values=(
+        "site", "entries", "exits", "dwell_mean_s", "dwell_max_s",
+        "occupancy_mean", "occupancy_max", "occupancy_samples", "events",
+    ),
+    times=frozenset({"minute"}),
+)
+CAMERA_MINUTE_HEALTH = TableSpec(
+    "camera_minute_health",
+    key=("camera_id", "minute"),
+    values=(
+        "site", "reports", "frames", "frames_skipped", "fps_mean",
+        "inference_ms_p50", "inference_ms_p95", "outbox_depth_max", "events",
+    ),
+    times=frozenset({"minute"}),
+)
+CAMERA_STATUS = TableSpec(
+    "camera_status",
+    key=("camera_id",),
+    values=(
+        "site", "online", "last_heard_at", "last_event_at", "outbox_backlog", "outbox_age_s",
+        "dropped_events", "seq_first", "seq_last", "seq_received", "seq_gaps", "model_version", "version",
+    ),
+    times=frozenset({"last_heard_at", "last_event_at"}),
+    version="version",
+)
+ALERTS = TableSpec(
+    "alerts",
+    key=("alert_id",),
+    values=("camera_id", "site", "kind", "subject", "state", "opened_at", "closed_at", "detail", "version"),
+    times=frozenset({"opened_at", "closed_at"}),
+    version="version",
+)
+LATE_EVENTS = TableSpec(
+    "late_events",
+    key=("camera_id", "seq"),
+    values=("site", "event_ts", "type", "arrived_at", "age_s"),
+    times=frozenset({"event_ts", "arrived_at"}),
+    version=None,
+)
+
+TABLES: dict[str, TableSpec] = {
+    t.name: t
+    for t in (
+        CAMERA_MINUTE_COUNTS, LINE_MINUTE_CROSSINGS, ZONE_MINUTE_STATS, CAMERA_MINUTE_HEALTH,
+        CAMERA_STATUS, ALERTS, LATE_EVENTS,
+    )
+}
+
+
+@dataclass(frozen=True)
+class Row:
+    """The absolute value of one row of ``table``."""
+
+    table: str
+    values: dict[str, Any]
+
+    @property
+    def spec(self) -> TableSpec:
+        return TABLES[self.table]
 
     @property
     def key(self) -> str:
-        return f"{self.camera_id}|{self.object_class}|{self.minute}"
+        """Kafka key: the table and the row's primary key."""
+        return "|".join([self.table, *(str(self.values[k]) for k in self.spec.key)])
+
+    @property
+    def version(self) -> int:
+        column = self.spec.version
+        return int(self.values[column]) if column else 0
 
     def to_record(self) -> bytes:
-        return json.dumps(asdict(self), separators=(",", ":")).encode()
+        return json.dumps({"table": self.table, "row": self.values}, separators=(",", ":")).encode()
 
     @classmethod
-    def from_record(cls, value: bytes) -> "MinuteCount":
-        return cls(**json.loads(value))
+    def from_record(cls, value: bytes) -> "Row":
+        obj = json.loads(value)
+        spec = TABLES.get(obj.get("table"))
+        if spec is None:
+            raise ValueError(f"unknown table {obj.get('table')!r}")
+        row = obj["row"]
+        missing = [c for c in spec.columns if c not in row]
+        if missing:
+            raise ValueError(f"{spec.name} row lacks {', '.join(missing)}")
+        return cls(spec.name, {c: row[c] for c in spec.columns})

@@ -71,6 +71,11 @@ class KafkaTopics:
         return f"{self.prefix}.deadletter"
 
     @property
-    def minute_counts(self) -> str:
-        """Absolute per-minute counts, key = bucket (see ``schemas.aggregates``)."""
-        return f"{self.prefix}.agg.camera-minute-counts"
+    def rows(self) -> str:
+        """Absolute values of SQL table rows, key = table and row key (see ``schemas.aggregates``)."""
+        return f"{self.prefix}.agg.rows"
+
+    @property
+    def alerts(self) -> str:
+        """Alerts as they open and close, key = alert id (rows of the ``alerts`` table)."""
+        return f"{self.prefix}.alerts"

@@ -1,10 +1,15 @@
-"""SQLAlchemy 2.0 models of the public SQL tables (the query contract)."""
+"""SQLAlchemy 2.0 models of the public SQL tables: the query contract.
+
+All times are ``timestamptz``; per-minute tables are keyed by the start of
+the minute in event time (when the camera saw it), UTC. Column names match
+``schemas.aggregates``; a test checks they stay in step.
+"""
 
 from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import BigInteger, DateTime, Index, String, func
+from sqlalchemy import BigInteger, Boolean, DateTime, Float, Index, Integer, String, Text, func
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -12,21 +17,137 @@ class Base(DeclarativeBase):
     pass
 
 
-class CameraMinuteCount(Base):
-    """Objects seen (tracks started) per camera, object class and event-time minute."""
-
-    __tablename__ = "camera_minute_counts"
-
-    camera_id: Mapped[str] = mapped_column(String(64), primary_key=True)
-    object_class: Mapped[str] = mapped_column(String(48), primary_key=True)
-    minute: Mapped[datetime] = mapped_column(DateTime(timezone=True), primary_key=True, comment="start of the minute, UTC")
-    site: Mapped[str] = mapped_column(String(64), nullable=False)
-    count: Mapped[int] = mapped_column(BigInteger, nullable=False)
+class _Updated:
     updated_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), nullable=False, server_default=func.now(), comment="when the sink last changed the row"
     )
 
+
+class CameraMinuteCount(_Updated, Base):
+    """Objects seen (tracks started) and tracks ended per camera, class and minute."""
+
+    __tablename__ = "camera_minute_counts"
+    camera_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    object_class: Mapped[str] = mapped_column(String(48), primary_key=True)
+    minute: Mapped[datetime] = mapped_column(DateTime(timezone=True), primary_key=True, comment="start of the minute, event time, UTC")
+    site: Mapped[str] = mapped_column(String(64), nullable=False)
+    objects: Mapped[int] = mapped_column(BigInteger, nullable=False, server_default="0", comment="tracks started")
+    tracks_ended: Mapped[int] = mapped_column(BigInteger, nullable=False, server_default="0")
+    dwell_mean_s: Mapped[float | None] = mapped_column(Float, comment="mean time in view of the tracks that ended, seconds")
+    dwell_max_s: Mapped[float | None] = mapped_column(Float)
+    events: Mapped[int] = mapped_column(BigInteger, nullable=False, comment="distinct events folded in (version)")
     __table_args__ = (
         Index("ix_camera_minute_counts_site_minute", "site", "minute"),
-        {"comment": "Objects seen (tracks started) per camera, object class and event-time minute."},
+        {"comment": "Objects seen (tracks started) and dwell of tracks ended, per camera, object class and event-time minute."},
     )
+
+
+class LineMinuteCrossing(_Updated, Base):
+    """Line crossings per camera, line, class and minute."""
+
+    __tablename__ = "line_minute_crossings"
+    camera_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    line: Mapped[str] = mapped_column(String(48), primary_key=True)
+    object_class: Mapped[str] = mapped_column(String(48), primary_key=True)
+    minute: Mapped[datetime] = mapped_column(DateTime(timezone=True), primary_key=True)
+    site: Mapped[str] = mapped_column(String(64), nullable=False)
+    crossings_in: Mapped[int] = mapped_column(BigInteger, nullable=False, server_default="0")
+    crossings_out: Mapped[int] = mapped_column(BigInteger, nullable=False, server_default="0")
+    events: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    __table_args__ = (Index("ix_line_minute_crossings_site_minute", "site", "minute"), {"comment": "Line crossings in and out per camera, line, object class and event-time minute."})
+
+
+class ZoneMinuteStat(_Updated, Base):
+    """Zone entries, exits, dwell and occupancy per camera, zone, class and minute."""
+
+    __tablename__ = "zone_minute_stats"
+    camera_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    zone: Mapped[str] = mapped_column(String(48), primary_key=True)
+    object_class: Mapped[str] = mapped_column(String(48), primary_key=True)
+    minute: Mapped[datetime] = mapped_column(DateTime(timezone=True), primary_key=True)
+    site: Mapped[str] = mapped_column(String(64), nullable=False)
+    entries: Mapped[int] = mapped_column(BigInteger, nullable=False, server_default="0")
+    exits: Mapped[int] = mapped_column(BigInteger, nullable=False, server_default="0")
+    dwell_mean_s: Mapped[float | None] = mapped_column(Float, comment="mean time inside of the exits in this minute, seconds")
+    dwell_max_s: Mapped[float | None] = mapped_column(Float)
+    occupancy_mean: Mapped[float | None] = mapped_column(Float, comment="mean objects inside over the occupancy reports")
+    occupancy_max: Mapped[int | None] = mapped_column(Integer)
+    occupancy_samples: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
+    events: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    __table_args__ = (Index("ix_zone_minute_stats_site_minute", "site", "minute"), {"comment": "Zone entries, exits, dwell and occupancy per camera, zone, object class and event-time minute."})
+
+
+class CameraMinuteHealth(_Updated, Base):
+    """Detector health per camera and minute, from the node's health reports."""
+
+    __tablename__ = "camera_minute_health"
+    camera_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    minute: Mapped[datetime] = mapped_column(DateTime(timezone=True), primary_key=True)
+    site: Mapped[str] = mapped_column(String(64), nullable=False)
+    reports: Mapped[int] = mapped_column(Integer, nullable=False)
+    frames: Mapped[int] = mapped_column(BigInteger, nullable=False, comment="frames read in the report intervals ending this minute")
+    frames_skipped: Mapped[int] = mapped_column(BigInteger, nullable=False, comment="of those, frames the motion gate kept from the detector")
+    fps_mean: Mapped[float | None] = mapped_column(Float)
+    inference_ms_p50: Mapped[float | None] = mapped_column(Float, comment="mean of the reported medians")
+    inference_ms_p95: Mapped[float | None] = mapped_column(Float, comment="largest reported 95th percentile")
+    outbox_depth_max: Mapped[int | None] = mapped_column(BigInteger)
+    events: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    __table_args__ = ({"comment": "Detector health per camera and event-time minute."},)
+
+
+class CameraStatus(_Updated, Base):
+    """One row per camera: the latest of what the cloud knows about it."""
+
+    __tablename__ = "camera_status"
+    camera_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    site: Mapped[str] = mapped_column(String(64), nullable=False)
+    online: Mapped[bool] = mapped_column(Boolean, nullable=False)
+    last_heard_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False, comment="when its latest event reached Kafka")
+    last_event_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), comment="latest event time it reported")
+    outbox_backlog: Mapped[int | None] = mapped_column(BigInteger, comment="events waiting in its outbox, from its last health report")
+    outbox_age_s: Mapped[float | None] = mapped_column(Float)
+    dropped_events: Mapped[int | None] = mapped_column(BigInteger, comment="events its full outbox dropped, ever")
+    seq_first: Mapped[int | None] = mapped_column(BigInteger)
+    seq_last: Mapped[int | None] = mapped_column(BigInteger)
+    seq_received: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    seq_gaps: Mapped[int] = mapped_column(BigInteger, nullable=False, comment="seqs between first and last never received")
+    model_version: Mapped[str | None] = mapped_column(String(128))
+    version: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    __table_args__ = ({"comment": "Latest status per camera."},)
+
+
+class Alert(_Updated, Base):
+    """Alerts as they open and close."""
+
+    __tablename__ = "alerts"
+    alert_id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    camera_id: Mapped[str] = mapped_column(String(64), nullable=False)
+    site: Mapped[str] = mapped_column(String(64), nullable=False)
+    kind: Mapped[str] = mapped_column(String(32), nullable=False, comment="offline, backlog or occupancy")
+    subject: Mapped[str] = mapped_column(String(100), nullable=False, comment="zone (and class) for occupancy, else empty")
+    state: Mapped[str] = mapped_column(String(8), nullable=False, comment="open or closed")
+    opened_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    closed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    detail: Mapped[str] = mapped_column(Text, nullable=False)
+    version: Mapped[int] = mapped_column(Integer, nullable=False)
+    __table_args__ = (Index("ix_alerts_state_opened", "state", "opened_at"), {"comment": "Alerts, one row per episode."})
+
+
+class LateEvent(Base):
+    """Events that arrived later than the retention and were not aggregated."""
+
+    __tablename__ = "late_events"
+    camera_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    seq: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    site: Mapped[str] = mapped_column(String(64), nullable=False)
+    event_ts: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    type: Mapped[str] = mapped_column(String(32), nullable=False)
+    arrived_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    age_s: Mapped[float] = mapped_column(Float, nullable=False)
+    __table_args__ = ({"comment": "Events later than the retention: in the dead-letter topic, counted here, not in the aggregates."},)
+
+
+MODELS: dict[str, type[Base]] = {
+    m.__tablename__: m
+    for m in (CameraMinuteCount, LineMinuteCrossing, ZoneMinuteStat, CameraMinuteHealth, CameraStatus, Alert, LateEvent)
+}

@@ -1,8 +1,9 @@
-"""Kafka -> PostgreSQL writer for the aggregate topics.
+"""Kafka -> PostgreSQL writer for the aggregate rows.
 
-Reads absolute aggregate values and UPSERTs them in batches; the consumer
-offset is committed only after the rows are committed, so a crash replays
-records, and a replay changes nothing: a row only moves to a larger count.
+Reads absolute row values (``schemas.aggregates``) and UPSERTs them in
+batches, one transaction per batch; the consumer offset is committed only
+after the transaction, so a crash replays records, and a replay changes
+nothing: a row only moves to a larger version.
 """
 
 from __future__ import annotations
@@ -10,8 +11,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+from collections import defaultdict
 from datetime import datetime, timezone
-from typing import Iterable
+from typing import Any, Iterable
 
 from aiokafka import AIOKafkaConsumer
 from sqlalchemy import func
@@ -21,52 +23,63 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from fleetsight.kafka_admin import ensure_topics
 from fleetsight.settings import Settings
-from schemas.aggregates import MinuteCount
+from schemas.aggregates import Row, TableSpec
 from sinks.db import make_engine
-from sinks.models import CameraMinuteCount
+from sinks.models import MODELS
 
 log = logging.getLogger("fleetsight.sink")
 
-CHUNK = 1000
+CHUNK = 500
 
 
-def latest(records: Iterable[MinuteCount]) -> list[MinuteCount]:
-    """One row per bucket: the largest count seen in this batch."""
-    best: dict[str, MinuteCount] = {}
-    for record in records:
-        have = best.get(record.key)
-        if have is None or record.count > have.count:
-            best[record.key] = record
-    return list(best.values())
+def latest(rows: Iterable[Row]) -> dict[str, list[Row]]:
+    """Per table, one row per key: the one with the largest version."""
+    best: dict[str, Row] = {}
+    for row in rows:
+        have = best.get(row.key)
+        if have is None or row.version >= have.version:
+            best[row.key] = row
+    tables: dict[str, list[Row]] = defaultdict(list)
+    for row in best.values():
+        tables[row.table].append(row)
+    return tables
 
 
-async def upsert_minute_counts(engine: AsyncEngine, records: Iterable[MinuteCount]) -> int:
-    """Write absolute counts; a row never moves to a smaller count."""
-    rows = [
-        {
-            "camera_id": r.camera_id,
-            "object_class": r.object_class,
-            "minute": datetime.fromtimestamp(r.minute / 1000, tz=timezone.utc),
-            "site": r.site,
-            "count": r.count,
-        }
-        for r in latest(records)
-    ]
+def _sql_values(spec: TableSpec, row: Row) -> dict[str, Any]:
+    return {
+        column: datetime.fromtimestamp(value / 1000, tz=timezone.utc) if column in spec.times and value is not None else value
+        for column, value in row.values.items()
+    }
+
+
+async def upsert(engine: AsyncEngine, rows: Iterable[Row]) -> int:
+    """Write absolute row values; a row never moves to a smaller version."""
+    written = 0
     async with engine.begin() as conn:
-        for start in range(0, len(rows), CHUNK):
-            stmt = pg_insert(CameraMinuteCount).values(rows[start : start + CHUNK])
-            stmt = stmt.on_conflict_do_update(
-                index_elements=[CameraMinuteCount.camera_id, CameraMinuteCount.object_class, CameraMinuteCount.minute],
-                set_={"count": stmt.excluded.count, "site": stmt.excluded.site, "updated_at": func.now()},
-                # A replayed or partial value (older, smaller) never wins.
-                where=CameraMinuteCount.count < stmt.excluded.count,
-            )
-            await conn.execute(stmt)
-    return len(rows)
+        for table, items in sorted(latest(rows).items()):
+            spec = items[0].spec
+            model = MODELS[table]
+            values = [_sql_values(spec, r) for r in items]
+            for start in range(0, len(values), CHUNK):
+                stmt = pg_insert(model).values(values[start : start + CHUNK])
+                if spec.version is None:
+                    stmt = stmt.on_conflict_do_nothing(index_elements=list(spec.key))
+                else:
+                    updates = {c: stmt.excluded[c] for c in spec.values}
+                    updates["updated_at"] = func.now()
+                    stmt = stmt.on_conflict_do_update(
+                        index_elements=list(spec.key),
+                        set_=updates,
+                        # A replayed or partial value (older, smaller) never wins.
+                        where=getattr(model, spec.version) < stmt.excluded[spec.version],
+                    )
+                await conn.execute(stmt)
+            written += len(values)
+    return written
 
 
 class Sink:
-    """Consumes the minute-count topic into ``camera_minute_counts``."""
+    """Consumes the row topic into the public tables."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -80,37 +93,37 @@ class Sink:
         await ensure_topics(self.settings)
         engine = make_engine(self.settings.database_url)
         consumer = AIOKafkaConsumer(
-            self.settings.kafka_topics.minute_counts,
+            self.settings.kafka_topics.rows,
             bootstrap_servers=self.settings.kafka_bootstrap,
             group_id=f"{self.settings.kafka_topic_prefix}-sink",
             enable_auto_commit=False,
             auto_offset_reset="earliest",
         )
         await consumer.start()
-        log.info("sink: %s -> %s", self.settings.kafka_topics.minute_counts, engine.url.render_as_string(hide_password=True))
+        log.info("sink: %s -> %s", self.settings.kafka_topics.rows, engine.url.render_as_string(hide_password=True))
         try:
             while not self._stop.is_set():
                 batches = await consumer.getmany(timeout_ms=500, max_records=5000)
-                records: list[MinuteCount] = []
+                rows: list[Row] = []
                 for messages in batches.values():
                     for message in messages:
                         try:
-                            records.append(MinuteCount.from_record(message.value))
-                        except (ValueError, TypeError) as exc:
-                            log.error("skipping unreadable aggregate record at %s:%s: %s", message.partition, message.offset, exc)
-                if records:
-                    self.written += await self._write_with_retry(engine, records)
+                            rows.append(Row.from_record(message.value))
+                        except (ValueError, TypeError, KeyError) as exc:
+                            log.error("skipping unreadable row record at %s:%s: %s", message.partition, message.offset, exc)
+                if rows:
+                    self.written += await self._write_with_retry(engine, rows)
                 if batches:
                     await consumer.commit()
         finally:
             await consumer.stop()
             await engine.dispose()
 
-    async def _write_with_retry(self, engine: AsyncEngine, records: list[MinuteCount]) -> int:
+    async def _write_with_retry(self, engine: AsyncEngine, rows: list[Row]) -> int:
         delay = 0.5
         while True:
             try:
-                return await upsert_minute_counts(engine, records)
+                return await upsert(engine, rows)
             except (OperationalError, DBAPIError, OSError) as exc:
                 if self._stop.is_set():
                     raise

@@ -1,16 +1,17 @@
-"""Exact per-minute counts: dedupe by (camera, seq), event-time buckets.
+"""Exact per-minute aggregates: dedupe by (camera, seq), event-time buckets.
 
 Pure logic over a mapping (a Faust table in the worker, a dict in tests).
-A bucket is one (camera, class, event-time minute); its value holds the
-count *and* the set of seqs counted into it, in one record. A changelogged
-table writes each key as one record, so the count and its dedupe state can
-never disagree after a crash, which they could if they lived in two tables.
-An event always falls in the same bucket, so a duplicate always meets the
-seq set that already holds it.
+A bucket is one row of a per-minute SQL table, e.g. (camera, class, minute)
+of ``camera_minute_counts``; its value holds the running sums *and* the set
+of seqs folded into them, in one record. A changelogged table writes each
+key as one record, so the sums and their dedupe state can never disagree
+after a crash, which they could if they lived in two tables. An event
+always falls in the same buckets, so a duplicate always meets the seq set
+that already holds it.
 
 Faust's windowed tables expire windows by wall-clock time, which would drop
 an edge's backlog after an outage; these buckets are plain keys pruned by
-stream time instead (see :meth:`MinuteCounter.prune`).
+stream time instead (see :meth:`MinuteAggregator.prune`).
 """
 
 from __future__ import annotations
@@ -18,15 +19,21 @@ from __future__ import annotations
 import bisect
 import logging
 from dataclasses import dataclass, field
-from typing import Any, Iterable, MutableMapping
+from typing import Any, Callable, Iterable, Iterator, MutableMapping
 
-from schemas.aggregates import MinuteCount
+from schemas.aggregates import (
+    CAMERA_MINUTE_COUNTS,
+    CAMERA_MINUTE_HEALTH,
+    LINE_MINUTE_CROSSINGS,
+    TABLES,
+    ZONE_MINUTE_STATS,
+    Row,
+    TableSpec,
+)
 from schemas.codec import MINUTE_MS, Event, EventError, Reason, from_record
 from schemas.deadletter import DeadLetter
 
 log = logging.getLogger("fleetsight.aggregate")
-
-COUNTED_TYPES = frozenset({"track.start"})
 
 
 class SeqSet:
@@ -60,34 +67,120 @@ class SeqSet:
     def __len__(self) -> int:
         return sum(last - first + 1 for first, last in self.ranges)
 
+    @property
+    def first(self) -> int | None:
+        return self.ranges[0][0] if self.ranges else None
 
-@dataclass
-class BatchResult:
-    counts: dict[str, MinuteCount] = field(default_factory=dict)  # absolute values of touched buckets
-    dead: list[DeadLetter] = field(default_factory=list)
-    applied: int = 0
-    duplicates: int = 0
-    ignored: int = 0  # valid events this aggregate does not count
-
-
-@dataclass(frozen=True)
-class Incoming:
-    """One Kafka record as the counter needs it."""
-
-    partition: int
-    timestamp_ms: int  # broker append time (LogAppendTime)
-    value: bytes
+    @property
+    def last(self) -> int | None:
+        return self.ranges[-1][1] if self.ranges else None
 
 
-def bucket_key(camera_id: str, object_class: str, minute: int) -> str:
-    return f"{camera_id}|{object_class}|{minute}"
+# --- what each event adds to which rows --------------------------------------------
+
+# A fold: (table, key columns other than camera_id and minute, {accumulator: (op, value)}).
+Fold = tuple[TableSpec, dict[str, Any], dict[str, tuple[str, float]]]
+
+
+def folds(event: Event) -> Iterator[Fold]:
+    """The per-minute rows ``event`` contributes to, and how."""
+    d = event.data
+    if event.type == "track.start":
+        yield CAMERA_MINUTE_COUNTS, {"object_class": d["class"]}, {"objects": ("add", 1)}
+    elif event.type == "track.end":
+        dwell = d["dwell_s"]
+        yield CAMERA_MINUTE_COUNTS, {"object_class": d["class"]}, {
+            "tracks_ended": ("add", 1), "dwell_sum": ("add", dwell), "dwell_max": ("max", dwell),
+        }
+    elif event.type == "line.cross":
+        column = "crossings_in" if d["direction"] == "in" else "crossings_out"
+        yield LINE_MINUTE_CROSSINGS, {"line": d["line"], "object_class": d["class"]}, {column: ("add", 1)}
+    elif event.type == "zone.enter":
+        yield ZONE_MINUTE_STATS, {"zone": d["zone"], "object_class": d["class"]}, {"entries": ("add", 1)}
+    elif event.type == "zone.exit":
+        dwell = d["dwell_s"]
+        yield ZONE_MINUTE_STATS, {"zone": d["zone"], "object_class": d["class"]}, {
+            "exits": ("add", 1), "dwell_sum": ("add", dwell), "dwell_max": ("max", dwell),
+        }
+    elif event.type == "occupancy":
+        for cls, n in d["counts"].items():
+            yield ZONE_MINUTE_STATS, {"zone": d["zone"], "object_class": cls}, {
+                "occupancy_sum": ("add", n), "occupancy_max": ("max", n), "occupancy_samples": ("add", 1),
+            }
+    elif event.type == "health":
+        yield CAMERA_MINUTE_HEALTH, {}, {
+            "reports": ("add", 1),
+            "frames": ("add", d.get("frames", 0)),
+            "frames_skipped": ("add", d.get("frames_skipped", 0)),
+            "fps_sum": ("add", d.get("fps", 0.0)),
+            "p50_sum": ("add", d.get("inference_ms_p50", 0.0)),
+            "inference_ms_p95": ("max", d.get("inference_ms_p95", 0.0)),
+            "outbox_depth_max": ("max", d.get("outbox_depth", 0)),
+        }
+
+
+def _mean(total: float, n: float) -> float | None:
+    return round(total / n, 3) if n else None
+
+
+def finish(table: TableSpec, acc: dict[str, float]) -> dict[str, Any]:
+    """Public column values from a bucket's accumulators."""
+    a = lambda k: acc.get(k, 0)  # noqa: E731
+    if table is CAMERA_MINUTE_COUNTS:
+        return {
+            "objects": a("objects"), "tracks_ended": a("tracks_ended"),
+            "dwell_mean_s": _mean(a("dwell_sum"), a("tracks_ended")), "dwell_max_s": acc.get("dwell_max"),
+        }
+    if table is LINE_MINUTE_CROSSINGS:
+        return {"crossings_in": a("crossings_in"), "crossings_out": a("crossings_out")}
+    if table is ZONE_MINUTE_STATS:
+        return {
+            "entries": a("entries"), "exits": a("exits"),
+            "dwell_mean_s": _mean(a("dwell_sum"), a("exits")), "dwell_max_s": acc.get("dwell_max"),
+            "occupancy_mean": _mean(a("occupancy_sum"), a("occupancy_samples")),
+            "occupancy_max": acc.get("occupancy_max"), "occupancy_samples": a("occupancy_samples"),
+        }
+    if table is CAMERA_MINUTE_HEALTH:
+        return {
+            "reports": a("reports"), "frames": a("frames"), "frames_skipped": a("frames_skipped"),
+            "fps_mean": _mean(a("fps_sum"), a("reports")), "inference_ms_p50": _mean(a("p50_sum"), a("reports")),
+            "inference_ms_p95": acc.get("inference_ms_p95"), "outbox_depth_max": acc.get("outbox_depth_max"),
+        }
+    raise ValueError(f"not a per-minute table: {table.name}")
+
+
+def bucket_key(table: TableSpec, camera_id: str, dims: dict[str, Any], minute: int) -> str:
+    """Table key of a bucket; it starts with the camera id (see CameraTable)."""
+    return "|".join([camera_id, table.name, *(str(dims[k]) for k in table.key if k in dims), str(minute)])
 
 
 def bucket_camera(key: str) -> str:
     return key.split("|", 1)[0]
 
 
-class MinuteCounter:
+# --- the aggregator ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Incoming:
+    """One Kafka record as the aggregator needs it."""
+
+    partition: int
+    timestamp_ms: int  # broker append time (LogAppendTime)
+    value: bytes
+
+
+@dataclass
+class BatchResult:
+    rows: dict[str, Row] = field(default_factory=dict)  # absolute values of the touched buckets
+    events: list[tuple[Incoming, Event]] = field(default_factory=list)  # every valid event, for status
+    dead: list[DeadLetter] = field(default_factory=list)
+    late: list[tuple[Incoming, Event]] = field(default_factory=list)
+    applied: int = 0
+    duplicates: int = 0
+
+
+class MinuteAggregator:
     """Applies batches of event records to a table of minute buckets."""
 
     def __init__(self, table: MutableMapping[str, Any], late_after_ms: int, source_topic: str = "") -> None:
@@ -107,45 +200,48 @@ class MinuteCounter:
             except EventError as exc:
                 result.dead.append(DeadLetter.from_error(exc, "streams", record.value, self.source_topic))
                 continue
+            result.events.append((record, event))
             if record.timestamp_ms - event.ts > self.late_after_ms:
+                result.late.append((record, event))
                 result.dead.append(self._late(event, record))
                 continue
-            if event.type not in COUNTED_TYPES:
-                result.ignored += 1
-                continue
-            key = bucket_key(event.camera_id, event.data["class"], event.minute)
-            if key not in touched:
-                stored = self.table.get(key)
-                bucket = dict(stored) if stored else self._new_bucket(event)
-                touched[key] = (bucket, SeqSet(bucket["seqs"]))
-            bucket, seqs = touched[key]
-            if seqs.add(event.seq):
+            new = folded = False
+            for table, dims, ops in folds(event):
+                folded = True
+                key = bucket_key(table, event.camera_id, dims, event.minute)
+                if key not in touched:
+                    stored = self.table.get(key)
+                    bucket = dict(stored) if stored else {
+                        "table": table.name, "camera_id": event.camera_id, "site": event.site,
+                        "dims": dims, "minute": event.minute, "acc": {}, "seqs": [],
+                    }
+                    bucket["acc"] = dict(bucket["acc"])
+                    touched[key] = (bucket, SeqSet(bucket["seqs"]))
+                bucket, seqs = touched[key]
+                if not seqs.add(event.seq):
+                    continue
+                new = True
+                acc = bucket["acc"]
+                for name, (op, value) in ops.items():
+                    acc[name] = acc.get(name, 0) + value if op == "add" else max(acc.get(name, value), value)
+            if new:
                 result.applied += 1
-            else:
+            elif folded:
                 result.duplicates += 1
         for key, (bucket, seqs) in touched.items():
             bucket["seqs"] = seqs.ranges
-            bucket["count"] = len(seqs)
             self.table[key] = bucket  # one changelog record per bucket per batch
-            result.counts[key] = MinuteCount(
-                camera_id=bucket["camera_id"],
-                site=bucket["site"],
-                object_class=bucket["class"],
-                minute=bucket["minute"],
-                count=bucket["count"],
-            )
+            result.rows[key] = self.row(bucket, len(seqs))
         return result
 
     @staticmethod
-    def _new_bucket(event: Event) -> dict[str, Any]:
-        return {
-            "camera_id": event.camera_id,
-            "site": event.site,
-            "class": event.data["class"],
-            "minute": event.minute,
-            "count": 0,
-            "seqs": [],
+    def row(bucket: dict[str, Any], events: int) -> Row:
+        table = TABLES[bucket["table"]]
+        values = {
+            "camera_id": bucket["camera_id"], "site": bucket["site"], "minute": bucket["minute"],
+            **bucket["dims"], **finish(table, bucket["acc"]), "events": events,
         }
+        return Row(table.name, {c: values.get(c) for c in table.columns})
 
     def _late(self, event: Event, record: Incoming) -> DeadLetter:
         age_s = (record.timestamp_ms - event.ts) / 1000
@@ -160,7 +256,7 @@ class MinuteCounter:
             ts=event.ts,
         )
 
-    def prune(self, partition: int, owns: Any) -> list[str]:
+    def prune(self, partition: int, owns: Callable[[str], bool]) -> list[str]:
         """Delete buckets of ``partition`` that no accepted event can reach.
 
         An event is accepted only if its time is within ``late_after`` of its
@@ -180,4 +276,3 @@ class MinuteCounter:
         for key in stale:
             del self.table[key]
         return stale
-

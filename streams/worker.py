@@ -1,4 +1,4 @@
-"""The Faust application: events in, exact per-minute aggregates out.
+"""The Faust application: events in, exact aggregates, camera status and alerts out.
 
 Run with ``fleetsight worker``; start more workers to share the partitions.
 """
@@ -9,14 +9,16 @@ import asyncio
 import logging
 import sys
 import time
-from typing import Any
+from typing import Any, Iterable
 
 import faust
 
-from fleetsight.settings import Settings
 from fleetsight.kafka_admin import ensure_topics
-from streams.aggregate import Incoming, MinuteCounter, bucket_camera
+from fleetsight.settings import Settings
+from schemas.aggregates import ALERTS, Row
+from streams.aggregate import Incoming, MinuteAggregator, bucket_camera
 from streams.partitioning import partition_for
+from streams.status import AlertConfig, FleetStatus, OccupancyRule
 
 log = logging.getLogger("fleetsight.worker")
 
@@ -29,24 +31,37 @@ class CameraTable(faust.Table):
     """A table whose keys start with a camera id, kept in that camera's partition.
 
     Faust puts a table write in the partition of the event being processed;
-    with batches from several partitions that would be wrong, so the
-    partition comes from the key: the same partition the camera's events use.
+    with batches from several partitions, or writes from a timer, that would
+    be wrong, so the partition comes from the key: the partition the
+    camera's events use. A worker that takes the partition over recovers
+    exactly that camera's state.
     """
 
     def partition_for_key(self, key: Any) -> int:
         return partition_for(bucket_camera(key), self.app.conf.topic_partitions)
 
 
+def alert_config(settings: Settings) -> AlertConfig:
+    return AlertConfig(
+        offline_after_s=settings.offline_after_s,
+        clear_after_s=settings.alert_clear_s,
+        backlog_min=settings.backlog_alert_min,
+        backlog_reports=settings.backlog_alert_reports,
+        occupancy=tuple(OccupancyRule(**rule) for rule in settings.occupancy_alerts),
+    )
+
+
 def create_app(settings: Settings) -> faust.App:
-    """The Faust app with its topics, table and agent."""
+    """The Faust app with its topics, tables, agent and timer."""
     topics = settings.kafka_topics
+    partitions = settings.kafka_partitions
     datadir = settings.services_dir / "streams" / settings.stream_app_id
     datadir.mkdir(parents=True, exist_ok=True)
     app = faust.App(
         settings.stream_app_id,
         broker=f"kafka://{settings.kafka_bootstrap}",
         store="memory://",
-        topic_partitions=settings.kafka_partitions,
+        topic_partitions=partitions,
         topic_replication_factor=1,
         web_enabled=False,
         consumer_auto_offset_reset="earliest",
@@ -54,35 +69,42 @@ def create_app(settings: Settings) -> faust.App:
         datadir=str(datadir),
     )
     events = app.topic(topics.events, key_serializer="raw", value_serializer="raw")
-    counts_out = app.topic(topics.minute_counts, key_serializer="raw", value_serializer="raw")
+    rows_out = app.topic(topics.rows, key_serializer="raw", value_serializer="raw")
+    alerts_out = app.topic(topics.alerts, key_serializer="raw", value_serializer="raw")
     deadletter = app.topic(topics.deadletter, key_serializer="raw", value_serializer="raw")
-    buckets = app.tables.add(
-        CameraTable(
-            app,
-            name="minute-buckets",
-            default=None,
-            beacon=app.tables.beacon,
-            partitions=settings.kafka_partitions,
-            help="Per (camera, class, minute): count and the seqs counted.",
+
+    def table(name: str, help: str) -> CameraTable:
+        return app.tables.add(
+            CameraTable(app, name=name, default=None, beacon=app.tables.beacon, partitions=partitions, help=help)
         )
-    )
-    counter = MinuteCounter(buckets, int(settings.late_after_s * 1000), topics.events)
+
+    buckets = table("minute-buckets", "Per-minute row sums and the seqs folded into them.")
+    cameras = table("camera-state", "Per-camera status, seqs received and open alerts.")
+    aggregator = MinuteAggregator(buckets, int(settings.late_after_s * 1000), topics.events)
+    status = FleetStatus(cameras, alert_config(settings), clock=lambda: int(time.time() * 1000))
     last_prune: dict[int, float] = {}
+
+    def owns(partition: int):
+        return lambda key: partition_for(bucket_camera(key), partitions) == partition
+
+    async def emit(rows: Iterable[Row]) -> None:
+        for row in rows:
+            key, value = row.key.encode(), row.to_record()
+            await rows_out.send(key=key, value=value)
+            if row.table == ALERTS.name:
+                await alerts_out.send(key=str(row.values["alert_id"]).encode(), value=value)
 
     # concurrency=1: Faust can commit an offset past an in-flight event when
     # an agent runs with concurrency > 1.
     @app.agent(events, concurrency=1)
     async def aggregate(stream: faust.StreamT) -> None:
         async for batch in stream.take_events(BATCH_MAX, within=BATCH_WITHIN_S):
-            records = [
-                Incoming(e.message.partition, int(e.message.timestamp * 1000), e.message.value) for e in batch
-            ]
-            result = counter.process(records)
-            # Absolute values of every bucket this batch touched, duplicates
-            # included: after a crash the replayed batch re-sends them, so the
-            # sink gets them even if the first send was lost.
-            for key, count in result.counts.items():
-                await counts_out.send(key=key.encode(), value=count.to_record())
+            records = [Incoming(e.message.partition, int(e.message.timestamp * 1000), e.message.value) for e in batch]
+            result = aggregator.process(records)
+            # Absolute values of every row this batch touched, duplicates
+            # included: after a crash the replayed batch sends them again, so
+            # the sink gets them even if the first send was lost.
+            await emit(list(result.rows.values()) + status.observe(result.events, result.late))
             for letter in result.dead:
                 await deadletter.send(key=(letter.camera_id or "").encode() or None, value=letter.to_record())
             if result.dead or result.duplicates:
@@ -94,10 +116,15 @@ def create_app(settings: Settings) -> faust.App:
             for partition in {r.partition for r in records}:
                 if now - last_prune.get(partition, 0.0) >= PRUNE_EVERY_S:
                     last_prune[partition] = now
-                    n = settings.kafka_partitions
-                    pruned = counter.prune(partition, lambda k, p=partition: partition_for(bucket_camera(k), n) == p)
+                    pruned = aggregator.prune(partition, owns(partition))
                     if pruned:
                         log.info("partition %d: closed %d minute buckets past retention", partition, len(pruned))
+
+    @app.timer(interval=settings.status_sweep_s)
+    async def sweep() -> None:
+        owned = {tp.partition for tp in app.assignor.assigned_actives() if tp.topic == topics.events}
+        if owned:
+            await emit(status.sweep(lambda camera: partition_for(camera, partitions) in owned))
 
     return app
 

@@ -132,10 +132,10 @@ class Stack:
 
     async def minute_counts(self) -> dict[tuple[str, str, int], int]:
         rows = await self.query(
-            "SELECT camera_id, object_class, (extract(epoch FROM minute) * 1000)::bigint AS minute, count "
+            "SELECT camera_id, object_class, (extract(epoch FROM minute) * 1000)::bigint AS minute, objects "
             "FROM camera_minute_counts"
         )
-        return {(r["camera_id"], r["object_class"], r["minute"]): r["count"] for r in rows}
+        return {(r["camera_id"], r["object_class"], r["minute"]): r["objects"] for r in rows}
 
     async def wait_bridge_online(self, timeout: float = 60) -> None:
         assert await asyncio.to_thread(wait_bridge_online, self.settings, timeout), f"bridge not online\n{self.log_tail()}"

@@ -142,12 +142,12 @@ async def test_events_an_hour_old_land_in_their_own_minute(running_stack: Stack)
     publish(stack.settings, [(topics.events(cam), json.dumps(e).encode()) for e in events])
     await assert_sql_matches(stack, truth(events), [cam])
     rows = await stack.query(
-        "SELECT minute, count FROM camera_minute_counts WHERE camera_id = $1 AND object_class = 'person' ORDER BY minute",
+        "SELECT minute, objects FROM camera_minute_counts WHERE camera_id = $1 AND object_class = 'person' ORDER BY minute",
         cam,
     )
     minutes = [int(r["minute"].timestamp() * 1000) for r in rows]
     assert minutes == sorted({e["ts"] - e["ts"] % MINUTE_MS for e in events[:2] + events[3:4]})
-    assert all(r["count"] == 1 for r in rows)
+    assert all(r["objects"] == 1 for r in rows)
 
 
 async def test_mosquitto_pub_event_shows_up_in_sql(running_stack: Stack) -> None:
@@ -163,7 +163,7 @@ async def test_mosquitto_pub_event_shows_up_in_sql(running_stack: Stack) -> None
     )
 
     async def row():
-        return await stack.query("SELECT site, count FROM camera_minute_counts WHERE camera_id = $1", cam)
+        return await stack.query("SELECT site, objects FROM camera_minute_counts WHERE camera_id = $1", cam)
 
     rows = await wait_for(row, 120, "the mosquitto_pub event in SQL")
-    assert [(r["site"], r["count"]) for r in rows] == [("depot-3", 1)]
+    assert [(r["site"], r["objects"]) for r in rows] == [("depot-3", 1)]

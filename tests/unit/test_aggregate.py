@@ -1,20 +1,33 @@
-"""Exact minute counts: dedupe, event-time buckets, lateness, pruning."""
+"""Exact per-minute aggregates: dedupe, event-time buckets, lateness, pruning."""
 
 from __future__ import annotations
 
 import random
 
 from schemas.codec import MINUTE_MS, to_record, validate
-from streams.aggregate import Incoming, MinuteCounter, SeqSet, bucket_key
+from streams.aggregate import Incoming, MinuteAggregator, SeqSet
 
 HOUR = 3600_000
 T0 = 1764072000000
 
+BODIES = {
+    "track.start": lambda seq, cls: {"track_id": seq, "class": cls, "confidence": 0.9},
+    "track.end": lambda seq, cls: {"track_id": seq, "class": cls, "dwell_s": float(seq), "max_confidence": 0.9},
+    "line.cross": lambda seq, cls: {"track_id": seq, "class": cls, "line": "door", "direction": "in" if seq % 2 else "out"},
+    "zone.enter": lambda seq, cls: {"track_id": seq, "class": cls, "zone": "till"},
+    "zone.exit": lambda seq, cls: {"track_id": seq, "class": cls, "zone": "till", "dwell_s": 10.0 * seq},
+    "occupancy": lambda seq, cls: {"zone": "till", "counts": {cls: seq, "car": 0}},
+    "health": lambda seq, cls: {"uptime_s": 1.0, "fps": 10.0, "frames": 300, "frames_skipped": 100, "inference_ms_p50": 30.0, "inference_ms_p95": 40.0 + seq, "outbox_depth": seq},
+}
+
 
 def rec(seq: int, ts: int, cls: str = "person", camera: str = "cam-1", arrived: int | None = None, type_: str = "track.start") -> Incoming:
-    data = {"track_id": seq, "class": cls, "confidence": 0.9} if type_ == "track.start" else {"uptime_s": 1.0}
-    event = validate({"v": 1, "camera_id": camera, "site": "s", "seq": seq, "ts": ts, "type": type_, "data": data})
+    event = validate({"v": 1, "camera_id": camera, "site": "s", "seq": seq, "ts": ts, "type": type_, "data": BODIES[type_](seq, cls)})
     return Incoming(partition=0, timestamp_ms=arrived if arrived is not None else ts + 1000, value=to_record(event))
+
+
+def rows(result, table: str) -> dict:
+    return {tuple(v for k, v in r.values.items() if k in r.spec.key): r.values for r in result.rows.values() if r.table == table}
 
 
 def test_seqset_matches_a_python_set() -> None:
@@ -26,63 +39,73 @@ def test_seqset_matches_a_python_set() -> None:
         reference.add(seq)
         assert len(ours) == len(reference)
     assert all((s in ours) == (s in reference) for s in range(0, 502))
-    assert ours.ranges == [[1, 500]] or len(ours.ranges) > 1
     assert all(a[1] + 1 < b[0] for a, b in zip(ours.ranges, ours.ranges[1:]))
 
 
 def test_duplicates_are_dropped_across_batches() -> None:
     table: dict = {}
-    counter = MinuteCounter(table, 24 * HOUR)
-    first = counter.process([rec(1, T0), rec(2, T0), rec(2, T0)])
+    agg = MinuteAggregator(table, 24 * HOUR)
+    first = agg.process([rec(1, T0), rec(2, T0), rec(2, T0)])
     assert (first.applied, first.duplicates) == (2, 1)
-    again = counter.process([rec(1, T0), rec(3, T0 + 10)])
+    again = agg.process([rec(1, T0), rec(3, T0 + 10)])
     assert (again.applied, again.duplicates) == (1, 1)
-    key = bucket_key("cam-1", "person", T0)
-    assert table[key]["count"] == 3
-    # Every batch re-emits the absolute value of the buckets it touched.
-    assert again.counts[key].count == 3
+    # Every batch re-emits the absolute value of the rows it touched.
+    [row] = rows(again, "camera_minute_counts").values()
+    assert (row["objects"], row["events"]) == (3, 3)
+
+
+def test_every_event_type_lands_in_its_table() -> None:
+    agg = MinuteAggregator({}, 24 * HOUR)
+    batch = [rec(seq, T0 + seq, type_=t) for seq, t in enumerate(BODIES, start=1)]
+    batch += [rec(10, T0 + 10, type_="zone.exit"), rec(12, T0 + 12, type_="line.cross"), rec(13, T0 + 13, type_="occupancy")]
+    result = agg.process(batch + batch)  # everything twice: duplicates change nothing
+    assert result.applied == 10 and result.duplicates == 10
+    [counts] = rows(result, "camera_minute_counts").values()
+    assert (counts["objects"], counts["tracks_ended"], counts["dwell_mean_s"], counts["dwell_max_s"]) == (1, 1, 2.0, 2.0)
+    line = rows(result, "line_minute_crossings")[("cam-1", "door", "person", T0)]
+    assert (line["crossings_in"], line["crossings_out"], line["events"]) == (1, 1, 2)
+    zone = rows(result, "zone_minute_stats")[("cam-1", "till", "person", T0)]
+    assert (zone["entries"], zone["exits"], zone["dwell_mean_s"], zone["dwell_max_s"]) == (1, 2, 75.0, 100.0)
+    assert (zone["occupancy_samples"], zone["occupancy_mean"], zone["occupancy_max"]) == (2, 9.5, 13)
+    car = rows(result, "zone_minute_stats")[("cam-1", "till", "car", T0)]
+    assert (car["occupancy_samples"], car["occupancy_mean"], car["occupancy_max"], car["entries"]) == (2, 0.0, 0, 0)
+    [health] = rows(result, "camera_minute_health").values()
+    assert (health["reports"], health["frames"], health["frames_skipped"], health["inference_ms_p95"], health["outbox_depth_max"]) == (1, 300, 100, 47.0, 7)
 
 
 def test_events_count_in_their_event_time_minute_even_hours_late() -> None:
-    table: dict = {}
-    counter = MinuteCounter(table, 24 * HOUR)
+    agg = MinuteAggregator({}, 24 * HOUR)
     now = T0 + 5 * HOUR
-    result = counter.process([rec(1, now, arrived=now), rec(2, now - 2 * HOUR, "car", arrived=now), rec(3, now - 2 * HOUR + 59_999, "car", arrived=now)])
-    assert {(c.object_class, c.minute, c.count) for c in result.counts.values()} == {
-        ("person", now, 1),
-        ("car", now - 2 * HOUR, 2),
-    }
+    result = agg.process([rec(1, now, arrived=now), rec(2, now - 2 * HOUR, "car", arrived=now), rec(3, now - 2 * HOUR + 59_999, "car", arrived=now)])
+    got = {(k[1], k[2], v["objects"]) for k, v in rows(result, "camera_minute_counts").items()}
+    assert got == {("person", now, 1), ("car", now - 2 * HOUR, 2)}
 
 
 def test_too_late_goes_to_dead_letter_with_reason() -> None:
-    counter = MinuteCounter({}, 24 * HOUR, "events")
-    result = counter.process([rec(1, T0, arrived=T0 + 25 * HOUR), rec(2, T0, arrived=T0 + 23 * HOUR)])
+    agg = MinuteAggregator({}, 24 * HOUR, "events")
+    result = agg.process([rec(1, T0, arrived=T0 + 25 * HOUR), rec(2, T0, arrived=T0 + 23 * HOUR)])
     assert result.applied == 1
     [letter] = result.dead
     assert letter.reason == "late" and letter.seq == 1 and letter.camera_id == "cam-1"
     assert "90000 s" in letter.detail
-
-
-def test_non_counted_types_are_ignored_not_lost() -> None:
-    result = MinuteCounter({}, HOUR).process([rec(1, T0, type_="health")])
-    assert (result.applied, result.ignored, result.dead) == (0, 1, [])
+    assert [e.seq for _, e in result.late] == [1]
 
 
 def test_unreadable_record_is_dead_lettered() -> None:
-    result = MinuteCounter({}, HOUR).process([Incoming(0, T0, b"not json")])
+    result = MinuteAggregator({}, HOUR).process([Incoming(0, T0, b"not json")])
     assert [d.reason for d in result.dead] == ["malformed"]
 
 
 def test_prune_only_closes_buckets_no_accepted_event_can_reach() -> None:
     table: dict = {}
-    counter = MinuteCounter(table, HOUR)
-    counter.process([rec(1, T0, arrived=T0), rec(2, T0 + 30 * MINUTE_MS, arrived=T0 + 30 * MINUTE_MS)])
-    assert counter.prune(0, lambda k: True) == []
-    # Stream time moves on: the first bucket is now beyond lateness + slack.
+    agg = MinuteAggregator(table, HOUR)
+    agg.process([rec(1, T0, arrived=T0), rec(2, T0 + 30 * MINUTE_MS, arrived=T0 + 30 * MINUTE_MS)])
+    assert agg.prune(0, lambda k: True) == []
     later = T0 + HOUR + 3 * MINUTE_MS
-    counter.process([rec(3, later, arrived=later)])
-    assert counter.prune(0, lambda k: True) == [bucket_key("cam-1", "person", T0)]
-    assert counter.prune(0, lambda k: False) == []
+    agg.process([rec(3, later, arrived=later)])
+    [pruned] = agg.prune(0, lambda k: True)
+    assert pruned.endswith(f"|{T0}")
+    assert agg.prune(0, lambda k: False) == []
     # An event for the closed minute is now late, never a fresh count of 1.
-    result = counter.process([rec(1, T0, arrived=later)])
-    assert [d.reason for d in result.dead] == ["late"] and not result.counts
+    result = agg.process([rec(1, T0, arrived=later)])
+    assert [d.reason for d in result.dead] == ["late"] and not result.rows

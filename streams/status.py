@@ -1,0 +1,196 @@
+"""Per-camera status and alerts: last heard, online, backlog, seq gaps, model.
+
+Pure logic over a mapping keyed by camera id (a Faust table in the worker).
+Everything here is idempotent (maxima, sets, latest-by-time), so a replayed
+batch after a crash changes nothing.
+
+Alerts open and close with hysteresis, so a flapping condition does not
+make a storm of them:
+
+- ``offline``: nothing heard for ``offline_after_s``; closes once the camera
+  has been heard again for ``clear_after_s``.
+- ``backlog``: the outbox depth rose over the last ``backlog_reports`` health
+  reports and is at least ``backlog_min``; closes below ``backlog_min``.
+- ``occupancy``: a zone held more than ``max`` objects for ``for_s`` (event
+  time); closes after ``for_s`` at or below it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, MutableMapping
+
+from schemas.aggregates import ALERTS, CAMERA_STATUS, LATE_EVENTS, Row
+from schemas.codec import Event
+from streams.aggregate import Incoming, SeqSet
+
+
+@dataclass(frozen=True)
+class OccupancyRule:
+    zone: str
+    max: int
+    for_s: float = 60.0
+    camera_id: str | None = None  # None: every camera with this zone
+    object_class: str | None = None  # None: all classes together
+
+
+@dataclass(frozen=True)
+class AlertConfig:
+    offline_after_s: float = 120.0
+    clear_after_s: float = 60.0
+    backlog_min: int = 100
+    backlog_reports: int = 3
+    occupancy: tuple[OccupancyRule, ...] = field(default_factory=tuple)
+
+
+class FleetStatus:
+    """Keeps one state record per camera and emits status and alert rows."""
+
+    def __init__(self, table: MutableMapping[str, Any], config: AlertConfig, clock: Callable[[], int]) -> None:
+        self.table = table
+        self.config = config
+        self.clock = clock  # wall clock, ms: versions and the offline sweep
+        self._last_version = 0
+
+    def _version(self) -> int:
+        # Grows even if two rows are emitted within one millisecond.
+        self._last_version = max(self._last_version + 1, self.clock())
+        return self._last_version
+
+    def _state(self, camera_id: str, site: str) -> dict[str, Any]:
+        state = self.table.get(camera_id)
+        if state is None:
+            return {
+                "site": site, "last_heard_at": 0, "last_event_at": 0, "online": True, "online_since": 0,
+                "seqs": [], "depths": [], "outbox_backlog": None, "outbox_age_s": None, "dropped_events": None,
+                "health_ts": 0, "model_version": None, "alerts": {}, "zones": {},
+            }
+        return {**state, "alerts": dict(state["alerts"]), "zones": dict(state["zones"])}
+
+    def observe(self, events: Iterable[tuple[Incoming, Event]], late: Iterable[tuple[Incoming, Event]] = ()) -> list[Row]:
+        """Fold a batch of valid events in; returns the rows that changed."""
+        states: dict[str, dict[str, Any]] = {}
+        rows: list[Row] = []
+        for record, event in events:
+            state = states.get(event.camera_id) or self._state(event.camera_id, event.site)
+            states[event.camera_id] = state
+            state["site"] = event.site
+            if record.timestamp_ms > state["last_heard_at"]:
+                state["last_heard_at"] = record.timestamp_ms
+            state["last_event_at"] = max(state["last_event_at"], event.ts)
+            if not state["online"]:
+                state["online"], state["online_since"] = True, record.timestamp_ms
+            seqs = SeqSet(state["seqs"])
+            seqs.add(event.seq)
+            state["seqs"] = seqs.ranges
+            if event.type == "health" and event.ts >= state["health_ts"]:
+                self._health(event, state, rows)
+            elif event.type == "occupancy":
+                self._occupancy(event, state, rows)
+        for record, event in late:
+            rows.append(Row(LATE_EVENTS.name, {
+                "camera_id": event.camera_id, "seq": event.seq, "site": event.site, "event_ts": event.ts,
+                "type": event.type, "arrived_at": record.timestamp_ms,
+                "age_s": round((record.timestamp_ms - event.ts) / 1000, 1),
+            }))
+        for camera_id, state in states.items():
+            self.table[camera_id] = state  # one changelog record per camera per batch
+            rows.append(self.status_row(camera_id, state))
+        return rows
+
+    def sweep(self, owns: Callable[[str], bool]) -> list[Row]:
+        """Time passing: cameras going offline, offline alerts clearing."""
+        now = self.clock()
+        rows: list[Row] = []
+        for camera_id, stored in list(self.table.items()):
+            if not stored or not owns(camera_id):
+                continue
+            state = self._state(camera_id, stored["site"])
+            changed = False
+            silent = now - state["last_heard_at"]
+            if state["online"] and silent > self.config.offline_after_s * 1000:
+                state["online"] = False
+                changed = True
+                self._open(state, camera_id, "offline", "", state["last_heard_at"], f"nothing heard for {silent / 1000:.0f} s", rows)
+            elif state["online"] and now - state["online_since"] >= self.config.clear_after_s * 1000:
+                changed |= self._close(state, "offline", "", now, rows)
+            if changed:
+                self.table[camera_id] = state
+                rows.append(self.status_row(camera_id, state))
+        return rows
+
+    # --- rules --------------------------------------------------------------------
+
+    def _health(self, event: Event, state: dict[str, Any], rows: list[Row]) -> None:
+        d = event.data
+        state["health_ts"] = event.ts
+        for column, field_ in (("outbox_backlog", "outbox_depth"), ("outbox_age_s", "outbox_age_s"), ("dropped_events", "dropped_events"), ("model_version", "model_version")):
+            if field_ in d:
+                state[column] = d[field_]
+        if "outbox_depth" not in d:
+            return
+        depths = (state["depths"] + [d["outbox_depth"]])[-self.config.backlog_reports:]
+        state["depths"] = depths
+        rising = len(depths) == self.config.backlog_reports and all(a < b for a, b in zip(depths, depths[1:]))
+        if rising and depths[-1] >= self.config.backlog_min:
+            self._open(state, event.camera_id, "backlog", "", event.ts, f"outbox depth rising: {depths}", rows)
+        elif depths[-1] < self.config.backlog_min:
+            self._close(state, "backlog", "", event.ts, rows)
+
+    def _occupancy(self, event: Event, state: dict[str, Any], rows: list[Row]) -> None:
+        zone = event.data["zone"]
+        for rule in self.config.occupancy:
+            if rule.zone != zone or rule.camera_id not in (None, event.camera_id):
+                continue
+            counts = event.data["counts"]
+            value = counts.get(rule.object_class, 0) if rule.object_class else sum(counts.values())
+            subject = zone if rule.object_class is None else f"{zone}/{rule.object_class}"
+            track = dict(state["zones"].get(subject) or {"above_since": None, "below_since": None})
+            if value > rule.max:
+                track["below_since"] = None
+                track["above_since"] = track["above_since"] or event.ts
+                if event.ts - track["above_since"] >= rule.for_s * 1000:
+                    self._open(state, event.camera_id, "occupancy", subject, track["above_since"], f"{value} inside (limit {rule.max})", rows)
+            else:
+                track["above_since"] = None
+                track["below_since"] = track["below_since"] or event.ts
+                if event.ts - track["below_since"] >= rule.for_s * 1000:
+                    self._close(state, "occupancy", subject, event.ts, rows)
+            state["zones"][subject] = track
+
+    def _open(self, state: dict[str, Any], camera_id: str, kind: str, subject: str, since: int, detail: str, rows: list[Row]) -> None:
+        name = f"{kind}|{subject}"
+        if name in state["alerts"]:
+            return  # already open: one alert per episode
+        alert_id = f"{camera_id}|{kind}|{subject}|{since}"
+        state["alerts"][name] = {"id": alert_id, "opened_at": since, "detail": detail}
+        rows.append(self._alert_row(camera_id, state, kind, subject, state["alerts"][name], "open", None, 1))
+
+    def _close(self, state: dict[str, Any], kind: str, subject: str, at: int, rows: list[Row]) -> bool:
+        alert = state["alerts"].pop(f"{kind}|{subject}", None)
+        if alert is None:
+            return False
+        camera_id = alert["id"].split("|", 1)[0]
+        rows.append(self._alert_row(camera_id, state, kind, subject, alert, "closed", at, 2))
+        return True
+
+    @staticmethod
+    def _alert_row(camera_id: str, state: dict[str, Any], kind: str, subject: str, alert: dict[str, Any], status: str, closed_at: int | None, version: int) -> Row:
+        return Row(ALERTS.name, {
+            "alert_id": alert["id"], "camera_id": camera_id, "site": state["site"], "kind": kind, "subject": subject,
+            "state": status, "opened_at": alert["opened_at"], "closed_at": closed_at, "detail": alert["detail"],
+            "version": version,
+        })
+
+    def status_row(self, camera_id: str, state: dict[str, Any]) -> Row:
+        seqs = SeqSet(state["seqs"])
+        received = len(seqs)
+        first, last = seqs.first, seqs.last
+        return Row(CAMERA_STATUS.name, {
+            "camera_id": camera_id, "site": state["site"], "online": state["online"],
+            "last_heard_at": state["last_heard_at"], "last_event_at": state["last_event_at"] or None,
+            "outbox_backlog": state["outbox_backlog"], "outbox_age_s": state["outbox_age_s"],
+            "dropped_events": state["dropped_events"], "seq_first": first, "seq_last": last,
+            "seq_received": received, "seq_gaps": (last - first + 1 - received) if first is not None else 0,
+            "model_version": state["model_version"], "version": self._version(),
+        })

@@ -1,0 +1,116 @@
+"""Camera status and alerts: idempotent, with hysteresis."""
+
+from __future__ import annotations
+
+from schemas.codec import validate
+from streams.aggregate import Incoming
+from streams.status import AlertConfig, FleetStatus, OccupancyRule
+
+T0 = 1764072000000
+SEC = 1000
+
+
+class Clock:
+    def __init__(self, now: int) -> None:
+        self.now = now
+
+    def __call__(self) -> int:
+        return self.now
+
+
+def ev(seq: int, ts: int, type_: str, data: dict, camera: str = "cam-1"):
+    event = validate({"v": 1, "camera_id": camera, "site": "s", "seq": seq, "ts": ts, "type": type_, "data": data})
+    return Incoming(0, ts + 500, b""), event
+
+
+def health(seq: int, ts: int, depth: int, **more):
+    return ev(seq, ts, "health", {"uptime_s": 1.0, "outbox_depth": depth, **more})
+
+
+def occupancy(seq: int, ts: int, people: int):
+    return ev(seq, ts, "occupancy", {"zone": "till", "counts": {"person": people, "car": 0}})
+
+
+def alerts(rows):
+    return [(r.values["kind"], r.values["subject"], r.values["state"]) for r in rows if r.table == "alerts"]
+
+
+def status(rows):
+    return [r.values for r in rows if r.table == "camera_status"][-1]
+
+
+def test_status_tracks_seqs_gaps_backlog_and_model() -> None:
+    fleet = FleetStatus({}, AlertConfig(), Clock(T0))
+    rows = fleet.observe([health(1, T0, 5, model_version="m@1", dropped_events=2), health(2, T0 + SEC, 3), health(5, T0 + 2 * SEC, 4)])
+    s = status(rows)
+    assert (s["seq_first"], s["seq_last"], s["seq_received"], s["seq_gaps"]) == (1, 5, 3, 2)
+    assert (s["outbox_backlog"], s["model_version"], s["dropped_events"], s["online"]) == (4, "m@1", 2, True)
+    # Replaying the same events changes nothing but the version.
+    again = status(fleet.observe([health(1, T0, 5), health(2, T0 + SEC, 3)]))
+    assert {k: v for k, v in again.items() if k != "version"} == {k: v for k, v in s.items() if k != "version"}
+    assert again["version"] > s["version"]
+
+
+def test_an_older_health_report_does_not_overwrite_a_newer_one() -> None:
+    fleet = FleetStatus({}, AlertConfig(), Clock(T0))
+    fleet.observe([health(9, T0 + 60 * SEC, 7)])
+    assert status(fleet.observe([health(3, T0, 500)]))["outbox_backlog"] == 7
+
+
+def test_offline_opens_once_and_clears_after_the_camera_is_back_for_a_while() -> None:
+    clock = Clock(T0)
+    fleet = FleetStatus({}, AlertConfig(offline_after_s=120, clear_after_s=60), clock)
+    fleet.observe([health(1, T0, 0)])
+    clock.now = T0 + 100 * SEC
+    assert fleet.sweep(lambda c: True) == []
+    clock.now = T0 + 130 * SEC
+    rows = fleet.sweep(lambda c: True)
+    assert alerts(rows) == [("offline", "", "open")] and status(rows)["online"] is False
+    clock.now = T0 + 200 * SEC
+    assert fleet.sweep(lambda c: True) == []  # still offline: no second alert
+    back = fleet.observe([health(2, T0 + 210 * SEC, 0)])
+    assert status(back)["online"] is True and alerts(back) == []
+    clock.now = T0 + 240 * SEC
+    assert fleet.sweep(lambda c: True) == []  # back for 30 s only
+    clock.now = T0 + 280 * SEC
+    assert alerts(fleet.sweep(lambda c: True)) == [("offline", "", "closed")]
+
+
+def test_sweep_leaves_cameras_of_other_workers_alone() -> None:
+    clock = Clock(T0)
+    fleet = FleetStatus({}, AlertConfig(offline_after_s=1), clock)
+    fleet.observe([health(1, T0, 0)])
+    clock.now = T0 + 60 * SEC
+    assert fleet.sweep(lambda c: False) == []
+
+
+def test_backlog_alert_needs_rising_depth_over_the_minimum() -> None:
+    fleet = FleetStatus({}, AlertConfig(backlog_min=100, backlog_reports=3), Clock(T0))
+    assert alerts(fleet.observe([health(1, T0, 50), health(2, T0 + 1, 150), health(3, T0 + 2, 140)])) == []
+    opened = fleet.observe([health(4, T0 + 3, 200), health(5, T0 + 4, 300)])
+    assert alerts(opened) == [("backlog", "", "open")]
+    assert alerts(fleet.observe([health(6, T0 + 5, 400), health(7, T0 + 6, 500)])) == []  # still the same episode
+    assert alerts(fleet.observe([health(8, T0 + 7, 20)])) == [("backlog", "", "closed")]
+
+
+def test_occupancy_alert_with_hysteresis_does_not_storm_on_flapping() -> None:
+    rule = OccupancyRule(zone="till", max=3, for_s=60)
+    fleet = FleetStatus({}, AlertConfig(occupancy=(rule,)), Clock(T0))
+    # Over the limit for 50 s, under for 10 s, over again: never 60 s in a row.
+    flapping = [occupancy(i, T0 + i * 10 * SEC, 5 if i % 6 else 1) for i in range(1, 12)]
+    assert alerts(fleet.observe(flapping)) == []
+    steady = [occupancy(20 + i, T0 + (200 + i * 10) * SEC, 6) for i in range(8)]
+    assert alerts(fleet.observe(steady)) == [("occupancy", "till", "open")]
+    dip = [occupancy(40 + i, T0 + (300 + i * 10) * SEC, 2 if i % 3 else 9) for i in range(9)]
+    assert alerts(fleet.observe(dip)) == []  # under the limit, but never 60 s in a row
+    calm = [occupancy(60 + i, T0 + (400 + i * 10) * SEC, 1) for i in range(8)]
+    closed = alerts(fleet.observe(calm))
+    assert closed == [("occupancy", "till", "closed")]
+
+
+def test_late_events_become_rows() -> None:
+    fleet = FleetStatus({}, AlertConfig(), Clock(T0))
+    record, event = health(4, T0, 0)
+    rows = fleet.observe([], late=[(Incoming(0, T0 + 90_000 * SEC, b""), event)])
+    [late] = [r.values for r in rows if r.table == "late_events"]
+    assert (late["camera_id"], late["seq"], late["type"], late["age_s"]) == ("cam-1", 4, "health", 90000.0)
