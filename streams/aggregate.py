@@ -120,7 +120,7 @@ def folds(event: Event) -> Iterator[Fold]:
 
 
 def _mean(total: float, n: float) -> float | None:
-    return round(total / n, 3) if n else None
+    return total / n if n else None
 
 
 def finish(table: TableSpec, acc: dict[str, float]) -> dict[str, Any]:
@@ -173,7 +173,9 @@ class Incoming:
 @dataclass
 class BatchResult:
     rows: dict[str, Row] = field(default_factory=dict)  # absolute values of the touched buckets
-    events: list[tuple[Incoming, Event]] = field(default_factory=list)  # every valid event, for status
+    # Every valid event, for status, and whether it was new to the aggregates
+    # (False for a duplicate: status rules must not see it twice).
+    events: list[tuple[Incoming, Event, bool]] = field(default_factory=list)
     dead: list[DeadLetter] = field(default_factory=list)
     late: list[tuple[Incoming, Event]] = field(default_factory=list)
     applied: int = 0
@@ -200,8 +202,8 @@ class MinuteAggregator:
             except EventError as exc:
                 result.dead.append(DeadLetter.from_error(exc, "streams", record.value, self.source_topic))
                 continue
-            result.events.append((record, event))
             if record.timestamp_ms - event.ts > self.late_after_ms:
+                result.events.append((record, event, False))
                 result.late.append((record, event))
                 result.dead.append(self._late(event, record))
                 continue
@@ -224,6 +226,7 @@ class MinuteAggregator:
                 acc = bucket["acc"]
                 for name, (op, value) in ops.items():
                     acc[name] = acc.get(name, 0) + value if op == "add" else max(acc.get(name, value), value)
+            result.events.append((record, event, new))
             if new:
                 result.applied += 1
             elif folded:

@@ -1,8 +1,9 @@
 """Per-camera status and alerts: last heard, online, backlog, seq gaps, model.
 
 Pure logic over a mapping keyed by camera id (a Faust table in the worker).
-Everything here is idempotent (maxima, sets, latest-by-time), so a replayed
-batch after a crash changes nothing.
+The status is idempotent (maxima, sets, latest-by-time), so a replayed batch
+changes nothing; the alert rules look only at events new to the aggregates,
+in event-time order, so a resent or duplicate event cannot move them.
 
 Alerts open and close with hysteresis, so a flapping condition does not
 make a storm of them:
@@ -67,11 +68,11 @@ class FleetStatus:
             }
         return {**state, "alerts": dict(state["alerts"]), "zones": dict(state["zones"])}
 
-    def observe(self, events: Iterable[tuple[Incoming, Event]], late: Iterable[tuple[Incoming, Event]] = ()) -> list[Row]:
-        """Fold a batch of valid events in; returns the rows that changed."""
+    def observe(self, events: Iterable[tuple[Incoming, Event, bool]], late: Iterable[tuple[Incoming, Event]] = ()) -> list[Row]:
+        """Fold a batch of valid events in (each with: is it new?); returns the rows that changed."""
         states: dict[str, dict[str, Any]] = {}
         rows: list[Row] = []
-        for record, event in events:
+        for record, event, fresh in events:
             state = states.get(event.camera_id) or self._state(event.camera_id, event.site)
             states[event.camera_id] = state
             state["site"] = event.site
@@ -83,7 +84,9 @@ class FleetStatus:
             seqs = SeqSet(state["seqs"])
             seqs.add(event.seq)
             state["seqs"] = seqs.ranges
-            if event.type == "health" and event.ts >= state["health_ts"]:
+            if not fresh:
+                continue
+            if event.type == "health" and event.ts > state["health_ts"]:
                 self._health(event, state, rows)
             elif event.type == "occupancy":
                 self._occupancy(event, state, rows)
@@ -145,7 +148,10 @@ class FleetStatus:
             counts = event.data["counts"]
             value = counts.get(rule.object_class, 0) if rule.object_class else sum(counts.values())
             subject = zone if rule.object_class is None else f"{zone}/{rule.object_class}"
-            track = dict(state["zones"].get(subject) or {"above_since": None, "below_since": None})
+            track = dict(state["zones"].get(subject) or {"above_since": None, "below_since": None, "ts": 0})
+            if event.ts <= track["ts"]:
+                continue  # older than what the rule has seen: out of order
+            track["ts"] = event.ts
             if value > rule.max:
                 track["below_since"] = None
                 track["above_since"] = track["above_since"] or event.ts

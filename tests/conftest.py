@@ -26,12 +26,27 @@ def services() -> Iterator[Settings]:
         local.down()
 
 
-async def _stack(services: Settings, tmp: Path):
+async def _stack(services: Settings, tmp: Path, **overrides):
     from tests.support import Stack
 
-    stack = Stack(services, tmp)
+    stack = Stack(services, tmp, **overrides)
     await stack.create_database()
     return stack
+
+
+@pytest.fixture
+async def stack_factory(services: Settings, tmp_path: Path):
+    """Make pipeline namespaces with settings of the test's own."""
+    made = []
+
+    async def make(**overrides):
+        s = await _stack(services, tmp_path / f"stack{len(made)}", **overrides)
+        made.append(s)
+        return s
+
+    yield make
+    for s in made:
+        await s.cleanup()
 
 
 @pytest.fixture

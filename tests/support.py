@@ -45,7 +45,7 @@ def admin_dsn(settings: Settings, database: str = "postgres") -> str:
 class Stack:
     """An isolated pipeline (own topics, MQTT root, database) on the shared services."""
 
-    def __init__(self, base: Settings, tmp: Path) -> None:
+    def __init__(self, base: Settings, tmp: Path, **overrides: Any) -> None:
         self.name = f"t{uuid.uuid4().hex[:8]}"
         self.db_name = f"fs_{self.name}"
         self.tmp = tmp
@@ -58,6 +58,7 @@ class Stack:
             kafka_topic_prefix=self.name,
             stream_app_id=self.name,
             database_url=dsn,
+            **overrides,
         )
         self.procs: dict[str, subprocess.Popen] = {}
         self.logs: dict[str, Path] = {}

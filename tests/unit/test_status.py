@@ -20,7 +20,7 @@ class Clock:
 
 def ev(seq: int, ts: int, type_: str, data: dict, camera: str = "cam-1"):
     event = validate({"v": 1, "camera_id": camera, "site": "s", "seq": seq, "ts": ts, "type": type_, "data": data})
-    return Incoming(0, ts + 500, b""), event
+    return Incoming(0, ts + 500, b""), event, True
 
 
 def health(seq: int, ts: int, depth: int, **more):
@@ -108,9 +108,20 @@ def test_occupancy_alert_with_hysteresis_does_not_storm_on_flapping() -> None:
     assert closed == [("occupancy", "till", "closed")]
 
 
+def test_duplicates_and_stragglers_do_not_move_the_alert_rules() -> None:
+    rule = OccupancyRule(zone="till", max=3, for_s=60)
+    fleet = FleetStatus({}, AlertConfig(occupancy=(rule,)), Clock(T0))
+    steady = [occupancy(i, T0 + i * 30 * SEC, 6) for i in range(1, 5)]
+    assert alerts(fleet.observe(steady)) == [("occupancy", "till", "open")]
+    # Old quiet readings come again (a resend) and out of order: no close.
+    stragglers = [occupancy(i, T0 - i * 30 * SEC, 0) for i in range(1, 6)]
+    stale = [(r, e, False) for r, e, _ in [occupancy(i, T0 + i * 30 * SEC, 0) for i in range(1, 5)]]
+    assert alerts(fleet.observe(stragglers + stale)) == []
+
+
 def test_late_events_become_rows() -> None:
     fleet = FleetStatus({}, AlertConfig(), Clock(T0))
-    record, event = health(4, T0, 0)
+    _, event, _ = health(4, T0, 0)
     rows = fleet.observe([], late=[(Incoming(0, T0 + 90_000 * SEC, b""), event)])
     [late] = [r.values for r in rows if r.table == "late_events"]
     assert (late["camera_id"], late["seq"], late["type"], late["age_s"]) == ("cam-1", 4, "health", 90000.0)
