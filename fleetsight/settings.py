@@ -63,6 +63,8 @@ class Settings(BaseSettings):
 
     # Faust application id: names the consumer group and the changelog topics.
     stream_app_id: str = Field("fleetsight", pattern=r"^[A-Za-z0-9_.-]+$")
+    # How soon the group notices a dead worker and hands its partitions over.
+    stream_session_timeout_s: float = Field(15.0, ge=6)
     services_dir: Path = REPO_ROOT / ".services"
 
     # Bridge: what counts as bad input.

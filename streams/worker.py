@@ -66,6 +66,8 @@ def create_app(settings: Settings) -> faust.App:
         web_enabled=False,
         consumer_auto_offset_reset="earliest",
         producer_acks=-1,
+        broker_session_timeout=settings.stream_session_timeout_s,
+        broker_heartbeat_interval=min(3.0, settings.stream_session_timeout_s / 3),
         datadir=str(datadir),
     )
     events = app.topic(topics.events, key_serializer="raw", value_serializer="raw")

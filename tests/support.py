@@ -77,14 +77,16 @@ class Stack:
 
         await asyncio.to_thread(upgrade, self.settings.database_url)
 
-    def start(self, component: str) -> subprocess.Popen:
-        log_path = self.tmp / f"{component}.log"
-        self.logs[component] = log_path
-        proc = self.procs[component] = spawn(component, self.settings, log_path)
+    def start(self, component: str, name: str | None = None) -> subprocess.Popen:
+        """Run ``fleetsight <component>``; ``name`` tells two of a kind apart."""
+        name = name or component
+        log_path = self.tmp / f"{name}.log"
+        self.logs[name] = log_path
+        proc = self.procs[name] = spawn(component, self.settings, log_path)
         return proc
 
-    def kill(self, component: str, sig: int = signal.SIGKILL) -> None:
-        proc = self.procs.pop(component)
+    def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
+        proc = self.procs.pop(name)
         proc.send_signal(sig)
         proc.wait(timeout=30)
 

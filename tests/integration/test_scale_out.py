@@ -1,0 +1,78 @@
+"""Two stream workers share the partitions; one dies mid-run; the totals stay exact."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import signal
+import threading
+import time
+from collections import Counter
+
+import pytest
+
+from schemas.codec import MINUTE_MS
+from tests.integration.test_pipeline import SENTINEL, assert_sql_matches, event
+from tests.support import Stack, publish, wait_for
+
+pytestmark = pytest.mark.integration
+
+CAMERAS = [f"scale-{i:02d}" for i in range(16)]  # spread over all 8 partitions
+
+
+async def test_two_workers_one_killed_mid_run_totals_stay_exact(stack: Stack) -> None:
+    stack.start("bridge")
+    stack.start("sink")
+    stack.start("worker", "worker-1")
+    stack.start("worker", "worker-2")
+    await stack.wait_bridge_online()
+    topics = stack.settings.mqtt_topics
+    rng = random.Random(2)
+    sent: list[dict] = []
+    seqs = {c: 0 for c in CAMERAS}
+    lock = threading.Lock()
+
+    def wave(n: int) -> None:
+        items = []
+        now = int(time.time() * 1000)
+        with lock:
+            for _ in range(n):
+                cam = rng.choice(CAMERAS)
+                seqs[cam] += 1
+                e = event(cam, seqs[cam], now - rng.randint(0, 300_000), rng.choice(["person", "car"]))
+                sent.append(e)
+                items.append((topics.events(cam), json.dumps(e).encode()))
+                if rng.random() < 0.1:  # a resend now and then
+                    items.append((topics.events(cam), json.dumps(rng.choice(sent)).encode()))
+        publish(stack.settings, items)
+
+    stop = threading.Event()
+
+    def stream() -> None:
+        while not stop.is_set():
+            wave(100)
+            stop.wait(0.2)  # a steady trickle, like a fleet
+
+    async def both_workers_busy() -> bool:
+        stack.assert_running()
+        logs = [stack.logs[w].read_text(errors="replace") for w in ("worker-1", "worker-2")]
+        return all("batch of" in text or "Worker]: Ready" in text for text in logs) and bool(await stack.minute_counts())
+
+    producer = threading.Thread(target=stream, daemon=True)
+    producer.start()
+    try:
+        await wait_for(both_workers_busy, 120, "both workers to take partitions and write rows")
+        stack.kill("worker-2", signal.SIGKILL)
+        killed_at = len(sent)
+        await wait_for(lambda: len(sent) >= killed_at + 1500, 120, "events sent after the kill")
+    finally:
+        stop.set()
+        await asyncio.to_thread(producer.join, 30)
+    # The last event of each camera: once it is in SQL, all before it are.
+    now = int(time.time() * 1000)
+    sentinels = [event(c, seqs[c] + 1, now, SENTINEL) for c in CAMERAS]
+    publish(stack.settings, [(topics.events(e["camera_id"]), json.dumps(e).encode()) for e in sentinels])
+    unique = {(e["camera_id"], e["seq"]): e for e in sent + sentinels}.values()
+    expected = Counter((e["camera_id"], e["data"]["class"], e["ts"] - e["ts"] % MINUTE_MS) for e in unique)
+    await assert_sql_matches(stack, expected, CAMERAS, timeout=240)
