@@ -32,9 +32,8 @@ def topic_specs(settings: Settings) -> list[NewTopic]:
             "retention.ms": str(7 * DAY_MS),
         }),
         NewTopic(topics.deadletter, n, 1, topic_configs={"retention.ms": str(30 * DAY_MS)}),
-        # Absolute row values keyed by row: compaction keeps the latest one,
-        # enough to rebuild the SQL tables from Kafka.
-        NewTopic(topics.rows, n, 1, topic_configs={"cleanup.policy": "compact"}),
+        # Batches of absolute row values; replaying any suffix of them is harmless.
+        NewTopic(topics.rows, n, 1, topic_configs={"retention.ms": str(7 * DAY_MS)}),
         NewTopic(topics.alerts, n, 1, topic_configs={"retention.ms": str(30 * DAY_MS)}),
     ]
 

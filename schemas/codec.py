@@ -3,7 +3,9 @@
 The JSON Schema files under ``schemas/v1/`` are the source of truth. On the
 MQTT wire a message holds one event object or an array of them (a batch),
 either as JSON (so any MQTT tool can publish) or as MessagePack (the same
-structure, smaller). In Kafka each record holds one event as compact JSON.
+structure, smaller). A Kafka record of the events topic holds the valid
+events of one MQTT message as compact JSON, the same encoding: per-record
+costs, not per-event ones, bound a stream processor, so records stay batches.
 """
 
 from __future__ import annotations
@@ -14,8 +16,9 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from functools import cache
 from importlib import resources
-from typing import Any, Iterable, Literal
+from typing import Any, Callable, Iterable, Literal
 
+import fastjsonschema
 import msgpack
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import best_match
@@ -98,6 +101,37 @@ def _validator(name: str = "event", version: int = SCHEMA_VERSION) -> Draft20201
     return Draft202012Validator(schema)
 
 
+@cache
+def _fast_checks(name: str, version: int) -> tuple[Callable[[Any], Any], dict[str, Callable[[Any], Any]]]:
+    """Compiled validators: the envelope, and each type's body on its own.
+
+    Compiled to Python code and split by ``type`` (from the schema's own
+    if/then pairs), so a valid event is checked against just its body
+    schema: about 30x faster than jsonschema, which explains invalid ones.
+    """
+    schema = load_schema(name, version)
+    branches = schema.get("allOf", [])
+    envelope = fastjsonschema.compile({k: v for k, v in schema.items() if k != "allOf"})
+    bodies = {}
+    for branch in branches:
+        type_name = branch["if"]["properties"]["type"]["const"]
+        body = branch["then"]["properties"]["data"]
+        bodies[type_name] = fastjsonschema.compile({"$defs": schema["$defs"], **body})
+    return envelope, bodies
+
+
+def _conforms(obj: Any, name: str, version: int) -> bool:
+    envelope, bodies = _fast_checks(name, version)
+    try:
+        envelope(obj)
+        check = bodies.get(obj.get("type"))
+        if check is not None:
+            check(obj["data"])
+    except fastjsonschema.JsonSchemaException:
+        return False
+    return True
+
+
 def _explain(validator: Draft202012Validator, obj: Any) -> str:
     error = best_match(validator.iter_errors(obj))
     if error is None:
@@ -116,14 +150,14 @@ def validate(obj: Any) -> Event:
     if version not in SUPPORTED_VERSIONS or isinstance(version, bool):
         supported = ", ".join(str(v) for v in sorted(SUPPORTED_VERSIONS))
         raise EventError(Reason.UNSUPPORTED_VERSION, f"schema version {version!r} is not supported (supported: {supported})", obj)
-    validator = _validator("event", version)
-    if not validator.is_valid(obj):
-        raise EventError(Reason.INVALID, _explain(validator, obj), obj)
+    if not _conforms(obj, "event", version):
+        raise EventError(Reason.INVALID, _explain(_validator("event", version), obj), obj)
     return Event(
         camera_id=obj["camera_id"],
         site=obj["site"],
-        seq=obj["seq"],
-        ts=obj["ts"],
+        # JSON Schema counts 1.5e12 as an integer; keep it one in Python too.
+        seq=int(obj["seq"]),
+        ts=int(obj["ts"]),
         type=obj["type"],
         data=obj["data"],
         v=version,
@@ -179,20 +213,6 @@ def encode(events: Iterable[Event | dict[str, Any]], fmt: WireFormat = "json") -
     return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
 
 
-def to_record(event: Event) -> bytes:
-    """One event as the value of a Kafka record (compact JSON)."""
-    return json.dumps(event.to_dict(), separators=(",", ":"), ensure_ascii=False).encode()
-
-
-def from_record(value: bytes) -> Event:
-    """Read a Kafka event record; it is validated again (cheap, and safe)."""
-    try:
-        obj = json.loads(value)
-    except ValueError as exc:
-        raise EventError(Reason.MALFORMED, f"record is not JSON: {exc}") from None
-    return validate(obj)
-
-
 def encode_ack(camera_id: str, seq: int, ts: int | None = None) -> bytes:
     """Watermark (bridge -> edge) or outbox head (edge -> bridge) message."""
     ts = int(time.time() * 1000) if ts is None else ts
@@ -205,7 +225,6 @@ def decode_ack(payload: bytes) -> tuple[str, int]:
         obj = json.loads(payload)
     except ValueError as exc:
         raise EventError(Reason.MALFORMED, f"not JSON: {exc}") from None
-    validator = _validator("ack", 1)
-    if not validator.is_valid(obj):
-        raise EventError(Reason.INVALID, _explain(validator, obj), obj)
+    if not _conforms(obj, "ack", 1):
+        raise EventError(Reason.INVALID, _explain(_validator("ack", 1), obj), obj)
     return obj["camera_id"], obj["seq"]

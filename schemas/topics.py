@@ -72,7 +72,7 @@ class KafkaTopics:
 
     @property
     def rows(self) -> str:
-        """Absolute values of SQL table rows, key = table and row key (see ``schemas.aggregates``)."""
+        """Batches of absolute SQL row values (see ``schemas.aggregates``)."""
         return f"{self.prefix}.agg.rows"
 
     @property

@@ -23,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from fleetsight.kafka_admin import ensure_topics
 from fleetsight.settings import Settings
-from schemas.aggregates import Row, TableSpec
+from schemas.aggregates import Row, TableSpec, decode_rows
 from sinks.db import make_engine
 from sinks.models import MODELS
 
@@ -108,7 +108,7 @@ class Sink:
                 for messages in batches.values():
                     for message in messages:
                         try:
-                            rows.append(Row.from_record(message.value))
+                            rows.extend(decode_rows(message.value))
                         except (ValueError, TypeError, KeyError) as exc:
                             log.error("skipping unreadable row record at %s:%s: %s", message.partition, message.offset, exc)
                 if rows:

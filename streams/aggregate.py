@@ -30,7 +30,7 @@ from schemas.aggregates import (
     Row,
     TableSpec,
 )
-from schemas.codec import MINUTE_MS, Event, EventError, Reason, from_record
+from schemas.codec import MINUTE_MS, Event, EventError, Reason, decode
 from schemas.deadletter import DeadLetter
 
 log = logging.getLogger("fleetsight.aggregate")
@@ -163,7 +163,7 @@ def bucket_camera(key: str) -> str:
 
 @dataclass(frozen=True)
 class Incoming:
-    """One Kafka record as the aggregator needs it."""
+    """One Kafka record (the events of one MQTT message) as the aggregator needs it."""
 
     partition: int
     timestamp_ms: int  # broker append time (LogAppendTime)
@@ -198,44 +198,51 @@ class MinuteAggregator:
             if record.timestamp_ms > self.stream_time.get(record.partition, 0):
                 self.stream_time[record.partition] = record.timestamp_ms
             try:
-                event = from_record(record.value)
+                items = decode(record.value)
             except EventError as exc:
                 result.dead.append(DeadLetter.from_error(exc, "streams", record.value, self.source_topic))
                 continue
-            if record.timestamp_ms - event.ts > self.late_after_ms:
-                result.events.append((record, event, False))
-                result.late.append((record, event))
-                result.dead.append(self._late(event, record))
-                continue
-            new = folded = False
-            for table, dims, ops in folds(event):
-                folded = True
-                key = bucket_key(table, event.camera_id, dims, event.minute)
-                if key not in touched:
-                    stored = self.table.get(key)
-                    bucket = dict(stored) if stored else {
-                        "table": table.name, "camera_id": event.camera_id, "site": event.site,
-                        "dims": dims, "minute": event.minute, "acc": {}, "seqs": [],
-                    }
-                    bucket["acc"] = dict(bucket["acc"])
-                    touched[key] = (bucket, SeqSet(bucket["seqs"]))
-                bucket, seqs = touched[key]
-                if not seqs.add(event.seq):
-                    continue
-                new = True
-                acc = bucket["acc"]
-                for name, (op, value) in ops.items():
-                    acc[name] = acc.get(name, 0) + value if op == "add" else max(acc.get(name, value), value)
-            result.events.append((record, event, new))
-            if new:
-                result.applied += 1
-            elif folded:
-                result.duplicates += 1
+            for event in items:
+                if isinstance(event, EventError):
+                    result.dead.append(DeadLetter.from_error(event, "streams", record.value, self.source_topic))
+                else:
+                    self._apply(record, event, touched, result)
         for key, (bucket, seqs) in touched.items():
             bucket["seqs"] = seqs.ranges
             self.table[key] = bucket  # one changelog record per bucket per batch
             result.rows[key] = self.row(bucket, len(seqs))
         return result
+
+    def _apply(self, record: Incoming, event: Event, touched: dict[str, tuple[dict[str, Any], SeqSet]], result: BatchResult) -> None:
+        if record.timestamp_ms - event.ts > self.late_after_ms:
+            result.events.append((record, event, False))
+            result.late.append((record, event))
+            result.dead.append(self._late(event, record))
+            return
+        new = folded = False
+        for table, dims, ops in folds(event):
+            folded = True
+            key = bucket_key(table, event.camera_id, dims, event.minute)
+            if key not in touched:
+                stored = self.table.get(key)
+                bucket = dict(stored) if stored else {
+                    "table": table.name, "camera_id": event.camera_id, "site": event.site,
+                    "dims": dims, "minute": event.minute, "acc": {}, "seqs": [],
+                }
+                bucket["acc"] = dict(bucket["acc"])
+                touched[key] = (bucket, SeqSet(bucket["seqs"]))
+            bucket, seqs = touched[key]
+            if not seqs.add(event.seq):
+                continue
+            new = True
+            acc = bucket["acc"]
+            for name, (op, value) in ops.items():
+                acc[name] = acc.get(name, 0) + value if op == "add" else max(acc.get(name, value), value)
+        result.events.append((record, event, new))
+        if new:
+            result.applied += 1
+        elif folded:
+            result.duplicates += 1
 
     @staticmethod
     def row(bucket: dict[str, Any], events: int) -> Row:

@@ -23,7 +23,7 @@ from aiokafka import AIOKafkaProducer
 
 from fleetsight.mqtt import make_client
 from fleetsight.settings import Settings
-from schemas.codec import EventError, Reason, decode, decode_ack, encode_ack, to_record
+from schemas.codec import Event, EventError, Reason, decode, decode_ack, encode, encode_ack
 from schemas.deadletter import DeadLetter
 from streams.acks import AckTracker
 from fleetsight.kafka_admin import ensure_topics
@@ -112,6 +112,7 @@ class Bridge:
             self._reject(out, exc, payload, topic, camera_id)
             return out
         max_ts = now_ms + int(self.settings.max_clock_skew_s * 1000)
+        good: list[Event] = []
         for item in results:
             if isinstance(item, EventError):
                 self._reject(out, item, payload, topic, camera_id)
@@ -133,16 +134,19 @@ class Bridge:
                 )
                 self._reject(out, error, payload, topic, camera_id, seq=item.seq)
                 continue
+            good.append(item)
+        if good:
+            # One record for the message's events: they share camera, key and partition.
             out.records.append(
                 Record(
                     self.kafka_topics.events,
                     camera_id.encode(),
-                    to_record(item),
+                    encode(good),
                     partition_for(camera_id, self.settings.kafka_partitions),
                 )
             )
-            out.confirms.append((camera_id, item.seq))
-            out.forwarded += 1
+            out.confirms.extend((camera_id, e.seq) for e in good)
+            out.forwarded += len(good)
         return out
 
     def _reject(

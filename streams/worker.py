@@ -9,13 +9,13 @@ import asyncio
 import logging
 import sys
 import time
-from typing import Any, Iterable
+from typing import Any
 
 import faust
 
 from fleetsight.kafka_admin import ensure_topics
 from fleetsight.settings import Settings
-from schemas.aggregates import ALERTS, Row
+from schemas.aggregates import ALERTS, Row, encode_rows
 from streams.aggregate import Incoming, MinuteAggregator, bucket_camera
 from streams.partitioning import partition_for
 from streams.status import AlertConfig, FleetStatus, OccupancyRule
@@ -23,6 +23,7 @@ from streams.status import AlertConfig, FleetStatus, OccupancyRule
 log = logging.getLogger("fleetsight.worker")
 
 BATCH_MAX = 1000
+ROWS_PER_RECORD = 500
 BATCH_WITHIN_S = 0.5
 PRUNE_EVERY_S = 60.0
 
@@ -89,12 +90,12 @@ def create_app(settings: Settings) -> faust.App:
     def owns(partition: int):
         return lambda key: partition_for(bucket_camera(key), partitions) == partition
 
-    async def emit(rows: Iterable[Row]) -> None:
+    async def emit(rows: list[Row]) -> None:
+        for start in range(0, len(rows), ROWS_PER_RECORD):
+            await rows_out.send(value=encode_rows(rows[start : start + ROWS_PER_RECORD]))
         for row in rows:
-            key, value = row.key.encode(), row.to_record()
-            await rows_out.send(key=key, value=value)
             if row.table == ALERTS.name:
-                await alerts_out.send(key=str(row.values["alert_id"]).encode(), value=value)
+                await alerts_out.send(key=str(row.values["alert_id"]).encode(), value=row.to_record())
 
     # concurrency=1: Faust can commit an offset past an in-flight event when
     # an agent runs with concurrency > 1.

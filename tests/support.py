@@ -143,13 +143,26 @@ class Stack:
     async def wait_bridge_online(self, timeout: float = 60) -> None:
         assert await asyncio.to_thread(wait_bridge_online, self.settings, timeout), f"bridge not online\n{self.log_tail()}"
 
-    async def record_count(self, topic: str) -> int:
-        """Records ever written to ``topic`` (sum of its partitions' end offsets)."""
-        consumer = AIOKafkaConsumer(bootstrap_servers=self.settings.kafka_bootstrap)
+    async def events_in_kafka(self) -> int:
+        """Events ever written to the events topic, duplicates included."""
+        from schemas.codec import decode
+
+        topic = self.settings.kafka_topics.events
+        consumer = AIOKafkaConsumer(bootstrap_servers=self.settings.kafka_bootstrap, enable_auto_commit=False)
         await consumer.start()
         try:
             partitions = [TopicPartition(topic, p) for p in range(self.settings.kafka_partitions)]
-            return sum((await consumer.end_offsets(partitions)).values())
+            consumer.assign(partitions)
+            await consumer.seek_to_beginning(*partitions)
+            end = await consumer.end_offsets(partitions)
+            events = 0
+            async def behind() -> bool:
+                return any([await consumer.position(tp) < end[tp] for tp in partitions])
+
+            while await behind():
+                for messages in (await consumer.getmany(timeout_ms=500)).values():
+                    events += sum(len(decode(m.value)) for m in messages)
+            return events
         finally:
             await consumer.stop()
 

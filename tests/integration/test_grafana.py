@@ -49,7 +49,7 @@ async def fill(stack: Stack) -> None:
 
     from sqlalchemy.ext.asyncio import create_async_engine
 
-    from schemas.codec import to_record, validate
+    from schemas.codec import encode, validate
     from sinks.writer import upsert
     from streams.aggregate import Incoming, MinuteAggregator
     from streams.status import AlertConfig, FleetStatus
@@ -64,10 +64,10 @@ async def fill(stack: Stack) -> None:
         *[("health", {"uptime_s": 1.0, "frames": 600, "frames_skipped": 10, "inference_ms_p95": 40.0, "outbox_depth": d}) for d in (200, 300, 400)],
     ]
     records = [
-        Incoming(0, now, to_record(validate({"v": 1, "camera_id": "cam-g", "site": "s", "seq": i, "ts": now - 60_000 + i, "type": t, "data": d})))
+        Incoming(0, now, encode([validate({"v": 1, "camera_id": "cam-g", "site": "s", "seq": i, "ts": now - 60_000 + i, "type": t, "data": d})]))
         for i, (t, d) in enumerate(bodies, start=1)
     ]
-    records.append(Incoming(0, now, to_record(validate({"v": 1, "camera_id": "cam-g", "site": "s", "seq": 99, "ts": now - 30 * 3600_000, "type": "health", "data": {"uptime_s": 1.0}}))))
+    records.append(Incoming(0, now, encode([validate({"v": 1, "camera_id": "cam-g", "site": "s", "seq": 99, "ts": now - 30 * 3600_000, "type": "health", "data": {"uptime_s": 1.0}})])))
     result = MinuteAggregator({}, 24 * 3600_000).process(records)
     rows = list(result.rows.values()) + FleetStatus({}, AlertConfig(), lambda: now).observe(result.events, result.late)
     engine = create_async_engine(stack.settings.database_url)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 
-from schemas.codec import MINUTE_MS, to_record, validate
+from schemas.codec import MINUTE_MS, encode, validate
 from streams.aggregate import Incoming, MinuteAggregator, SeqSet
 
 HOUR = 3600_000
@@ -23,7 +23,7 @@ BODIES = {
 
 def rec(seq: int, ts: int, cls: str = "person", camera: str = "cam-1", arrived: int | None = None, type_: str = "track.start") -> Incoming:
     event = validate({"v": 1, "camera_id": camera, "site": "s", "seq": seq, "ts": ts, "type": type_, "data": BODIES[type_](seq, cls)})
-    return Incoming(partition=0, timestamp_ms=arrived if arrived is not None else ts + 1000, value=to_record(event))
+    return Incoming(partition=0, timestamp_ms=arrived if arrived is not None else ts + 1000, value=encode([event]))
 
 
 def rows(result, table: str) -> dict:
@@ -94,6 +94,20 @@ def test_too_late_goes_to_dead_letter_with_reason() -> None:
 def test_unreadable_record_is_dead_lettered() -> None:
     result = MinuteAggregator({}, HOUR).process([Incoming(0, T0, b"not json")])
     assert [d.reason for d in result.dead] == ["malformed"]
+
+
+def test_a_record_of_several_events_folds_each_once() -> None:
+    events = [validate({"v": 1, "camera_id": "cam-1", "site": "s", "seq": s, "ts": T0 + s, "type": "track.start",
+                        "data": {"track_id": s, "class": "person", "confidence": 0.9}}) for s in (1, 2, 3)]
+    bad = {"v": 1, "camera_id": "cam-1", "site": "s", "seq": 4, "ts": T0, "type": "nope", "data": {}}
+    import json
+
+    value = json.dumps([e.to_dict() for e in events] + [bad]).encode()
+    result = MinuteAggregator({}, HOUR).process([Incoming(0, T0 + 1000, value), Incoming(0, T0 + 1000, value)])
+    assert (result.applied, result.duplicates) == (3, 3)
+    assert [d.reason for d in result.dead] == ["invalid", "invalid"]
+    [row] = result.rows.values()
+    assert row.values["objects"] == 3
 
 
 def test_prune_only_closes_buckets_no_accepted_event_can_reach() -> None:

@@ -1,0 +1,266 @@
+"""Stream processing speed on the local Kafka and PostgreSQL.
+
+Run: .venv/bin/python bench/stream_throughput.py [--events 40000] [--latency-s 30] [--rate 200]
+(starts the local services if they are not up; uses topics and a database
+of its own and removes them afterwards).
+
+1. A backlog of events in the events topic (an hour of a 32-camera fleet,
+   in arrival order: what an outage leaves behind); events/s through the Faust
+   aggregation (one worker, measured from its first to its last offset
+   commit) divided by events/s of a bare aiokafka consumer that reads and
+   JSON-decodes the same topic.
+2. The same backlog with two workers against one.
+3. Event-to-SQL latency at a steady load through the whole pipeline
+   (MQTT -> bridge -> Kafka -> worker -> sink -> PostgreSQL): probe events
+   stamped when published, against the ``updated_at`` of the row each one
+   creates (same machine, same clock).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import random
+import statistics
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import asyncpg  # noqa: E402
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer  # noqa: E402
+from aiokafka.admin import AIOKafkaAdminClient  # noqa: E402
+
+from fleetsight.kafka_admin import ensure_topics  # noqa: E402
+from fleetsight.processes import spawn, stop, wait_bridge_online  # noqa: E402
+from fleetsight.services import Services  # noqa: E402
+from fleetsight.settings import Settings, load_settings  # noqa: E402
+from schemas.codec import Event, encode  # noqa: E402
+from streams.partitioning import partition_for  # noqa: E402
+
+CAMERAS = [f"bench-{i:02d}" for i in range(32)]
+
+
+def bench_settings(base: Settings, name: str, db: str) -> Settings:
+    url = base.database_url.rsplit("/", 1)[0].replace("fleetsight@", "postgres@") + f"/{db}"
+    return Settings(
+        mqtt_url=base.mqtt_url, kafka_bootstrap=base.kafka_bootstrap, services_dir=base.services_dir,
+        mqtt_topic_root=name, kafka_topic_prefix=name, stream_app_id=name, database_url=url,
+    )
+
+
+def make_events(n: int) -> list[Event]:
+    """An hour of a 32-camera fleet, in the order it would arrive after an outage."""
+    rng = random.Random(1)
+    now = int(time.time() * 1000)
+    seqs = {c: 0 for c in CAMERAS}
+    out = []
+    for i in range(n):
+        cam = rng.choice(CAMERAS)
+        seqs[cam] += 1
+        kind = rng.random()
+        ts = now - 3600_000 + i * 3600_000 // n
+        if kind < 0.5:
+            data, type_ = {"track_id": seqs[cam], "class": rng.choice(["person", "car"]), "confidence": 0.8}, "track.start"
+        elif kind < 0.8:
+            data, type_ = {"track_id": seqs[cam], "class": "person", "line": "door", "direction": rng.choice(["in", "out"])}, "line.cross"
+        else:
+            data, type_ = {"track_id": seqs[cam], "class": "person", "zone": "till"}, "zone.enter"
+        out.append(Event(cam, "bench", seqs[cam], ts, type_, data))
+    return out
+
+
+def as_records(events: list[Event], per_record: int) -> list[list[Event]]:
+    """Group events the way the bridge writes them: an edge's batch (one
+    camera, consecutive seqs) per record, records in arrival order."""
+    open_: dict[str, list[Event]] = {}
+    out: list[list[Event]] = []
+    for e in events:
+        batch = open_.setdefault(e.camera_id, [])
+        batch.append(e)
+        if len(batch) == per_record:
+            out.append(open_.pop(e.camera_id))
+    out.extend(open_.values())
+    return out
+
+
+async def produce_backlog(settings: Settings, events: list[Event], per_record: int) -> None:
+    await ensure_topics(settings)
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all", enable_idempotence=True, linger_ms=20)
+    await producer.start()
+    try:
+        futures = [
+            await producer.send(settings.kafka_topics.events, encode(batch), key=batch[0].camera_id.encode(),
+                                partition=partition_for(batch[0].camera_id, settings.kafka_partitions))
+            for batch in as_records(events, per_record)
+        ]
+        await asyncio.gather(*futures)
+    finally:
+        await producer.stop()
+
+
+async def bare_consumer(settings: Settings, n: int) -> float:
+    """Events/s of a plain aiokafka consumer reading and JSON-decoding the records."""
+    consumer = AIOKafkaConsumer(settings.kafka_topics.events, bootstrap_servers=settings.kafka_bootstrap,
+                                auto_offset_reset="earliest", enable_auto_commit=False, group_id=f"bare-{uuid.uuid4().hex[:6]}")
+    await consumer.start()
+    seen = 0
+    first = None
+    try:
+        while seen < n:
+            batches = await consumer.getmany(timeout_ms=1000, max_records=5000)
+            for messages in batches.values():
+                if first is None and messages:
+                    first = time.perf_counter()
+                for m in messages:
+                    seen += len(json.loads(m.value))
+        return (n - 1) / (time.perf_counter() - first)
+    finally:
+        await consumer.stop()
+
+
+async def committed(settings: Settings, group: str) -> int:
+    """Records (not events) the group has committed on the events topic."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    await admin.start()
+    try:
+        offsets = await admin.list_consumer_group_offsets(group)
+        return sum(meta.offset for tp, meta in offsets.items() if tp.topic == settings.kafka_topics.events and meta.offset > 0)
+    finally:
+        await admin.close()
+
+
+def faust_rate(settings: Settings, n: int, workers: int, logs: Path, per_record: float) -> float:
+    """Events/s from the first offset commit to the last, with ``workers`` workers
+    (``n`` records of ``per_record`` events on average)."""
+    app = settings.model_copy(update={"stream_app_id": f"{settings.stream_app_id}-{workers}w"})
+    procs = [spawn("worker", app, logs / f"worker-{workers}-{i}.log") for i in range(workers)]
+    try:
+        samples: list[tuple[float, int]] = []
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline:
+            done = asyncio.run(committed(app, app.stream_app_id))
+            samples.append((time.monotonic(), done))
+            if done >= n:
+                break
+            time.sleep(0.25)  # sampling period of the committed offsets
+        start = next((t, c) for t, c in samples if c > 0)
+        end = next((t, c) for t, c in samples if c >= n)
+        return (end[1] - start[1]) * per_record / (end[0] - start[0])
+    finally:
+        stop(procs)
+
+
+async def latency(settings: Settings, seconds: float, rate: float, logs: Path) -> list[float]:
+    import paho.mqtt.client as mqtt
+
+    procs = [spawn(c, settings, logs / f"{c}-latency.log") for c in ("bridge", "worker", "sink")]
+    try:
+        assert await asyncio.to_thread(wait_bridge_online, settings, 60)
+        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"bench-{uuid.uuid4().hex[:6]}")
+        client.connect(settings.mqtt.host, settings.mqtt.port)
+        client.loop_start()
+        topics = settings.mqtt_topics
+        sent: dict[str, float] = {}
+        seq = {c: 0 for c in CAMERAS + ["probe"]}
+
+        def send(camera: str, cls: str) -> float:
+            seq[camera] += 1
+            ts = int(time.time() * 1000)
+            body = {"v": 1, "camera_id": camera, "site": "bench", "seq": seq[camera], "ts": ts, "type": "track.start",
+                    "data": {"track_id": seq[camera], "class": cls, "confidence": 0.8}}
+            client.publish(topics.events(camera), json.dumps(body), qos=1)
+            return time.time()
+
+        # Warm up until the pipeline answers, then measure at a steady rate.
+        send("probe", "warmup")
+        conn = await asyncpg.connect(settings.database_url.replace("+asyncpg", ""))
+        while not await conn.fetchval("SELECT count(*) FROM camera_minute_counts WHERE object_class = 'warmup'"):
+            await asyncio.sleep(0.2)  # waiting for the worker's first assignment
+        started = time.monotonic()
+        k = 0
+        while time.monotonic() - started < seconds:
+            for _ in range(max(1, int(rate / 10))):
+                send(random.choice(CAMERAS), "person")
+            if k % 5 == 0:
+                sent[f"probe-{k}"] = send("probe", f"probe-{k}")
+            k += 1
+            await asyncio.sleep(0.1)  # the load's pace: rate/10 events every 100 ms
+        deadline = time.monotonic() + 60
+        rows = []
+        while time.monotonic() < deadline:
+            rows = await conn.fetch("SELECT object_class, extract(epoch FROM updated_at) AS at FROM camera_minute_counts WHERE camera_id = 'probe' AND object_class LIKE 'probe-%'")
+            if len(rows) >= len(sent):
+                break
+            await asyncio.sleep(0.5)
+        await conn.close()
+        client.loop_stop()
+        return sorted((float(r["at"]) - sent[r["object_class"]]) * 1000 for r in rows)
+    finally:
+        stop(procs)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--events", type=int, default=40_000)
+    parser.add_argument("--per-record", type=int, default=50, help="events per Kafka record (the edge batch size the bridge passes on)")
+    parser.add_argument("--latency-s", type=float, default=30.0)
+    parser.add_argument("--rate", type=float, default=200.0, help="events/s of background load in part 3")
+    args = parser.parse_args()
+
+    base = load_settings()
+    Services(base).up()
+    name = f"bench{uuid.uuid4().hex[:6]}"
+    settings = bench_settings(base, name, f"fs_{name}")
+    logs = Path(tempfile.mkdtemp(prefix="fleetsight-bench-"))
+
+    async def setup() -> None:
+        conn = await asyncpg.connect(settings.database_url.replace("+asyncpg", "").rsplit("/", 1)[0] + "/postgres")
+        await conn.execute(f'CREATE DATABASE "fs_{name}"')
+        await conn.close()
+
+    asyncio.run(setup())
+    from sinks.db import upgrade
+
+    upgrade(settings.database_url)
+    try:
+        events = make_events(args.events)
+        records = len(as_records(events, args.per_record))
+        per_record = len(events) / records
+        asyncio.run(produce_backlog(settings, events, args.per_record))
+        bare = asyncio.run(bare_consumer(settings, len(events)))
+        one = faust_rate(settings, records, 1, logs, per_record)
+        print(f"1. {len(events)} events in a backlog, {records} records ({per_record:.1f} events each), {settings.kafka_partitions} partitions")
+        print(f"   bare aiokafka consumer (read + JSON decode): {bare:9.0f} events/s")
+        print(f"   Faust aggregation, one worker:              {one:9.0f} events/s")
+        print(f"   ratio: {one / bare:.3f}")
+        two = faust_rate(settings, records, 2, logs, per_record)
+        print(f"2. two workers: {two:.0f} events/s, against one: {one:.0f} events/s; ratio {two / one:.2f}")
+        lat = asyncio.run(latency(settings, args.latency_s, args.rate, logs))
+        p50 = statistics.median(lat)
+        p99 = lat[min(len(lat) - 1, int(0.99 * len(lat)))]
+        print(f"3. event-to-SQL latency at {args.rate:.0f} events/s for {args.latency_s:.0f} s, {len(lat)} probes:")
+        print(f"   p50 {p50:.0f} ms, p99 {p99:.0f} ms, max {lat[-1]:.0f} ms")
+    finally:
+        async def teardown() -> None:
+            admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+            await admin.start()
+            ours = [t for t in await admin.list_topics() if t.startswith(name)]
+            if ours:
+                await admin.delete_topics(ours)
+            await admin.close()
+            conn = await asyncpg.connect(settings.database_url.replace("+asyncpg", "").rsplit("/", 1)[0] + "/postgres")
+            await conn.execute(f'DROP DATABASE IF EXISTS "fs_{name}" WITH (FORCE)')
+            await conn.close()
+
+        asyncio.run(teardown())
+
+
+if __name__ == "__main__":
+    main()
