@@ -1,6 +1,6 @@
 """Stream processing speed on the local Kafka and PostgreSQL.
 
-Run: .venv/bin/python bench/stream_throughput.py [--events 40000] [--latency-s 30] [--rate 200]
+Run: .venv/bin/python bench/stream_throughput.py [--events 300000] [--latency-s 30] [--rate 200]
 (starts the local services if they are not up; uses topics and a database
 of its own and removes them afterwards).
 
@@ -152,6 +152,8 @@ def faust_rate(settings: Settings, n: int, workers: int, logs: Path, per_record:
             time.sleep(0.25)  # sampling period of the committed offsets
         start = next((t, c) for t, c in samples if c > 0)
         end = next((t, c) for t, c in samples if c >= n)
+        if end[0] <= start[0]:
+            raise RuntimeError("the backlog was done within one commit interval: use more --events")
         return (end[1] - start[1]) * per_record / (end[0] - start[0])
     finally:
         stop(procs)
@@ -208,7 +210,7 @@ async def latency(settings: Settings, seconds: float, rate: float, logs: Path) -
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--events", type=int, default=40_000)
+    parser.add_argument("--events", type=int, default=300_000)
     parser.add_argument("--per-record", type=int, default=50, help="events per Kafka record (the edge batch size the bridge passes on)")
     parser.add_argument("--latency-s", type=float, default=30.0)
     parser.add_argument("--rate", type=float, default=200.0, help="events/s of background load in part 3")
