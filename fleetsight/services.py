@@ -77,6 +77,14 @@ def _pid_alive(pid: int, marker: str) -> bool:
     return marker in cmdline
 
 
+def _reap(pid: int) -> None:
+    """Collect the exit status if ``pid`` is our own child (no zombie left behind)."""
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass  # started by another fleetsight process: its parent reaps it
+
+
 def _is_root() -> bool:
     return os.geteuid() == 0
 
@@ -118,10 +126,13 @@ class _Process:
         os.kill(pid, signal.SIGTERM)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline and _pid_alive(pid, self.marker):
+            _reap(pid)
             time.sleep(0.1)
         if _pid_alive(pid, self.marker):
             log.warning("%s (pid %d) ignored SIGTERM for %.0f s; killing it", self.name, pid, timeout)
             os.kill(pid, signal.SIGKILL)
+            time.sleep(0.1)
+            _reap(pid)
         self.pid_file.unlink(missing_ok=True)
 
 
