@@ -88,7 +88,7 @@ class MqttConfig(_Strict):
     url: str | None = Field(None, description="default: FLEETSIGHT_MQTT_URL")
     username: str | None = Field(None, description="default: the camera id")
     password_env: str | None = Field(None, description="name of an environment variable holding the password")
-    password_file: Path | None = None
+    password_file: Path | None = Field(None, description="default: <services_dir>/secrets/cameras/<camera_id>.password if there")
     wire_format: str = Field("json", pattern="^(json|msgpack)$")
     batch_max: int = Field(100, ge=1, le=1000)
 

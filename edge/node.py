@@ -20,6 +20,7 @@ from edge.config import CameraConfig
 from edge.outbox import Outbox
 from edge.pipeline import DebugWriter, NodeStats, Pipeline, build_detector, build_scene
 from edge.uplink import Uplink
+from fleetsight.mqtt_auth import camera_password
 from fleetsight.settings import Settings
 from schemas.codec import Event
 
@@ -57,8 +58,9 @@ class CameraNode:
             self._uplink_outbox,
             wire_format=config.mqtt.wire_format,  # type: ignore[arg-type]
             batch_max=config.mqtt.batch_max,
-            username=config.mqtt.username or (config.camera_id if settings.mqtt.username is None else None),
-            password=config.mqtt.password(),
+            # A camera logs in as itself: the broker's ACL ties it to its own topics.
+            username=config.mqtt.username or config.camera_id,
+            password=config.mqtt.password() or camera_password(settings, config.camera_id),
         )
         self._stop_video = threading.Event()
         self._debug = DebugWriter(debug_dir, config) if debug_dir else None

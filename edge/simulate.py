@@ -17,6 +17,7 @@ from pathlib import Path
 
 from edge.outbox import NewEvent, Outbox
 from edge.uplink import Uplink
+from fleetsight.mqtt_auth import camera_password, ensure_user, local_auth_enabled
 from fleetsight.settings import Settings
 from schemas.codec import MINUTE_MS, WireFormat
 
@@ -56,6 +57,13 @@ class SimulatorReport:
         )
 
 
+def camera_login(settings: Settings, camera_id: str) -> str | None:
+    """The camera's password; on the local broker, simulated cameras get one."""
+    if local_auth_enabled(settings):
+        ensure_user(settings, camera_id, camera=True)
+    return camera_password(settings, camera_id)
+
+
 def make_event(rng: random.Random, track_id: int, ts: int, uptime_s: float) -> NewEvent:
     """One plausible event: mostly new tracks, sometimes a health report."""
     if rng.random() < 0.05:
@@ -75,7 +83,10 @@ async def run_simulator(settings: Settings, config: SimulatorConfig, progress: b
         Outbox(config.outbox_dir / f"{config.camera_prefix}-{i}.sqlite3", f"{config.camera_prefix}-{i}", config.site)
         for i in range(1, config.cameras + 1)
     ]
-    uplinks = [Uplink(settings, o, wire_format=config.wire_format) for o in outboxes]
+    uplinks = [
+        Uplink(settings, o, wire_format=config.wire_format, username=o.camera_id, password=camera_login(settings, o.camera_id))
+        for o in outboxes
+    ]
     stop = asyncio.Event()
     tasks = [asyncio.create_task(u.run(stop)) for u in uplinks]
     track_ids = [o.last_seq() for o in outboxes]

@@ -131,6 +131,24 @@ def cmd_edge_run(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_mqtt(args: argparse.Namespace, settings: Settings) -> int:
+    from fleetsight.mqtt_auth import ACL, AuthError, ensure_user
+
+    if args.action == "acl":
+        print(ACL, end="")
+        return 0
+    if not args.name:
+        log.error("fleetsight mqtt %s needs a name", args.action)
+        return 2
+    try:
+        path = ensure_user(settings, args.name, camera=args.action == "add-camera")
+    except AuthError as exc:
+        log.error("%s", exc)
+        return 1
+    print(f"{args.name}: password in {path}")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     from fleetsight.demo import run_demo
 
@@ -146,6 +164,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("action", choices=["up", "down", "status"])
     p.add_argument("--purge", action="store_true", help="with down: also delete their data")
     p.set_defaults(func=cmd_services)
+
+    p = sub.add_parser("mqtt", help="MQTT users of the local broker")
+    p.add_argument("action", choices=["add-camera", "add-user", "acl"])
+    p.add_argument("name", nargs="?", help="camera id (its MQTT user name) or user name")
+    p.set_defaults(func=cmd_mqtt)
 
     p = sub.add_parser("db", help="database schema")
     p.add_argument("action", choices=["upgrade"])

@@ -29,11 +29,12 @@ def make_client(
         manual_ack=manual_ack,
     )
     address = settings.mqtt
-    user = username if username is not None else address.username
-    secret = password if password is not None else address.password
-    if user:
-        client.username_pw_set(user, secret)
+    if username is None:
+        username, password = settings.mqtt_credentials()
+    if username:
+        client.username_pw_set(username, password)
     if address.tls:
-        client.tls_set()
+        # Verifies the broker's certificate and host name.
+        client.tls_set(ca_certs=str(settings.mqtt_ca_file) if settings.mqtt_ca_file else None)
     client.reconnect_delay_set(min_delay=1, max_delay=30)
     return client

@@ -22,7 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from fleetsight.settings import KAFKA_CONTROLLER_PORT, REPO_ROOT, Settings
+from fleetsight.mqtt_auth import ACL, ADMIN_USER, ensure_user, give_to_broker
+from fleetsight.settings import BRIDGE_USER, REPO_ROOT, Settings
 
 log = logging.getLogger("fleetsight.services")
 
@@ -156,11 +157,19 @@ class Mosquitto(_Process):
             raise ServiceError("mosquitto is not installed: run `make deps` (Debian package mosquitto)")
         data = self.dir / "data"
         data.mkdir(parents=True, exist_ok=True)
+        passwd, acl = self.dir / "passwd", self.dir / "acl"
+        acl.write_text(ACL)
+        give_to_broker(acl)
+        for user in (BRIDGE_USER, ADMIN_USER):
+            ensure_user(self.settings, user, passwd=passwd)
         conf = self.dir / "mosquitto.conf"
         lines = [
             "# Written by `fleetsight services up`; local development broker.",
             f"listener {self.port} 127.0.0.1",
-            "allow_anonymous true",
+            # Every client logs in; cameras only reach their own topics.
+            "allow_anonymous false",
+            f"password_file {passwd}",
+            f"acl_file {acl}",
             "persistence true",
             f"persistence_location {data}/",
             "autosave_interval 5",
@@ -175,11 +184,11 @@ class Mosquitto(_Process):
             "log_type notice",
         ]
         if _is_root():
-            # Started as root, mosquitto drops to its own user: give it the data dir.
+            # Started as root, mosquitto drops to its own user: give it its
+            # data, and the password and ACL files it reads again on SIGHUP.
             try:
                 user = pwd.getpwnam("mosquitto")
-                os.chown(data, user.pw_uid, user.pw_gid)
-                for item in data.iterdir():
+                for item in (data, *data.iterdir()):
                     os.chown(item, user.pw_uid, user.pw_gid)
             except KeyError:
                 lines.append("user root")
@@ -242,11 +251,11 @@ class Kafka(_Process):
                     "# Written by `fleetsight services up`; one combined broker+controller node.",
                     "process.roles=broker,controller",
                     "node.id=1",
-                    f"listeners=PLAINTEXT://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{KAFKA_CONTROLLER_PORT}",
+                    f"listeners=PLAINTEXT://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{self.port + 1}",
                     f"advertised.listeners=PLAINTEXT://127.0.0.1:{self.port}",
                     "controller.listener.names=CONTROLLER",
                     "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
-                    f"controller.quorum.voters=1@127.0.0.1:{KAFKA_CONTROLLER_PORT}",
+                    f"controller.quorum.voters=1@127.0.0.1:{self.port + 1}",
                     f"log.dirs={data}",
                     f"num.partitions={self.settings.kafka_partitions}",
                     "offsets.topic.replication.factor=1",

@@ -31,8 +31,9 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 # cluster on the same machine cannot clash with ours.
 MQTT_PORT = 18830
 KAFKA_PORT = 19092
-KAFKA_CONTROLLER_PORT = 19093
 POSTGRES_PORT = 15432
+
+BRIDGE_USER = "fleetsight-bridge"
 
 
 class MqttAddress:
@@ -55,6 +56,11 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="FLEETSIGHT_", extra="ignore")
 
     mqtt_url: str = f"mqtt://127.0.0.1:{MQTT_PORT}"
+    # Credentials of this process (user:password in the URL wins). The
+    # defaults are the bridge's, as `fleetsight services up` provisions them.
+    mqtt_username: str | None = BRIDGE_USER
+    mqtt_password_file: Path | None = None  # default: <services_dir>/secrets/<user>.password
+    mqtt_ca_file: Path | None = Field(None, description="CA bundle to verify the broker with (mqtts://)")
     mqtt_topic_root: str = Field("fleetsight", pattern=r"^[A-Za-z0-9_.-]+$")
     kafka_bootstrap: str = f"127.0.0.1:{KAFKA_PORT}"
     kafka_topic_prefix: str = Field("fleetsight", pattern=r"^[A-Za-z0-9_.-]+$")
@@ -111,6 +117,20 @@ class Settings(BaseSettings):
     def mqtt(self) -> MqttAddress:
         return MqttAddress(self.mqtt_url)
 
+    def mqtt_credentials(self) -> tuple[str | None, str | None]:
+        """(username, password) for this process; password None if none is set up."""
+        address = self.mqtt
+        if address.username:
+            return address.username, address.password
+        user = self.mqtt_username
+        if not user:
+            return None, None
+        path = self.mqtt_password_file or self.services_dir / "secrets" / f"{user}.password"
+        try:
+            return user, path.read_text().strip()
+        except FileNotFoundError:
+            return user, None
+
     @cached_property
     def kafka_topics(self) -> KafkaTopics:
         return KafkaTopics(self.kafka_topic_prefix)
@@ -123,6 +143,8 @@ class Settings(BaseSettings):
         """These settings as environment variables, for child processes."""
         out: dict[str, str] = {}
         for name, value in self.model_dump().items():
+            if value is None:
+                continue  # unset: the child uses the default too
             # Lists and mappings are read back from the environment as JSON.
             text = json.dumps(value) if isinstance(value, (list, dict)) else str(value)
             out[f"FLEETSIGHT_{name.upper()}"] = text

@@ -18,6 +18,8 @@ import paho.mqtt.client as mqtt
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
+from fleetsight.mqtt import make_client
+from fleetsight.mqtt_auth import admin_settings, ensure_user, password_file
 from fleetsight.processes import spawn, stop, wait_bridge_online
 from fleetsight.settings import Settings
 
@@ -126,6 +128,11 @@ class Stack:
         except OSError:
             pass  # a test's private broker, already gone with its retained messages
 
+    def camera_login(self, camera_id: str) -> tuple[str, str]:
+        """Provision ``camera_id`` on the broker; its (user, password)."""
+        ensure_user(self.settings, camera_id, camera=True)
+        return camera_id, password_file(self.settings, camera_id, camera=True).read_text().strip()
+
     async def query(self, sql: str, *args: Any) -> list[asyncpg.Record]:
         conn = await asyncpg.connect(self.dsn)
         try:
@@ -136,7 +143,7 @@ class Stack:
     async def minute_counts(self) -> dict[tuple[str, str, int], int]:
         rows = await self.query(
             "SELECT camera_id, object_class, (extract(epoch FROM minute) * 1000)::bigint AS minute, objects "
-            "FROM camera_minute_counts"
+            "FROM camera_minute_counts WHERE objects > 0"  # rows of only tracks ended have none
         )
         return {(r["camera_id"], r["object_class"], r["minute"]): r["objects"] for r in rows}
 
@@ -187,16 +194,24 @@ class Stack:
         return records
 
 
+def admin_client(settings: Settings, prefix: str, inflight: int = 20) -> mqtt.Client:
+    """A connected MQTT client logged in as the admin user (any topic)."""
+    client = make_client(admin_settings(settings), f"{prefix}-{uuid.uuid4().hex[:8]}", persistent=False)
+    client.max_inflight_messages_set(inflight)
+    client.connect(settings.mqtt.host, settings.mqtt.port)
+    return client
+
+
 class MqttWatcher:
     """Subscribes to topics in the background and remembers what arrived."""
 
     def __init__(self, settings: Settings, topic: str) -> None:
         self.messages: list[mqtt.MQTTMessage] = []
         self._lock = threading.Lock()
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"watch-{uuid.uuid4().hex[:8]}")
+        self.client = admin_client(settings, "watch")
         self.client.on_connect = lambda c, u, f, rc, p: c.subscribe(topic, qos=1)
         self.client.on_message = self._on_message
-        self.client.connect(settings.mqtt.host, settings.mqtt.port)
+        self.client.subscribe(topic, qos=1)
         self.client.loop_start()
 
     def _on_message(self, client, userdata, msg) -> None:
@@ -217,9 +232,7 @@ class MqttWatcher:
 
 def publish(settings: Settings, items: list[tuple[str, bytes]]) -> None:
     """Publish (topic, payload) pairs at QoS 1 and wait for every PUBACK."""
-    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"pub-{uuid.uuid4().hex[:8]}")
-    client.max_inflight_messages_set(200)
-    client.connect(settings.mqtt.host, settings.mqtt.port)
+    client = admin_client(settings, "pub", inflight=200)
     client.loop_start()
     try:
         infos = [client.publish(topic, payload, qos=1) for topic, payload in items]
@@ -234,8 +247,7 @@ def publish(settings: Settings, items: list[tuple[str, bytes]]) -> None:
 def clear_retained(settings: Settings, pattern: str) -> None:
     """Remove retained messages under ``pattern`` (ours, from a test)."""
     found: list[str] = []
-    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"clr-{uuid.uuid4().hex[:8]}")
-    client.connect(settings.mqtt.host, settings.mqtt.port)
+    client = admin_client(settings, "clr")
     client.subscribe(pattern, qos=1)
     # Retained messages arrive right after SUBACK; a round trip of our own
     # publish-and-receive marks the end of them.

@@ -56,12 +56,18 @@ async def test_broker_outage_mid_run_every_event_arrives_once_in_its_minute(
         assert len(starts) >= 10 and any(e.type == "line.cross" for e in created)
         expected = Counter((e.camera_id, e.data["class"], e.ts - e.ts % MINUTE_MS) for e in starts)
 
+        got: dict = {}
+
         async def exact():
             stack.assert_running()
-            got = {k: v for k, v in (await stack.minute_counts()).items() if k[0] == "cam-plaza"}
+            got.clear()
+            got.update({k: v for k, v in (await stack.minute_counts()).items() if k[0] == "cam-plaza"})
             return got == dict(expected)
 
-        await wait_for(exact, 120, f"SQL equal to the {len(starts)} tracks the node started")
+        try:
+            await wait_for(exact, 120, f"SQL equal to the {len(starts)} tracks the node started")
+        except AssertionError:
+            raise AssertionError(f"got {got}, expected {dict(expected)}\n{stack.log_tail()}") from None
         seqs = [e.seq for e in created]
         assert seqs == list(range(1, len(seqs) + 1))
     finally:

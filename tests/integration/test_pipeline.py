@@ -155,10 +155,11 @@ async def test_mosquitto_pub_event_shows_up_in_sql(running_stack: Stack) -> None
     mosquitto_pub = shutil.which("mosquitto_pub")
     assert mosquitto_pub, "mosquitto_pub is installed by `make deps`"
     cam = "cli-cam"
+    user, password = stack.camera_login(cam)
     e = event(cam, 1, int(time.time() * 1000), cls="forklift", site="depot-3")
     subprocess.run(
         [mosquitto_pub, "-h", stack.settings.mqtt.host, "-p", str(stack.settings.mqtt.port), "-q", "1",
-         "-t", stack.settings.mqtt_topics.events(cam), "-m", json.dumps(e)],
+         "-u", user, "-P", password, "-t", stack.settings.mqtt_topics.events(cam), "-m", json.dumps(e)],
         check=True, timeout=30,
     )
 

@@ -29,7 +29,10 @@ async def test_bridge_sigkill_mid_stream(stack: Stack, tmp_path: Path) -> None:
     topics = stack.settings.mqtt_topics
     cameras = ["kill-a", "kill-b"]
     outboxes = [Outbox(tmp_path / f"{c}.sqlite3", c, "site-k") for c in cameras]
-    uplinks = [Uplink(stack.settings, o, batch_max=20, resend_after_s=3) for o in outboxes]
+    uplinks = []
+    for outbox in outboxes:
+        user, password = stack.camera_login(outbox.camera_id)
+        uplinks.append(Uplink(stack.settings, outbox, batch_max=20, resend_after_s=3, username=user, password=password))
     acks = MqttWatcher(stack.settings, topics.all_acks())
     stop = asyncio.Event()
     runners = [asyncio.create_task(u.run(stop)) for u in uplinks]

@@ -1,0 +1,135 @@
+"""MQTT users and access rules: each camera may only use its own topics.
+
+The broker's ACL file (the same rules ship in ``deploy/mosquitto/acl``):
+
+- a camera logs in with its camera id as user name and may publish only to
+  ``<root>/cameras/<its id>/{events,outbox,snapshot}`` and read only its own
+  ``ack`` and ``control`` topics; the bridge then checks that every event's
+  ``camera_id`` matches the topic it came on, so the MQTT user owns the
+  camera id in the payload;
+- the bridge user reads every camera's events and outbox head and writes the
+  ack watermarks and its own status;
+- an admin user (for operators and tests) may do anything.
+
+Passwords are random, kept in files under ``<services_dir>/secrets`` (mode
+0600) and only their hashes go to the broker's password file.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import secrets
+import shutil
+import signal
+import subprocess
+from pathlib import Path
+
+from fleetsight.settings import BRIDGE_USER, Settings
+
+ADMIN_USER = "fleetsight-admin"
+
+ACL = f"""\
+# Written by FleetSight. Pattern rules apply to every user; %u is the user name,
+# which for a camera is its camera id. The first level is the topic root.
+user {BRIDGE_USER}
+topic read +/cameras/+/events
+topic read +/cameras/+/outbox
+topic readwrite +/cameras/+/ack
+topic readwrite +/bridge/status
+
+user {ADMIN_USER}
+topic readwrite #
+
+pattern write +/cameras/%u/events
+pattern write +/cameras/%u/outbox
+pattern write +/cameras/%u/snapshot
+pattern read +/cameras/%u/ack
+pattern read +/cameras/%u/control/#
+pattern read +/bridge/status
+"""
+
+
+class AuthError(RuntimeError):
+    """A user could not be added to the broker."""
+
+
+def secrets_dir(settings: Settings) -> Path:
+    return settings.services_dir / "secrets"
+
+
+def password_file(settings: Settings, user: str, camera: bool = False) -> Path:
+    return secrets_dir(settings) / ("cameras" if camera else "") / f"{user}.password"
+
+
+def admin_settings(settings: Settings) -> Settings:
+    """The same settings, logged in as the admin user."""
+    return settings.model_copy(update={"mqtt_username": ADMIN_USER, "mqtt_password_file": password_file(settings, ADMIN_USER)})
+
+
+def ensure_user(settings: Settings, user: str, *, camera: bool = False, passwd: Path | None = None) -> Path:
+    """Give ``user`` a password (kept if it has one) and put it in the broker's
+    password file; returns the file holding the password."""
+    path = password_file(settings, user, camera)
+    passwd = passwd or settings.services_dir / "mosquitto" / "passwd"
+    if path.exists() and _listed(passwd, user):
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    os.chmod(secrets_dir(settings), 0o700)
+    if not path.exists():
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_urlsafe(24) + "\n")
+    tool = shutil.which("mosquitto_passwd")
+    if tool is None:
+        raise AuthError("mosquitto_passwd is not installed: run `make deps` (Debian package mosquitto)")
+    passwd.parent.mkdir(parents=True, exist_ok=True)
+    args = [tool, "-b"] + ([] if passwd.exists() else ["-c"]) + [str(passwd), user, path.read_text().strip()]
+    result = subprocess.run(args, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise AuthError(f"mosquitto_passwd failed for {user}: {result.stderr.strip()}")
+    give_to_broker(passwd)
+    _reload_broker(settings)
+    return path
+
+
+def give_to_broker(path: Path) -> None:
+    """Mosquitto started as root runs as user `mosquitto`, and reads its password
+    and ACL files again on SIGHUP as that user: let it, and nobody else."""
+    os.chmod(path, 0o600)
+    if os.geteuid() != 0:
+        return
+    try:
+        user = pwd.getpwnam("mosquitto")
+    except KeyError:
+        return
+    os.chown(path, user.pw_uid, user.pw_gid)
+
+
+def _listed(passwd: Path, user: str) -> bool:
+    try:
+        return any(line.split(":", 1)[0] == user for line in passwd.read_text().splitlines())
+    except FileNotFoundError:
+        return False
+
+
+def _reload_broker(settings: Settings) -> None:
+    """SIGHUP makes a running Mosquitto read its password and ACL files again."""
+    pid_file = settings.services_dir / "mosquitto" / "pid"
+    try:
+        os.kill(int(pid_file.read_text().strip()), signal.SIGHUP)
+    except (FileNotFoundError, ValueError, ProcessLookupError, PermissionError):
+        pass  # not running: it reads them when it starts
+
+
+def camera_password(settings: Settings, camera_id: str) -> str | None:
+    """A camera's password as provisioned locally, if it has one."""
+    try:
+        return password_file(settings, camera_id, camera=True).read_text().strip()
+    except FileNotFoundError:
+        return None
+
+
+def local_auth_enabled(settings: Settings) -> bool:
+    """True when the local broker runs with passwords (it always does once set up)."""
+    return (settings.services_dir / "mosquitto" / "passwd").exists()
