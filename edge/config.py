@@ -103,6 +103,16 @@ class MqttConfig(_Strict):
         return None
 
 
+class SnapshotConfig(_Strict):
+    """Occasional small JPEG of the scene for the operator; off by default,
+    because then no pixels at all leave the node."""
+
+    enabled: bool = False
+    every_s: float = Field(300.0, ge=1)
+    width: int = Field(320, ge=64, le=1920)
+    quality: int = Field(70, ge=10, le=95)
+
+
 class CameraConfig(_Strict):
     camera_id: Ident
     site: Ident
@@ -117,6 +127,7 @@ class CameraConfig(_Strict):
     health_interval_s: float = Field(30.0, gt=0)
     outbox: OutboxConfig = Field(default_factory=OutboxConfig)
     mqtt: MqttConfig = Field(default_factory=MqttConfig)
+    snapshots: SnapshotConfig = Field(default_factory=SnapshotConfig)
 
     @field_validator("lines", "zones")
     @classmethod

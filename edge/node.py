@@ -85,6 +85,7 @@ class CameraNode:
                     pipeline = Pipeline(
                         self.config, self.detector, self.scene, outbox, self.source.fps,
                         stats=self.stats, on_stored=stored, debug=self._debug, start=frame.media_s,
+                        on_snapshot=lambda jpeg: loop.call_soon_threadsafe(self.uplink.publish_snapshot, jpeg),
                     )
                 pipeline.step(frame)
                 if self.max_frames is not None and self.stats.frames >= self.max_frames:

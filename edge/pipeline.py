@@ -89,6 +89,7 @@ class Pipeline:
         on_stored: Callable[[list[Event]], None] | None = None,
         debug: "DebugWriter | None" = None,
         start: float = 0.0,
+        on_snapshot: Callable[[bytes], None] | None = None,
     ) -> None:
         self.config = config
         self.detector = detector
@@ -113,6 +114,9 @@ class Pipeline:
         self._next_health = start + config.health_interval_s
         self._next_state = start
         self._reported = (0, 0)  # frames and skipped frames at the last health report
+        # Pixels leave the node only when the operator turned snapshots on.
+        self.on_snapshot = on_snapshot if config.snapshots.enabled else None
+        self._next_snapshot = start
 
     def step(self, frame: Frame) -> list[Event]:
         """Process one frame; returns the events it stored."""
@@ -139,7 +143,18 @@ class Pipeline:
             self._next_state = now + STATE_EVERY_S
         if self.debug and tracked is not None:
             self.debug.maybe_write(frame, tracked, events, self.detector, self.scene)
+        if self.on_snapshot is not None and now >= self._next_snapshot:
+            self.on_snapshot(self._snapshot(frame.image))
+            self._next_snapshot = now + self.config.snapshots.every_s
         return stored
+
+    def _snapshot(self, image: np.ndarray) -> bytes:
+        import cv2
+
+        snap = self.config.snapshots
+        h, w = image.shape[:2]
+        small = cv2.resize(image, (snap.width, max(1, round(h * snap.width / w))), interpolation=cv2.INTER_AREA)
+        return cv2.imencode(".jpg", small, [cv2.IMWRITE_JPEG_QUALITY, snap.quality])[1].tobytes()
 
     def finish(self, source_ended: bool) -> list[Event]:
         """After the last frame: end every track if the source is over, else keep them for a restart."""

@@ -124,6 +124,11 @@ class Uplink:
         self._progress.set()
         self._wake.set()
 
+    def publish_snapshot(self, jpeg: bytes) -> None:
+        """Best effort (QoS 0, retained): the latest picture, not a record."""
+        if self._client is not None and self.stats.connected:
+            self._client.publish(self.topics.snapshot(self.camera_id), jpeg, qos=0, retain=True)
+
     def notify(self) -> None:
         """New events are in the outbox."""
         self._wake.set()

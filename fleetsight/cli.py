@@ -59,7 +59,7 @@ def cmd_services(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_db(args: argparse.Namespace, settings: Settings) -> int:
     from sinks.db import upgrade
 
-    upgrade(settings.database_url)
+    upgrade(settings.database_dsn)
     log.info("database schema is at the latest migration")
     return 0
 

@@ -51,7 +51,7 @@ async def _counts(dsn: str) -> Counter:
 
 
 def _dsn(settings: Settings) -> str:
-    return settings.database_url.replace("postgresql+asyncpg://", "postgresql://")
+    return settings.database_dsn.replace("postgresql+asyncpg://", "postgresql://")
 
 
 def run_demo(settings: Settings, duration_s: float = 60.0, cameras: int = 3) -> int:
@@ -65,7 +65,7 @@ def run_demo(settings: Settings, duration_s: float = 60.0, cameras: int = 3) -> 
     except ServiceError as exc:
         console.print(f"[red]could not start the local services:[/] {exc}")
         return 1
-    upgrade(settings.database_url)
+    upgrade(settings.database_dsn)
     logs = settings.services_dir / "demo"
     procs = [spawn(c, settings, logs / f"{c}.log") for c in COMPONENTS]
     try:

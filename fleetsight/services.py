@@ -406,7 +406,10 @@ class Postgres:
         # Names come from our own settings, but quote them anyway.
         user, db = self.db_user.replace('"', ""), self.db_name.replace('"', "")
         if not self.psql(f"SELECT 1 FROM pg_roles WHERE rolname = '{user}'"):
-            self.psql(f'CREATE ROLE "{user}" LOGIN CREATEDB')
+            self.psql(f'CREATE ROLE "{user}" LOGIN CREATEDB CREATEROLE')
+        else:
+            # Migrations create the writer and analyst group roles.
+            self.psql(f'ALTER ROLE "{user}" CREATEROLE')
         if not self.psql(f"SELECT 1 FROM pg_database WHERE datname = '{db}'"):
             self.psql(f'CREATE DATABASE "{db}" OWNER "{user}"')
 

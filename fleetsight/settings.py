@@ -66,6 +66,8 @@ class Settings(BaseSettings):
     kafka_topic_prefix: str = Field("fleetsight", pattern=r"^[A-Za-z0-9_.-]+$")
     kafka_partitions: int = Field(8, ge=1)
     database_url: str = f"postgresql+asyncpg://fleetsight@127.0.0.1:{POSTGRES_PORT}/fleetsight"
+    # Keeps the password out of the URL and the environment (e.g. a Docker secret).
+    database_password_file: Path | None = None
 
     # Faust application id: names the consumer group and the changelog topics.
     stream_app_id: str = Field("fleetsight", pattern=r"^[A-Za-z0-9_.-]+$")
@@ -130,6 +132,16 @@ class Settings(BaseSettings):
             return user, path.read_text().strip()
         except FileNotFoundError:
             return user, None
+
+    @property
+    def database_dsn(self) -> str:
+        """``database_url`` with the password from ``database_password_file``, if set."""
+        if self.database_password_file is None:
+            return self.database_url
+        from sqlalchemy.engine import make_url
+
+        password = self.database_password_file.read_text().strip()
+        return make_url(self.database_url).set(password=password).render_as_string(hide_password=False)
 
     @cached_property
     def kafka_topics(self) -> KafkaTopics:

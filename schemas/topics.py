@@ -19,6 +19,8 @@ class MqttTopics:
                                            seq the edge still holds
     ``{root}/cameras/{camera_id}/ack``     bridge -> edge, retained: ack
                                            watermark
+    ``{root}/cameras/{camera_id}/snapshot`` edge, retained, only if the operator
+                                           turns snapshots on: a small JPEG
     ``{root}/bridge/status``               retained ``online``/``offline``
     """
 
@@ -32,6 +34,9 @@ class MqttTopics:
 
     def ack(self, camera_id: str) -> str:
         return f"{self.root}/cameras/{camera_id}/ack"
+
+    def snapshot(self, camera_id: str) -> str:
+        return f"{self.root}/cameras/{camera_id}/snapshot"
 
     @property
     def bridge_status(self) -> str:

@@ -91,7 +91,7 @@ class Sink:
 
     async def run(self) -> None:
         await ensure_topics(self.settings)
-        engine = make_engine(self.settings.database_url)
+        engine = make_engine(self.settings.database_dsn)
         consumer = AIOKafkaConsumer(
             self.settings.kafka_topics.rows,
             bootstrap_servers=self.settings.kafka_bootstrap,

@@ -275,18 +275,22 @@ def free_port() -> int:
 class PrivateBroker:
     """A Mosquitto of the test's own, on its own port, that the test may kill."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, tls: tuple[Path, Path, Path] | None = None) -> None:
         import shutil
 
         self.port = free_port()
         self.dir = directory
         (directory / "data").mkdir(parents=True, exist_ok=True)
         self.conf = directory / "mosquitto.conf"
-        self.conf.write_text(
-            f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence true\n"
-            f"persistence_location {directory / 'data'}/\nautosave_interval 1\nmax_queued_messages 100000\n"
-            "max_inflight_messages 1000\nuser root\nlog_dest stdout\n"
-        )
+        lines = [
+            f"listener {self.port} 127.0.0.1", "allow_anonymous true", "persistence true",
+            f"persistence_location {directory / 'data'}/", "autosave_interval 1", "max_queued_messages 100000",
+            "max_inflight_messages 1000", "user root", "log_dest stdout",
+        ]
+        if tls:
+            ca, cert, key = tls
+            lines += [f"cafile {ca}", f"certfile {cert}", f"keyfile {key}"]
+        self.conf.write_text("\n".join(lines) + "\n")
         self.binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
         self.proc: subprocess.Popen | None = None
 

@@ -23,8 +23,22 @@ def test_docker_compose_config_is_valid() -> None:
 
 
 def test_compose_runs_every_stage_and_ships_no_secret() -> None:
-    text = (REPO_ROOT / "docker-compose.yml").read_text()
-    services = yaml.safe_load(text)["services"]
-    assert {"mosquitto", "kafka", "postgres", "migrate", "bridge", "worker", "sink", "edge-sim"} <= set(services)
+    compose = yaml.safe_load((REPO_ROOT / "docker-compose.yml").read_text())
+    services = compose["services"]
+    assert {"mosquitto", "kafka", "postgres", "migrate", "bridge", "worker", "sink", "grafana", "edge-sim"} <= set(services)
     assert services["edge-sim"]["profiles"] == ["edge"]
-    assert "POSTGRES_PASSWORD: ${POSTGRES_PASSWORD" in text
+    # Passwords come from files under ./secrets, which git ignores.
+    assert all(spec["file"].startswith("./secrets/") for spec in compose["secrets"].values())
+    assert "secrets/" in (REPO_ROOT / ".gitignore").read_text().split()
+    assert services["postgres"]["environment"]["POSTGRES_PASSWORD_FILE"].startswith("/run/secrets/")
+    for name, service in services.items():
+        for key, value in (service.get("environment") or {}).items():
+            assert "PASSWORD" not in key or key.endswith("_FILE") or key.endswith("__FILE"), (name, key)
+
+
+def test_shipped_broker_config_requires_logins_and_our_acl() -> None:
+    from fleetsight.mqtt_auth import ACL
+
+    conf = (REPO_ROOT / "deploy" / "mosquitto" / "mosquitto.conf").read_text().split("\n")
+    assert "allow_anonymous false" in conf and any(line.startswith("acl_file") for line in conf)
+    assert (REPO_ROOT / "deploy" / "mosquitto" / "acl").read_text() == ACL
