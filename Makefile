@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: deps venv services services-down services-status test test-unit demo compose-check clean
+.PHONY: deps venv services services-down services-status test test-unit chaos demo compose-check clean
 
 deps:
 	@bash scripts/install-deps.sh
@@ -34,6 +34,12 @@ test: deps venv
 
 test-unit: venv
 	$(BIN)/pytest -q tests/unit
+
+# The long chaos run: 18 faults 20 s apart, edge links cut for 2 minutes.
+# (`make test` runs a short seeded one.) SEED=n picks another schedule.
+SEED ?= 1
+chaos: deps venv
+	$(BIN)/python -m tests.chaos.harness --seed $(SEED) --faults 18 --gap 20 --link-cut 120
 
 demo: deps venv
 	$(BIN)/fleetsight demo

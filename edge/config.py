@@ -82,6 +82,7 @@ class ZoneConfig(_Strict):
 class OutboxConfig(_Strict):
     path: Path | None = Field(None, description="SQLite file; default: outbox-<camera_id>.sqlite3 beside the config")
     max_events: int = Field(1_000_000, ge=100)
+    keep_confirmed: bool = Field(False, description="keep a local copy of confirmed events (audits)")
 
 
 class MqttConfig(_Strict):

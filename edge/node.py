@@ -66,7 +66,10 @@ class CameraNode:
         self._debug = DebugWriter(debug_dir, config) if debug_dir else None
 
     def _open_outbox(self) -> Outbox:
-        return Outbox(self._outbox_path, self.config.camera_id, self.config.site, self.config.outbox.max_events)
+        return Outbox(
+            self._outbox_path, self.config.camera_id, self.config.site, self.config.outbox.max_events,
+            keep_confirmed=self.config.outbox.keep_confirmed,
+        )
 
     # --- video thread -------------------------------------------------------------
 

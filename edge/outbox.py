@@ -33,6 +33,12 @@ CREATE TABLE IF NOT EXISTS meta (
     key   TEXT PRIMARY KEY,
     value INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS confirmed (
+    seq  INTEGER PRIMARY KEY,
+    ts   INTEGER NOT NULL,
+    type TEXT    NOT NULL,
+    data TEXT    NOT NULL
+);
 CREATE TABLE IF NOT EXISTS state (
     key   TEXT PRIMARY KEY,
     value TEXT NOT NULL
@@ -52,8 +58,12 @@ class NewEvent:
 class Outbox:
     """The outbox of one camera; use from one thread."""
 
-    def __init__(self, path: Path | str, camera_id: str, site: str, max_events: int = 1_000_000) -> None:
+    def __init__(
+        self, path: Path | str, camera_id: str, site: str, max_events: int = 1_000_000, keep_confirmed: bool = False
+    ) -> None:
         self.path = Path(path)
+        # Keep a local copy of what the cloud confirmed (audits, ground truth).
+        self.keep_confirmed = keep_confirmed
         self.camera_id = camera_id
         self.site = site
         self.max_events = max_events
@@ -131,8 +141,25 @@ class Outbox:
 
     def confirm(self, watermark: int) -> int:
         """Delete everything up to ``watermark``; returns how many rows went."""
-        cur = self._db.execute("DELETE FROM events WHERE seq <= ?", (watermark,))
-        return cur.rowcount
+        if not self.keep_confirmed:
+            return self._db.execute("DELETE FROM events WHERE seq <= ?", (watermark,)).rowcount
+        cur = self._db.cursor()
+        cur.execute("BEGIN IMMEDIATE")
+        try:
+            cur.execute("INSERT OR IGNORE INTO confirmed SELECT * FROM events WHERE seq <= ?", (watermark,))
+            gone = cur.execute("DELETE FROM events WHERE seq <= ?", (watermark,)).rowcount
+            cur.execute("COMMIT")
+        except BaseException:
+            cur.execute("ROLLBACK")
+            raise
+        return gone
+
+    def all_events(self) -> list[Event]:
+        """Every event this outbox still holds or kept after confirmation, by seq."""
+        rows = self._db.execute(
+            "SELECT seq, ts, type, data FROM confirmed UNION ALL SELECT seq, ts, type, data FROM events ORDER BY seq"
+        ).fetchall()
+        return [Event(self.camera_id, self.site, seq, ts, type_, json.loads(data)) for seq, ts, type_, data in rows]
 
     def last_seq(self) -> int:
         """The highest seq ever allocated (0 for a new outbox)."""

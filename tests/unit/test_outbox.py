@@ -47,3 +47,10 @@ def test_confirm_is_idempotent_and_partial(tmp_path: Path) -> None:
     assert box.confirm(2) == 2
     assert box.confirm(2) == 0
     assert box.head() == 3 and box.depth() == 3
+
+
+def test_keep_confirmed_moves_rows_aside(tmp_path: Path) -> None:
+    box = Outbox(tmp_path / "o.sqlite3", "cam-1", "s", keep_confirmed=True)
+    box.append(new(5))
+    assert box.confirm(3) == 3
+    assert box.depth() == 2 and [e.seq for e in box.all_events()] == [1, 2, 3, 4, 5]

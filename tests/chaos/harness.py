@@ -1,0 +1,479 @@
+"""Chaos runs: the whole stack on real services, faults on a seeded schedule,
+then every SQL aggregate against the ground truth the edges created.
+
+    python -m tests.chaos.harness [--seed 1] [--faults 18] [--gap 20] [--link-cut 120]
+
+(`make chaos` runs the long form; `tests/chaos/test_chaos.py` a short one.)
+The run owns everything it uses: Mosquitto, Kafka and PostgreSQL on free
+loopback ports with data in a temporary folder, the bridge, a worker and
+the sink, simulated high-rate cameras and a real camera node on the sample
+video. Edges reach the broker through a TCP proxy the harness can cut.
+Parts that die on their own (the bridge when Kafka is gone, say) are
+restarted as a container runtime would, and counted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import yaml
+
+from edge.outbox import NewEvent, Outbox
+from edge.simulate import camera_login
+from edge.uplink import Uplink
+from fleetsight.mqtt import make_client
+from fleetsight.mqtt_auth import admin_settings, ensure_user
+from fleetsight.processes import spawn, stop, wait_bridge_online
+from fleetsight.services import Kafka, Mosquitto, Postgres, Services
+from fleetsight.settings import REPO_ROOT, Settings
+from schemas.codec import MINUTE_MS, Event
+
+SENTINEL = "zz-sentinel"
+PROBE_CAMERA = "chaos-probe"
+PIPELINE = ("bridge", "worker", "sink")
+PARTS = ("edge", "edge-in-outage", "mosquitto", "bridge", "kafka", "worker", "sink", "postgres", "link")
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class LinkProxy:
+    """A TCP relay between the edges and the broker: cut it, and the edges' link is down."""
+
+    def __init__(self, target: int) -> None:
+        self.target = target
+        self.port = free_port()
+        self.server: asyncio.AbstractServer | None = None
+        self.writers: set[asyncio.StreamWriter] = set()
+
+    async def start(self) -> None:
+        self.server = await asyncio.start_server(self._handle, "127.0.0.1", self.port)
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target)
+        except OSError:
+            writer.close()
+            return
+        self.writers |= {writer, up_writer}
+
+        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            try:
+                while data := await src.read(65536):
+                    dst.write(data)
+                    await dst.drain()
+            except (ConnectionError, OSError):
+                pass
+            finally:
+                dst.close()
+
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+        self.writers -= {writer, up_writer}
+
+    async def cut(self) -> None:
+        if self.server:
+            self.server.close()
+            await self.server.wait_closed()
+            self.server = None
+        for w in list(self.writers):
+            w.transport.abort()
+        self.writers.clear()
+
+    async def restore(self) -> None:
+        if self.server is None:
+            await self.start()
+
+
+@dataclass
+class Fault:
+    part: str
+    started: float
+    down_s: float
+    recovered_s: float | None = None  # fault to first new event visible in SQL
+
+
+@dataclass
+class Report:
+    events: int = 0
+    cameras: int = 0
+    faults: list[Fault] = field(default_factory=list)
+    crash_restarts: Counter = field(default_factory=Counter)
+    lost: int = 0
+    double: int = 0
+    late_routed: int = 0
+    mismatches: list[str] = field(default_factory=list)
+
+    def render(self) -> str:
+        lines = [
+            f"events sent: {self.events} from {self.cameras} cameras",
+            f"faults injected: {dict(Counter(f.part for f in self.faults))}",
+            f"restarts after a crash of their own: {dict(self.crash_restarts) or 'none'}",
+            f"lost: {self.lost}   double-counted: {self.double}   late-routed: {self.late_routed}",
+            "recovery per fault (fault -> first new event in SQL):",
+        ]
+        for f in self.faults:
+            rec = f"{f.recovered_s:.1f} s" if f.recovered_s is not None else "not measured"
+            lines.append(f"  {f.part:<15} down {f.down_s:5.1f} s, recovered after {rec}")
+        lines += [f"  mismatch: {m}" for m in self.mismatches[:20]]
+        return "\n".join(lines)
+
+
+class Chaos:
+    def __init__(self, root: Path, seed: int, sim_cameras: int = 3, rate: float = 20.0, video: bool = True) -> None:
+        self.root = root
+        self.rng = random.Random(seed)
+        self.seed = seed
+        self.sim_cameras = [f"chaos-{i}" for i in range(1, sim_cameras + 1)]
+        self.rate = rate
+        self.video = video
+        self.report = Report()
+        ports = {"mqtt": free_port(), "kafka": free_port(), "pg": free_port()}
+        while ports["kafka"] + 1 in ports.values():
+            ports["kafka"] = free_port()
+        self.settings = Settings(
+            mqtt_url=f"mqtt://127.0.0.1:{ports['mqtt']}",
+            kafka_bootstrap=f"127.0.0.1:{ports['kafka']}",
+            database_url=f"postgresql+asyncpg://fleetsight@127.0.0.1:{ports['pg']}/fleetsight",
+            services_dir=root / "services",
+            mqtt_topic_root="chaos",
+            kafka_topic_prefix="chaos",
+            stream_app_id="chaos",
+            late_after_s=24 * 3600,
+            stream_session_timeout_s=8,
+        )
+        self.services = Services(self.settings)
+        self.proxy: LinkProxy | None = None
+        self.edge_settings: Settings | None = None
+        self.procs: dict[str, subprocess.Popen] = {}
+        self.killed: set[str] = set()  # parts we stopped on purpose
+        self.logs = root / "logs"
+        self.probe_seq = 0
+
+    # --- processes ------------------------------------------------------------
+
+    def _spawn_pipeline(self, name: str) -> None:
+        self.procs[name] = spawn(name, self.settings, self.logs / f"{name}.log")
+
+    def _spawn_camera(self, camera: str) -> None:
+        assert self.edge_settings is not None
+        env = {**os.environ, **self.edge_settings.env(), "PYTHONUNBUFFERED": "1"}
+        with open(self.logs / f"{camera}.log", "ab") as out:
+            self.procs[camera] = subprocess.Popen(
+                [sys.executable, "-m", "tests.chaos.camera", camera, str(self.root / f"{camera}.sqlite3"), str(self.rate), str(self.seed)],
+                cwd=REPO_ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
+            )
+
+    def _spawn_video(self) -> None:
+        assert self.edge_settings is not None
+        config = {
+            "camera_id": "chaos-video", "site": "chaos",
+            "source": {"uri": str(REPO_ROOT / ".services" / "media" / "vtest.avi"), "realtime": True},
+            "lines": [{"name": "crosswalk", "points": [[0.05, 0.55], [0.95, 0.55]]}],
+            "zones": [{"name": "left", "polygon": [[0, 0], [0.5, 0], [0.5, 1], [0, 1]]}],
+            "outbox": {"path": str(self.root / "chaos-video.sqlite3"), "keep_confirmed": True},
+            "mqtt": {"url": self.edge_settings.mqtt_url, "password_file": str(ensure_user(self.settings, "chaos-video", camera=True))},
+            "model": {"threads": 1}, "health_interval_s": 10, "occupancy_interval_s": 10,
+        }
+        path = self.root / "chaos-video.yaml"
+        path.write_text(yaml.safe_dump(config))
+        env = {**os.environ, **self.edge_settings.env(), "PYTHONUNBUFFERED": "1"}
+        with open(self.logs / "chaos-video.log", "ab") as out:
+            self.procs["chaos-video"] = subprocess.Popen(
+                [sys.executable, "-m", "fleetsight", "edge", "run", "--config", str(path), "--drain-timeout", "5"],
+                cwd=REPO_ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
+            )
+
+    async def supervise(self) -> None:
+        """Restart pipeline processes that died on their own, as `restart: unless-stopped` would."""
+        while True:
+            await asyncio.sleep(0.5)  # supervision period
+            for name in PIPELINE:
+                proc = self.procs.get(name)
+                if proc is not None and proc.poll() is not None and name not in self.killed:
+                    self.report.crash_restarts[name] += 1
+                    self._spawn_pipeline(name)
+
+    # --- the run ----------------------------------------------------------------
+
+    async def setup(self) -> None:
+        self.logs.mkdir(parents=True, exist_ok=True)
+        subprocess.run(["bash", str(REPO_ROOT / "scripts" / "fetch-media.sh"), str(REPO_ROOT / ".services" / "media")], check=True)
+        await asyncio.to_thread(self.services.up)
+        from sinks.db import upgrade
+
+        await asyncio.to_thread(upgrade, self.settings.database_dsn)
+        self.proxy = LinkProxy(self.settings.mqtt.port)
+        await self.proxy.start()
+        self.edge_settings = self.settings.model_copy(update={"mqtt_url": f"mqtt://127.0.0.1:{self.proxy.port}"})
+        for name in PIPELINE:
+            self._spawn_pipeline(name)
+        assert await asyncio.to_thread(wait_bridge_online, self.settings, 90), "bridge did not come online"
+        for camera in self.sim_cameras:
+            self._spawn_camera(camera)
+        if self.video:
+            self._spawn_video()
+        await self.wait_probe("startup", time.monotonic(), deadline=180)
+
+    async def inject(self, part: str, down_s: float) -> Fault:
+        fault = Fault(part, time.monotonic(), down_s)
+        assert self.proxy is not None
+        camera = self.rng.choice(self.sim_cameras)
+        if part == "edge":
+            self.procs[camera].send_signal(signal.SIGKILL)
+            await asyncio.sleep(down_s)  # the part stays down this long
+            self._spawn_camera(camera)
+        elif part == "edge-in-outage":
+            await self.proxy.cut()
+            await asyncio.sleep(down_s / 2)
+            self.procs[camera].send_signal(signal.SIGKILL)
+            self._spawn_camera(camera)
+            await asyncio.sleep(down_s / 2)
+            await self.proxy.restore()
+        elif part == "link":
+            await self.proxy.cut()
+            await asyncio.sleep(down_s)
+            await self.proxy.restore()
+        elif part in PIPELINE:
+            self.killed.add(part)
+            self.procs[part].send_signal(signal.SIGKILL)
+            self.procs[part].wait()
+            await asyncio.sleep(down_s)
+            self._spawn_pipeline(part)
+            self.killed.discard(part)
+        else:
+            service = {"mosquitto": Mosquitto, "kafka": Kafka, "postgres": Postgres}[part](self.settings)
+            pid = service.pid()
+            assert pid is not None, f"{part} is not running"
+            os.kill(pid, signal.SIGKILL)
+            await asyncio.sleep(down_s)
+            await self._restart_service(service)
+        if part in ("edge", "edge-in-outage", "link"):
+            # The pipeline never stopped: recovery is the camera's new events reaching SQL.
+            await self.wait_camera(camera, time.time(), fault)
+        else:
+            await self.wait_probe(part, fault.started, fault=fault)
+        return fault
+
+    async def wait_camera(self, camera: str, since_wall: float, fault: Fault, deadline: float = 240) -> None:
+        """Wait until a row of ``camera`` changes after ``since_wall``."""
+        conn = await asyncpg.connect(self.settings.database_dsn.replace("+asyncpg", ""))
+        try:
+            end = time.monotonic() + deadline
+            while time.monotonic() < end:
+                changed = await conn.fetchval(
+                    "SELECT max(extract(epoch FROM updated_at)) FROM camera_minute_counts WHERE camera_id = $1", camera
+                )
+                if changed is not None and float(changed) > since_wall:
+                    fault.recovered_s = time.monotonic() - fault.started
+                    return
+                await asyncio.sleep(0.5)  # polling SQL
+            raise AssertionError(f"{camera} sent nothing new within {deadline:.0f} s; logs in {self.logs}")
+        finally:
+            await conn.close()
+
+    @staticmethod
+    async def _restart_service(service: Any) -> None:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                await asyncio.to_thread(service.up)
+                return
+            except Exception:
+                # PostgreSQL's children outlive a killed postmaster for a moment.
+                if time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(1)  # retry backoff
+
+    async def wait_probe(self, label: str, since: float, fault: Fault | None = None, deadline: float = 240) -> None:
+        """Publish probe events until one shows up in SQL: the pipeline works again."""
+        admin = admin_settings(self.settings)
+        client = make_client(admin, f"chaos-probe-{self.probe_seq}", persistent=False)
+        client.connect_async(self.settings.mqtt.host, self.settings.mqtt.port)
+        client.loop_start()
+        cls = f"probe-{label}-{self.probe_seq}"[:40]
+        try:
+            conn = None
+            end = time.monotonic() + deadline
+            while time.monotonic() < end:
+                self.probe_seq += 1
+                event = {"v": 1, "camera_id": PROBE_CAMERA, "site": "chaos", "seq": self.probe_seq, "ts": int(time.time() * 1000),
+                         "type": "track.start", "data": {"track_id": 1, "class": cls, "confidence": 0.9}}
+                client.publish(self.settings.mqtt_topics.events(PROBE_CAMERA), json.dumps(event), qos=1)
+                try:
+                    conn = conn or await asyncpg.connect(self.settings.database_dsn.replace("+asyncpg", ""))
+                    if await conn.fetchval("SELECT count(*) FROM camera_minute_counts WHERE object_class = $1", cls):
+                        if fault is not None:
+                            fault.recovered_s = time.monotonic() - since
+                        return
+                except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+                    conn = None  # the database is restarting
+                await asyncio.sleep(0.5)  # probe period
+            raise AssertionError(f"pipeline did not recover after {label} within {deadline:.0f} s; logs in {self.logs}")
+        finally:
+            client.loop_stop()
+            client.disconnect()
+            if conn is not None:
+                await conn.close()
+
+    async def run(self, faults: int, gap_s: float, link_cut_s: float, down_s: tuple[float, float] = (3, 8)) -> Report:
+        await self.setup()
+        supervisor = asyncio.create_task(self.supervise())
+        try:
+            order = list(PARTS)
+            self.rng.shuffle(order)
+            schedule = (order * (faults // len(order) + 1))[:faults]
+            for part in schedule:
+                await asyncio.sleep(gap_s)  # traffic between faults
+                down = link_cut_s if part == "link" else self.rng.uniform(*down_s)
+                self.report.faults.append(await self.inject(part, down))
+            await self.drain()
+        finally:
+            supervisor.cancel()
+            await self.teardown()
+        return self.report
+
+    async def drain(self) -> None:
+        """Stop the edges, send what their outboxes hold, then compare SQL with the truth."""
+        cameras = list(self.sim_cameras) + (["chaos-video"] if self.video else [])
+        for camera in cameras:
+            proc = self.procs.pop(camera)
+            proc.terminate()
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        now = int(time.time() * 1000)
+        truth: list[Event] = []
+        flushers = []
+        stop_all = asyncio.Event()
+        for camera in cameras:
+            outbox = Outbox(self.root / f"{camera}.sqlite3", camera, "chaos", keep_confirmed=True)
+            outbox.append([NewEvent(now, "track.start", {"track_id": 0, "class": SENTINEL, "confidence": 1.0})])
+            uplink = Uplink(self.settings, outbox, username=camera, password=camera_login(self.settings, camera), resend_after_s=5)
+            flushers.append((outbox, uplink, asyncio.create_task(uplink.run(stop_all))))
+        drained = await asyncio.gather(*(u.drained(300) for _, u, _ in flushers))
+        stop_all.set()
+        for outbox, _, task in flushers:
+            await task
+            truth += outbox.all_events()
+            outbox.close()
+        assert all(drained), f"outboxes did not drain: logs in {self.logs}"
+        self.report.events = len(truth)
+        self.report.cameras = len(cameras)
+        await self.compare(truth, cameras)
+
+    async def compare(self, truth: list[Event], cameras: list[str]) -> None:
+        conn = await asyncpg.connect(self.settings.database_dsn.replace("+asyncpg", ""))
+        try:
+            deadline = time.monotonic() + 240
+            while time.monotonic() < deadline:
+                got = await conn.fetchval(
+                    "SELECT count(DISTINCT camera_id) FROM camera_minute_counts WHERE object_class = $1 AND camera_id = ANY($2)",
+                    SENTINEL, cameras,
+                )
+                if got == len(cameras):
+                    break
+                await asyncio.sleep(1)  # polling SQL for the sentinels
+            late = {(r["camera_id"], r["seq"]) for r in await conn.fetch("SELECT camera_id, seq FROM late_events")}
+            self.report.late_routed = len(late)
+            counted = [e for e in truth if (e.camera_id, e.seq) not in late]
+            known = {(e.camera_id, e.seq) for e in truth}
+            if not late <= known:
+                self.report.mismatches.append(f"late events that no edge created: {sorted(late - known)[:5]}")
+            for table, key_sql, columns, expected in expectations(counted):
+                rows = await conn.fetch(f"SELECT {key_sql}, {', '.join(columns)} FROM {table} WHERE camera_id = ANY($1)", cameras)
+                actual = {tuple(r[k] for k in range(len(r) - len(columns))): r for r in rows}
+                for key in set(actual) | set(expected):
+                    for column in columns:
+                        want = expected.get(key, {}).get(column, 0)
+                        have = actual[key][column] if key in actual else 0
+                        if have != want:
+                            self.report.mismatches.append(f"{table} {key} {column}: SQL {have}, truth {want}")
+                            if have < want:
+                                self.report.lost += want - have
+                            else:
+                                self.report.double += have - want
+        finally:
+            await conn.close()
+
+    async def teardown(self) -> None:
+        stop([p for p in self.procs.values()])
+        self.procs.clear()
+        if self.proxy:
+            await self.proxy.cut()
+        await asyncio.to_thread(self.services.down)
+
+
+def expectations(events: list[Event]) -> list[tuple[str, str, tuple[str, ...], dict]]:
+    """What each table must hold for ``events``: counts computed here, independently of the worker."""
+    minute = lambda e: e.ts - e.ts % MINUTE_MS  # noqa: E731
+    counts: dict = defaultdict(Counter)
+    lines: dict = defaultdict(Counter)
+    zones: dict = defaultdict(Counter)
+    health: dict = defaultdict(Counter)
+    for e in events:
+        d = e.data
+        if e.type == "track.start":
+            counts[(e.camera_id, d["class"], minute(e))]["objects"] += 1
+        elif e.type == "track.end":
+            counts[(e.camera_id, d["class"], minute(e))]["tracks_ended"] += 1
+        elif e.type == "line.cross":
+            lines[(e.camera_id, d["line"], d["class"], minute(e))]["crossings_" + d["direction"]] += 1
+        elif e.type in ("zone.enter", "zone.exit"):
+            zones[(e.camera_id, d["zone"], d["class"], minute(e))]["entries" if e.type == "zone.enter" else "exits"] += 1
+        elif e.type == "occupancy":
+            for cls in d["counts"]:
+                zones[(e.camera_id, d["zone"], cls, minute(e))]["occupancy_samples"] += 1
+        elif e.type == "health":
+            health[(e.camera_id, minute(e))]["reports"] += 1
+    ms = "(extract(epoch FROM minute) * 1000)::bigint"
+    return [
+        ("camera_minute_counts", f"camera_id, object_class, {ms}", ("objects", "tracks_ended"), counts),
+        ("line_minute_crossings", f"camera_id, line, object_class, {ms}", ("crossings_in", "crossings_out"), lines),
+        ("zone_minute_stats", f"camera_id, zone, object_class, {ms}", ("entries", "exits", "occupancy_samples"), zones),
+        ("camera_minute_health", f"camera_id, {ms}", ("reports",), health),
+    ]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--faults", type=int, default=18)
+    parser.add_argument("--gap", type=float, default=20.0, help="seconds of traffic between faults")
+    parser.add_argument("--link-cut", type=float, default=120.0, help="seconds an edge link stays cut")
+    parser.add_argument("--rate", type=float, default=20.0, help="events/s per simulated camera")
+    parser.add_argument("--keep", action="store_true", help="keep the run's folder (logs, data)")
+    args = parser.parse_args()
+    root = Path(tempfile.mkdtemp(prefix="fleetsight-chaos-"))
+    os.chmod(root, 0o755)
+    try:
+        report = asyncio.run(Chaos(root, args.seed, rate=args.rate).run(args.faults, args.gap, args.link_cut))
+        print(report.render())
+        sys.exit(0 if report.lost == 0 and report.double == 0 else 1)
+    finally:
+        if not args.keep:
+            shutil.rmtree(root, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,34 @@
+"""A short seeded chaos run in CI: every part killed once, nothing lost, nothing counted twice."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from tests.chaos.harness import PARTS, Chaos
+
+pytestmark = pytest.mark.chaos
+
+
+@pytest.fixture
+def chaos_root():
+    # Not pytest's tmp_path: its parents are private, and the broker and the
+    # database run as their own users.
+    root = Path(tempfile.mkdtemp(prefix="fleetsight-chaos-"))
+    os.chmod(root, 0o755)
+    yield root
+    shutil.rmtree(root, ignore_errors=True)
+
+
+async def test_short_chaos_run_is_exact(chaos_root: Path, media: Path) -> None:
+    chaos = Chaos(chaos_root, seed=int(os.environ.get("FLEETSIGHT_CHAOS_SEED", "7")), rate=15.0)
+    report = await chaos.run(faults=len(PARTS), gap_s=8, link_cut_s=25, down_s=(2, 5))
+    print(report.render())
+    assert {f.part for f in report.faults} == set(PARTS)
+    assert all(f.recovered_s is not None for f in report.faults)
+    assert report.events > 1000
+    assert report.lost == 0 and report.double == 0, report.render()
