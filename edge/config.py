@@ -129,6 +129,8 @@ class CameraConfig(_Strict):
     outbox: OutboxConfig = Field(default_factory=OutboxConfig)
     mqtt: MqttConfig = Field(default_factory=MqttConfig)
     snapshots: SnapshotConfig = Field(default_factory=SnapshotConfig)
+    metrics_port: int | None = Field(9104, ge=0, le=65535, description="Prometheus /metrics; null: off")
+    metrics_bind: str = "127.0.0.1"
 
     @field_validator("lines", "zones")
     @classmethod

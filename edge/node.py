@@ -20,6 +20,7 @@ from edge.config import CameraConfig
 from edge.outbox import Outbox
 from edge.pipeline import DebugWriter, NodeStats, Pipeline, build_detector, build_scene
 from edge.uplink import Uplink
+from fleetsight import metrics
 from fleetsight.mqtt_auth import camera_password
 from fleetsight.settings import Settings
 from schemas.codec import Event
@@ -105,6 +106,8 @@ class CameraNode:
     async def run(self, stop: asyncio.Event, drain_timeout_s: float = 30.0, progress: bool = False) -> bool:
         """Run until ``stop`` is set or the source ends; True if the cloud confirmed everything."""
         loop = asyncio.get_running_loop()
+        metrics.serve(self.config.metrics_port, self.config.metrics_bind)
+        metrics.EDGE_MODEL.labels(self.config.camera_id, self.spec.version).set(1)
         uplink_stop = asyncio.Event()
         uplink_task = asyncio.create_task(self.uplink.run(uplink_stop))
         video = asyncio.create_task(asyncio.to_thread(self._video_loop, loop))
@@ -139,11 +142,22 @@ class CameraNode:
             f"outbox {self._uplink_outbox.depth()}  link {link}  video {self.source.state}"
         )
 
+    def _gauges(self) -> None:
+        camera = self.config.camera_id
+        metrics.EDGE_OUTBOX_DEPTH.labels(camera).set(self._uplink_outbox.depth())
+        metrics.EDGE_OUTBOX_DROPPED.labels(camera).set(self._uplink_outbox.dropped)
+        metrics.EDGE_LINK_UP.labels(camera).set(1 if self.uplink.stats.connected else 0)
+
     async def _report(self, progress: bool) -> None:
         """A live line on a terminal; a log line every health interval otherwise."""
         interval = 0.5 if progress else self.config.health_interval_s
+        last_log = 0.0
         while True:
-            await asyncio.sleep(interval)  # display refresh period
+            await asyncio.sleep(min(interval, 1.0))  # display and gauge refresh period
+            self._gauges()
+            if not progress and asyncio.get_running_loop().time() - last_log < interval:
+                continue
+            last_log = asyncio.get_running_loop().time()
             if progress:
                 sys.stderr.write("\r\033[K" + self.status_line())
                 sys.stderr.flush()

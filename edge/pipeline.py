@@ -23,6 +23,7 @@ from edge.gate import MotionGate
 from edge.outbox import NewEvent, Outbox
 from edge.scene import Line, Observation, Scene, Zone
 from edge.tracker import TrackedObject, Tracker
+from fleetsight import metrics
 from schemas.codec import Event
 
 STATE_EVERY_S = 2.0  # how stale the saved scene may get when nothing happens
@@ -114,6 +115,10 @@ class Pipeline:
         self._next_health = start + config.health_interval_s
         self._next_state = start
         self._reported = (0, 0)  # frames and skipped frames at the last health report
+        camera = config.camera_id
+        self._m_frames = metrics.EDGE_FRAMES.labels(camera)
+        self._m_skipped = metrics.EDGE_FRAMES_SKIPPED.labels(camera)
+        self._m_inference = metrics.EDGE_INFERENCE.labels(camera)
         # Pixels leave the node only when the operator turned snapshots on.
         self.on_snapshot = on_snapshot if config.snapshots.enabled else None
         self._next_snapshot = start
@@ -124,12 +129,14 @@ class Pipeline:
         self.last_ts = frame.ts
         self.stats.frames += 1
         self.stats.frame_times.append(time.monotonic())
+        self._m_frames.inc()
         tracked: list[TrackedObject] | None = None
         if self.gate is None or self.gate.should_detect(frame.image):
             tracked = self.tracker.update(self._detect(frame.image))
             events = self.scene.update(frame.ts, now, self._observations(tracked, frame.image.shape))
         else:
             self.stats.skipped += 1
+            self._m_skipped.inc()
             events = self.scene.expire(frame.ts, now)
         if self.scene.zones and now >= self._next_occupancy:
             events += self.scene.occupancy(frame.ts)
@@ -163,7 +170,9 @@ class Pipeline:
     def _detect(self, image: np.ndarray):
         started = time.perf_counter()
         detections = self.detector(image)
-        self.stats.inference_ms.append((time.perf_counter() - started) * 1000)
+        elapsed = time.perf_counter() - started
+        self.stats.inference_ms.append(elapsed * 1000)
+        self._m_inference.observe(elapsed)
         self.stats.detector_runs += 1
         return detections
 
@@ -201,6 +210,7 @@ class Pipeline:
         stored = self.outbox.append(events, state=self.scene.snapshot(self.now))
         for event in stored:
             self.stats.events[event.type] += 1
+            metrics.EDGE_EVENTS.labels(self.config.camera_id, event.type).inc()
         if stored and self.on_stored:
             self.on_stored(stored)
         return stored

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from edge.outbox import NewEvent, Outbox
 from edge.uplink import Uplink
+from fleetsight import metrics
 from fleetsight.mqtt_auth import camera_password, ensure_user, local_auth_enabled
 from fleetsight.settings import Settings
 from schemas.codec import MINUTE_MS, WireFormat
@@ -90,6 +91,7 @@ async def run_simulator(settings: Settings, config: SimulatorConfig, progress: b
     stop = asyncio.Event()
     tasks = [asyncio.create_task(u.run(stop)) for u in uplinks]
     track_ids = [o.last_seq() for o in outboxes]
+    metrics.serve(settings.simulator_metrics_port, settings.metrics_bind)
     started = time.monotonic()
     owed = [0.0] * len(outboxes)
     view = _Progress(config, outboxes, uplinks, report) if progress else None
@@ -105,11 +107,15 @@ async def run_simulator(settings: Settings, config: SimulatorConfig, progress: b
                     batch.append(make_event(rng, track_ids[i], now_ms, time.monotonic() - started))
                 if batch:
                     for event in outbox.append(batch):
+                        metrics.EDGE_EVENTS.labels(event.camera_id, event.type).inc()
                         if event.type == "track.start":
                             minute = event.ts - event.ts % MINUTE_MS
                             report.expected[(event.camera_id, event.data["class"], minute)] += 1
                     report.generated += len(batch)
                     uplinks[i].notify()
+            for outbox, uplink in zip(outboxes, uplinks):
+                metrics.EDGE_OUTBOX_DEPTH.labels(outbox.camera_id).set(outbox.depth())
+                metrics.EDGE_LINK_UP.labels(outbox.camera_id).set(1 if uplink.stats.connected else 0)
             if view:
                 view.update()
             await asyncio.sleep(TICK_S)  # pacing the generator, not synchronisation

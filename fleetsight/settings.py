@@ -84,6 +84,13 @@ class Settings(BaseSettings):
     # Kafka) go to the dead-letter topic instead of reopening their minute.
     late_after_s: float = Field(24 * 3600.0, gt=0)
 
+    # Prometheus /metrics of each process; loopback unless told otherwise.
+    metrics_bind: str = "127.0.0.1"
+    bridge_metrics_port: int | None = 9101
+    worker_metrics_port: int | None = 9102
+    sink_metrics_port: int | None = 9103
+    simulator_metrics_port: int | None = 9104
+
     # Camera status and alerts (see streams/status.py).
     offline_after_s: float = Field(120.0, gt=0)
     alert_clear_s: float = Field(60.0, ge=0)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import time
 from collections import defaultdict
 from datetime import datetime, timezone
 from typing import Any, Iterable
@@ -21,6 +22,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from fleetsight import metrics
 from fleetsight.kafka_admin import ensure_topics
 from fleetsight.settings import Settings
 from schemas.aggregates import Row, TableSpec, decode_rows
@@ -75,6 +77,7 @@ async def upsert(engine: AsyncEngine, rows: Iterable[Row]) -> int:
                     )
                 await conn.execute(stmt)
             written += len(values)
+            metrics.SINK_ROWS.labels(table).inc(len(values))
     return written
 
 
@@ -105,14 +108,19 @@ class Sink:
             while not self._stop.is_set():
                 batches = await consumer.getmany(timeout_ms=500, max_records=5000)
                 rows: list[Row] = []
+                newest = 0
                 for messages in batches.values():
                     for message in messages:
+                        newest = max(newest, message.timestamp)
                         try:
                             rows.extend(decode_rows(message.value))
                         except (ValueError, TypeError, KeyError) as exc:
                             log.error("skipping unreadable row record at %s:%s: %s", message.partition, message.offset, exc)
                 if rows:
+                    started = time.perf_counter()
                     self.written += await self._write_with_retry(engine, rows)
+                    metrics.SINK_WRITE.observe(time.perf_counter() - started)
+                    metrics.SINK_LAG.observe(max(0.0, time.time() - newest / 1000))
                 if batches:
                     await consumer.commit()
         finally:
@@ -127,6 +135,7 @@ class Sink:
             except (OperationalError, DBAPIError, OSError) as exc:
                 if self._stop.is_set():
                     raise
+                metrics.SINK_RETRIES.inc()
                 log.warning("database write failed (%s); retrying in %.1f s", exc.__class__.__name__, delay)
                 await asyncio.sleep(delay)  # backoff while PostgreSQL is away
                 delay = min(delay * 2, 10.0)
@@ -135,6 +144,7 @@ class Sink:
 async def run_sink(settings: Settings) -> int:
     """Entry point of ``fleetsight sink``."""
     sink = Sink(settings)
+    metrics.serve(settings.sink_metrics_port, settings.metrics_bind)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, sink.stop)

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 import paho.mqtt.client as mqtt
 from aiokafka import AIOKafkaProducer
 
+from fleetsight import metrics
 from fleetsight.mqtt import make_client
 from fleetsight.settings import Settings
 from schemas.codec import Event, EventError, Reason, decode, decode_ack, encode, encode_ack
@@ -51,10 +52,12 @@ class Outcome:
     floors: list[tuple[str, int]] = field(default_factory=list)  # watermark floors learned
     forwarded: int = 0
     rejected: int = 0
+    reasons: list[str] = field(default_factory=list)  # of the rejections
 
 
 @dataclass
 class _Pending:
+    received: float
     generation: int
     mid: int
     qos: int
@@ -75,7 +78,7 @@ class Bridge:
         self._generation = 0
         self._connected = asyncio.Event()
         self._stop = asyncio.Event()
-        self._inbox: asyncio.Queue[tuple[int, mqtt.MQTTMessage]] = asyncio.Queue()
+        self._inbox: asyncio.Queue[tuple[float, int, mqtt.MQTTMessage]] = asyncio.Queue()
         self._pending: asyncio.Queue[_Pending | None] = asyncio.Queue(maxsize=10_000)
         self._acks_changed = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -157,6 +160,7 @@ class Bridge:
         key = (camera_id or letter.camera_id or "").encode() or None
         out.records.append(Record(self.kafka_topics.deadletter, key, letter.to_record()))
         out.rejected += 1
+        out.reasons.append(str(error.reason))
         # A rejected event is durably recorded too: count its seq as handled,
         # or the edge would resend it forever and hold the watermark back.
         claimed_seq = seq if seq is not None else letter.seq
@@ -187,19 +191,20 @@ class Bridge:
 
     def _on_message(self, client, userdata, msg: mqtt.MQTTMessage) -> None:
         assert self._loop is not None
-        self._loop.call_soon_threadsafe(self._inbox.put_nowait, (self._generation, msg))
+        self._loop.call_soon_threadsafe(self._inbox.put_nowait, (time.monotonic(), self._generation, msg))
 
     # --- asyncio side -------------------------------------------------------
 
     async def _forward(self) -> None:
         assert self._producer is not None
         while True:
-            generation, msg = await self._inbox.get()
+            received, generation, msg = await self._inbox.get()
             outcome = self.handle(msg.topic, msg.payload)
             futures = [
                 await self._producer.send(r.topic, r.value, key=r.key, partition=r.partition) for r in outcome.records
             ]
-            await self._pending.put(_Pending(generation, msg.mid, msg.qos, futures, outcome))
+            await self._pending.put(_Pending(received, generation, msg.mid, msg.qos, futures, outcome))
+            metrics.BRIDGE_PENDING.set(self._pending.qsize())
 
     async def _complete(self) -> None:
         """Acknowledge messages to the broker in arrival order, once in Kafka."""
@@ -213,6 +218,11 @@ class Bridge:
             if item.generation == self._generation and item.qos > 0:
                 self._client.ack(item.mid, item.qos)
             outcome = item.outcome
+            metrics.BRIDGE_KAFKA_ACK.observe(time.monotonic() - item.received)
+            metrics.BRIDGE_MESSAGES.labels("events" if outcome.records else "control").inc()
+            metrics.BRIDGE_EVENTS.inc(outcome.forwarded)
+            for reason in outcome.reasons:
+                metrics.BRIDGE_DEADLETTERS.labels(reason).inc()
             for camera_id, seq in outcome.floors:
                 self.acks.raise_floor(camera_id, seq)
             for camera_id, seq in outcome.confirms:
@@ -288,6 +298,7 @@ class Bridge:
 async def run_bridge(settings: Settings) -> int:
     """Entry point of ``fleetsight bridge``."""
     bridge = Bridge(settings)
+    metrics.serve(settings.bridge_metrics_port, settings.metrics_bind)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, bridge.stop)

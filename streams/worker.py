@@ -13,6 +13,7 @@ from typing import Any
 
 import faust
 
+from fleetsight import metrics
 from fleetsight.kafka_admin import ensure_topics
 from fleetsight.settings import Settings
 from schemas.aggregates import ALERTS, Row, encode_rows
@@ -97,13 +98,27 @@ def create_app(settings: Settings) -> faust.App:
             if row.table == ALERTS.name:
                 await alerts_out.send(key=str(row.values["alert_id"]).encode(), value=row.to_record())
 
+    def observe(records: list[Incoming], result: Any, started: float) -> None:
+        now_ms = time.time() * 1000
+        for record in records:
+            metrics.WORKER_LAG.observe(max(0.0, (now_ms - record.timestamp_ms) / 1000))
+        metrics.WORKER_EVENTS.labels("applied").inc(result.applied)
+        metrics.WORKER_EVENTS.labels("duplicate").inc(result.duplicates)
+        metrics.WORKER_EVENTS.labels("late").inc(len(result.late))
+        for letter in result.dead:
+            metrics.WORKER_DEADLETTERS.labels(letter.reason).inc()
+        metrics.WORKER_ROWS.inc(len(result.rows))
+        metrics.WORKER_BATCH.observe(time.perf_counter() - started)
+
     # concurrency=1: Faust can commit an offset past an in-flight event when
     # an agent runs with concurrency > 1.
     @app.agent(events, concurrency=1)
     async def aggregate(stream: faust.StreamT) -> None:
         async for batch in stream.take_events(BATCH_MAX, within=BATCH_WITHIN_S):
+            started = time.perf_counter()
             records = [Incoming(e.message.partition, int(e.message.timestamp * 1000), e.message.value) for e in batch]
             result = aggregator.process(records)
+            observe(records, result, started)
             # Absolute values of every row this batch touched, duplicates
             # included: after a crash the replayed batch sends them again, so
             # the sink gets them even if the first send was lost.
@@ -138,6 +153,7 @@ def run_worker(settings: Settings, loglevel: str = "info") -> int:
     # asyncio.run closed its loop; Faust needs a current one of its own.
     asyncio.set_event_loop(asyncio.new_event_loop())
     app = create_app(settings)
+    metrics.serve(settings.worker_metrics_port, settings.metrics_bind)
     # Faust's worker otherwise serves its web UI on 0.0.0.0:6066.
     sys.argv = ["fleetsight-worker", "worker", "--without-web", f"--loglevel={loglevel}"]
     app.main()
