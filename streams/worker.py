@@ -12,12 +12,15 @@ import time
 from typing import Any
 
 import faust
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 
 from fleetsight import metrics
 from fleetsight.kafka_admin import ensure_topics
 from fleetsight.settings import Settings
 from schemas.aggregates import ALERTS, Row, encode_rows
 from streams.aggregate import Incoming, MinuteAggregator, bucket_camera
+from streams.gaps import OffsetGuard
 from streams.partitioning import partition_for
 from streams.status import AlertConfig, FleetStatus, OccupancyRule
 
@@ -41,6 +44,44 @@ class CameraTable(faust.Table):
 
     def partition_for_key(self, key: Any) -> int:
         return partition_for(bucket_camera(key), self.app.conf.topic_partitions)
+
+
+class GapReader:
+    """Reads given offsets of the events topic directly, outside the consumer group."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.topic = settings.kafka_topics.events
+        self._consumer: AIOKafkaConsumer | None = None
+
+    async def committed(self, group: str, partition: int) -> int | None:
+        admin = AIOKafkaAdminClient(bootstrap_servers=self.settings.kafka_bootstrap)
+        await admin.start()
+        try:
+            tp = TopicPartition(self.topic, partition)
+            offsets = await admin.list_consumer_group_offsets(group, partitions=[tp])
+        finally:
+            await admin.close()
+        meta = offsets.get(tp)
+        return meta.offset if meta is not None and meta.offset >= 0 else None
+
+    async def read(self, partition: int, first: int, last: int) -> list[Incoming]:
+        if self._consumer is None:
+            self._consumer = AIOKafkaConsumer(bootstrap_servers=self.settings.kafka_bootstrap, enable_auto_commit=False)
+            await self._consumer.start()
+        tp = TopicPartition(self.topic, partition)
+        self._consumer.assign([tp])
+        self._consumer.seek(tp, first)
+        out: list[Any] = []
+        deadline = time.monotonic() + 120
+        while not out or out[-1].offset < last:
+            if time.monotonic() > deadline:
+                # Crash rather than go on without them: the batch is not acked yet.
+                raise RuntimeError(f"cannot read offsets {first}-{last} of {self.topic}[{partition}]")
+            for message in (await self._consumer.getmany(tp, timeout_ms=5000)).get(tp, []):
+                if message.offset <= last:
+                    out.append(message)
+        return [Incoming(m.partition, m.timestamp, m.value) for m in out]
 
 
 def alert_config(settings: Settings) -> AlertConfig:
@@ -98,6 +139,44 @@ def create_app(settings: Settings) -> faust.App:
             if row.table == ALERTS.name:
                 await alerts_out.send(key=str(row.values["alert_id"]).encode(), value=row.to_record())
 
+    guard = OffsetGuard()
+    reader = GapReader(settings)
+
+    @app.on_partitions_revoked.connect
+    async def on_revoked(app: faust.App, revoked: set, **kwargs: Any) -> None:
+        guard.forget({tp.partition for tp in revoked if tp.topic == topics.events})
+
+    async def skipped_records(batch: list) -> list[Incoming]:
+        """Records of our partitions that Faust jumped over (see streams/gaps.py)."""
+        offsets: dict[int, list[int]] = {}
+        for e in batch:
+            offsets.setdefault(e.message.partition, []).append(e.message.offset)
+        found: list[Incoming] = []
+        for partition, seen in offsets.items():
+            seen.sort()
+            if not guard.knows(partition):
+                committed = await reader.committed(settings.stream_app_id, partition)
+                guard.start(partition, seen[0] if committed is None else committed)
+            for gap in guard.check(partition, seen):
+                log.warning("Faust skipped offsets %d-%d of partition %d; reading them directly", gap.first, gap.last, partition)
+                metrics.WORKER_SKIPPED_RECORDS.inc(gap.size)
+                found += await reader.read(partition, gap.first, gap.last)
+        return found
+
+    async def durable() -> None:
+        """Wait until this batch's table writes and rows are in Kafka.
+
+        The batch's offsets are committed once we ask for the next batch, and
+        Faust's own pre-commit flush gives up after 0.1 s without a message
+        sent (ProducerBuffer.flush_atmost), so table writes could still be
+        queued when their offsets are committed: a crash then loses them.
+        Seen: counts short by one or two after a worker was killed.
+        """
+        buffer = app.producer.buffer
+        while buffer.size:
+            await buffer.flush()
+        await app.producer.flush()
+
     def observe(records: list[Incoming], result: Any, started: float) -> None:
         now_ms = time.time() * 1000
         for record in records:
@@ -116,7 +195,8 @@ def create_app(settings: Settings) -> faust.App:
     async def aggregate(stream: faust.StreamT) -> None:
         async for batch in stream.take_events(BATCH_MAX, within=BATCH_WITHIN_S):
             started = time.perf_counter()
-            records = [Incoming(e.message.partition, int(e.message.timestamp * 1000), e.message.value) for e in batch]
+            records = await skipped_records(batch)
+            records += [Incoming(e.message.partition, int(e.message.timestamp * 1000), e.message.value) for e in batch]
             result = aggregator.process(records)
             observe(records, result, started)
             # Absolute values of every row this batch touched, duplicates
@@ -125,6 +205,7 @@ def create_app(settings: Settings) -> faust.App:
             await emit(list(result.rows.values()) + status.observe(result.events, result.late))
             for letter in result.dead:
                 await deadletter.send(key=(letter.camera_id or "").encode() or None, value=letter.to_record())
+            await durable()
             if result.dead or result.duplicates:
                 log.info(
                     "batch of %d: %d applied, %d duplicates dropped, %d dead-lettered",
