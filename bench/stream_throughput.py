@@ -38,6 +38,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer  # noqa: E402
 from aiokafka.admin import AIOKafkaAdminClient  # noqa: E402
 
 from fleetsight.kafka_admin import ensure_topics  # noqa: E402
+from fleetsight.mqtt import make_client  # noqa: E402
+from fleetsight.mqtt_auth import admin_settings  # noqa: E402
 from fleetsight.processes import spawn, stop, wait_bridge_online  # noqa: E402
 from fleetsight.services import Services  # noqa: E402
 from fleetsight.settings import Settings, load_settings  # noqa: E402
@@ -160,12 +162,11 @@ def faust_rate(settings: Settings, n: int, workers: int, logs: Path, per_record:
 
 
 async def latency(settings: Settings, seconds: float, rate: float, logs: Path) -> list[float]:
-    import paho.mqtt.client as mqtt
-
     procs = [spawn(c, settings, logs / f"{c}-latency.log") for c in ("bridge", "worker", "sink")]
     try:
         assert await asyncio.to_thread(wait_bridge_online, settings, 60)
-        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"bench-{uuid.uuid4().hex[:6]}")
+        # The admin login may publish for every camera (cameras may only speak for themselves).
+        client = make_client(admin_settings(settings), f"bench-{uuid.uuid4().hex[:6]}", persistent=False)
         client.connect(settings.mqtt.host, settings.mqtt.port)
         client.loop_start()
         topics = settings.mqtt_topics
@@ -183,7 +184,10 @@ async def latency(settings: Settings, seconds: float, rate: float, logs: Path) -
         # Warm up until the pipeline answers, then measure at a steady rate.
         send("probe", "warmup")
         conn = await asyncpg.connect(settings.database_url.replace("+asyncpg", ""))
+        deadline = time.monotonic() + 120
         while not await conn.fetchval("SELECT count(*) FROM camera_minute_counts WHERE object_class = 'warmup'"):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the pipeline did not answer; logs in {logs}")
             await asyncio.sleep(0.2)  # waiting for the worker's first assignment
         started = time.monotonic()
         k = 0
