@@ -33,6 +33,15 @@ class SourceConfig(_Strict):
     fps: float | None = Field(None, gt=0, le=240)
 
 
+class ModelUpdateConfig(_Strict):
+    """Models rolled out from the cloud (``fleetsight model rollout``)."""
+
+    enabled: bool = Field(True, description="false: refuse every rollout to this camera")
+    store: Path | None = Field(None, description="where rolled-out models are kept; default: models-<camera_id>/ beside the outbox")
+    probation_frames: int = Field(30, ge=1, description="detector runs a new model is watched for before it is kept")
+    max_slowdown: float = Field(3.0, gt=1.0, description="roll back if the new model's median inference time is this many times the old one's")
+
+
 class ModelConfig(_Strict):
     name: str = "nanodet-m-416"
     path: Path | None = Field(None, description="another file of the same architecture (needs sha256)")
@@ -40,6 +49,7 @@ class ModelConfig(_Strict):
     providers: list[str] | None = None
     threads: int | None = Field(None, ge=1, le=64)
     letterbox: bool = True
+    updates: ModelUpdateConfig = Field(default_factory=ModelUpdateConfig)
 
 
 class DetectConfig(_Strict):
@@ -168,6 +178,11 @@ def load_camera_config(path: Path | str) -> CameraConfig:
     source = config.source.uri
     if "://" not in source and not source.isdigit() and not Path(source).is_absolute():
         config.source.uri = str(base / source)
+    store = config.model.updates.store
+    if store is None:
+        config.model.updates.store = config.outbox.path.parent / f"models-{config.camera_id}"
+    elif not store.is_absolute():
+        config.model.updates.store = base / store
     if config.model.path is not None and not config.model.path.is_absolute():
         config.model.path = base / config.model.path
     if config.mqtt.password_file is not None and not config.mqtt.password_file.is_absolute():

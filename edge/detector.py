@@ -46,7 +46,9 @@ class ModelSpec:
     classes: tuple[str, ...]
 
 
-def model_spec(name: str = DEFAULT_MODEL, path: Path | None = None, sha256: str | None = None) -> ModelSpec:
+def model_spec(
+    name: str = DEFAULT_MODEL, path: Path | None = None, sha256: str | None = None, version: str | None = None
+) -> ModelSpec:
     """The spec of a shipped model, optionally pointing at another file of the same architecture."""
     manifest = json.loads((MODELS_DIR / "models.json").read_text())
     if name not in manifest:
@@ -56,7 +58,7 @@ def model_spec(name: str = DEFAULT_MODEL, path: Path | None = None, sha256: str 
         raise ModelError(f"model.path {path} needs model.sha256 as well: files are verified before loading")
     return ModelSpec(
         name=name,
-        version=entry["version"] if path is None else f"{name}@sha256:{sha256[:12]}",  # type: ignore[index]
+        version=version or (entry["version"] if path is None else f"{name}@sha256:{sha256[:12]}"),  # type: ignore[index]
         path=path or MODELS_DIR / entry["file"],
         sha256=sha256 or entry["sha256"],
         input_size=entry["input_size"],

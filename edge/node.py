@@ -18,7 +18,8 @@ from typing import Callable
 from edge.capture import VideoSource
 from edge.config import CameraConfig
 from edge.outbox import Outbox
-from edge.pipeline import DebugWriter, NodeStats, Pipeline, build_detector, build_scene
+from edge.pipeline import DebugWriter, NodeStats, Pipeline, build_scene
+from edge.updater import ModelStore, ModelSwitch, ModelUpdater, startup_detector
 from edge.uplink import Uplink
 from fleetsight import metrics
 from fleetsight.mqtt_auth import camera_password
@@ -48,11 +49,13 @@ class CameraNode:
         self.max_frames = max_frames
         self.on_events = on_events
         self.stats = NodeStats()
-        self.detector = build_detector(config)
-        self.spec = self.detector.spec
+        self._outbox_path = config.outbox.path or Path(f"outbox-{config.camera_id}.sqlite3")
+        updates = config.model.updates
+        self.models = ModelStore(updates.store or self._outbox_path.parent / f"models-{config.camera_id}")
+        self.switch = ModelSwitch(startup_detector(config, self.models), updates.probation_frames, updates.max_slowdown)
+        self.spec = self.switch.detector.spec
         self.source = VideoSource(config.source.uri, loop=config.source.loop, realtime=config.source.realtime, fps=config.source.fps)
         self.scene = build_scene(config)
-        self._outbox_path = config.outbox.path or Path(f"outbox-{config.camera_id}.sqlite3")
         self._uplink_outbox = self._open_outbox()
         self.uplink = Uplink(
             settings,
@@ -63,6 +66,7 @@ class CameraNode:
             username=config.mqtt.username or config.camera_id,
             password=config.mqtt.password() or camera_password(settings, config.camera_id),
         )
+        self.updater = ModelUpdater(config, self.uplink, self.switch, self.models, settings.mqtt_topics)
         self._stop_video = threading.Event()
         self._debug = DebugWriter(debug_dir, config) if debug_dir else None
 
@@ -87,9 +91,10 @@ class CameraNode:
             for frame in self.source.frames(self._stop_video):
                 if pipeline is None:
                     pipeline = Pipeline(
-                        self.config, self.detector, self.scene, outbox, self.source.fps,
+                        self.config, self.switch.detector, self.scene, outbox, self.source.fps,
                         stats=self.stats, on_stored=stored, debug=self._debug, start=frame.media_s,
                         on_snapshot=lambda jpeg: loop.call_soon_threadsafe(self.uplink.publish_snapshot, jpeg),
+                        switch=self.switch,
                     )
                 pipeline.step(frame)
                 if self.max_frames is not None and self.stats.frames >= self.max_frames:
@@ -109,6 +114,7 @@ class CameraNode:
         metrics.serve(self.config.metrics_port, self.config.metrics_bind)
         metrics.EDGE_MODEL.labels(self.config.camera_id, self.spec.version).set(1)
         uplink_stop = asyncio.Event()
+        self.updater.start()
         uplink_task = asyncio.create_task(self.uplink.run(uplink_stop))
         video = asyncio.create_task(asyncio.to_thread(self._video_loop, loop))
         waiter = asyncio.create_task(stop.wait())

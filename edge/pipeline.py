@@ -12,19 +12,22 @@ import time
 from collections import Counter, deque
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
 from edge.capture import Frame
 from edge.config import CameraConfig
-from edge.detector import Detector, model_spec
+from edge.detector import Detector, ModelSpec, model_spec
 from edge.gate import MotionGate
 from edge.outbox import NewEvent, Outbox
 from edge.scene import Line, Observation, Scene, Zone
 from edge.tracker import TrackedObject, Tracker
 from fleetsight import metrics
 from schemas.codec import Event
+
+if TYPE_CHECKING:
+    from edge.updater import ModelSwitch
 
 STATE_EVERY_S = 2.0  # how stale the saved scene may get when nothing happens
 
@@ -52,10 +55,11 @@ class NodeStats:
         return statistics.median(data), data[min(len(data) - 1, int(0.95 * len(data)))]
 
 
-def build_detector(config: CameraConfig) -> Detector:
-    """The detector a camera's config asks for (its file verified before loading)."""
+def build_detector(config: CameraConfig, spec: ModelSpec | None = None) -> Detector:
+    """The detector a camera's config asks for, or ``spec``'s model with the
+    config's settings (its file verified before loading)."""
     return Detector(
-        model_spec(config.model.name, config.model.path, config.model.sha256),
+        spec or model_spec(config.model.name, config.model.path, config.model.sha256),
         confidence=config.detect.confidence,
         iou=config.detect.iou,
         classes=config.detect.classes,
@@ -91,9 +95,11 @@ class Pipeline:
         debug: "DebugWriter | None" = None,
         start: float = 0.0,
         on_snapshot: Callable[[bytes], None] | None = None,
+        switch: "ModelSwitch | None" = None,
     ) -> None:
         self.config = config
         self.detector = detector
+        self.switch = switch
         self.scene = scene
         self.outbox = outbox
         self.stats = stats or NodeStats()
@@ -168,9 +174,21 @@ class Pipeline:
         return self._store(self.scene.end_all(self.last_ts) if source_ended else [])
 
     def _detect(self, image: np.ndarray):
+        if self.switch is not None:
+            self.detector = self.switch.current()  # a rolled-out model comes in between frames
         started = time.perf_counter()
-        detections = self.detector(image)
+        try:
+            detections = self.detector(image)
+        except Exception as exc:
+            if self.switch is None or not self.switch.on_probation:
+                raise
+            # The new model failed on this frame: the old one runs it instead.
+            self.detector = self.switch.roll_back(f"inference failed: {exc}")
+            started = time.perf_counter()
+            detections = self.detector(image)
         elapsed = time.perf_counter() - started
+        if self.switch is not None:
+            self.detector = self.switch.observe(elapsed)
         self.stats.inference_ms.append(elapsed * 1000)
         self._m_inference.observe(elapsed)
         self.stats.detector_runs += 1

@@ -14,6 +14,7 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass
+from typing import Callable
 
 import paho.mqtt.client as mqtt
 
@@ -70,6 +71,10 @@ class Uplink:
         self._head_published: int | None = None
         self._dropped_seen = outbox.dropped
         self._closing = False
+        # Other topics the camera follows (model rollout), and the latest
+        # state it keeps retained on the broker; both survive reconnects.
+        self._handlers: dict[str, Callable[[str, bytes], None]] = {}
+        self._retained: dict[str, bytes] = {}
 
     # --- paho thread ----------------------------------------------------------
 
@@ -77,7 +82,7 @@ class Uplink:
         if reason_code.is_failure:
             log.error("%s: MQTT connection refused: %s", self.camera_id, reason_code)
             return
-        client.subscribe(self.topics.ack(self.camera_id), qos=1)
+        client.subscribe([(self.topics.ack(self.camera_id), 1)] + [(t, 1) for t in list(self._handlers)])
         assert self._loop is not None
         self._loop.call_soon_threadsafe(self._connected, True)
 
@@ -86,6 +91,13 @@ class Uplink:
         self._loop.call_soon_threadsafe(self._connected, False)
 
     def _on_message(self, client, userdata, msg: mqtt.MQTTMessage) -> None:
+        handler = self._handlers.get(msg.topic)
+        if handler is not None:
+            assert self._loop is not None
+            self._loop.call_soon_threadsafe(handler, msg.topic, msg.payload)
+            return
+        if msg.topic != self.topics.ack(self.camera_id):
+            return  # retained messages still in flight for a topic just unsubscribed
         try:
             camera_id, seq = decode_ack(msg.payload)
         except EventError as exc:
@@ -101,6 +113,8 @@ class Uplink:
         self.stats.connected = up
         if up:
             log.info("%s: link up; resending from seq %d", self.camera_id, self.outbox.head())
+            for topic, payload in self._retained.items():
+                self._client.publish(topic, payload, qos=1, retain=True)  # type: ignore[union-attr]
             self._cursor = None  # go back: anything in flight may be lost
             self._head_published = None
         elif not self._closing:
@@ -128,6 +142,24 @@ class Uplink:
         """Best effort (QoS 0, retained): the latest picture, not a record."""
         if self._client is not None and self.stats.connected:
             self._client.publish(self.topics.snapshot(self.camera_id), jpeg, qos=0, retain=True)
+
+    def subscribe(self, topic: str, handler: Callable[[str, bytes], None]) -> None:
+        """Call ``handler(topic, payload)`` on the event loop for messages on ``topic``."""
+        self._handlers[topic] = handler
+        if self._client is not None:
+            # Also when it looks down: the connect callback may have read the
+            # topic list just before this one was added (twice is harmless).
+            self._client.subscribe(topic, qos=1)
+
+    def unsubscribe(self, topic: str) -> None:
+        if self._handlers.pop(topic, None) is not None and self._client is not None:
+            self._client.unsubscribe(topic)
+
+    def retain(self, topic: str, payload: bytes) -> None:
+        """Keep ``payload`` as the retained state on ``topic`` (sent now or on reconnect)."""
+        self._retained[topic] = payload
+        if self._client is not None and self.stats.connected:
+            self._client.publish(topic, payload, qos=1, retain=True)
 
     def notify(self) -> None:
         """New events are in the outbox."""

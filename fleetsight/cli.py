@@ -149,6 +149,45 @@ def cmd_mqtt(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_model(args: argparse.Namespace, settings: Settings) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from fleetsight import rollout
+    from schemas.rollout import RolloutError
+
+    console = Console()
+    try:
+        if args.action == "publish":
+            row = asyncio.run(rollout.publish(settings, args.file, args.version, args.name, args.notes, check=not args.no_check))
+            print(f"{row.version}  {row.name}  {row.size_bytes} bytes  sha256 {row.sha256}")
+        elif args.action == "rollout":
+            desired = asyncio.run(rollout.rollout(settings, args.version, args.site, args.camera))
+            print(f"rollout {desired.rollout_id}: {desired.version} to "
+                  + ", ".join([f"site {s}" for s in args.site] + [f"camera {c}" for c in args.camera])
+                  + "; `fleetsight model status` follows it")
+        else:
+            versions, cameras = asyncio.run(rollout.status(settings))
+            table = Table(title="Model registry")
+            for column in ("version", "architecture", "size", "input", "published", "notes"):
+                table.add_column(column)
+            for v in versions:
+                table.add_row(v.version, v.name, f"{v.size_bytes / 2**20:.1f} MiB", v.input_shape, f"{v.created_at:%Y-%m-%d %H:%M}", v.notes)
+            console.print(table)
+            table = Table(title="Cameras")
+            for column in ("camera", "site", "should run", "runs", "rollout", "detail"):
+                table.add_column(column)
+            colours = {"active": "green", "failed": "red", "refused": "red", "rolled_back": "red", "pending": "yellow"}
+            for c in cameras:
+                state = f"[{colours.get(c.state, 'cyan')}]{c.state}[/]"
+                table.add_row(c.camera_id, c.site or "?", c.desired or "-", c.running or "?", state, c.detail)
+            console.print(table)
+    except RolloutError as exc:
+        log.error("%s", exc)
+        return 1
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     from fleetsight.demo import run_demo
 
@@ -197,6 +236,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-frames", type=int, help="stop after this many frames")
     p.add_argument("--drain-timeout", type=float, default=30.0, help="after a file ends: seconds to wait for the cloud")
     p.set_defaults(func=cmd_edge_run)
+
+    model = sub.add_parser("model", help="model registry and rollout to the edges")
+    model_sub = model.add_subparsers(dest="action", required=True)
+    p = model_sub.add_parser("publish", help="put an ONNX file in the registry")
+    p.add_argument("file", type=Path)
+    p.add_argument("--version", help="default: <architecture>@<first 12 hex digits of its sha256>")
+    p.add_argument("--name", default="nanodet-m-416", help="architecture the edges know it as")
+    p.add_argument("--notes", default="")
+    p.add_argument("--no-check", action="store_true", help="do not load it with onnxruntime first")
+    p.set_defaults(func=cmd_model)
+    p = model_sub.add_parser("rollout", help="tell sites or cameras to run a published version")
+    p.add_argument("version")
+    p.add_argument("--site", action="append", default=[], help="every camera of this site, now and later (repeatable)")
+    p.add_argument("--camera", action="append", default=[], help="this camera (repeatable)")
+    p.set_defaults(func=cmd_model)
+    model_sub.add_parser("status", help="registry, and what each camera runs").set_defaults(func=cmd_model)
 
     p = sub.add_parser("demo", help="everything at once: services, pipeline, a simulated fleet, the SQL result")
     p.add_argument("--duration", type=float, default=60.0)

@@ -3,8 +3,9 @@
 The broker's ACL file (the same rules ship in ``deploy/mosquitto/acl``):
 
 - a camera logs in with its camera id as user name and may publish only to
-  ``<root>/cameras/<its id>/{events,outbox,snapshot}`` and read only its own
-  ``ack`` and ``control`` topics; the bridge then checks that every event's
+  ``<root>/cameras/<its id>/{events,outbox,snapshot,model}`` and read only its
+  own ``ack`` and ``control`` topics (plus the sites' model instructions and
+  the model files, which are not secret); the bridge then checks that every event's
   ``camera_id`` matches the topic it came on, so the MQTT user owns the
   camera id in the payload;
 - the bridge user reads every camera's events and outbox head and writes the
@@ -44,8 +45,11 @@ topic readwrite #
 pattern write +/cameras/%u/events
 pattern write +/cameras/%u/outbox
 pattern write +/cameras/%u/snapshot
+pattern write +/cameras/%u/model
 pattern read +/cameras/%u/ack
 pattern read +/cameras/%u/control/#
+pattern read +/sites/+/control/#
+pattern read +/models/#
 pattern read +/bridge/status
 """
 
@@ -89,7 +93,7 @@ def ensure_user(settings: Settings, user: str, *, camera: bool = False, passwd: 
     if result.returncode != 0:
         raise AuthError(f"mosquitto_passwd failed for {user}: {result.stderr.strip()}")
     give_to_broker(passwd)
-    _reload_broker(settings)
+    reload_broker(settings)
     return path
 
 
@@ -113,7 +117,7 @@ def _listed(passwd: Path, user: str) -> bool:
         return False
 
 
-def _reload_broker(settings: Settings) -> None:
+def reload_broker(settings: Settings) -> None:
     """SIGHUP makes a running Mosquitto read its password and ACL files again."""
     pid_file = settings.services_dir / "mosquitto" / "pid"
     try:

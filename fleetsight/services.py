@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from fleetsight.mqtt_auth import ACL, ADMIN_USER, ensure_user, give_to_broker
+from fleetsight.mqtt_auth import ACL, ADMIN_USER, ensure_user, give_to_broker, reload_broker
 from fleetsight.settings import BRIDGE_USER, REPO_ROOT, Settings
 
 log = logging.getLogger("fleetsight.services")
@@ -150,14 +150,20 @@ class Mosquitto(_Process):
         return Status(self.name, f"mqtt://127.0.0.1:{self.port}", pid is not None and _port_open(self.port), pid)
 
     def up(self) -> None:
+        acl = self.dir / "acl"
         if self.status().running:
+            if acl.exists() and acl.read_text() != ACL:
+                # A broker started by an older FleetSight: give it today's rules.
+                acl.write_text(ACL)
+                give_to_broker(acl)
+                reload_broker(self.settings)
             return
         binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
         if not Path(binary).exists():
             raise ServiceError("mosquitto is not installed: run `make deps` (Debian package mosquitto)")
         data = self.dir / "data"
         data.mkdir(parents=True, exist_ok=True)
-        passwd, acl = self.dir / "passwd", self.dir / "acl"
+        passwd = self.dir / "passwd"
         acl.write_text(ACL)
         give_to_broker(acl)
         for user in (BRIDGE_USER, ADMIN_USER):

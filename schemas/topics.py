@@ -21,6 +21,14 @@ class MqttTopics:
                                            watermark
     ``{root}/cameras/{camera_id}/snapshot`` edge, retained, only if the operator
                                            turns snapshots on: a small JPEG
+    ``{root}/cameras/{camera_id}/control/model`` cloud -> edge, retained:
+                                           the model it should run
+    ``{root}/cameras/{camera_id}/model``   edge, retained: the model it runs
+                                           and how a rollout went
+    ``{root}/sites/{site}/control/model``  cloud -> edges, retained: the
+                                           model a whole site should run
+    ``{root}/models/{sha256}/{i}``         cloud, retained: chunk i of a
+                                           model file (see ``schemas.rollout``)
     ``{root}/bridge/status``               retained ``online``/``offline``
     """
 
@@ -37,6 +45,21 @@ class MqttTopics:
 
     def snapshot(self, camera_id: str) -> str:
         return f"{self.root}/cameras/{camera_id}/snapshot"
+
+    def model_desired(self, camera_id: str) -> str:
+        return f"{self.root}/cameras/{camera_id}/control/model"
+
+    def site_model_desired(self, site: str) -> str:
+        return f"{self.root}/sites/{site}/control/model"
+
+    def model_report(self, camera_id: str) -> str:
+        return f"{self.root}/cameras/{camera_id}/model"
+
+    def all_model_reports(self) -> str:
+        return f"{self.root}/cameras/+/model"
+
+    def model_chunk(self, sha256: str, index: int) -> str:
+        return f"{self.root}/models/{sha256}/{index}"
 
     @property
     def bridge_status(self) -> str:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import BigInteger, Boolean, DateTime, Float, Index, Integer, String, Text, func
+from sqlalchemy import BigInteger, Boolean, DateTime, Float, ForeignKey, Identity, Index, Integer, LargeBinary, String, Text, func
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -151,3 +151,39 @@ MODELS: dict[str, type[Base]] = {
     m.__tablename__: m
     for m in (CameraMinuteCount, LineMinuteCrossing, ZoneMinuteStat, CameraMinuteHealth, CameraStatus, Alert, LateEvent)
 }
+
+
+class ModelVersion(Base):
+    """A model file in the registry (``fleetsight model publish``)."""
+
+    __tablename__ = "model_versions"
+    version: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), nullable=False, comment="architecture, as the edge knows it")
+    sha256: Mapped[str] = mapped_column(String(64), nullable=False, unique=True)
+    size_bytes: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    input_shape: Mapped[str] = mapped_column(String(64), nullable=False, comment="e.g. 1x3x416x416")
+    classes: Mapped[int] = mapped_column(Integer, nullable=False, comment="number of classes the model outputs")
+    notes: Mapped[str] = mapped_column(Text, nullable=False, server_default="")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False, server_default=func.now())
+    content: Mapped[bytes] = mapped_column(LargeBinary, nullable=False, comment="the ONNX file", deferred=True)
+    __table_args__ = ({"comment": "Models that can be rolled out to edges."},)
+
+
+class ModelRollout(Base):
+    """One ``fleetsight model rollout``: a version, and when it was issued."""
+
+    __tablename__ = "model_rollouts"
+    rollout_id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    version: Mapped[str] = mapped_column(String(64), ForeignKey("model_versions.version"), nullable=False)
+    issued_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    __table_args__ = ({"comment": "Rollout instructions (fleetsight model rollout); the latest one addressed to a camera or its site wins."},)
+
+
+class ModelRolloutTarget(Base):
+    """A site or camera a rollout addressed."""
+
+    __tablename__ = "model_rollout_targets"
+    rollout_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("model_rollouts.rollout_id"), primary_key=True)
+    target_kind: Mapped[str] = mapped_column(String(8), primary_key=True, comment="site or camera")
+    target: Mapped[str] = mapped_column(String(64), primary_key=True, comment="the site or camera id")
+    __table_args__ = ({"comment": "The sites and cameras a rollout addressed."},)

@@ -230,12 +230,12 @@ class MqttWatcher:
         self.client.loop_stop()
 
 
-def publish(settings: Settings, items: list[tuple[str, bytes]]) -> None:
+def publish(settings: Settings, items: list[tuple[str, bytes]], retain: bool = False) -> None:
     """Publish (topic, payload) pairs at QoS 1 and wait for every PUBACK."""
     client = admin_client(settings, "pub", inflight=200)
     client.loop_start()
     try:
-        infos = [client.publish(topic, payload, qos=1) for topic, payload in items]
+        infos = [client.publish(topic, payload, qos=1, retain=retain) for topic, payload in items]
         for info in infos:
             info.wait_for_publish(timeout=30)
             assert info.is_published(), "broker did not acknowledge a publish"

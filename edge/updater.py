@@ -1,0 +1,401 @@
+"""Models rolled out from the cloud: fetch, verify, load beside, swap, watch, keep or roll back.
+
+The cloud leaves a retained instruction (``schemas.rollout.DesiredModel``)
+for the camera or its site and the file as retained chunks. The updater
+(asyncio side) fetches the chunks it lacks into the local store, checks
+every chunk and the whole file against their sha256, loads the model in a
+thread and runs it once, then offers it to the ``ModelSwitch``. The video
+thread takes it between two frames, so no frame waits for a load and none is
+dropped. For ``probation_frames`` detector runs the old model stays loaded:
+an inference error, or a median inference time over ``max_slowdown`` times
+the old one's, puts the old model back (the failing frame is run again on
+it). A model that passes is written down as current, so a restart runs it.
+A version that failed is not tried again until a new rollout asks for it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import os
+import shutil
+import statistics
+import threading
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from edge.config import CameraConfig
+from edge.detector import Detector, ModelError, ModelSpec, model_spec, verify
+from edge.pipeline import build_detector
+from fleetsight import metrics
+from schemas.rollout import DesiredModel, ModelReport, RolloutError, State
+from schemas.topics import MqttTopics
+
+log = logging.getLogger("fleetsight.updater")
+
+WINDOW = 8  # chunks asked for at a time
+
+
+class ModelStore:
+    """Rolled-out model files on the camera's disk, and which one is current."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        directory.mkdir(parents=True, exist_ok=True)
+
+    def file(self, sha256: str) -> Path:
+        return self.directory / f"{sha256}.onnx"
+
+    def _parts(self, sha256: str) -> Path:
+        return self.directory / f"{sha256}.parts"
+
+    def missing(self, desired: DesiredModel) -> list[int]:
+        """Chunks not yet here intact (a resumed download asks only for these)."""
+        parts = self._parts(desired.sha256)
+        out = []
+        for i, expected in enumerate(desired.chunk_sha256):
+            try:
+                ok = hashlib.sha256((parts / str(i)).read_bytes()).hexdigest() == expected
+            except FileNotFoundError:
+                ok = False
+            if not ok:
+                out.append(i)
+        return out
+
+    def write_chunk(self, desired: DesiredModel, index: int, data: bytes) -> None:
+        parts = self._parts(desired.sha256)
+        parts.mkdir(exist_ok=True)
+        tmp = parts / f"{index}.tmp"
+        tmp.write_bytes(data)
+        os.replace(tmp, parts / str(index))
+
+    def assemble(self, desired: DesiredModel) -> Path:
+        """Join the chunks into the model file and check it; raises ModelError if it is not the one announced."""
+        parts = self._parts(desired.sha256)
+        target = self.file(desired.sha256)
+        tmp = target.with_suffix(".tmp")
+        with open(tmp, "wb") as out:
+            for i in range(desired.chunks):
+                out.write((parts / str(i)).read_bytes())
+        try:
+            verify(tmp, desired.sha256)
+        except ModelError:
+            tmp.unlink()
+            shutil.rmtree(parts, ignore_errors=True)
+            raise
+        os.replace(tmp, target)
+        shutil.rmtree(parts, ignore_errors=True)
+        return target
+
+    def _read(self, name: str) -> dict:
+        try:
+            return json.loads((self.directory / name).read_text())
+        except (FileNotFoundError, ValueError):
+            return {}
+
+    def _write(self, name: str, data: dict) -> None:
+        tmp = self.directory / f"{name}.tmp"
+        tmp.write_text(json.dumps(data))
+        os.replace(tmp, self.directory / name)
+
+    def current(self) -> dict:
+        """``{version, name, sha256, path}`` of the model a rollout made current, or {}."""
+        return self._read("current.json")
+
+    def set_current(self, desired: DesiredModel, path: Path) -> None:
+        self._write("current.json", {"version": desired.version, "name": desired.name, "sha256": desired.sha256, "path": str(path)})
+        keep = {path.name, self.file(desired.sha256).name}
+        for old in self.directory.glob("*.onnx"):
+            if old.name not in keep:
+                old.unlink()
+
+    def failure(self, desired: DesiredModel) -> str | None:
+        """Why this rollout already failed here, if it did."""
+        entry = self._read("failed.json").get(desired.sha256)
+        return entry["reason"] if entry and entry["rollout_id"] == desired.rollout_id else None
+
+    def record_failure(self, desired: DesiredModel, reason: str) -> None:
+        failed = self._read("failed.json")
+        failed[desired.sha256] = {"rollout_id": desired.rollout_id, "version": desired.version, "reason": reason}
+        self._write("failed.json", failed)
+        if desired.sha256 != self.current().get("sha256"):
+            self.file(desired.sha256).unlink(missing_ok=True)
+
+
+def startup_detector(config: CameraConfig, store: ModelStore) -> Detector:
+    """The model a rollout made current if it still loads, else the config's."""
+    current = store.current()
+    if current and current.get("name") == config.model.name:
+        try:
+            return build_detector(config, model_spec(current["name"], Path(current["path"]), current["sha256"], current["version"]))
+        except ModelError as exc:
+            log.error("%s: rolled-out model %s does not load (%s); using the configured one", config.camera_id, current["version"], exc)
+    return build_detector(config)
+
+
+@dataclass
+class _Candidate:
+    detector: Detector
+    desired: DesiredModel
+
+
+class ModelSwitch:
+    """Hands a loaded model to the video thread and watches it on probation.
+
+    ``current``, ``observe`` and ``roll_back`` are called by the video thread
+    only; ``offer`` by any thread. ``on_outcome(desired, kept, reason)`` is
+    called from the video thread.
+    """
+
+    def __init__(
+        self, detector: Detector, probation_frames: int, max_slowdown: float,
+        on_outcome: Callable[[DesiredModel, bool, str], None] = lambda d, ok, why: None,
+    ) -> None:
+        self.detector = detector
+        self.probation_frames = probation_frames
+        self.max_slowdown = max_slowdown
+        self.on_outcome = on_outcome
+        self._lock = threading.Lock()
+        self._offered: _Candidate | None = None
+        self._trial: _Candidate | None = None
+        self._previous: Detector | None = None
+        self._recent: deque[float] = deque(maxlen=50)
+        self._baseline = 0.0
+        self._runs: list[float] = []
+
+    @property
+    def on_probation(self) -> bool:
+        return self._trial is not None
+
+    def offer(self, detector: Detector, desired: DesiredModel) -> None:
+        with self._lock:
+            self._offered = _Candidate(detector, desired)
+
+    def current(self) -> Detector:
+        """The detector for the next frame (a model offered since is swapped in here)."""
+        with self._lock:
+            offered, self._offered = self._offered, None
+        if offered is not None:
+            if self._trial is not None:  # superseded while on probation: compare with the model kept before it
+                self.on_outcome(self._trial.desired, False, f"superseded by {offered.desired.version}")
+            else:
+                self._previous = self.detector
+                self._baseline = statistics.median(self._recent) if self._recent else 0.0
+            self._trial, self._runs = offered, []
+            self.detector = offered.detector
+            log.info("now running %s (on probation for %d detector runs)", offered.desired.version, self.probation_frames)
+        return self.detector
+
+    def observe(self, elapsed_s: float) -> Detector:
+        """Record one inference time; returns the detector to keep using."""
+        if self._trial is None:
+            self._recent.append(elapsed_s)
+            return self.detector
+        self._runs.append(elapsed_s)
+        if len(self._runs) < self.probation_frames:
+            return self.detector
+        median = statistics.median(self._runs)
+        if self._baseline and median > self.max_slowdown * self._baseline:
+            return self.roll_back(
+                f"median inference {median * 1000:.0f} ms against {self._baseline * 1000:.0f} ms before "
+                f"(limit {self.max_slowdown:g}x)"
+            )
+        trial, self._trial, self._previous = self._trial, None, None
+        self._recent.clear()
+        self._recent.extend(self._runs)
+        self.on_outcome(trial.desired, True, f"median inference {median * 1000:.0f} ms")
+        return self.detector
+
+    def roll_back(self, reason: str) -> Detector:
+        """Put the model from before the trial back."""
+        assert self._trial is not None and self._previous is not None
+        trial, self._trial = self._trial, None
+        self.detector, self._previous = self._previous, None
+        log.warning("rolled back from %s: %s", trial.desired.version, reason)
+        self.on_outcome(trial.desired, False, reason)
+        return self.detector
+
+
+class ModelUpdater:
+    """Follows the camera's rollout instructions (asyncio side). ``link`` is
+    the camera's uplink: ``subscribe``, ``unsubscribe`` and ``retain``."""
+
+    def __init__(self, config: CameraConfig, link, switch: ModelSwitch, store: ModelStore, topics: MqttTopics) -> None:
+        self.config = config
+        self.camera_id = config.camera_id
+        self.link = link
+        self.switch = switch
+        self.store = store
+        self.topics = topics
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._instructions: dict[str, DesiredModel] = {}
+        self._target: DesiredModel | None = None
+        self._fetching: set[int] = set()
+        self._missing: list[int] = []
+        self._running = switch.detector.spec
+        self._last_progress = -1.0
+        self._tasks: set[asyncio.Task] = set()
+        switch.on_outcome = self._outcome_from_video_thread
+
+    def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self.report(None, None)
+        for topic in (self.topics.model_desired(self.camera_id), self.topics.site_model_desired(self.config.site)):
+            self.link.subscribe(topic, self._on_instruction)
+
+    # --- reporting ----------------------------------------------------------------
+
+    def report(self, desired: DesiredModel | None, state: State | None, detail: str = "", progress: float = 0.0) -> None:
+        spec = self._running
+        message = ModelReport(
+            camera_id=self.camera_id, running_version=spec.version, running_sha256=spec.sha256,
+            rollout_id=desired.rollout_id if desired else None, version=desired.version if desired else None,
+            state=state, detail=detail, progress=progress,
+        )
+        self.link.retain(self.topics.model_report(self.camera_id), message.to_json())
+        if state in ("refused", "failed", "rolled_back"):
+            log.error("%s: model %s %s: %s", self.camera_id, desired.version if desired else "?", state.replace("_", " "), detail)
+        elif state in ("active", "probation"):
+            log.info("%s: model %s %s %s", self.camera_id, desired.version if desired else "?", state, detail)
+
+    def _fail(self, desired: DesiredModel, state: State, reason: str) -> None:
+        self.store.record_failure(desired, reason)
+        self.report(desired, state, reason)
+
+    # --- instructions -------------------------------------------------------------
+
+    def _on_instruction(self, topic: str, payload: bytes) -> None:
+        if not payload:
+            self._instructions.pop(topic, None)  # a cleared retained instruction
+            return
+        try:
+            desired = DesiredModel.from_json(payload)
+        except RolloutError as exc:
+            log.warning("%s: ignoring the instruction on %s: %s", self.camera_id, topic, exc)
+            return
+        self._instructions[topic] = desired
+        latest = max(self._instructions.values(), key=lambda d: d.rollout_id)
+        if self._target is None or latest.rollout_id != self._target.rollout_id:
+            self._follow(latest)
+
+    def _follow(self, desired: DesiredModel) -> None:
+        self._stop_fetching()
+        self._target = desired
+        if desired.sha256 == self._running.sha256:
+            self.report(desired, "active", "already running it")
+            return
+        previous = self.store.failure(desired)
+        if previous is not None:
+            self.report(desired, "failed", f"{previous} (not tried again until a new rollout)")
+            return
+        if not self.config.model.updates.enabled:
+            self.report(desired, "refused", "model updates are turned off in this camera's config")
+            return
+        if desired.name != self.config.model.name:
+            self._fail(desired, "refused", f"a {desired.name} model; this camera runs {self.config.model.name}")
+            return
+        if desired.chunks != -(-desired.size // desired.chunk_size):
+            self._fail(desired, "refused", f"{desired.chunks} chunks cannot hold {desired.size} bytes")
+            return
+        shipped = model_spec(desired.name)
+        if desired.sha256 == shipped.sha256:
+            self._spawn(self._load(desired, shipped.path))
+        elif self.store.file(desired.sha256).is_file():
+            self._spawn(self._load(desired, self.store.file(desired.sha256)))
+        else:
+            self._missing = self.store.missing(desired)
+            log.info("%s: fetching %s, %d of %d chunks", self.camera_id, desired.version, len(self._missing), desired.chunks)
+            self._fetch_more(desired)
+
+    def _spawn(self, coro) -> None:  # type: ignore[no-untyped-def]
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # --- download -------------------------------------------------------------------
+
+    def _fetch_more(self, desired: DesiredModel) -> None:
+        while self._missing and len(self._fetching) < WINDOW:
+            index = self._missing.pop(0)
+            self._fetching.add(index)
+            self.link.subscribe(self.topics.model_chunk(desired.sha256, index), self._on_chunk)
+        done = desired.chunks - len(self._missing) - len(self._fetching)
+        progress = done / desired.chunks
+        if progress - self._last_progress >= 0.1 or progress == 1.0:
+            self._last_progress = progress
+            self.report(desired, "downloading", progress=progress)
+        if not self._missing and not self._fetching:
+            self._spawn(self._assemble_and_load(desired))
+
+    def _stop_fetching(self) -> None:
+        if self._target is not None:
+            for index in self._fetching:
+                self.link.unsubscribe(self.topics.model_chunk(self._target.sha256, index))
+        self._fetching.clear()
+        self._missing = []
+        self._last_progress = -1.0
+
+    def _on_chunk(self, topic: str, payload: bytes) -> None:
+        desired = self._target
+        index = int(topic.rsplit("/", 1)[1])
+        if desired is None or not topic.startswith(self.topics.model_chunk(desired.sha256, 0)[:-1]) or index not in self._fetching:
+            return
+        self.link.unsubscribe(topic)
+        self._fetching.discard(index)
+        digest = hashlib.sha256(payload).hexdigest()
+        if digest != desired.chunk_sha256[index]:
+            self._stop_fetching()
+            self._fail(desired, "refused", f"chunk {index} of the file is corrupted (sha256 {digest[:12]}, announced {desired.chunk_sha256[index][:12]})")
+            return
+        self.store.write_chunk(desired, index, payload)
+        self._fetch_more(desired)
+
+    async def _assemble_and_load(self, desired: DesiredModel) -> None:
+        try:
+            path = await asyncio.to_thread(self.store.assemble, desired)
+        except ModelError as exc:
+            self._fail(desired, "refused", str(exc))
+            return
+        await self._load(desired, path)
+
+    async def _load(self, desired: DesiredModel, path: Path) -> None:
+        self.report(desired, "loading")
+        spec = model_spec(desired.name, path, desired.sha256, desired.version)
+        try:
+            detector = await asyncio.to_thread(self._build, spec)
+        except Exception as exc:  # whatever the runtime raises, the old model goes on
+            self._fail(desired, "failed", f"could not load it: {exc}")
+            return
+        if self._target is None or self._target.rollout_id != desired.rollout_id:
+            return  # a newer instruction came while it loaded
+        self.switch.offer(detector, desired)
+        self.report(desired, "probation", f"watching {self.config.model.updates.probation_frames} detector runs")
+
+    def _build(self, spec: ModelSpec) -> Detector:
+        detector = build_detector(self.config, spec)
+        # One run on a blank frame: a model that loads but cannot run fails
+        # here, and the first (slow) run does not count against its probation.
+        detector(np.zeros((spec.input_size, spec.input_size, 3), np.uint8))
+        return detector
+
+    # --- outcome ----------------------------------------------------------------------
+
+    def _outcome_from_video_thread(self, desired: DesiredModel, kept: bool, reason: str) -> None:
+        assert self._loop is not None
+        self._loop.call_soon_threadsafe(self._outcome, desired, kept, reason)
+
+    def _outcome(self, desired: DesiredModel, kept: bool, reason: str) -> None:
+        if kept:
+            old, self._running = self._running, self.switch.detector.spec
+            self.store.set_current(desired, self._running.path)
+            metrics.EDGE_MODEL.labels(self.camera_id, old.version).set(0)
+            metrics.EDGE_MODEL.labels(self.camera_id, desired.version).set(1)
+            self.report(desired, "active", reason)
+        else:
+            self._fail(desired, "rolled_back", reason)
