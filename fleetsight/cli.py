@@ -189,9 +189,10 @@ def cmd_model(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
-    from fleetsight.demo import run_demo
+    from fleetsight.demo import DemoOptions, run_demo
 
-    return run_demo(settings, duration_s=args.duration, cameras=args.cameras)
+    options = DemoOptions(cameras=args.cameras, loops=args.loops, max_frames=args.frames, realtime=not args.fast, report=args.report)
+    return run_demo(settings, options)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -253,9 +254,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_model)
     model_sub.add_parser("status", help="registry, and what each camera runs").set_defaults(func=cmd_model)
 
-    p = sub.add_parser("demo", help="everything at once: services, pipeline, a simulated fleet, the SQL result")
-    p.add_argument("--duration", type=float, default=60.0)
-    p.add_argument("--cameras", type=int, default=3)
+    p = sub.add_parser("demo", help="everything at once: services, pipeline, camera nodes on a sample video, SQL, an HTML report")
+    p.add_argument("--cameras", type=int, choices=[1, 2, 3], default=3)
+    p.add_argument("--loops", type=int, default=1, help="times through the 80 s clip")
+    p.add_argument("--frames", type=int, help="stop each camera after this many frames")
+    p.add_argument("--fast", action="store_true", help="as fast as the CPU allows instead of the clip's 10 fps")
+    p.add_argument("--report", type=Path, default=Path("demo-report.html"), help="where to write the HTML report")
     p.set_defaults(func=cmd_demo)
     return parser
 

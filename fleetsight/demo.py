@@ -1,61 +1,218 @@
-"""``fleetsight demo``: the whole pipeline on one machine, then the SQL result.
+"""``fleetsight demo``: the whole product on one machine, on real video.
 
 Starts the local services, migrates the database, runs the bridge, a stream
-worker and the sink, drives a simulated fleet, waits until PostgreSQL holds
-exactly what the cameras produced, and prints it. The services stay up so
-you can keep querying; ``fleetsight services down`` stops them.
+worker and the sink, then three camera nodes (each its own process, as on a
+real edge box) on the sample clip ``vtest.avi`` (a plaza seen from above)
+with lines and zones drawn on it. A live view follows frames, events, the
+outboxes and the SQL totals. When the clip ends and the outboxes are drained
+it checks that PostgreSQL holds exactly what the cameras recorded, prints
+the SQL results and writes a self-contained HTML report. The services stay
+up so you can keep querying; ``make services-down`` stops them.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import sys
+import shutil
+import subprocess
+import time
+import urllib.request
 from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
 
-from rich.console import Console
+import yaml
+from rich.console import Console, Group
+from rich.live import Live
 from rich.table import Table
 
-from edge.simulate import SimulatorConfig, run_simulator
+from edge.outbox import Outbox
+from fleetsight import report
+from fleetsight.mqtt_auth import ensure_user
 from fleetsight.processes import COMPONENTS, spawn, stop, wait_bridge_online
 from fleetsight.services import ServiceError, Services
-from fleetsight.settings import Settings
+from fleetsight.settings import REPO_ROOT, Settings
+from schemas.codec import MINUTE_MS, Event
 
 log = logging.getLogger("fleetsight.demo")
 
-CAMERA_PREFIX = "demo-cam"
+SITE = "plaza"
+# Drawn on vtest.avi; coordinates are fractions of the frame.
+CAMERAS = [
+    {"camera_id": "plaza-north",
+     "lines": [{"name": "crosswalk", "points": [[0.05, 0.55], [0.95, 0.55]]}],
+     "zones": [{"name": "benches", "polygon": [[0.55, 0.10], [0.98, 0.10], [0.98, 0.50], [0.55, 0.50]]}]},
+    {"camera_id": "plaza-west",
+     "lines": [{"name": "west-path", "points": [[0.35, 0.05], [0.35, 0.95]]}],
+     "zones": [{"name": "west-walk", "polygon": [[0.0, 0.0], [0.45, 0.0], [0.45, 1.0], [0.0, 1.0]]}]},
+    {"camera_id": "plaza-east",
+     "lines": [{"name": "east-path", "points": [[0.65, 0.05], [0.65, 0.95]]}],
+     "zones": [{"name": "fountain", "polygon": [[0.35, 0.35], [0.70, 0.35], [0.70, 0.80], [0.35, 0.80]]}]},
+]
 
-_COUNTS_SQL = """
-SELECT camera_id, object_class, (extract(epoch FROM minute) * 1000)::bigint AS minute, objects
-FROM camera_minute_counts WHERE camera_id LIKE $1
+
+@dataclass
+class DemoOptions:
+    cameras: int = 3
+    loops: int = 1  # times through the clip
+    max_frames: int | None = None  # per camera; None: the loops decide
+    realtime: bool = True  # at the clip's own 10 fps, as a camera delivers it
+    report: Path = Path("demo-report.html")
+    workdir: Path | None = None  # default: <services_dir>/demo
+    metrics_port_base: int = 9110
+
+
+def sample_video(settings: Settings) -> Path:
+    """The sample clip, fetched from Debian's opencv-doc package at set-up time if missing."""
+    media = settings.services_dir / "media"
+    if not (media / "vtest.avi").exists():
+        subprocess.run(["bash", str(REPO_ROOT / "scripts" / "fetch-media.sh"), str(media)], check=True)
+    return media / "vtest.avi"
+
+
+def write_camera_configs(settings: Settings, options: DemoOptions, workdir: Path) -> list[Path]:
+    """One YAML file per camera, as an operator would write them."""
+    video = sample_video(settings)
+    paths = []
+    for i, camera in enumerate(CAMERAS[: options.cameras]):
+        config = {
+            "camera_id": camera["camera_id"], "site": SITE,
+            "source": {"uri": str(video), "loop": options.loops > 1, "realtime": options.realtime},
+            "model": {"threads": 1},
+            "lines": camera["lines"], "zones": camera["zones"],
+            "occupancy_interval_s": 5, "health_interval_s": 10,
+            # Confirmed events stay in the outbox, so the demo can check SQL against them.
+            "outbox": {"path": f"outbox-{camera['camera_id']}.sqlite3", "keep_confirmed": True},
+            "metrics_port": options.metrics_port_base + i,
+        }
+        path = workdir / "cameras" / f"{camera['camera_id']}.yaml"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(f"# Written by `fleetsight demo`.\n{yaml.safe_dump(config, sort_keys=False)}")
+        paths.append(path)
+    return paths
+
+
+def _outbox(workdir: Path, camera_id: str) -> Outbox:
+    return Outbox(workdir / "cameras" / f"outbox-{camera_id}.sqlite3", camera_id, SITE, keep_confirmed=True)
+
+
+def recorded(workdir: Path, camera_id: str, after_seq: int) -> list[Event]:
+    """What a camera stored since ``after_seq``: the ground truth SQL must match."""
+    outbox = _outbox(workdir, camera_id)
+    try:
+        return [e for e in outbox.all_events() if e.seq > after_seq]
+    finally:
+        outbox.close()
+
+
+def last_seq(workdir: Path, camera_id: str) -> int:
+    if not (workdir / "cameras" / f"outbox-{camera_id}.sqlite3").exists():
+        return 0
+    outbox = _outbox(workdir, camera_id)
+    try:
+        return outbox.last_seq()
+    finally:
+        outbox.close()
+
+
+def expected_counts(events: list[Event]) -> Counter:
+    """(camera, table key..., minute) -> count, for objects and line crossings."""
+    out: Counter = Counter()
+    for e in events:
+        minute = e.ts - e.ts % MINUTE_MS
+        if e.type == "track.start":
+            out[("objects", e.camera_id, e.data["class"], minute)] += 1
+        elif e.type == "line.cross":
+            out[(f"crossings_{e.data['direction']}", e.camera_id, e.data["line"], minute)] += 1
+    return out
+
+
+_SQL_COUNTS = """
+SELECT 'objects' AS what, camera_id, object_class AS key, (extract(epoch FROM minute) * 1000)::bigint AS minute, objects AS n
+FROM camera_minute_counts WHERE camera_id = ANY($1)
+UNION ALL
+SELECT 'crossings_in', camera_id, line, (extract(epoch FROM minute) * 1000)::bigint, crossings_in
+FROM line_minute_crossings WHERE camera_id = ANY($1)
+UNION ALL
+SELECT 'crossings_out', camera_id, line, (extract(epoch FROM minute) * 1000)::bigint, crossings_out
+FROM line_minute_crossings WHERE camera_id = ANY($1)
 """
 
-SUMMARY_SQL = """
-SELECT camera_id, object_class, sum(objects) AS objects, min(minute) AS first_minute, max(minute) AS last_minute
-FROM camera_minute_counts
-WHERE camera_id LIKE 'demo-cam-%'
-GROUP BY camera_id, object_class
-ORDER BY camera_id, objects DESC
-"""
 
-
-async def _counts(dsn: str) -> Counter:
+async def sql_counts(dsn: str, cameras: list[str]) -> Counter:
     import asyncpg
 
     conn = await asyncpg.connect(dsn)
     try:
-        rows = await conn.fetch(_COUNTS_SQL, f"{CAMERA_PREFIX}-%")
+        rows = await conn.fetch(_SQL_COUNTS, cameras)
     finally:
         await conn.close()
-    return Counter({(r["camera_id"], r["object_class"], r["minute"]): r["objects"] for r in rows})
+    return Counter({(r["what"], r["camera_id"], r["key"], r["minute"]): r["n"] for r in rows if r["n"]})
+
+
+def scrape(port: int) -> dict[str, float]:
+    """A node's Prometheus metrics, summed by name (the live view reads what Prometheus would)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=1) as response:
+            text = response.read().decode()
+    except OSError:
+        return {}
+    out: dict[str, float] = Counter()
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name.endswith(("_total", "_depth", "_up")) or sample.name == "fleetsight_edge_inference_seconds_count":
+                out[sample.name] += sample.value
+    return out
 
 
 def _dsn(settings: Settings) -> str:
     return settings.database_dsn.replace("postgresql+asyncpg://", "postgresql://")
 
 
-def run_demo(settings: Settings, duration_s: float = 60.0, cameras: int = 3) -> int:
-    """Run the demo; 0 when SQL matches what the simulated cameras produced."""
+class LiveView:
+    """Per-camera progress from the nodes' metrics, and the SQL totals."""
+
+    def __init__(self, console: Console, cameras: list[str], ports: list[int], frames_each: int) -> None:
+        self.console = console
+        self.cameras = cameras
+        self.ports = ports
+        self.frames_each = frames_each
+        self.sql_total = 0
+        self._last_log = 0.0
+
+    def table(self, procs: dict[str, subprocess.Popen]) -> Table:
+        table = Table(title=f"FleetSight demo: {len(self.cameras)} cameras on vtest.avi, site {SITE}")
+        for column in ("camera", "frames", "detector runs", "events", "outbox", "link", "process"):
+            table.add_column(column, justify="right" if column not in ("camera", "link", "process") else "left")
+        for camera, port in zip(self.cameras, self.ports):
+            m = scrape(port)
+            frames = int(m.get("fleetsight_edge_frames_total", 0))
+            proc = procs[camera]
+            state = "running" if proc.poll() is None else ("done" if proc.returncode == 0 else f"[red]exit {proc.returncode}[/]")
+            link = "-" if not m else ("[green]up[/]" if m.get("fleetsight_edge_link_up") else "[red]down[/]")
+            table.add_row(
+                camera, f"{frames}/{self.frames_each} ({100 * frames / max(1, self.frames_each):.0f}%)",
+                str(int(m.get("fleetsight_edge_inference_seconds_count", 0))), str(int(m.get("fleetsight_edge_events_total", 0))),
+                str(int(m.get("fleetsight_edge_outbox_depth", 0))), link, state,
+            )
+        table.caption = f"objects and crossings in PostgreSQL so far: {self.sql_total}"
+        return table
+
+    def log_line(self, procs: dict[str, subprocess.Popen]) -> None:
+        """Without a terminal: a plain line every 10 s."""
+        if time.monotonic() - self._last_log < 10:
+            return
+        self._last_log = time.monotonic()
+        parts = [f"{c} {int(scrape(p).get('fleetsight_edge_frames_total', 0))}/{self.frames_each} frames" for c, p in zip(self.cameras, self.ports)]
+        self.console.print("demo: " + ", ".join(parts) + f"; in SQL: {self.sql_total}")
+
+
+def run_demo(settings: Settings, options: DemoOptions | None = None) -> int:
+    """Run the demo; 0 when SQL matches what the cameras recorded and the report is written."""
+    options = options or DemoOptions()
     console = Console(stderr=True)
     from sinks.db import upgrade
 
@@ -66,67 +223,106 @@ def run_demo(settings: Settings, duration_s: float = 60.0, cameras: int = 3) -> 
         console.print(f"[red]could not start the local services:[/] {exc}")
         return 1
     upgrade(settings.database_dsn)
-    logs = settings.services_dir / "demo"
+    workdir = options.workdir or settings.services_dir / "demo"
+    debug_dir = workdir / "frames"
+    shutil.rmtree(debug_dir, ignore_errors=True)
+    with console.status("fetching the sample video (once) ..."):
+        configs = write_camera_configs(settings, options, workdir)
+    cameras = [c["camera_id"] for c in CAMERAS[: options.cameras]]
+    for camera in cameras:
+        ensure_user(settings, camera, camera=True)  # each camera logs in as itself
+    start_seq = {c: last_seq(workdir, c) for c in cameras}
+    dsn = _dsn(settings)
+    before = asyncio.run(sql_counts(dsn, cameras))
+
+    logs = workdir / "logs"
     procs = [spawn(c, settings, logs / f"{c}.log") for c in COMPONENTS]
+    nodes: dict[str, subprocess.Popen] = {}
     try:
         with console.status("starting the bridge, stream worker and sink ..."):
             if not wait_bridge_online(settings, 60):
                 console.print(f"[red]the bridge did not come online; see {logs / 'bridge.log'}[/]")
                 return 1
-        before = asyncio.run(_counts(_dsn(settings)))
-        console.print(f"[bold]Simulating {cameras} cameras for {duration_s:.0f} s[/] (events -> MQTT -> Kafka -> Faust -> PostgreSQL)")
-        config = SimulatorConfig(
-            cameras=cameras, duration_s=duration_s, rate=5.0, site="demo-shop",
-            camera_prefix=CAMERA_PREFIX, outbox_dir=settings.services_dir / "edge-sim",
-        )
-        report = asyncio.run(run_simulator(settings, config, progress=sys.stderr.isatty()))
-        console.print(report.summary())
-        ok = asyncio.run(_wait_exact(settings, before, report.expected, console))
-        _print_summary(settings)
+        frames_each = options.max_frames or 795 * options.loops
+        args = ["--debug-dir", str(debug_dir), "--drain-timeout", "120", "--max-frames", str(frames_each)]
+        for camera, config in zip(cameras, configs):
+            nodes[camera] = spawn("edge run", settings, logs / f"{camera}.log", ["--config", str(config), *args])
+        view = LiveView(console, cameras, [options.metrics_port_base + i for i in range(len(cameras))], frames_each)
+        _follow(view, nodes, dsn, before)
+        failed = {c: p.returncode for c, p in nodes.items() if p.returncode != 0}
+        if failed:
+            console.print(f"[red]camera nodes failed: {failed}; logs in {logs}[/]")
+            return 1
+
+        truth = {c: recorded(workdir, c, start_seq[c]) for c in cameras}
+        expected = expected_counts([e for events in truth.values() for e in events])
+        ok = asyncio.run(_wait_exact(dsn, cameras, before, expected, console))
+        _print_results(console, dsn, cameras)
+        frames = {c: f for c in cameras if (f := report.latest_frame(debug_dir, c)) is not None}
+        notes = f"{sum(len(v) for v in truth.values())} events from {len(cameras)} edge nodes; SQL {'matches' if ok else 'does NOT match'} the edges' own record."
+        path = asyncio.run(report.write_report(dsn, cameras, frames, options.report, notes))
+        n_objects = sum(v for k, v in expected.items() if k[0] == "objects")
         if ok:
-            console.print("[green]PostgreSQL holds exactly the objects the cameras saw.[/]")
+            console.print(f"[green]PostgreSQL holds exactly what the {len(cameras)} cameras recorded: "
+                          f"{n_objects} objects, {sum(expected.values()) - n_objects} line crossings.[/]")
         else:
-            console.print(f"[red]SQL did not match the cameras' ground truth in time; logs are in {logs}[/]")
+            console.print(f"[red]SQL did not match the cameras' record in time; logs are in {logs}[/]")
+        console.print(f"Report: [bold]{path.resolve()}[/] (open it in a browser; it is one self-contained file)")
         console.print(
             "\nQuery it yourself:\n"
-            f"  psql {_dsn(settings)} -c 'SELECT * FROM camera_minute_counts ORDER BY minute DESC LIMIT 20'\n"
+            f"  psql {dsn} -c 'SELECT * FROM line_minute_crossings ORDER BY minute DESC LIMIT 20'\n"
             "Stop the services with: make services-down"
         )
-        return 0 if ok and report.drained else 1
+        return 0 if ok else 1
     finally:
-        stop(procs)
+        stop(list(nodes.values()) + procs)
 
 
-async def _wait_exact(settings: Settings, before: Counter, expected: Counter, console: Console, timeout: float = 120.0) -> bool:
-    dsn = _dsn(settings)
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
+def _follow(view: LiveView, nodes: dict[str, subprocess.Popen], dsn: str, before: Counter) -> None:
+    """Show progress until every node has finished (its clip played and its outbox drained)."""
+
+    def refresh() -> None:
+        now = asyncio.run(sql_counts(dsn, view.cameras))
+        view.sql_total = sum(now.values()) - sum(before.values())
+
+    if view.console.is_terminal:
+        with Live(Group(view.table(nodes)), console=view.console, refresh_per_second=2) as live:
+            while any(p.poll() is None for p in nodes.values()):
+                refresh()
+                live.update(Group(view.table(nodes)))
+                time.sleep(0.5)  # display refresh period
+            refresh()
+            live.update(Group(view.table(nodes)))
+    else:
+        while any(p.poll() is None for p in nodes.values()):
+            refresh()
+            view.log_line(nodes)
+            time.sleep(0.5)  # poll period of the node processes
+
+
+async def _wait_exact(dsn: str, cameras: list[str], before: Counter, expected: Counter, console: Console, timeout: float = 120.0) -> bool:
+    deadline = time.monotonic() + timeout
     with console.status("waiting for the stream worker and sink to catch up ..."):
-        while loop.time() < deadline:
-            now = await _counts(dsn)
-            if all(now[k] - before[k] == v for k, v in expected.items()):
+        while time.monotonic() < deadline:
+            now = await sql_counts(dsn, cameras)
+            delta = Counter({k: now[k] - before[k] for k in now if now[k] != before[k]})
+            if delta == expected:
                 return True
             await asyncio.sleep(0.5)  # polling SQL for the condition, with a deadline
     return False
 
 
-def _print_summary(settings: Settings) -> None:
-    async def fetch():
-        import asyncpg
-
-        conn = await asyncpg.connect(_dsn(settings))
-        try:
-            return await conn.fetch(SUMMARY_SQL)
-        finally:
-            await conn.close()
-
-    rows = asyncio.run(fetch())
-    table = Table(title="camera_minute_counts (objects seen, all demo runs)")
-    for column in ("camera_id", "object_class", "objects", "first minute (UTC)", "last minute (UTC)"):
-        table.add_column(column)
-    for r in rows:
-        table.add_row(
-            r["camera_id"], r["object_class"], str(r["objects"]),
-            f"{r['first_minute']:%Y-%m-%d %H:%M}", f"{r['last_minute']:%Y-%m-%d %H:%M}",
-        )
-    Console().print(table)
+def _print_results(console: Console, dsn: str, cameras: list[str]) -> None:
+    data = asyncio.run(report.fetch(dsn, cameras))
+    for name in ("objects by class", "line crossings", "camera status"):
+        rows = data.rows[name]
+        console.print(f"\n[bold]{name}[/]\n[dim]{report.QUERIES[name].strip()}[/]  [dim](with $1 = {cameras})[/]")
+        if not rows:
+            console.print("(no rows)")
+            continue
+        table = Table()
+        for column in rows[0].keys():
+            table.add_column(column)
+        for row in rows:
+            table.add_row(*("" if v is None else f"{v:%Y-%m-%d %H:%M:%S}" if hasattr(v, "strftime") else str(v) for v in row.values()))
+        Console().print(table)

@@ -18,14 +18,14 @@ from fleetsight.settings import REPO_ROOT, Settings
 COMPONENTS = ("bridge", "worker", "sink")
 
 
-def spawn(component: str, settings: Settings, log_path: Path) -> subprocess.Popen:
-    """Run ``fleetsight <component>`` with these settings, output to ``log_path``."""
+def spawn(component: str, settings: Settings, log_path: Path, args: list[str] | None = None) -> subprocess.Popen:
+    """Run ``fleetsight <component> [args]`` with these settings, output to ``log_path``."""
     env = {**os.environ, **settings.env(), "PYTHONUNBUFFERED": "1"}
     env.pop("FLEETSIGHT_CONFIG", None)  # the settings are all in the environment now
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "ab") as out:
         return subprocess.Popen(
-            [sys.executable, "-m", "fleetsight", component], cwd=REPO_ROOT, env=env,
+            [sys.executable, "-m", "fleetsight", *component.split(), *(args or [])], cwd=REPO_ROOT, env=env,
             stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
         )
 

@@ -3,7 +3,8 @@
 # skipping what is already there. Debian/Ubuntu; run as root or with sudo.
 set -euo pipefail
 
-packages=(mosquitto mosquitto-clients postgresql maven docker-compose)
+# chromium: the test that renders the demo's HTML report (headless).
+packages=(mosquitto mosquitto-clients postgresql maven docker-compose chromium)
 command -v java >/dev/null 2>&1 || packages+=(openjdk-17-jre-headless)
 
 missing=()
