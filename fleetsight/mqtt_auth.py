@@ -68,7 +68,8 @@ def password_file(settings: Settings, user: str, camera: bool = False) -> Path:
 
 def admin_settings(settings: Settings) -> Settings:
     """The same settings, logged in as the admin user."""
-    return settings.model_copy(update={"mqtt_username": ADMIN_USER, "mqtt_password_file": password_file(settings, ADMIN_USER)})
+    secret = settings.mqtt_admin_password_file or password_file(settings, ADMIN_USER)
+    return settings.model_copy(update={"mqtt_username": ADMIN_USER, "mqtt_password_file": secret})
 
 
 def ensure_user(settings: Settings, user: str, *, camera: bool = False, passwd: Path | None = None) -> Path:

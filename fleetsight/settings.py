@@ -61,6 +61,8 @@ class Settings(BaseSettings):
     mqtt_username: str | None = BRIDGE_USER
     mqtt_password_file: Path | None = None  # default: <services_dir>/secrets/<user>.password
     mqtt_ca_file: Path | None = Field(None, description="CA bundle to verify the broker with (mqtts://)")
+    # The operator's login, for `fleetsight model ...` (it writes to every camera's control topics).
+    mqtt_admin_password_file: Path | None = None  # default: <services_dir>/secrets/fleetsight-admin.password
     mqtt_topic_root: str = Field("fleetsight", pattern=r"^[A-Za-z0-9_.-]+$")
     kafka_bootstrap: str = f"127.0.0.1:{KAFKA_PORT}"
     kafka_topic_prefix: str = Field("fleetsight", pattern=r"^[A-Za-z0-9_.-]+$")

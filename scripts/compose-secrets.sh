@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Makes the secrets docker-compose.yml reads from ./secrets (git-ignored):
-# database, bridge and Grafana passwords, one password per camera, and the
+# database, bridge, operator (MQTT admin) and Grafana passwords, one password per camera, and the
 # broker's password file (hashes only). Existing passwords are kept.
 #   bash scripts/compose-secrets.sh [CAMERA_ID ...]   (default: the simulated cameras)
 set -euo pipefail
@@ -11,15 +11,17 @@ mkdir -p secrets/cameras
 gen() { [ -s "$1" ] || head -c 24 /dev/urandom | base64 | tr -d '/+=\n' > "$1"; }
 gen secrets/postgres.password
 gen secrets/mqtt-bridge.password
+gen secrets/mqtt-admin.password
 gen secrets/grafana-admin.password
 cameras=("$@")
 [ ${#cameras[@]} -gt 0 ] || cameras=(sim-cam-1 sim-cam-2 sim-cam-3)
 passwd=secrets/mosquitto-passwd
 rm -f "$passwd"
 mosquitto_passwd -c -b "$passwd" fleetsight-bridge "$(cat secrets/mqtt-bridge.password)"
+mosquitto_passwd -b "$passwd" fleetsight-admin "$(cat secrets/mqtt-admin.password)"
 for camera in "${cameras[@]}"; do
   gen "secrets/cameras/$camera.password"
   mosquitto_passwd -b "$passwd" "$camera" "$(cat "secrets/cameras/$camera.password")"
 done
 chmod 644 "$passwd"  # read by the broker's own user inside its container
-echo "secrets in ./secrets for: fleetsight-bridge ${cameras[*]}"
+echo "secrets in ./secrets for: fleetsight-bridge fleetsight-admin ${cameras[*]}"
