@@ -391,6 +391,9 @@ class ModelUpdater:
         self._loop.call_soon_threadsafe(self._outcome, desired, kept, reason)
 
     def _outcome(self, desired: DesiredModel, kept: bool, reason: str) -> None:
+        if not kept and self._target is not None and desired.rollout_id != self._target.rollout_id:
+            log.info("%s: model %s left on probation: %s", self.camera_id, desired.version, reason)
+            return  # superseded by a newer rollout, not a failure of its own
         if kept:
             old, self._running = self._running, self.switch.detector.spec
             self.store.set_current(desired, self._running.path)

@@ -21,7 +21,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
@@ -136,6 +136,9 @@ async def rollout(settings: Settings, version: str, sites: list[str], cameras: l
                 known = (await session.execute(select(ModelVersion.version).order_by(ModelVersion.created_at))).scalars().all()
                 raise RolloutError(f"no model version {version!r} in the registry; published: {', '.join(known) or 'none'}")
             content = (await session.execute(select(ModelVersion.content).where(ModelVersion.version == version))).scalar_one()
+            for site in sites:
+                if not await session.scalar(select(func.count()).select_from(CameraStatus).where(CameraStatus.site == site)):
+                    log.warning("no camera of site %r has reported yet; the instruction waits for them on the broker", site)
             issued = datetime.now(timezone.utc)
             row = ModelRollout(version=version, issued_at=issued)
             session.add(row)

@@ -174,6 +174,15 @@ class Chaos:
     def _spawn_pipeline(self, name: str) -> None:
         self.procs[name] = spawn(name, self.settings, self.logs / f"{name}.log")
 
+    def tails(self, *names: str, lines: int = 30) -> str:
+        """The last lines of these parts' logs (the run's folder is removed afterwards)."""
+        out = []
+        for name in names:
+            path = self.logs / f"{name}.log"
+            text = path.read_text(errors="replace").splitlines()[-lines:] if path.exists() else ["(no log)"]
+            out.append(f"--- {name} ---\n" + "\n".join(text))
+        return "\n".join(out)
+
     def _spawn_camera(self, camera: str) -> None:
         assert self.edge_settings is not None
         env = {**os.environ, **self.edge_settings.env(), "PYTHONUNBUFFERED": "1"}
@@ -287,7 +296,7 @@ class Chaos:
                     fault.recovered_s = time.monotonic() - fault.started
                     return
                 await asyncio.sleep(0.5)  # polling SQL
-            raise AssertionError(f"{camera} sent nothing new within {deadline:.0f} s; logs in {self.logs}")
+            raise AssertionError(f"{camera} sent nothing new within {deadline:.0f} s\n{self.tails(camera, 'bridge', 'worker', 'sink')}")
         finally:
             await conn.close()
 
@@ -328,7 +337,7 @@ class Chaos:
                 except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
                     conn = None  # the database is restarting
                 await asyncio.sleep(0.5)  # probe period
-            raise AssertionError(f"pipeline did not recover after {label} within {deadline:.0f} s; logs in {self.logs}")
+            raise AssertionError(f"pipeline did not recover after {label} within {deadline:.0f} s\n{self.tails('bridge', 'worker', 'sink')}")
         finally:
             client.loop_stop()
             client.disconnect()

@@ -13,6 +13,7 @@ import pytest
 from edge.config import CameraConfig, OutboxConfig, SnapshotConfig, SourceConfig
 from edge.node import CameraNode
 from schemas.codec import decode, decode_ack
+from schemas.rollout import ModelReport
 from tests.support import MqttWatcher, Stack
 
 pytestmark = pytest.mark.integration
@@ -50,6 +51,9 @@ async def test_without_snapshots_only_schema_events_leave_the_node(stack: Stack,
             results = decode(message.payload)
             assert results and all(not isinstance(r, Exception) for r in results)
             assert all(len(json.dumps(r.data)) < 2048 for r in results)
+        elif message.topic == topics.model_report("priv-off"):
+            report = ModelReport.from_json(message.payload)  # which model it runs: names and hashes only
+            assert report.camera_id == "priv-off" and len(message.payload) < 2048
         else:
             assert message.topic == topics.outbox("priv-off")
             decode_ack(message.payload)
