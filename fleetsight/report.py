@@ -40,6 +40,9 @@ GROUP BY camera_id, zone, minute ORDER BY minute, camera_id, zone""",
 SELECT camera_id, object_class, sum(objects) AS objects
 FROM camera_minute_counts WHERE camera_id = ANY($1)
 GROUP BY camera_id, object_class ORDER BY camera_id, objects DESC""",
+    "camera health per minute": """
+SELECT camera_id, minute, frames, frames_skipped, inference_ms_p50
+FROM camera_minute_health WHERE camera_id = ANY($1) ORDER BY minute, camera_id""",
     "camera status": """
 SELECT camera_id, site, online, last_heard_at, outbox_backlog, dropped_events, seq_gaps, model_version
 FROM camera_status WHERE camera_id = ANY($1) ORDER BY camera_id""",
@@ -205,7 +208,14 @@ def render(data: ReportData, frames: dict[str, bytes], title: str = "FleetSight 
     parts += ["<h2>Zone occupancy</h2>", "<p>Mean number of objects inside each zone, per minute.</p>",
               line_chart("zone occupancy", [_minute_label(m) for m in zone_minutes], zones)]
 
-    parts += ["<h2>Cameras</h2><table><tr><th>camera</th><th>site</th><th>state</th><th>last heard (UTC)</th>"
+    health = r["camera health per minute"]
+    health_minutes = sorted({row["minute"] for row in health})
+    frames_series = {c: [0.0] * len(health_minutes) for c in data.cameras}
+    for row in health:
+        frames_series[row["camera_id"]][health_minutes.index(row["minute"])] = float(row["frames"])
+    parts += ["<h2>Cameras</h2>", "<p>Frames each node read per minute, from its health reports (a gap is a camera down).</p>",
+              bar_chart("frames per minute", [_minute_label(m) for m in health_minutes], frames_series)]
+    parts += ["<table><tr><th>camera</th><th>site</th><th>state</th><th>last heard (UTC)</th>"
               "<th>backlog</th><th>dropped</th><th>seq gaps</th><th>model</th><th>objects</th></tr>"]
     by_class: dict[str, list[str]] = {}
     for row in r["objects by class"]:

@@ -69,4 +69,9 @@ async def main(camera_id: str, path: str, rate: float, seed: int) -> None:
 
 
 if __name__ == "__main__":
+    import faulthandler
+    import logging
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+    faulthandler.register(signal.SIGUSR2)  # the harness asks for every thread's stack when a camera is stuck
     asyncio.run(main(sys.argv[1], sys.argv[2], float(sys.argv[3]), int(sys.argv[4])))

@@ -296,7 +296,11 @@ class Chaos:
                     fault.recovered_s = time.monotonic() - fault.started
                     return
                 await asyncio.sleep(0.5)  # polling SQL
-            raise AssertionError(f"{camera} sent nothing new within {deadline:.0f} s\n{self.tails(camera, 'bridge', 'worker', 'sink')}")
+            proc = self.procs.get(camera)
+            if proc is not None and proc.poll() is None:
+                proc.send_signal(signal.SIGUSR2)  # stacks into its log
+                await asyncio.sleep(1)  # give it a moment to write them
+            raise AssertionError(f"{camera} sent nothing new within {deadline:.0f} s\n{self.tails(camera, 'bridge', 'worker', 'sink', lines=80)}")
         finally:
             await conn.close()
 

@@ -48,11 +48,12 @@ async def test_demo_counts_exactly_and_its_report_renders_with_charts_and_frames
     dom, screenshot = render(report, tmp_path)
     check = re.search(r'id="render-check" data-done="yes">([^<]+)<', dom)
     assert check, "the page's load handler did not run"
-    assert json.loads(check.group(1)) == {"charts": 3, "images": 2}  # laid out and decoded
+    assert json.loads(check.group(1)) == {"charts": 4, "images": 2}  # laid out and decoded
     charts = dict(re.findall(r'<svg class="chart" data-chart="([^"]+)"(.*?)</svg>', dom, re.S))
-    assert set(charts) == {"objects per minute", "line crossings", "zone occupancy"}
+    assert set(charts) == {"objects per minute", "line crossings", "zone occupancy", "frames per minute"}
     assert charts["objects per minute"].count('class="bar"') >= 2  # a bar per camera at least
     assert 'class="bar"' in charts["line crossings"] and 'class="point"' in charts["zone occupancy"]
+    assert 'class="bar"' in charts["frames per minute"]
     assert screenshot is not None and screenshot.shape[0] > 2000
     assert screenshot.std() > 20  # not a blank page
     for camera in ("plaza-north", "plaza-west"):
