@@ -18,6 +18,7 @@ Passwords are random, kept in files under ``<services_dir>/secrets`` (mode
 
 from __future__ import annotations
 
+import fcntl
 import os
 import pwd
 import secrets
@@ -77,6 +78,18 @@ def ensure_user(settings: Settings, user: str, *, camera: bool = False, passwd: 
     password file; returns the file holding the password."""
     path = password_file(settings, user, camera)
     passwd = passwd or settings.services_dir / "mosquitto" / "passwd"
+    if path.exists() and _listed(passwd, user):
+        return path
+    passwd.parent.mkdir(parents=True, exist_ok=True)
+    # Cameras starting together each add themselves: without one lock,
+    # mosquitto_passwd runs read-modify-write side by side and an entry is
+    # lost (seen: the bridge's, after which the broker refused it for good).
+    with open(passwd.parent / "passwd.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return _add_user(settings, user, path, passwd)
+
+
+def _add_user(settings: Settings, user: str, path: Path, passwd: Path) -> Path:
     if path.exists() and _listed(passwd, user):
         return path
     path.parent.mkdir(parents=True, exist_ok=True)
