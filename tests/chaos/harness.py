@@ -174,6 +174,37 @@ class Chaos:
     def _spawn_pipeline(self, name: str) -> None:
         self.procs[name] = spawn(name, self.settings, self.logs / f"{name}.log")
 
+    async def state(self, conn: asyncpg.Connection) -> str:
+        """Where events stand: last SQL change per camera, consumer lag per partition."""
+        from aiokafka.admin import AIOKafkaAdminClient
+        from aiokafka import AIOKafkaConsumer, TopicPartition
+
+        rows = await conn.fetch("SELECT camera_id, max(updated_at) AS changed, sum(objects) AS objects FROM camera_minute_counts GROUP BY 1 ORDER BY 1")
+        out = ["SQL: " + ", ".join(f"{r['camera_id']} {r['objects']} objects, changed {r['changed']:%H:%M:%S}" for r in rows)]
+        topics = self.settings.kafka_topics
+        admin = AIOKafkaAdminClient(bootstrap_servers=self.settings.kafka_bootstrap)
+        consumer = AIOKafkaConsumer(bootstrap_servers=self.settings.kafka_bootstrap)
+        await admin.start()
+        await consumer.start()
+        try:
+            for group, topic in ((self.settings.stream_app_id, topics.events), (f"{self.settings.kafka_topic_prefix}-sink", topics.rows)):
+                tps = [TopicPartition(topic, p) for p in range(self.settings.kafka_partitions)]
+                ends = await consumer.end_offsets(tps)
+                committed = await admin.list_consumer_group_offsets(group)
+                out.append(f"{group} on {topic}: " + ", ".join(
+                    f"p{tp.partition} {committed[tp].offset if tp in committed else '-'}/{ends[tp]}" for tp in tps
+                ))
+        finally:
+            await consumer.stop()
+            await admin.close()
+        return "\n".join(out)
+
+    async def state_or_why(self, conn: asyncpg.Connection) -> str:
+        try:
+            return await self.state(conn)
+        except Exception as exc:  # diagnostics must not hide the failure they describe
+            return f"(state unavailable: {exc!r})"
+
     def tails(self, *names: str, lines: int = 30) -> str:
         """The last lines of these parts' logs (the run's folder is removed afterwards)."""
         out = []
@@ -300,7 +331,10 @@ class Chaos:
             if proc is not None and proc.poll() is None:
                 proc.send_signal(signal.SIGUSR2)  # stacks into its log
                 await asyncio.sleep(1)  # give it a moment to write them
-            raise AssertionError(f"{camera} sent nothing new within {deadline:.0f} s\n{self.tails(camera, 'bridge', 'worker', 'sink', lines=80)}")
+            raise AssertionError(
+                f"{camera} sent nothing new within {deadline:.0f} s\n{await self.state_or_why(conn)}\n"
+                f"{self.tails(camera, 'bridge', 'worker', 'sink', lines=80)}"
+            )
         finally:
             await conn.close()
 
