@@ -11,8 +11,8 @@ are ``schemas/rollout.py``.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
+import re
 import threading
 import time
 import uuid
@@ -51,8 +51,6 @@ def inspect_onnx(path: Path, name: str, sha256: str) -> str:
 
 async def publish(settings: Settings, path: Path, version: str | None, name: str, notes: str = "", check: bool = True) -> ModelVersion:
     """Put a model file in the registry; returns its row (without the content)."""
-    import re
-
     from edge.detector import ModelError, model_spec
 
     try:
