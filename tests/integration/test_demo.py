@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import shutil
@@ -37,8 +38,6 @@ async def test_demo_counts_exactly_and_its_report_renders_with_charts_and_frames
     report = tmp_path / "report.html"
     options = DemoOptions(cameras=2, max_frames=150, realtime=False, report=report, workdir=tmp_path / "demo",
                           metrics_port_base=free_port())
-    import asyncio
-
     # run_demo checks SQL against the cameras' own outboxes and returns 0 only if they match.
     assert await asyncio.to_thread(run_demo, stack.settings, options) == 0, stack.log_tail()
     text = report.read_text()
