@@ -7,31 +7,22 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import sys
 import time
 from typing import Any
 
-# faust-streaming's optional Cython stream and conductor extensions are not
-# run by its own test suite (faust PR #762 found live bugs in them), and here
-# they were seen to hang a rebalance for good ("wait_empty: Waiting for
-# tasks", faust issue #133): a worker that never took its partitions. The
-# pure-Python paths are the tested ones; our records are batches, so the
-# per-record speed-up hardly matters. Must be set before faust is imported.
-os.environ.setdefault("NO_CYTHON", "1")
+import faust
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 
-import faust  # noqa: E402
-from aiokafka import AIOKafkaConsumer, TopicPartition  # noqa: E402
-from aiokafka.admin import AIOKafkaAdminClient  # noqa: E402
-
-from fleetsight import metrics  # noqa: E402
-from fleetsight.kafka_admin import ensure_topics  # noqa: E402
-from fleetsight.settings import Settings  # noqa: E402
-from schemas.aggregates import ALERTS, Row, encode_rows  # noqa: E402
-from streams.aggregate import Incoming, MinuteAggregator, bucket_camera  # noqa: E402
-from streams.gaps import OffsetGuard  # noqa: E402
-from streams.partitioning import partition_for  # noqa: E402
-from streams.status import AlertConfig, FleetStatus, OccupancyRule  # noqa: E402
+from fleetsight import metrics
+from fleetsight.kafka_admin import ensure_topics
+from fleetsight.settings import Settings
+from schemas.aggregates import ALERTS, Row, encode_rows
+from streams.aggregate import Incoming, MinuteAggregator, bucket_camera
+from streams.gaps import OffsetGuard
+from streams.partitioning import partition_for
+from streams.status import AlertConfig, FleetStatus, OccupancyRule
 
 log = logging.getLogger("fleetsight.worker")
 
