@@ -38,8 +38,8 @@ def topic_specs(settings: Settings) -> list[NewTopic]:
     ]
 
 
-async def ensure_topics(settings: Settings, timeout: float = 60.0) -> None:
-    """Create missing topics; fail clearly if one exists with other partitions."""
+async def ensure_topics(settings: Settings, timeout: float = 60.0, extra: list[NewTopic] | None = None) -> None:
+    """Create missing topics (ours, and ``extra``); fail clearly if one exists with other partitions."""
     deadline = time.monotonic() + timeout
     while True:
         admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap, request_timeout_ms=10000)
@@ -53,7 +53,7 @@ async def ensure_topics(settings: Settings, timeout: float = 60.0) -> None:
             log.warning("waiting for Kafka at %s", settings.kafka_bootstrap)
             await asyncio.sleep(1)  # retry backoff while the broker starts
     try:
-        specs = topic_specs(settings)
+        specs = topic_specs(settings) + list(extra or [])
         existing = await admin.describe_topics([s.name for s in specs])
         partitions = {t["topic"]: len(t["partitions"]) for t in existing if t.get("error_code", 0) == 0}
         missing = [s for s in specs if s.name not in partitions]

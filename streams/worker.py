@@ -13,7 +13,7 @@ from typing import Any
 
 import faust
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from fleetsight import metrics
 from fleetsight.kafka_admin import ensure_topics
@@ -84,6 +84,28 @@ class GapReader:
         return [Incoming(m.partition, m.timestamp, m.value) for m in out]
 
 
+TABLES = {
+    "minute-buckets": "Per-minute row sums and the seqs folded into them.",
+    "camera-state": "Per-camera status, seqs received and open alerts.",
+}
+
+
+def changelog_topics(settings: Settings) -> list[NewTopic]:
+    """The tables' changelog topics, as Faust would create them.
+
+    Made before the worker starts: when Faust creates them itself, they are
+    missing from the first metadata ("not found in cluster metadata"), the
+    subscription changes and the group rebalances while the first batch is
+    in flight. Seen twice: a worker hung for good in that rebalance
+    ("wait_empty: Waiting for tasks") with no offset ever committed.
+    """
+    return [
+        NewTopic(f"{settings.stream_app_id}-{name}-changelog", settings.kafka_partitions, 1,
+                 topic_configs={"cleanup.policy": "compact"})
+        for name in TABLES
+    ]
+
+
 def alert_config(settings: Settings) -> AlertConfig:
     return AlertConfig(
         offline_after_s=settings.offline_after_s,
@@ -123,8 +145,8 @@ def create_app(settings: Settings) -> faust.App:
             CameraTable(app, name=name, default=None, beacon=app.tables.beacon, partitions=partitions, help=help)
         )
 
-    buckets = table("minute-buckets", "Per-minute row sums and the seqs folded into them.")
-    cameras = table("camera-state", "Per-camera status, seqs received and open alerts.")
+    buckets = table("minute-buckets", TABLES["minute-buckets"])
+    cameras = table("camera-state", TABLES["camera-state"])
     aggregator = MinuteAggregator(buckets, int(settings.late_after_s * 1000), topics.events)
     status = FleetStatus(cameras, alert_config(settings), clock=lambda: int(time.time() * 1000))
     last_prune: dict[int, float] = {}
@@ -230,7 +252,7 @@ def create_app(settings: Settings) -> faust.App:
 
 def run_worker(settings: Settings, loglevel: str = "info") -> int:
     """Entry point of ``fleetsight worker`` (Faust's own worker command)."""
-    asyncio.run(ensure_topics(settings))
+    asyncio.run(ensure_topics(settings, extra=changelog_topics(settings)))
     # asyncio.run closed its loop; Faust needs a current one of its own.
     asyncio.set_event_loop(asyncio.new_event_loop())
     app = create_app(settings)
