@@ -163,6 +163,7 @@ class ModelSwitch:
         self.on_outcome = on_outcome
         self._lock = threading.Lock()
         self._offered: _Candidate | None = None
+        self._cancel: str | None = None
         self._trial: _Candidate | None = None
         self._previous: Detector | None = None
         self._recent: deque[float] = deque(maxlen=50)
@@ -177,10 +178,18 @@ class ModelSwitch:
         with self._lock:
             self._offered = _Candidate(detector, desired)
 
+    def cancel(self, reason: str) -> None:
+        """Drop a model offered or on probation (a newer instruction wants the running one)."""
+        with self._lock:
+            self._offered, self._cancel = None, reason
+
     def current(self) -> Detector:
         """The detector for the next frame (a model offered since is swapped in here)."""
         with self._lock:
             offered, self._offered = self._offered, None
+            cancel, self._cancel = self._cancel, None
+        if cancel is not None and self._trial is not None:
+            self.roll_back(cancel)
         if offered is not None:
             if self._trial is not None:  # superseded while on probation: compare with the model kept before it
                 self.on_outcome(self._trial.desired, False, f"superseded by {offered.desired.version}")
@@ -288,6 +297,7 @@ class ModelUpdater:
         self._stop_fetching()
         self._target = desired
         if desired.sha256 == self._running.sha256:
+            self.switch.cancel(f"superseded by {desired.version}")  # a model still on probation goes
             self.report(desired, "active", "already running it")
             return
         previous = self.store.failure(desired)

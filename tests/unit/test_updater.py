@@ -81,6 +81,17 @@ def test_a_much_slower_model_is_rolled_back_after_probation() -> None:
     assert seen[0][:2] == ("v2", False) and "limit 3x" in seen[0][2]
 
 
+def test_a_model_on_probation_is_dropped_when_the_running_one_is_asked_for_again() -> None:
+    old, new = FakeDetector("v1"), FakeDetector("v2")
+    switch = ModelSwitch(old, probation_frames=50, max_slowdown=3.0)
+    seen = outcomes_of(switch)
+    switch.offer(new, desired())
+    assert switch.current() is new
+    switch.cancel("superseded by v1")
+    assert switch.current() is old and not switch.on_probation
+    assert seen == [("v2", False, "superseded by v1")]
+
+
 def make_pipeline(tmp_path: Path, switch: ModelSwitch) -> Pipeline:
     config = CameraConfig(camera_id="cam-1", site="s", source=SourceConfig(uri="x.avi"), outbox=OutboxConfig(path=tmp_path / "o.sqlite3"))
     config.gate.enabled = False
