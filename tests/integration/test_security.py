@@ -52,8 +52,12 @@ async def test_a_camera_cannot_publish_as_another_nor_read_its_topics(stack: Sta
 
         # Reading: a subscribes to b's ack, to every camera's events and to its own ack;
         # only its own ack reaches it.
+        subacks: list[int] = []
+        cam_a.on_subscribe = lambda c, u, mid, codes, p: subacks.append(mid)
         for topic in (topics.ack(b), topics.all_events(), topics.ack(a)):
             cam_a.subscribe(topic, qos=1)
+        # The messages below are not retained: publish only once the broker has the subscriptions.
+        await wait_for(lambda: len(subacks) == 3, 10, "a's subscriptions acknowledged")
         publish(stack.settings, [(topics.ack(b), b"for b"), (topics.events(b), b"b's event"), (topics.ack(a), b"for a")])
         await wait_for(lambda: topics.ack(a) in received, 10, "a's own ack")
         assert received == [topics.ack(a)]
