@@ -20,6 +20,7 @@ import time
 import urllib.request
 from collections import Counter
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 
 import yaml
@@ -232,6 +233,8 @@ def run_demo(settings: Settings, options: DemoOptions | None = None) -> int:
     for camera in cameras:
         ensure_user(settings, camera, camera=True)  # each camera logs in as itself
     start_seq = {c: last_seq(workdir, c) for c in cameras}
+    # The report covers this run: from the start of its first minute.
+    since = datetime.now(timezone.utc).replace(second=0, microsecond=0)
     dsn = _dsn(settings)
     before = asyncio.run(sql_counts(dsn, cameras))
 
@@ -257,10 +260,10 @@ def run_demo(settings: Settings, options: DemoOptions | None = None) -> int:
         truth = {c: recorded(workdir, c, start_seq[c]) for c in cameras}
         expected = expected_counts([e for events in truth.values() for e in events])
         ok = asyncio.run(_wait_exact(dsn, cameras, before, expected, console))
-        _print_results(console, dsn, cameras)
+        _print_results(console, dsn, cameras, since)
         frames = {c: f for c in cameras if (f := report.latest_frame(debug_dir, c)) is not None}
         notes = f"{sum(len(v) for v in truth.values())} events from {len(cameras)} edge nodes; SQL {'matches' if ok else 'does NOT match'} the edges' own record."
-        path = asyncio.run(report.write_report(dsn, cameras, frames, options.report, notes))
+        path = asyncio.run(report.write_report(dsn, cameras, frames, options.report, notes, since))
         n_objects = sum(v for k, v in expected.items() if k[0] == "objects")
         if ok:
             console.print(f"[green]PostgreSQL holds exactly what the {len(cameras)} cameras recorded: "
@@ -312,11 +315,13 @@ async def _wait_exact(dsn: str, cameras: list[str], before: Counter, expected: C
     return False
 
 
-def _print_results(console: Console, dsn: str, cameras: list[str]) -> None:
-    data = asyncio.run(report.fetch(dsn, cameras))
+def _print_results(console: Console, dsn: str, cameras: list[str], since: datetime) -> None:
+    data = asyncio.run(report.fetch(dsn, cameras, since))
     for name in ("objects by class", "line crossings", "camera status"):
         rows = data.rows[name]
-        console.print(f"\n[bold]{name}[/]\n[dim]{report.QUERIES[name].strip()}[/]  [dim](with $1 = {cameras})[/]")
+        sql = report.QUERIES[name].strip()
+        params = f"$1 = {cameras}" + (f", $2 = '{since:%Y-%m-%d %H:%M}+00'" if "$2" in sql else "")
+        console.print(f"\n[bold]{name}[/]\n[dim]{sql}[/]  [dim](with {params})[/]")
         if not rows:
             console.print("(no rows)")
             continue

@@ -24,25 +24,25 @@ PALETTE = ("#2f6fdf", "#e8743b", "#19a979", "#ed4a7b", "#945ecf", "#13a4b4", "#5
 QUERIES = {
     "objects per minute": """
 SELECT camera_id, minute, sum(objects) AS objects
-FROM camera_minute_counts WHERE camera_id = ANY($1)
+FROM camera_minute_counts WHERE camera_id = ANY($1) AND minute >= $2
 GROUP BY camera_id, minute ORDER BY minute, camera_id""",
     "line crossings": """
 SELECT camera_id, line, sum(crossings_in) AS crossings_in, sum(crossings_out) AS crossings_out
-FROM line_minute_crossings WHERE camera_id = ANY($1)
+FROM line_minute_crossings WHERE camera_id = ANY($1) AND minute >= $2
 GROUP BY camera_id, line ORDER BY camera_id, line""",
     "zone occupancy per minute": """
 SELECT camera_id, zone, minute, max(occupancy_max) AS occupancy_max,
        sum(occupancy_mean * occupancy_samples) / nullif(sum(occupancy_samples), 0) AS occupancy_mean,
        sum(entries) AS entries
-FROM zone_minute_stats WHERE camera_id = ANY($1)
+FROM zone_minute_stats WHERE camera_id = ANY($1) AND minute >= $2
 GROUP BY camera_id, zone, minute ORDER BY minute, camera_id, zone""",
     "objects by class": """
 SELECT camera_id, object_class, sum(objects) AS objects
-FROM camera_minute_counts WHERE camera_id = ANY($1)
-GROUP BY camera_id, object_class ORDER BY camera_id, objects DESC""",
+FROM camera_minute_counts WHERE camera_id = ANY($1) AND minute >= $2
+GROUP BY camera_id, object_class HAVING sum(objects) > 0 ORDER BY camera_id, objects DESC""",
     "camera health per minute": """
 SELECT camera_id, minute, frames, frames_skipped, inference_ms_p50
-FROM camera_minute_health WHERE camera_id = ANY($1) ORDER BY minute, camera_id""",
+FROM camera_minute_health WHERE camera_id = ANY($1) AND minute >= $2 ORDER BY minute, camera_id""",
     "camera status": """
 SELECT camera_id, site, online, last_heard_at, outbox_backlog, dropped_events, seq_gaps, model_version
 FROM camera_status WHERE camera_id = ANY($1) ORDER BY camera_id""",
@@ -55,13 +55,15 @@ class ReportData:
     rows: dict[str, list[asyncpg.Record]] = field(default_factory=dict)
 
 
-async def fetch(dsn: str, cameras: Sequence[str]) -> ReportData:
-    """Run every report query for ``cameras``."""
+async def fetch(dsn: str, cameras: Sequence[str], since: datetime | None = None) -> ReportData:
+    """Run every report query for ``cameras``, minutes from ``since`` on (default: all)."""
+    since = since or datetime(1970, 1, 1, tzinfo=timezone.utc)
     conn = await asyncpg.connect(dsn)
     try:
         data = ReportData(list(cameras))
         for name, sql in QUERIES.items():
-            data.rows[name] = await conn.fetch(sql, list(cameras))
+            args = [list(cameras), since] if "$2" in sql else [list(cameras)]
+            data.rows[name] = await conn.fetch(sql, *args)
         return data
     finally:
         await conn.close()
@@ -249,9 +251,11 @@ def latest_frame(debug_dir: Path, camera_id: str) -> bytes | None:
     return files[-1].read_bytes() if files else None
 
 
-async def write_report(dsn: str, cameras: Sequence[str], frames: dict[str, bytes], path: Path, notes: str = "") -> Path:
+async def write_report(
+    dsn: str, cameras: Sequence[str], frames: dict[str, bytes], path: Path, notes: str = "", since: datetime | None = None
+) -> Path:
     """Query, render and write the report; returns its path."""
-    data = await fetch(dsn, cameras)
+    data = await fetch(dsn, cameras, since)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(render(data, frames, notes=notes))
     return path
