@@ -354,8 +354,8 @@ class ModelUpdater:
     def _on_chunk(self, topic: str, payload: bytes) -> None:
         desired = self._target
         index = int(topic.rsplit("/", 1)[1])
-        if desired is None or not topic.startswith(self.topics.model_chunk(desired.sha256, 0)[:-1]) or index not in self._fetching:
-            return
+        if desired is None or index not in self._fetching or topic != self.topics.model_chunk(desired.sha256, index):
+            return  # a chunk of a download given up on
         self.link.unsubscribe(topic)
         self._fetching.discard(index)
         digest = hashlib.sha256(payload).hexdigest()

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
+import asyncpg
 import yaml
 from rich.console import Console, Group
 from rich.live import Live
@@ -141,15 +142,17 @@ FROM line_minute_crossings WHERE camera_id = ANY($1)
 """
 
 
-async def sql_counts(dsn: str, cameras: list[str]) -> Counter:
-    import asyncpg
+async def sql_counts(conn: asyncpg.Connection, cameras: list[str]) -> Counter:
+    rows = await conn.fetch(_SQL_COUNTS, cameras)
+    return Counter({(r["what"], r["camera_id"], r["key"], r["minute"]): r["n"] for r in rows if r["n"]})
 
+
+async def sql_counts_once(dsn: str, cameras: list[str]) -> Counter:
     conn = await asyncpg.connect(dsn)
     try:
-        rows = await conn.fetch(_SQL_COUNTS, cameras)
+        return await sql_counts(conn, cameras)
     finally:
         await conn.close()
-    return Counter({(r["what"], r["camera_id"], r["key"], r["minute"]): r["n"] for r in rows if r["n"]})
 
 
 def scrape(port: int) -> dict[str, float]:
@@ -236,7 +239,7 @@ def run_demo(settings: Settings, options: DemoOptions | None = None) -> int:
     # The report covers this run: from the start of its first minute.
     since = datetime.now(timezone.utc).replace(second=0, microsecond=0)
     dsn = _dsn(settings)
-    before = asyncio.run(sql_counts(dsn, cameras))
+    before = asyncio.run(sql_counts_once(dsn, cameras))
 
     logs = workdir / "logs"
     procs = [spawn(c, settings, logs / f"{c}.log") for c in COMPONENTS]
@@ -251,7 +254,7 @@ def run_demo(settings: Settings, options: DemoOptions | None = None) -> int:
         for camera, config in zip(cameras, configs):
             nodes[camera] = spawn("edge run", settings, logs / f"{camera}.log", ["--config", str(config), *args])
         view = LiveView(console, cameras, [options.metrics_port_base + i for i in range(len(cameras))], frames_each)
-        _follow(view, nodes, dsn, before)
+        asyncio.run(_follow(view, nodes, dsn, before))
         failed = {c: p.returncode for c, p in nodes.items() if p.returncode != 0}
         if failed:
             console.print(f"[red]camera nodes failed: {failed}; logs in {logs}[/]")
@@ -281,37 +284,43 @@ def run_demo(settings: Settings, options: DemoOptions | None = None) -> int:
         stop(list(nodes.values()) + procs)
 
 
-def _follow(view: LiveView, nodes: dict[str, subprocess.Popen], dsn: str, before: Counter) -> None:
-    """Show progress until every node has finished (its clip played and its outbox drained)."""
-
-    def refresh() -> None:
-        now = asyncio.run(sql_counts(dsn, view.cameras))
-        view.sql_total = sum(now.values()) - sum(before.values())
-
-    if view.console.is_terminal:
-        with Live(Group(view.table(nodes)), console=view.console, refresh_per_second=2) as live:
-            while any(p.poll() is None for p in nodes.values()):
-                refresh()
+async def _follow(view: LiveView, nodes: dict[str, subprocess.Popen], dsn: str, before: Counter) -> None:
+    """Show progress until every node has finished (its clip played and its outbox drained):
+    a live table on a terminal, a line every 10 s otherwise."""
+    conn = await asyncpg.connect(dsn)
+    live = Live(Group(view.table(nodes)), console=view.console, refresh_per_second=2) if view.console.is_terminal else None
+    if live is not None:
+        live.start()
+    try:
+        while True:
+            running = any(p.poll() is None for p in nodes.values())
+            view.sql_total = sum((await sql_counts(conn, view.cameras)).values()) - sum(before.values())
+            if live is not None:
                 live.update(Group(view.table(nodes)))
-                time.sleep(0.5)  # display refresh period
-            refresh()
-            live.update(Group(view.table(nodes)))
-    else:
-        while any(p.poll() is None for p in nodes.values()):
-            refresh()
-            view.log_line(nodes)
-            time.sleep(0.5)  # poll period of the node processes
+            else:
+                view.log_line(nodes)
+            if not running:
+                return
+            await asyncio.sleep(0.5)  # refresh period of the view
+    finally:
+        if live is not None:
+            live.stop()
+        await conn.close()
 
 
 async def _wait_exact(dsn: str, cameras: list[str], before: Counter, expected: Counter, console: Console, timeout: float = 120.0) -> bool:
     deadline = time.monotonic() + timeout
-    with console.status("waiting for the stream worker and sink to catch up ..."):
-        while time.monotonic() < deadline:
-            now = await sql_counts(dsn, cameras)
-            delta = Counter({k: now[k] - before[k] for k in now if now[k] != before[k]})
-            if delta == expected:
-                return True
-            await asyncio.sleep(0.5)  # polling SQL for the condition, with a deadline
+    conn = await asyncpg.connect(dsn)
+    try:
+        with console.status("waiting for the stream worker and sink to catch up ..."):
+            while time.monotonic() < deadline:
+                now = await sql_counts(conn, cameras)
+                delta = Counter({k: now[k] - before[k] for k in now if now[k] != before[k]})
+                if delta == expected:
+                    return True
+                await asyncio.sleep(0.5)  # polling SQL for the condition, with a deadline
+    finally:
+        await conn.close()
     return False
 
 

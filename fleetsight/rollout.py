@@ -14,18 +14,16 @@ import hashlib
 import logging
 import re
 import threading
-import time
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-import paho.mqtt.client as mqtt
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
-from fleetsight.mqtt import make_client
+from fleetsight.mqtt import make_client, publish_confirmed, read_retained
 from fleetsight.mqtt_auth import admin_settings
 from fleetsight.settings import Settings
 from schemas.rollout import CHUNK_SIZE, VERSION_PATTERN, DesiredModel, ModelReport, RolloutError, chunk_hashes
@@ -106,20 +104,15 @@ class _Publisher:
             raise RolloutError(f"cannot reach the MQTT broker at {self.settings.mqtt.host}:{self.settings.mqtt.port} as the admin user")
         return self
 
-    def retain(self, topic: str, payload: bytes) -> mqtt.MQTTMessageInfo:
-        return self.client.publish(topic, payload, qos=1, retain=True)
+    def retain(self, items: list[tuple[str, bytes]]) -> None:
+        try:
+            publish_confirmed(self.client, items, retain=True)
+        except TimeoutError:
+            raise RolloutError("the broker did not acknowledge the model's messages in time") from None
 
     def __exit__(self, *exc: object) -> None:
         self.client.disconnect()
         self.client.loop_stop()
-
-
-def _wait_all(infos: list[mqtt.MQTTMessageInfo], timeout: float = 120.0) -> None:
-    deadline = time.monotonic() + timeout
-    for info in infos:
-        info.wait_for_publish(max(0.1, deadline - time.monotonic()))
-        if not info.is_published():
-            raise RolloutError("the broker did not acknowledge the model's messages in time")
 
 
 async def rollout(settings: Settings, version: str, sites: list[str], cameras: list[str], progress: bool = False) -> DesiredModel:
@@ -151,11 +144,9 @@ async def rollout(settings: Settings, version: str, sites: list[str], cameras: l
             topics = settings.mqtt_topics
             with _Publisher(settings) as pub:
                 # The file first: an edge that sees the instruction finds every chunk there.
-                chunks = [pub.retain(topics.model_chunk(model.sha256, i), content[i * CHUNK_SIZE : (i + 1) * CHUNK_SIZE]) for i in range(desired.chunks)]
-                _wait_all(chunks)
+                pub.retain([(topics.model_chunk(model.sha256, i), content[i * CHUNK_SIZE : (i + 1) * CHUNK_SIZE]) for i in range(desired.chunks)])
                 payload = desired.to_json()
-                _wait_all([pub.retain(topics.site_model_desired(s), payload) for s in sites]
-                          + [pub.retain(topics.model_desired(c), payload) for c in cameras])
+                pub.retain([(topics.site_model_desired(s), payload) for s in sites] + [(topics.model_desired(c), payload) for c in cameras])
             await session.commit()
     finally:
         await engine.dispose()
@@ -165,40 +156,18 @@ async def rollout(settings: Settings, version: str, sites: list[str], cameras: l
 
 def read_reports(settings: Settings, timeout: float = 10.0) -> dict[str, ModelReport]:
     """Every camera's retained model report, read from the broker."""
-    reports: dict[str, ModelReport] = {}
-    done = threading.Event()
-    marker = f"{settings.mqtt_topic_root}/rollout-status/{uuid.uuid4().hex}"
-    topics = settings.mqtt_topics
-
-    def on_connect(client: mqtt.Client, userdata: object, flags: object, rc: object, props: object) -> None:
-        client.subscribe([(topics.all_model_reports(), 1), (marker, 1)])
-
-    def on_subscribe(client: mqtt.Client, *args: object) -> None:
-        # Retained messages come before anything published after the SUBACK:
-        # once our own marker is back, every report has arrived.
-        client.publish(marker, b"end", qos=1)
-
-    def on_message(client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
-        if msg.topic == marker:
-            done.set()
-            return
-        try:
-            report = ModelReport.from_json(msg.payload)
-        except RolloutError as exc:
-            log.warning("%s: %s", msg.topic, exc)
-            return
-        reports[report.camera_id] = report
-
-    client = make_client(admin_settings(settings), f"{settings.mqtt_topic_root}-status-{uuid.uuid4().hex[:6]}", persistent=False)
-    client.on_connect, client.on_subscribe, client.on_message = on_connect, on_subscribe, on_message
-    client.connect_async(settings.mqtt.host, settings.mqtt.port)
-    client.loop_start()
     try:
-        if not done.wait(timeout):
-            raise RolloutError("the broker did not answer in time")
-    finally:
-        client.disconnect()
-        client.loop_stop()
+        retained = read_retained(admin_settings(settings), settings.mqtt_topics.all_model_reports(), timeout)
+    except TimeoutError as exc:
+        raise RolloutError(str(exc)) from None
+    reports: dict[str, ModelReport] = {}
+    for topic, payload in retained.items():
+        try:
+            report = ModelReport.from_json(payload)
+        except RolloutError as exc:
+            log.warning("%s: %s", topic, exc)
+            continue
+        reports[report.camera_id] = report
     return reports
 
 

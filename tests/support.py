@@ -18,7 +18,7 @@ import paho.mqtt.client as mqtt
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
-from fleetsight.mqtt import make_client
+from fleetsight.mqtt import make_client, publish_confirmed, read_retained
 from fleetsight.mqtt_auth import admin_settings, ensure_user, password_file
 from fleetsight.processes import spawn, stop, wait_bridge_online
 from fleetsight.settings import Settings
@@ -235,10 +235,7 @@ def publish(settings: Settings, items: list[tuple[str, bytes]], retain: bool = F
     client = admin_client(settings, "pub", inflight=200)
     client.loop_start()
     try:
-        infos = [client.publish(topic, payload, qos=1, retain=retain) for topic, payload in items]
-        for info in infos:
-            info.wait_for_publish(timeout=30)
-            assert info.is_published(), "broker did not acknowledge a publish"
+        publish_confirmed(client, items, retain=retain, timeout=30)
     finally:
         client.disconnect()
         client.loop_stop()
@@ -246,22 +243,9 @@ def publish(settings: Settings, items: list[tuple[str, bytes]], retain: bool = F
 
 def clear_retained(settings: Settings, pattern: str) -> None:
     """Remove retained messages under ``pattern`` (ours, from a test)."""
-    found: list[str] = []
-    client = admin_client(settings, "clr")
-    client.subscribe(pattern, qos=1)
-    # Retained messages arrive right after SUBACK; a round trip of our own
-    # publish-and-receive marks the end of them.
-    marker = f"{pattern.rstrip('#').rstrip('/')}/_end_{uuid.uuid4().hex[:6]}"
-    done = threading.Event()
-    client.on_message = lambda c, u, m: done.set() if m.topic == marker else (found.append(m.topic) if m.retain else None)
-    client.loop_start()
-    client.publish(marker, b"x", qos=1)
-    done.wait(10)
-    for topic in found:
-        client.publish(topic, b"", qos=1, retain=True).wait_for_publish(5)
-    client.disconnect()
-    client.loop_stop()
-
+    found = read_retained(admin_settings(settings), pattern)
+    if found:
+        publish(settings, [(topic, b"") for topic in found], retain=True)
 
 
 def free_port() -> int:

@@ -330,7 +330,10 @@ class Chaos:
             proc = self.procs.get(camera)
             if proc is not None and proc.poll() is None:
                 proc.send_signal(signal.SIGUSR2)  # stacks into its log
-                await asyncio.sleep(1)  # give it a moment to write them
+                log = self.logs / f"{camera}.log"
+                stacks = time.monotonic() + 10
+                while time.monotonic() < stacks and "Current thread" not in log.read_text(errors="replace"):
+                    await asyncio.sleep(0.1)  # polling the log for the dump, with a deadline
             raise AssertionError(
                 f"{camera} sent nothing new within {deadline:.0f} s\n{await self.state_or_why(conn)}\n"
                 f"{self.tails(camera, 'bridge', 'worker', 'sink', lines=80)}"

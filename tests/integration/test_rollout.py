@@ -115,7 +115,8 @@ async def test_corrupted_file_is_refused_and_a_model_that_does_not_load_is_rolle
     stack: Stack, media: Path, tmp_path: Path
 ) -> None:
     config = camera(tmp_path, media, "cam-x")
-    v3 = await rollout.publish(stack.settings, variant(tmp_path, "v3"), "nanodet-m-416@3", "nanodet-m-416")
+    v3_file = variant(tmp_path, "v3")
+    v3 = await rollout.publish(stack.settings, v3_file, "nanodet-m-416@3", "nanodet-m-416")
     truncated = tmp_path / "truncated.onnx"
     truncated.write_bytes(SHIPPED.path.read_bytes()[: 3 * CHUNK_SIZE + 1000])
     with pytest.raises(rollout.RolloutError, match="onnxruntime cannot load it"):
@@ -124,7 +125,7 @@ async def test_corrupted_file_is_refused_and_a_model_that_does_not_load_is_rolle
 
     # The camera is offline while the file is put up, and a chunk of it is damaged on the broker.
     desired = await rollout.rollout(stack.settings, v3.version, sites=[], cameras=["cam-x"])
-    chunk = variant(tmp_path, "v3").read_bytes()[5 * CHUNK_SIZE : 6 * CHUNK_SIZE]
+    chunk = v3_file.read_bytes()[5 * CHUNK_SIZE : 6 * CHUNK_SIZE]
     await asyncio.to_thread(
         publish, stack.settings, [(stack.settings.mqtt_topics.model_chunk(v3.sha256, 5), bytes([chunk[0] ^ 0xFF]) + chunk[1:])], retain=True
     )
