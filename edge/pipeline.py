@@ -128,6 +128,7 @@ class Pipeline:
         # Pixels leave the node only when the operator turned snapshots on.
         self.on_snapshot = on_snapshot if config.snapshots.enabled else None
         self._next_snapshot = start
+        self.tracked: list[TrackedObject] | None = None  # the last frame's tracks; None when it ran no detector
 
     def step(self, frame: Frame) -> list[Event]:
         """Process one frame; returns the events it stored."""
@@ -144,6 +145,7 @@ class Pipeline:
             self.stats.skipped += 1
             self._m_skipped.inc()
             events = self.scene.expire(frame.ts, now)
+        self.tracked = tracked
         if self.scene.zones and now >= self._next_occupancy:
             events += self.scene.occupancy(frame.ts)
             self._next_occupancy = now + self.config.occupancy_interval_s

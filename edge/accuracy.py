@@ -1,0 +1,323 @@
+"""How true the edge's counts are: the real pipeline over an annotated clip,
+compared with the counts the annotation gives through the same geometry.
+
+The annotation is in MOTChallenge format, one box per line::
+
+    frame, id, left, top, width, height, considered, ...
+
+(frame 1 is the video's first frame; an id is one real object). The truth
+runs each annotated object's anchor (bottom centre of its box, as the edge
+uses) through a :class:`~edge.scene.Scene` with the camera's own lines,
+zones and band, at every frame of the clip. The edge side is the camera's
+detector, tracker and scene, fed every ``stride``-th frame (a lower
+detection rate). Tracking metrics (MOTA, IDF1, ID switches, fragmentations)
+come from py-motmetrics.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Protocol
+
+import cv2
+import numpy as np
+
+from edge.capture import Frame
+from edge.config import CameraConfig, LineConfig, ZoneConfig
+from edge.outbox import Outbox
+from edge.pipeline import Pipeline, build_detector, build_scene
+from edge.scene import Observation, Zone
+
+# 2026-01-01T00:00:00Z: the clip's event-time minutes start with the clip.
+BASE_TS = 1_767_225_600_000
+MINUTE_MS = 60_000
+MOT_METRICS = ("mota", "idf1", "num_switches", "num_fragmentations", "precision", "recall")
+
+
+class AnnotationError(ValueError):
+    """An annotation file that cannot be read as MOTChallenge ground truth."""
+
+
+@dataclass(frozen=True)
+class Box:
+    """One annotated object in one frame, in pixels."""
+
+    identity: int
+    left: float
+    top: float
+    width: float
+    height: float
+
+    def anchor(self, frame_w: int, frame_h: int) -> tuple[float, float]:
+        return ((self.left + self.width / 2) / frame_w, (self.top + self.height) / frame_h)
+
+    def mirrored(self, frame_w: int) -> "Box":
+        return Box(self.identity, frame_w - self.left - self.width, self.top, self.width, self.height)
+
+
+Annotation = dict[int, list[Box]]  # frame index (0-based) -> boxes
+
+
+def load_annotation(path: Path | str) -> Annotation:
+    """Read a MOTChallenge ``gt.txt``; frame 1 becomes index 0."""
+    path = Path(path)
+    if not path.is_file():
+        raise AnnotationError(f"{path}: no such annotation file")
+    try:
+        rows = np.loadtxt(path, delimiter=",", ndmin=2)
+    except ValueError as exc:
+        raise AnnotationError(f"{path}: not comma-separated numbers: {exc}") from None
+    if rows.size == 0 or rows.shape[1] < 6:
+        raise AnnotationError(f"{path}: expected at least 6 columns (frame, id, left, top, width, height)")
+    boxes: Annotation = defaultdict(list)
+    for frame, identity, left, top, width, height in rows[:, :6]:
+        if frame < 1:
+            raise AnnotationError(f"{path}: frame numbers start at 1, found {frame:g}")
+        boxes[int(frame) - 1].append(Box(int(identity), left, top, width, height))
+    return dict(boxes)
+
+
+def mirror_config(config: CameraConfig) -> CameraConfig:
+    """The same camera seen in a mirror: every x becomes 1 - x."""
+
+    def flip(points: Iterable[tuple[float, float]]) -> list[tuple[float, float]]:
+        return [(round(1.0 - x, 6), y) for x, y in points]
+
+    return config.model_copy(update={
+        "lines": [LineConfig(name=ln.name, points=tuple(flip(ln.points))) for ln in config.lines],  # type: ignore[arg-type]
+        "zones": [ZoneConfig(name=z.name, polygon=flip(z.polygon)) for z in config.zones],
+    })
+
+
+class _Event(Protocol):
+    ts: int
+    type: str
+    data: dict[str, Any]
+
+
+@dataclass
+class Counts:
+    """What a camera reports for one class, as SQL would sum it."""
+
+    crossings: Counter = field(default_factory=Counter)  # (line, direction) -> crossings
+    entries: Counter = field(default_factory=Counter)  # zone -> entries
+    exits: Counter = field(default_factory=Counter)  # zone -> exits
+    occupancy: dict[tuple[str, int], float] = field(default_factory=dict)  # (zone, minute) -> mean
+    tracks: int = 0  # tracks started ("objects")
+
+    @classmethod
+    def from_events(cls, events: Iterable[_Event], class_name: str) -> "Counts":
+        counts = cls()
+        samples: dict[tuple[str, int], list[int]] = defaultdict(list)
+        for e in events:
+            if e.type == "occupancy":
+                samples[(e.data["zone"], (e.ts - BASE_TS) // MINUTE_MS)].append(e.data["counts"].get(class_name, 0))
+            elif e.data.get("class") != class_name:
+                continue
+            elif e.type == "line.cross":
+                counts.crossings[(e.data["line"], e.data["direction"])] += 1
+            elif e.type == "zone.enter":
+                counts.entries[e.data["zone"]] += 1
+            elif e.type == "zone.exit":
+                counts.exits[e.data["zone"]] += 1
+            elif e.type == "track.start":
+                counts.tracks += 1
+        counts.occupancy = {key: sum(v) / len(v) for key, v in samples.items()}
+        return counts
+
+
+def frame_ts(index: int, fps: float) -> int:
+    return BASE_TS + round(index * 1000 / fps)
+
+
+def truth_counts(
+    annotation: Annotation, config: CameraConfig, frames: int, fps: float, size: tuple[int, int],
+    sample_frames: Iterable[int], class_name: str = "person",
+) -> Counts:
+    """Counts the annotation gives through the camera's geometry, every frame.
+
+    Occupancy is sampled at ``sample_frames`` (the frames the edge reported
+    occupancy on), so both sides average the same instants.
+    """
+    w, h = size
+    scene = build_scene(config)
+    events: list[Any] = []
+    for i in range(frames):
+        observations = [Observation(b.identity, class_name, 1.0, b.anchor(w, h)) for b in annotation.get(i, [])]
+        events += scene.update(frame_ts(i, fps), i / fps, observations)
+    events += scene.end_all(frame_ts(frames - 1, fps))
+    zones = [Zone(z.name, tuple(z.polygon)) for z in config.zones]
+    for i in sample_frames:
+        anchors = [b.anchor(w, h) for b in annotation.get(i, [])]
+        for zone in zones:
+            inside = sum(zone.contains(p) for p in anchors)
+            events.append(_Sample(frame_ts(i, fps), "occupancy", {"zone": zone.name, "counts": {class_name: inside}}))
+    return Counts.from_events(events, class_name)
+
+
+@dataclass
+class _Sample:
+    ts: int
+    type: str
+    data: dict[str, Any]
+
+
+def _iou_distances(gt: np.ndarray, hyp: np.ndarray, min_iou: float = 0.5) -> np.ndarray:
+    """1 - IoU of (x, y, w, h) boxes, NaN below ``min_iou`` (motmetrics' convention).
+
+    motmetrics 1.4's own ``iou_matrix`` calls ``np.asfarray``, gone in NumPy 2.
+    """
+    if not len(gt) or not len(hyp):
+        return np.empty((len(gt), len(hyp)))
+    g = np.column_stack([gt[:, :2], gt[:, :2] + gt[:, 2:]])[:, None, :]
+    k = np.column_stack([hyp[:, :2], hyp[:, :2] + hyp[:, 2:]])[None, :, :]
+    iw = np.clip(np.minimum(g[..., 2], k[..., 2]) - np.maximum(g[..., 0], k[..., 0]), 0, None)
+    ih = np.clip(np.minimum(g[..., 3], k[..., 3]) - np.maximum(g[..., 1], k[..., 1]), 0, None)
+    inter = iw * ih
+    union = (gt[:, 2] * gt[:, 3])[:, None] + (hyp[:, 2] * hyp[:, 3])[None, :] - inter
+    dist = 1.0 - inter / np.maximum(union, 1e-9)
+    dist[dist > 1.0 - min_iou] = np.nan
+    return dist
+
+
+@dataclass
+class RateResult:
+    """One run of the edge over the clip at one detection rate, against the truth."""
+
+    label: str
+    stride: int
+    fps: float
+    truth: Counts
+    counted: Counts
+    identities: int
+    mot: dict[str, float]
+    detector_runs: int
+
+    @staticmethod
+    def _error(truth: Counter | dict, counted: Counter | dict) -> float:
+        keys = set(truth) | set(counted)
+        total = sum(truth.get(k, 0) for k in keys)
+        return sum(abs(counted.get(k, 0) - truth.get(k, 0)) for k in keys) / total if total else 0.0
+
+    @property
+    def crossing_error(self) -> float:
+        """Summed absolute error per line and direction over the true crossings."""
+        return self._error(self.truth.crossings, self.counted.crossings)
+
+    @property
+    def entry_error(self) -> float:
+        return self._error(self.truth.entries, self.counted.entries)
+
+    @property
+    def exit_error(self) -> float:
+        return self._error(self.truth.exits, self.counted.exits)
+
+    @property
+    def occupancy_error(self) -> float:
+        """Summed absolute error of the per-minute mean occupancy over the true means."""
+        return self._error(self.truth.occupancy, self.counted.occupancy)
+
+    @property
+    def tracks_ratio(self) -> float:
+        return self.counted.tracks / self.identities if self.identities else 0.0
+
+
+def evaluate(
+    config: CameraConfig, video: Path | str, annotation: Annotation, *, stride: int = 1, mirror: bool = False,
+    class_name: str = "person", progress: Callable[[int, int], None] | None = None,
+) -> RateResult:
+    """Run the camera's pipeline over ``video`` at every ``stride``-th frame and compare."""
+    import motmetrics as mm  # the eval extra; only this function needs it
+
+    cap = cv2.VideoCapture(str(video))
+    if not cap.isOpened():
+        raise FileNotFoundError(f"cannot open video {video}")
+    fps = cap.get(cv2.CAP_PROP_FPS) or 10.0
+    total = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
+    width, height = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
+    if mirror:
+        config = mirror_config(config)
+        annotation = {i: [b.mirrored(width) for b in boxes] for i, boxes in annotation.items()}
+    detector = build_detector(config)
+    accumulator = mm.MOTAccumulator(auto_id=True)
+    events: list[Any] = []
+    frames = 0
+    with tempfile.TemporaryDirectory(prefix="fleetsight-eval-") as tmp:
+        outbox = Outbox(Path(tmp) / "outbox.sqlite3", config.camera_id, config.site)
+        pipeline = Pipeline(config, detector, build_scene(config), outbox, fps / stride)
+        try:
+            while True:
+                ok, image = cap.read()
+                if not ok:
+                    break
+                index = frames
+                frames += 1
+                if index % stride:
+                    continue
+                if mirror:
+                    image = cv2.flip(image, 1)
+                events += pipeline.step(Frame(index, frame_ts(index, fps), index / fps, image))
+                if pipeline.tracked is not None:
+                    gt = annotation.get(index, [])
+                    hyps = [t for t in pipeline.tracked if detector.class_name(t.class_id) == class_name]
+                    ids = [pipeline.scene.tracks[t.track_id].track_id for t in hyps]
+                    gt_boxes = np.array([[b.left, b.top, b.width, b.height] for b in gt]).reshape(-1, 4)
+                    hyp_boxes = np.array([[x1, y1, x2 - x1, y2 - y1] for x1, y1, x2, y2 in (t.xyxy for t in hyps)]).reshape(-1, 4)
+                    accumulator.update([b.identity for b in gt], ids, _iou_distances(gt_boxes, hyp_boxes))
+                if progress:
+                    progress(frames, total)
+            events += pipeline.finish(source_ended=True)
+        finally:
+            cap.release()
+            outbox.close()
+    counted = Counts.from_events(events, class_name)
+    samples = sorted({round((e.ts - BASE_TS) * fps / 1000) for e in events if e.type == "occupancy"})
+    truth = truth_counts(annotation, config, frames, fps, (width, height), samples, class_name)
+    summary = mm.metrics.create().compute(accumulator, metrics=list(MOT_METRICS), name="edge")
+    mot = {name: float(summary[name].iloc[0]) for name in MOT_METRICS}
+    identities = len({b.identity for boxes in annotation.values() for b in boxes})
+    label = f"{fps / stride:.3g} fps" + (" mirrored" if mirror else "")
+    return RateResult(label, stride, fps / stride, truth, counted, identities, mot, pipeline.stats.detector_runs)
+
+
+def _pct(value: float) -> str:
+    return f"{100 * value:.1f} %"
+
+
+def format_report(results: list[RateResult]) -> str:
+    """Markdown: per-rate tables (truth, counted, error) and a summary table."""
+    out: list[str] = []
+    for r in results:
+        out += [f"### {r.label} (every {r.stride}. frame, {r.detector_runs} detector runs)", ""]
+        out += ["| line | direction | truth | counted | error |", "| --- | --- | ---: | ---: | ---: |"]
+        for key in sorted(set(r.truth.crossings) | set(r.counted.crossings)):
+            t, c = r.truth.crossings.get(key, 0), r.counted.crossings.get(key, 0)
+            out.append(f"| {key[0]} | {key[1]} | {t} | {c} | {_pct((c - t) / t) if t else '-'} |")
+        out += ["", "| zone | entries truth / counted | exits truth / counted | mean occupancy per minute, truth / counted |",
+                "| --- | ---: | ---: | --- |"]
+        for zone in sorted(set(r.truth.entries) | set(r.counted.entries) | {z for z, _ in r.truth.occupancy}):
+            occ = ", ".join(
+                f"min {m}: {r.truth.occupancy[(z, m)]:.2f} / {r.counted.occupancy.get((z, m), 0.0):.2f}"
+                for z, m in sorted(r.truth.occupancy) if z == zone
+            )
+            out.append(f"| {zone} | {r.truth.entries[zone]} / {r.counted.entries[zone]} | "
+                       f"{r.truth.exits[zone]} / {r.counted.exits[zone]} | {occ} |")
+        out.append("")
+    out += ["### Summary", "",
+            "| rate | crossing error | entry error | exit error | occupancy error | tracks / identities | MOTA | IDF1 | ID switches | fragmentations |",
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for r in results:
+        out.append(
+            f"| {r.label} | {_pct(r.crossing_error)} | {_pct(r.entry_error)} | {_pct(r.exit_error)} | {_pct(r.occupancy_error)} | "
+            f"{r.counted.tracks} / {r.identities} ({r.tracks_ratio:.2f}x) | {r.mot['mota']:.3f} | {r.mot['idf1']:.3f} | "
+            f"{r.mot['num_switches']:.0f} | {r.mot['num_fragmentations']:.0f} |"
+        )
+    return "\n".join(out) + "\n"
+
+
+def rate_invariance(a: RateResult, b: RateResult) -> float:
+    """How far ``b``'s crossing counts are from ``a``'s: summed absolute difference over ``a``'s total."""
+    return RateResult._error(a.counted.crossings, b.counted.crossings)
