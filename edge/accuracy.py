@@ -144,6 +144,7 @@ def truth_counts(
     """
     w, h = size
     scene = build_scene(config)
+    scene.join_s = 0.0  # annotated identities are exact: nothing to join
     events: list[Any] = []
     for i in range(frames):
         observations = [Observation(b.identity, class_name, 1.0, b.anchor(w, h)) for b in annotation.get(i, [])]

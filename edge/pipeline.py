@@ -60,7 +60,7 @@ def build_detector(config: CameraConfig, spec: ModelSpec | None = None) -> Detec
     config's settings (its file verified before loading)."""
     return Detector(
         spec or model_spec(config.model.name, config.model.path, config.model.sha256),
-        confidence=config.detect.confidence,
+        confidence=min(config.detect.confidence, config.detect.track_low),
         iou=config.detect.iou,
         classes=config.detect.classes,
         threads=config.model.threads,
@@ -75,6 +75,9 @@ def build_scene(config: CameraConfig) -> Scene:
         [Zone(zone.name, tuple(zone.polygon)) for zone in config.zones],
         margin=config.tracking.margin,
         track_timeout_s=config.tracking.timeout_s,
+        min_hits=config.tracking.min_hits,
+        join_s=config.tracking.join_s,
+        join_distance=config.tracking.join_distance,
         classes=config.detect.classes,
     )
 
@@ -111,8 +114,10 @@ class Pipeline:
             else None
         )
         self.tracker = Tracker(
-            fps, activation=config.detect.confidence, min_hits=config.tracking.min_hits,
-            lost_frames=config.tracking.lost_frames,
+            # The tracker reports a track from its second detection on; the
+            # scene confirms it after min_hits (and keeps what it did before).
+            fps, activation=config.detect.confidence, min_hits=2,
+            lost_s=config.tracking.lost_s, match_cost=config.tracking.match_cost,
         )
         scene.restore(outbox.load_state(), start)
         self.now = start

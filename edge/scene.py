@@ -4,10 +4,18 @@ Pure logic over anchor points (bottom centre of a box, as fractions of the
 frame), so it is exact and testable on synthetic tracks. Two rules keep the
 counts honest:
 
-- Only confirmed tracks (several consecutive frames) reach this module, and
-  a crossing needs the object seen clearly on one side, then clearly on the
-  other (a band of ``margin`` around the line counts as neither), so jitter
-  on the line and grazing touches count nothing.
+- A track counts once it has been seen ``min_hits`` times; until then what
+  it did (the lines it crossed, the zones it entered) is held, and released
+  when it is confirmed or dropped when it vanishes. So a walker confirmed
+  after the line still counts, at any detection rate, and a one-frame
+  ghost counts nothing.
+- A crossing needs the object seen clearly on one side, then clearly on the
+  other (a band of ``margin`` around the line counts as neither), judged on
+  the path between those two sightings, so jitter on the line and grazing
+  touches count nothing and a jump over the band at a low frame rate does.
+- A track the tracker lost (occlusion, a missed detection) and a new one
+  that starts where the lost one should be by now, with a similar size,
+  within ``join_s``, are one object: the new id takes over the old state.
 - What a crossing or a zone needs (the side of each line, the zones a track
   is in) is saved with the events in the outbox, in one transaction. After a
   restart, a new track found where a saved one stood takes over its state,
@@ -92,6 +100,16 @@ class TrackState:
     zones: dict[str, float] = field(default_factory=dict)  # zone -> time entered
     pending: dict[str, int] = field(default_factory=dict)  # zone -> frames seen across its border
     visited: list[str] = field(default_factory=list)
+    hits: int = 1  # frames seen
+    confirmed: bool = True
+    held: list[NewEvent] = field(default_factory=list)  # events of a track not yet confirmed
+    velocity: Point = (0.0, 0.0)  # anchor movement per second, smoothed
+    height: float = 0.0  # box height, fraction of the frame (0: unknown)
+
+    def predicted(self, now: float) -> Point:
+        """Where the anchor should be at ``now`` if the object kept its pace."""
+        dt = now - self.last_seen
+        return (self.anchor[0] + self.velocity[0] * dt, self.anchor[1] + self.velocity[1] * dt)
 
     @property
     def class_name(self) -> str:
@@ -127,6 +145,9 @@ class Scene:
         track_timeout_s: float = 2.0,
         adopt_distance: float = 0.08,
         adopt_window_s: float = 3.0,
+        min_hits: int = 1,
+        join_s: float = 0.0,
+        join_distance: float = 0.05,
         classes: Sequence[str] = (),
     ) -> None:
         self.classes = list(classes)  # listed in occupancy reports even at zero
@@ -138,6 +159,9 @@ class Scene:
         self.track_timeout_s = track_timeout_s
         self.adopt_distance = adopt_distance
         self.adopt_window_s = adopt_window_s
+        self.min_hits = min_hits
+        self.join_s = min(join_s, track_timeout_s)  # a lost track is only kept until it times out
+        self.join_distance = join_distance
         self.tracks: dict[int, TrackState] = {}  # by the tracker's current id
         self._orphans: list[TrackState] = []  # restored after a restart, not yet found again
         self._orphans_until = 0.0
@@ -147,7 +171,8 @@ class Scene:
 
     def snapshot(self, now: float) -> str:
         """State a restart needs, as JSON (times relative to ``now``)."""
-        tracks = [t.to_json() for t in self.tracks.values()] + [t.to_json() for t in self._orphans]
+        # A track not yet confirmed has counted nothing: a restart may forget it.
+        tracks = [t.to_json() for t in self.tracks.values() if t.confirmed] + [t.to_json() for t in self._orphans]
         for t in tracks:
             for key in ("first", "last"):
                 t[key] -= now
@@ -171,19 +196,39 @@ class Scene:
     def update(self, ts: int, now: float, observations: Iterable[Observation]) -> list[NewEvent]:
         """Events caused by one frame's confirmed tracks; ``now`` is scene time in seconds."""
         events: list[NewEvent] = []
+        observations = list(observations)
+        seen = {obs.track_id for obs in observations}
         for obs in observations:
             state = self.tracks.get(obs.track_id)
+            own: list[NewEvent] = []
             if state is None:
-                state = self._adopt(obs, now)
+                state = self._adopt(obs, now) or self._join(obs, now, seen)
                 if state is None:
-                    state = self._start(obs, now, ts, events)
+                    state = self._start(obs, now, ts, own)
                 self.tracks[obs.track_id] = state
+            else:
+                state.hits += 1
+                dt = now - state.last_seen
+                if dt > 0:
+                    v = ((obs.anchor[0] - state.anchor[0]) / dt, (obs.anchor[1] - state.anchor[1]) / dt)
+                    state.velocity = (0.5 * (state.velocity[0] + v[0]), 0.5 * (state.velocity[1] + v[1]))
             state.last_seen = now
             state.anchor = obs.anchor
+            if obs.bbox is not None:
+                state.height = obs.bbox[3] - obs.bbox[1]
             state.max_confidence = max(state.max_confidence, obs.confidence)
             state.votes[obs.class_name] += 1
-            self._lines(state, obs, ts, events)
-            self._zones(state, now, ts, events)
+            self._lines(state, obs, ts, own)
+            self._zones(state, now, ts, own)
+            if state.confirmed:
+                events += own
+            else:
+                state.held += own
+                if state.hits >= self.min_hits:
+                    # Confirmed: what it did while unconfirmed counts now.
+                    state.confirmed = True
+                    events += state.held
+                    state.held = []
         events.extend(self.expire(ts, now))
         return events
 
@@ -191,7 +236,9 @@ class Scene:
         """End tracks not seen for ``track_timeout_s`` (and orphans nobody took over)."""
         events: list[NewEvent] = []
         for tid in [tid for tid, t in self.tracks.items() if now - t.last_seen > self.track_timeout_s]:
-            self._end(self.tracks.pop(tid), ts, events)
+            state = self.tracks.pop(tid)
+            if state.confirmed:
+                self._end(state, ts, events)
         if self._orphans and now > self._orphans_until:
             for state in self._orphans:
                 self._end(state, ts, events)
@@ -202,7 +249,8 @@ class Scene:
         """End every track: the source is over."""
         events: list[NewEvent] = []
         for state in [*self.tracks.values(), *self._orphans]:
-            self._end(state, ts, events)
+            if state.confirmed:
+                self._end(state, ts, events)
         self.tracks.clear()
         self._orphans = []
         return events
@@ -212,7 +260,7 @@ class Scene:
         events = []
         for zone in self.zones:
             counts = Counter({c: 0 for c in self.classes})
-            counts.update(t.class_name for t in self.tracks.values() if zone.name in t.zones)
+            counts.update(t.class_name for t in self.tracks.values() if t.confirmed and zone.name in t.zones)
             events.append(NewEvent(ts, "occupancy", {"zone": zone.name, "counts": dict(sorted(counts.items()))}))
         return events
 
@@ -220,7 +268,7 @@ class Scene:
 
     def _start(self, obs: Observation, now: float, ts: int, events: list[NewEvent]) -> TrackState:
         # Our own id, not the tracker's: the tracker restarts at 1 with the process.
-        state = TrackState(self._next_id, now, now, obs.anchor, obs.confidence)
+        state = TrackState(self._next_id, now, now, obs.anchor, obs.confidence, confirmed=self.min_hits <= 1)
         self._next_id += 1
         data: dict[str, Any] = {"track_id": state.track_id, "class": obs.class_name, "confidence": round(obs.confidence, 3)}
         if obs.bbox is not None:
@@ -250,6 +298,29 @@ class Scene:
         if best is not None:
             self._orphans.remove(best)
         return best
+
+    def _join(self, obs: Observation, now: float, seen: set[int]) -> TrackState | None:
+        """A confirmed track lost less than ``join_s`` ago, found again under a new id.
+
+        The new box must start near where the lost one should be by now (its
+        last place moved on at its pace; the allowed distance grows with the
+        time lost) and be of a similar height.
+        """
+        if self.join_s <= 0:
+            return None
+        best_key, best_d = None, None
+        for key, state in self.tracks.items():
+            gap = now - state.last_seen
+            if key in seen or not state.confirmed or not 0 < gap <= self.join_s or state.class_name != obs.class_name:
+                continue
+            height = obs.bbox[3] - obs.bbox[1] if obs.bbox is not None else 0.0
+            if state.height and height and not 0.67 <= height / state.height <= 1.5:
+                continue
+            px, py = state.predicted(now)
+            d = ((px - obs.anchor[0]) ** 2 + (py - obs.anchor[1]) ** 2) ** 0.5
+            if d <= self.join_distance * (1 + gap) and (best_d is None or d < best_d):
+                best_key, best_d = key, d
+        return self.tracks.pop(best_key) if best_key is not None else None
 
     def _side(self, line: Line, p: Point) -> int:
         off = line.offset(p)

@@ -39,13 +39,18 @@ class TrackedObject:
 class Tracker:
     """Associates detections over frames; reports only confirmed tracks."""
 
-    def __init__(self, fps: float, *, activation: float = 0.4, min_hits: int = 3, lost_frames: int = 30, match_iou: float = 0.8) -> None:
+    def __init__(
+        self, fps: float, *, activation: float = 0.4, min_hits: int = 3, lost_s: float = 3.0, match_cost: float = 0.8,
+    ) -> None:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)
             self._tracker = sv.ByteTrack(
                 track_activation_threshold=activation,
-                lost_track_buffer=lost_frames,
-                minimum_matching_threshold=match_iou,
+                # ByteTrack counts its lost-track buffer in frames at 30 fps
+                # (it keeps a track fps / 30 * buffer frames); in seconds it
+                # holds at any detection rate.
+                lost_track_buffer=round(lost_s * 30),
+                minimum_matching_threshold=match_cost,
                 frame_rate=fps,
                 minimum_consecutive_frames=min_hits,
             )

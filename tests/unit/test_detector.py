@@ -69,7 +69,7 @@ def test_class_filter_and_threshold(media: Path) -> None:
 
 def test_tracker_keeps_ids_on_a_real_clip(detector: Detector, media: Path) -> None:
     cap = cv2.VideoCapture(str(media / "vtest.avi"))
-    tracker = Tracker(fps=10, min_hits=3, lost_frames=20)
+    tracker = Tracker(fps=10, min_hits=3, lost_s=2.0)
     lifetime: Counter = Counter()
     per_frame = []
     for _ in range(120):
