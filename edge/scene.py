@@ -75,6 +75,16 @@ class Zone:
                 inside = not inside
         return inside
 
+    def border_distance(self, p: Point) -> float:
+        """Distance from ``p`` to the nearest edge of the polygon."""
+        best = float("inf")
+        pts = self.polygon
+        for (x1, y1), (x2, y2) in zip(pts, pts[1:] + pts[:1]):
+            dx, dy = x2 - x1, y2 - y1
+            k = max(0.0, min(1.0, ((p[0] - x1) * dx + (p[1] - y1) * dy) / (dx * dx + dy * dy or 1.0)))
+            best = min(best, ((p[0] - x1 - k * dx) ** 2 + (p[1] - y1 - k * dy) ** 2) ** 0.5)
+        return best
+
 
 @dataclass(frozen=True)
 class Observation:
@@ -235,7 +245,7 @@ class Scene:
     def expire(self, ts: int, now: float) -> list[NewEvent]:
         """End tracks not seen for ``track_timeout_s`` (and orphans nobody took over)."""
         events: list[NewEvent] = []
-        for tid in [tid for tid, t in self.tracks.items() if now - t.last_seen > self.track_timeout_s]:
+        for tid in [tid for tid, t in self.tracks.items() if now - t.last_seen > self.track_timeout_s or self._walked_out(t, now)]:
             state = self.tracks.pop(tid)
             if state.confirmed:
                 self._end(state, ts, events)
@@ -299,6 +309,14 @@ class Scene:
             self._orphans.remove(best)
         return best
 
+    @staticmethod
+    def _walked_out(state: TrackState, now: float) -> bool:
+        """Lost at its pace beyond the edge of the picture: it left, it is not hidden."""
+        if now <= state.last_seen:
+            return False
+        x, y = state.predicted(now)
+        return not (0.0 <= x <= 1.0 and 0.0 <= y <= 1.0)
+
     def _join(self, obs: Observation, now: float, seen: set[int]) -> TrackState | None:
         """A confirmed track lost less than ``join_s`` ago, found again under a new id.
 
@@ -352,7 +370,9 @@ class Scene:
     def _zones(self, state: TrackState, now: float, ts: int, events: list[NewEvent]) -> None:
         for zone in self.zones:
             inside = zone.contains(state.anchor)
-            if inside == (zone.name in state.zones):
+            if inside == (zone.name in state.zones) or zone.border_distance(state.anchor) <= self.margin:
+                # Same side as before, or in the band along the border (as
+                # for lines): a box edge wobbling on the border is no entry.
                 state.pending.pop(zone.name, None)
                 continue
             state.pending[zone.name] = state.pending.get(zone.name, 0) + 1
