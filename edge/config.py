@@ -54,7 +54,7 @@ class ModelConfig(_Strict):
 
 class DetectConfig(_Strict):
     confidence: float = Field(0.4, gt=0, lt=1, description="a detection this sure may start a track")
-    track_low: float = Field(0.4, gt=0, lt=1, description="detections down to this confidence only continue tracks (ByteTrack)")
+    track_low: float = Field(0.15, gt=0, lt=1, description="detections down to this confidence only continue tracks (ByteTrack)")
     iou: float = Field(0.5, gt=0, lt=1)
     classes: list[str] = Field(default_factory=lambda: ["person", "bicycle", "car", "motorcycle", "bus", "truck"])
 
@@ -68,11 +68,11 @@ class GateConfig(_Strict):
 
 
 class TrackingConfig(_Strict):
-    min_hits: int = Field(3, ge=1, description="frames before a track counts")
+    min_hits: int = Field(2, ge=1, description="frames a track is seen before it counts (what it did before is kept)")
     lost_s: float = Field(3.0, gt=0, description="a track the detector lost is kept this long for the object to be found again")
     join_s: float = Field(2.0, ge=0, description="a lost track and a new one where it should be within this long are one object (0: off)")
     join_distance: float = Field(0.05, ge=0, le=1, description="how far from the lost track's predicted place the new one may start, per second lost")
-    match_cost: float = Field(0.8, gt=0, lt=1, description="ByteTrack's matching threshold (1 - IoU x score)")
+    match_cost: float = Field(0.95, gt=0, lt=1, description="ByteTrack's matching threshold (1 - IoU x score)")
     timeout_s: float = Field(2.0, gt=0, description="unseen this long: the track has ended")
     margin: float = Field(0.02, ge=0, le=0.5, description="band around a line that counts as neither side")
 
