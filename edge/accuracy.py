@@ -196,6 +196,7 @@ class RateResult:
     identities: int
     mot: dict[str, float]
     detector_runs: int
+    mirrored: bool = False
 
     @staticmethod
     def _error(truth: Counter | dict, counted: Counter | dict) -> float:
@@ -281,7 +282,7 @@ def evaluate(
     mot = {name: float(summary[name].iloc[0]) for name in MOT_METRICS}
     identities = len({b.identity for boxes in annotation.values() for b in boxes})
     label = f"{fps / stride:.3g} fps" + (" mirrored" if mirror else "")
-    return RateResult(label, stride, fps / stride, truth, counted, identities, mot, pipeline.stats.detector_runs)
+    return RateResult(label, stride, fps / stride, truth, counted, identities, mot, pipeline.stats.detector_runs, mirror)
 
 
 def _pct(value: float) -> str:
@@ -316,6 +317,12 @@ def format_report(results: list[RateResult]) -> str:
             f"{r.counted.tracks} / {r.identities} ({r.tracks_ratio:.2f}x) | {r.mot['mota']:.3f} | {r.mot['idf1']:.3f} | "
             f"{r.mot['num_switches']:.0f} | {r.mot['num_fragmentations']:.0f} |"
         )
+    out.append("")
+    for r in results:
+        base = next((b for b in results if b.stride == 1 and b.mirrored == r.mirrored), None)
+        if base is not None and r is not base:
+            out.append(f"- {r.label} against {base.label}: crossing counts differ by {_pct(rate_invariance(base, r))} "
+                       f"(per line and direction, summed)")
     return "\n".join(out) + "\n"
 
 

@@ -195,6 +195,45 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     return run_demo(settings, options)
 
 
+def cmd_edge_eval(args: argparse.Namespace, settings: Settings) -> int:
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from edge.accuracy import AnnotationError, evaluate, format_report, load_annotation
+    from edge.config import ConfigError, load_camera_config
+    from edge.detector import ModelError
+
+    try:
+        config = load_camera_config(args.config)
+        annotation = load_annotation(args.annotation)
+    except (ConfigError, AnnotationError) as exc:
+        log.error("%s", exc)
+        return 2
+    if min(args.every + args.mirrored, default=1) < 1:
+        log.error("--every and --mirrored take frame steps of 1 or more (1: every frame)")
+        return 2
+    video = args.video or Path(config.source.uri)
+    runs = [(every, False) for every in args.every] + [(every, True) for every in args.mirrored]
+    results = []
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    try:
+        with Progress(*columns, console=Console(stderr=True)) as progress:
+            for every, mirror in runs:
+                task = progress.add_task(f"every {every}. frame{' (mirrored)' if mirror else ''}", total=None)
+                results.append(evaluate(
+                    config, video, annotation, stride=every, mirror=mirror,
+                    progress=lambda done, total, task=task: progress.update(task, completed=done, total=total),
+                ))
+    except (ModelError, FileNotFoundError) as exc:
+        log.error("%s", exc)
+        return 2
+    report = format_report(results)
+    print(report)
+    if args.markdown:
+        args.markdown.write_text(report)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fleetsight", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -237,6 +276,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-frames", type=int, help="stop after this many frames")
     p.add_argument("--drain-timeout", type=float, default=30.0, help="after a file ends: seconds to wait for the cloud")
     p.set_defaults(func=cmd_edge_run)
+
+    p = edge_sub.add_parser("eval", help="count an annotated clip with a camera's config and compare with the annotation")
+    p.add_argument("--config", required=True, type=Path, help="the camera's YAML file (lines, zones, settings)")
+    p.add_argument("--annotation", required=True, type=Path, help="ground truth in MOTChallenge format (gt.txt)")
+    p.add_argument("--video", type=Path, help="the annotated video; default: the config's source")
+    p.add_argument("--every", type=int, nargs="+", default=[1, 2], help="detection rates to run: every Nth frame (default: 1 2)")
+    p.add_argument("--mirrored", type=int, nargs="*", default=[], help="also run these rates on the mirrored clip")
+    p.add_argument("--markdown", type=Path, help="also write the report here")
+    p.set_defaults(func=cmd_edge_eval)
 
     model = sub.add_parser("model", help="model registry and rollout to the edges")
     model_sub = model.add_subparsers(dest="action", required=True)

@@ -112,3 +112,108 @@ def test_new_track_ids_never_repeat_across_restarts() -> None:
     after.restore(scene.snapshot(0.0), now=0.0)
     second = kinds(run(after, [(0.9, 0.9)], track_id=1, t0=5.0), "track.start")[0]["track_id"]
     assert second > first
+
+
+# --- counting across what the tracker gets wrong (held events, joins) ---------------------------
+
+MIDDLE = Line("middle", (0.55, 0.0), (0.55, 1.0))  # vertical: "in" is leftwards
+
+
+def step(scene: Scene, t: float, *obs: tuple[int, tuple[float, float]], height: float = 0.1):
+    """One frame at time ``t`` with (tracker id, anchor) observations."""
+    return scene.update(int(t * 1000), t, [
+        Observation(tid, "person", 0.8, p, (p[0] - 0.02, p[1] - height, p[0] + 0.02, p[1])) for tid, p in obs
+    ])
+
+
+def test_occlusion_gap_a_new_id_where_the_lost_track_should_be_is_the_same_walker() -> None:
+    scene = Scene([DOOR], join_s=2.0)
+    events = []
+    for i in range(5):  # walking down at 0.1 per second, above the door
+        events += step(scene, i * 0.2, (1, (0.5, 0.30 + 0.02 * i)))
+    # Hidden for 1.4 s (behind a post), crossing the door meanwhile; found again under a new id.
+    for i in range(12, 16):
+        events += step(scene, i * 0.2, (2, (0.5, 0.30 + 0.02 * i + 0.1)))
+    events += scene.end_all(5000)
+    assert len(kinds(events, "track.start")) == 1
+    assert [(d["track_id"], d["direction"]) for d in kinds(events, "line.cross")] == [(1, "in")]
+
+
+def test_without_joining_the_same_gap_loses_the_crossing() -> None:
+    scene = Scene([DOOR], join_s=0.0)
+    events = []
+    for i in range(5):
+        events += step(scene, i * 0.2, (1, (0.5, 0.30 + 0.02 * i)))
+    for i in range(12, 16):
+        events += step(scene, i * 0.2, (2, (0.5, 0.30 + 0.02 * i + 0.1)))
+    assert len(kinds(events, "track.start")) == 2 and kinds(events, "line.cross") == []
+
+
+def test_two_walkers_crossing_each_other_are_joined_by_their_pace_not_their_last_place() -> None:
+    line = Line("middle", (0.52, 0.0), (0.52, 1.0))  # vertical: "in" is leftwards
+    scene = Scene([line], join_s=2.0)
+    events = []
+    # A walks right, B walks left, 0.2 per second; both lost as they meet, either side of the line.
+    for i in range(5):
+        t = i * 0.1
+        events += step(scene, t, (1, (0.40 + 0.2 * t, 0.5)), (2, (0.64 - 0.2 * t, 0.52)))
+    a, b = sorted(d["track_id"] for d in kinds(events, "track.start"))
+    # 0.8 s later each is found under a new id where its own pace put it: each
+    # nearer the other's last place than its own.
+    for i in range(12, 16):
+        t = i * 0.1
+        events += step(scene, t, (7, (0.40 + 0.2 * t, 0.5)), (8, (0.64 - 0.2 * t, 0.52)))
+    events += scene.end_all(9000)
+    assert len(kinds(events, "track.start")) == 2
+    assert sorted((d["track_id"], d["direction"]) for d in kinds(events, "line.cross")) == [(a, "out"), (b, "in")]
+
+
+def test_a_walker_turning_back_inside_the_band_counts_nothing_and_one_who_returns_counts_twice() -> None:
+    scene = Scene([DOOR], margin=0.02)
+    turned = run(scene, [(0.5, y) for y in (0.40, 0.45, 0.49, 0.515, 0.49, 0.45, 0.40)])
+    assert kinds(turned, "line.cross") == []
+    back = run(scene, [(0.5, y) for y in (0.40, 0.47, 0.53, 0.60, 0.53, 0.47, 0.40)], track_id=2, t0=1.0)
+    assert [d["direction"] for d in kinds(back, "line.cross")] == ["in", "out"]
+
+
+def test_a_jump_over_the_band_at_a_low_frame_rate_is_a_crossing() -> None:
+    scene = Scene([DOOR], margin=0.02)
+    events = run(scene, [(0.5, 0.40), (0.5, 0.47), (0.5, 0.56), (0.5, 0.62)], dt=0.3)
+    assert [d["direction"] for d in kinds(events, "line.cross")] == ["in"]
+
+
+def test_a_track_confirmed_after_the_line_still_counts_what_it_did_before() -> None:
+    scene = Scene([DOOR], [ROOM], min_hits=3, zone_frames=1)
+    first = run(scene, [(0.5, 0.45), (0.5, 0.58)])
+    assert first == []  # not confirmed yet: held
+    events = run(scene, [(0.5, 0.65)], t0=0.2)
+    assert [e.type for e in events] == ["track.start", "line.cross", "zone.enter"]
+
+
+def test_a_track_never_confirmed_counts_nothing() -> None:
+    scene = Scene([DOOR], [ROOM], min_hits=3, track_timeout_s=1.0)
+    events = run(scene, [(0.5, 0.45), (0.5, 0.65)])
+    events += scene.expire(5000, 5.0)
+    events += scene.occupancy(5000)
+    assert [e.type for e in events] == ["occupancy"] and events[0].data["counts"] == {}
+
+
+def test_a_track_lost_walking_out_of_the_picture_ends_at_once() -> None:
+    scene = Scene([], [ROOM], track_timeout_s=5.0)
+    run(scene, [(0.90 + 0.03 * i, 0.8) for i in range(3)])
+    events = scene.update(3000, 0.4, [])  # unseen; at its pace it is beyond the right edge
+    assert [e.type for e in events] == ["zone.exit", "track.end"]
+
+
+def test_a_lost_track_that_stays_in_the_picture_waits_for_the_timeout() -> None:
+    scene = Scene([], [ROOM], track_timeout_s=2.0)
+    run(scene, [(0.50, 0.8), (0.50, 0.8)])
+    assert scene.update(3000, 1.0, []) == []
+    assert [e.type for e in scene.update(4000, 2.5, [])] == ["zone.exit", "track.end"]
+
+
+def test_a_box_wobbling_on_a_zone_border_is_not_an_entry() -> None:
+    scene = Scene([], [ROOM], margin=0.02, zone_frames=1)
+    wobble = [(0.5, 0.6 + (0.015 if i % 2 else -0.015)) for i in range(20)]
+    events = run(scene, [(0.5, 0.5)] + wobble)
+    assert kinds(events, "zone.enter") == []
