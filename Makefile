@@ -13,7 +13,7 @@ deps:
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[cloud,edge,dev]'
+	$(BIN)/pip install -q -e '.[cloud,edge,eval,dev]'
 	@touch $@
 
 venv: $(BIN)/.installed

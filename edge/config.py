@@ -68,6 +68,15 @@ class GateConfig(_Strict):
 
 
 class TrackingConfig(_Strict):
+    @model_validator(mode="before")
+    @classmethod
+    def _legacy_lost_frames(cls, data: Any) -> Any:
+        # Before 0.2 the lost-track buffer was ByteTrack's frames at 30 fps.
+        if isinstance(data, dict) and "lost_frames" in data and "lost_s" not in data:
+            data = dict(data)
+            data["lost_s"] = data.pop("lost_frames") / 30
+        return data
+
     min_hits: int = Field(2, ge=1, description="frames a track is seen before it counts (what it did before is kept)")
     lost_s: float = Field(3.0, gt=0, description="a track the detector lost is kept this long for the object to be found again")
     join_s: float = Field(2.0, ge=0, description="a lost track and a new one where it should be within this long are one object (0: off)")

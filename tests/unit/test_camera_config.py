@@ -69,3 +69,9 @@ def test_password_from_env_must_exist(tmp_path: Path, monkeypatch: pytest.Monkey
         config.mqtt.password()
     monkeypatch.setenv("CAM_DOOR_PASSWORD", "s3cret")
     assert config.mqtt.password() == "s3cret"
+
+
+def test_a_config_with_the_old_lost_frames_still_loads_as_seconds() -> None:
+    from edge.config import TrackingConfig
+
+    assert TrackingConfig.model_validate({"lost_frames": 30}).lost_s == 1.0

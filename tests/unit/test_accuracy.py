@@ -1,0 +1,51 @@
+"""The accuracy tooling itself: reading annotations, mirroring, the CLI's answers to bad input."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from edge.accuracy import AnnotationError, Box, Counts, RateResult, load_annotation, mirror_config
+from edge.config import CameraConfig, LineConfig, SourceConfig, ZoneConfig
+from fleetsight.cli import main
+
+
+def test_reads_motchallenge_frames_from_one(tmp_path: Path) -> None:
+    gt = tmp_path / "gt.txt"
+    gt.write_text("1,9,499,158,31,75,1,-4.1,-7.3,0\n2,9,497,158,31,75,0,-4.1,-7.3,0\n")
+    assert load_annotation(gt) == {0: [Box(9, 499, 158, 31, 75)], 1: [Box(9, 497, 158, 31, 75)]}
+
+
+@pytest.mark.parametrize(("text", "says"), [("1,2,3\n", "at least 6 columns"), ("a,b,c,d,e,f\n", "comma-separated"), ("0,1,1,1,1,1\n", "start at 1")])
+def test_bad_annotations_are_refused_with_the_reason(tmp_path: Path, text: str, says: str) -> None:
+    gt = tmp_path / "gt.txt"
+    gt.write_text(text)
+    with pytest.raises(AnnotationError, match=says):
+        load_annotation(gt)
+
+
+def test_cli_answers_a_missing_annotation_with_exit_2(tmp_path: Path, caplog) -> None:
+    config = tmp_path / "cam.yaml"
+    config.write_text("camera_id: c1\nsite: s1\nsource: {uri: clip.avi}\n")
+    assert main(["edge", "eval", "--config", str(config), "--annotation", str(tmp_path / "none.txt")]) == 2
+    assert "no such annotation file" in caplog.text
+
+
+def test_mirroring_flips_every_x() -> None:
+    config = CameraConfig(
+        camera_id="c1", site="s1", source=SourceConfig(uri="x.avi"),
+        lines=[LineConfig(name="l", points=((0.2, 0.1), (0.3, 0.9)))],
+        zones=[ZoneConfig(name="z", polygon=[(0.0, 0.0), (0.25, 0.0), (0.25, 1.0)])],
+    )
+    flipped = mirror_config(config)
+    assert flipped.lines[0].points == ((0.8, 0.1), (0.7, 0.9))
+    assert flipped.zones[0].polygon == [(1.0, 0.0), (0.75, 0.0), (0.75, 1.0)]
+    assert Box(1, 10, 5, 30, 70).mirrored(768) == Box(1, 728, 5, 30, 70)
+
+
+def test_errors_are_summed_per_key_over_the_truth() -> None:
+    truth = Counts(crossings={("a", "in"): 10, ("a", "out"): 10})  # type: ignore[arg-type]
+    counted = Counts(crossings={("a", "in"): 12, ("a", "out"): 9, ("b", "in"): 1})  # type: ignore[arg-type]
+    r = RateResult("x", 1, 10.0, truth, counted, 19, {}, 0)
+    assert r.crossing_error == pytest.approx(4 / 20)
