@@ -54,6 +54,7 @@ class ModelConfig(_Strict):
 
 class DetectConfig(_Strict):
     confidence: float = Field(0.4, gt=0, lt=1, description="a detection this sure may start a track")
+    fps: float | None = Field(None, gt=0, le=240, description="detection rate; frames between are not run (default: every frame); 5 counts as well as 10")
     track_low: float = Field(0.15, gt=0, lt=1, description="detections down to this confidence only continue tracks (ByteTrack)")
     iou: float = Field(0.5, gt=0, lt=1)
     classes: list[str] = Field(default_factory=lambda: ["person", "bicycle", "car", "motorcycle", "bus", "truck"])

@@ -113,10 +113,14 @@ class Pipeline:
             if config.gate.enabled
             else None
         )
+        # A detection rate below the stream's: the detector looks at every
+        # n-th moment, and the tracker paces its motion model to that rate.
+        self._detect_every = 1.0 / config.detect.fps if config.detect.fps and config.detect.fps < fps else 0.0
+        self._next_detect = start
         self.tracker = Tracker(
             # The tracker reports a track from its second detection on; the
             # scene confirms it after min_hits (and keeps what it did before).
-            fps, activation=config.detect.confidence, min_hits=2,
+            min(fps, config.detect.fps or fps), activation=config.detect.confidence, min_hits=2,
             lost_s=config.tracking.lost_s, match_cost=config.tracking.match_cost,
         )
         scene.restore(outbox.load_state(), start)
@@ -143,7 +147,10 @@ class Pipeline:
         self.stats.frame_times.append(time.monotonic())
         self._m_frames.inc()
         tracked: list[TrackedObject] | None = None
-        if self.gate is None or self.gate.should_detect(frame.image):
+        due = now + 1e-3 >= self._next_detect
+        if due and self._detect_every:
+            self._next_detect = max(self._next_detect + self._detect_every, now)
+        if due and (self.gate is None or self.gate.should_detect(frame.image)):
             tracked = self.tracker.update(self._detect(frame.image))
             events = self.scene.update(frame.ts, now, self._observations(tracked, frame.image.shape))
         else:

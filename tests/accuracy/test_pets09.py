@@ -61,3 +61,12 @@ def test_counts_do_not_depend_on_the_detection_rate(results, mirror: bool) -> No
 def test_the_truth_does_not_depend_on_the_rate_measured(results) -> None:
     assert results[(1, False)].truth == results[(2, False)].truth
     assert results[(1, True)].truth.entries == results[(1, False)].truth.entries  # a mirror changes no zone's visitors
+
+
+def test_a_camera_set_to_detect_at_5_fps_counts_as_the_5_fps_run(results, media: Path) -> None:
+    config = load_camera_config(CONFIG)
+    config.detect.fps = 5.0
+    r = evaluate(config, media / "vtest.avi", load_annotation(ANNOTATION))
+    assert r.detector_runs <= 400  # 795 frames at 10 fps: every 2nd
+    assert r.crossing_error <= 0.15
+    assert rate_invariance(results[(2, False)], r) <= 0.05
