@@ -1,8 +1,8 @@
 """Turns confirmed tracks into events: track lifecycle, line crossings, zones.
 
 Pure logic over anchor points (bottom centre of a box, as fractions of the
-frame), so it is exact and testable on synthetic tracks. Two rules keep the
-counts honest:
+frame), so it is exact and testable on synthetic tracks. These rules keep
+the counts honest:
 
 - A track counts once it has been seen ``min_hits`` times; until then what
   it did (the lines it crossed, the zones it entered) is held, and released
@@ -216,12 +216,11 @@ class Scene:
                 if state is None:
                     state = self._start(obs, now, ts, own)
                 self.tracks[obs.track_id] = state
-            else:
+            dt = now - state.last_seen
+            if dt > 0:  # seen before (also under another id): its pace, for finding it again
                 state.hits += 1
-                dt = now - state.last_seen
-                if dt > 0:
-                    v = ((obs.anchor[0] - state.anchor[0]) / dt, (obs.anchor[1] - state.anchor[1]) / dt)
-                    state.velocity = (0.5 * (state.velocity[0] + v[0]), 0.5 * (state.velocity[1] + v[1]))
+                v = ((obs.anchor[0] - state.anchor[0]) / dt, (obs.anchor[1] - state.anchor[1]) / dt)
+                state.velocity = (0.5 * (state.velocity[0] + v[0]), 0.5 * (state.velocity[1] + v[1]))
             state.last_seen = now
             state.anchor = obs.anchor
             if obs.bbox is not None:
