@@ -27,7 +27,7 @@ import numpy as np
 
 from edge.capture import Frame
 from edge.config import CameraConfig, LineConfig, ZoneConfig
-from edge.outbox import Outbox
+from edge.outbox import NewEvent, Outbox
 from edge.pipeline import Pipeline, build_detector, build_scene
 from edge.scene import Observation, Zone
 
@@ -155,15 +155,8 @@ def truth_counts(
         anchors = [b.anchor(w, h) for b in annotation.get(i, [])]
         for zone in zones:
             inside = sum(zone.contains(p) for p in anchors)
-            events.append(_Sample(frame_ts(i, fps), "occupancy", {"zone": zone.name, "counts": {class_name: inside}}))
+            events.append(NewEvent(frame_ts(i, fps), "occupancy", {"zone": zone.name, "counts": {class_name: inside}}))
     return Counts.from_events(events, class_name)
-
-
-@dataclass
-class _Sample:
-    ts: int
-    type: str
-    data: dict[str, Any]
 
 
 def _iou_distances(gt: np.ndarray, hyp: np.ndarray, min_iou: float = 0.5) -> np.ndarray:
