@@ -221,7 +221,7 @@ def cmd_edge_eval(args: argparse.Namespace, settings: Settings) -> int:
             for every, mirror in runs:
                 task = progress.add_task(f"every {every}. frame{' (mirrored)' if mirror else ''}", total=None)
                 results.append(evaluate(
-                    config, video, annotation, stride=every, mirror=mirror,
+                    config, video, annotation, stride=every, mirror=mirror, class_name=args.object_class,
                     progress=lambda done, total, task=task: progress.update(task, completed=done, total=total),
                 ))
     except (ModelError, FileNotFoundError) as exc:
@@ -283,6 +283,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--video", type=Path, help="the annotated video; default: the config's source")
     p.add_argument("--every", type=int, nargs="+", default=[1, 2], help="detection rates to run: every Nth frame (default: 1 2)")
     p.add_argument("--mirrored", type=int, nargs="*", default=[], help="also run these rates on the mirrored clip")
+    p.add_argument("--class", dest="object_class", default="person", help="the class the annotation marks (default: person)")
     p.add_argument("--markdown", type=Path, help="also write the report here")
     p.set_defaults(func=cmd_edge_eval)
 
