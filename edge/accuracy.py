@@ -278,6 +278,14 @@ def evaluate(
     return RateResult(label, stride, fps / stride, truth, counted, identities, mot, pipeline.stats.detector_runs, mirror)
 
 
+def every_nth(n: int) -> str:
+    """'every frame', 'every 2nd frame', ..."""
+    if n == 1:
+        return "every frame"
+    suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
+    return f"every {n}{suffix} frame"
+
+
 def _pct(value: float) -> str:
     return f"{100 * value:.1f} %"
 
@@ -286,7 +294,7 @@ def format_report(results: list[RateResult]) -> str:
     """Markdown: per-rate tables (truth, counted, error) and a summary table."""
     out: list[str] = []
     for r in results:
-        out += [f"### {r.label} (every {r.stride}. frame, {r.detector_runs} detector runs)", ""]
+        out += [f"### {r.label} ({every_nth(r.stride)}, {r.detector_runs} detector runs)", ""]
         out += ["| line | direction | truth | counted | error |", "| --- | --- | ---: | ---: | ---: |"]
         for key in sorted(set(r.truth.crossings) | set(r.counted.crossings)):
             t, c = r.truth.crossings.get(key, 0), r.counted.crossings.get(key, 0)

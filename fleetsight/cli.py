@@ -199,7 +199,7 @@ def cmd_edge_eval(args: argparse.Namespace, settings: Settings) -> int:
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from edge.accuracy import AnnotationError, evaluate, format_report, load_annotation
+    from edge.accuracy import AnnotationError, evaluate, every_nth, format_report, load_annotation
     from edge.config import ConfigError, load_camera_config
     from edge.detector import ModelError
 
@@ -219,7 +219,7 @@ def cmd_edge_eval(args: argparse.Namespace, settings: Settings) -> int:
     try:
         with Progress(*columns, console=Console(stderr=True)) as progress:
             for every, mirror in runs:
-                task = progress.add_task(f"every {every}. frame{' (mirrored)' if mirror else ''}", total=None)
+                task = progress.add_task(f"{every_nth(every)}{' (mirrored)' if mirror else ''}", total=None)
                 results.append(evaluate(
                     config, video, annotation, stride=every, mirror=mirror, class_name=args.object_class,
                     progress=lambda done, total, task=task: progress.update(task, completed=done, total=total),

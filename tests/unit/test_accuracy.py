@@ -49,3 +49,11 @@ def test_errors_are_summed_per_key_over_the_truth() -> None:
     counted = Counts(crossings={("a", "in"): 12, ("a", "out"): 9, ("b", "in"): 1})  # type: ignore[arg-type]
     r = RateResult("x", 1, 10.0, truth, counted, 19, {}, 0)
     assert r.crossing_error == pytest.approx(4 / 20)
+
+
+def test_rates_are_named_in_words() -> None:
+    from edge.accuracy import every_nth
+
+    assert [every_nth(n) for n in (1, 2, 3, 4, 11, 21)] == [
+        "every frame", "every 2nd frame", "every 3rd frame", "every 4th frame", "every 11th frame", "every 21st frame",
+    ]
