@@ -177,6 +177,13 @@ def _iou_distances(gt: np.ndarray, hyp: np.ndarray, min_iou: float = 0.5) -> np.
     return dist
 
 
+def summed_error(truth: Counter | dict, counted: Counter | dict) -> float:
+    """Summed absolute difference per key over the true total (0 when there is no truth)."""
+    keys = set(truth) | set(counted)
+    total = sum(truth.get(k, 0) for k in keys)
+    return sum(abs(counted.get(k, 0) - truth.get(k, 0)) for k in keys) / total if total else 0.0
+
+
 @dataclass
 class RateResult:
     """One run of the edge over the clip at one detection rate, against the truth."""
@@ -191,29 +198,23 @@ class RateResult:
     detector_runs: int
     mirrored: bool = False
 
-    @staticmethod
-    def _error(truth: Counter | dict, counted: Counter | dict) -> float:
-        keys = set(truth) | set(counted)
-        total = sum(truth.get(k, 0) for k in keys)
-        return sum(abs(counted.get(k, 0) - truth.get(k, 0)) for k in keys) / total if total else 0.0
-
     @property
     def crossing_error(self) -> float:
         """Summed absolute error per line and direction over the true crossings."""
-        return self._error(self.truth.crossings, self.counted.crossings)
+        return summed_error(self.truth.crossings, self.counted.crossings)
 
     @property
     def entry_error(self) -> float:
-        return self._error(self.truth.entries, self.counted.entries)
+        return summed_error(self.truth.entries, self.counted.entries)
 
     @property
     def exit_error(self) -> float:
-        return self._error(self.truth.exits, self.counted.exits)
+        return summed_error(self.truth.exits, self.counted.exits)
 
     @property
     def occupancy_error(self) -> float:
         """Summed absolute error of the per-minute mean occupancy over the true means."""
-        return self._error(self.truth.occupancy, self.counted.occupancy)
+        return summed_error(self.truth.occupancy, self.counted.occupancy)
 
     @property
     def tracks_ratio(self) -> float:
@@ -329,4 +330,4 @@ def format_report(results: list[RateResult]) -> str:
 
 def rate_invariance(a: RateResult, b: RateResult) -> float:
     """How far ``b``'s crossing counts are from ``a``'s: summed absolute difference over ``a``'s total."""
-    return RateResult._error(a.counted.crossings, b.counted.crossings)
+    return summed_error(a.counted.crossings, b.counted.crossings)
