@@ -326,11 +326,11 @@ class Scene:
         if self.join_s <= 0:
             return None
         best_key, best_d = None, None
+        height = obs.bbox[3] - obs.bbox[1] if obs.bbox is not None else 0.0
         for key, state in self.tracks.items():
             gap = now - state.last_seen
             if key in seen or not state.confirmed or not 0 < gap <= self.join_s or state.class_name != obs.class_name:
                 continue
-            height = obs.bbox[3] - obs.bbox[1] if obs.bbox is not None else 0.0
             if state.height and height and not 0.67 <= height / state.height <= 1.5:
                 continue
             px, py = state.predicted(now)

@@ -18,7 +18,7 @@ LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 
 
 # Edge
 EDGE_FRAMES = Counter("fleetsight_edge_frames", "Frames read", ["camera"])
-EDGE_FRAMES_SKIPPED = Counter("fleetsight_edge_frames_skipped", "Frames the motion gate kept from the detector", ["camera"])
+EDGE_FRAMES_SKIPPED = Counter("fleetsight_edge_frames_skipped", "Frames the detector did not run on (motion gate, or the camera's detection rate)", ["camera"])
 EDGE_INFERENCE = Histogram("fleetsight_edge_inference_seconds", "Detector time per frame", ["camera"],
                            buckets=(0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.2, 0.5, 1))
 EDGE_EVENTS = Counter("fleetsight_edge_events", "Events stored in the outbox", ["camera", "type"])
