@@ -75,6 +75,10 @@ class Settings(BaseSettings):
     stream_app_id: str = Field("fleetsight", pattern=r"^[A-Za-z0-9_.-]+$")
     # How soon the group notices a dead worker and hands its partitions over.
     stream_session_timeout_s: float = Field(15.0, ge=6)
+    # Stall watchdog of the bridge, worker and sink (fleetsight/watchdog.py):
+    # work waiting this long without progress makes the process exit (70) for
+    # its supervisor to restart it; /health says 503 from half of it.
+    stall_timeout_s: float = Field(60.0, ge=2)
     services_dir: Path = REPO_ROOT / ".services"
 
     # Bridge: what counts as bad input.

@@ -24,7 +24,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from fleetsight import metrics
 from fleetsight.kafka_admin import ensure_topics
+from fleetsight.retry import retry
 from fleetsight.settings import Settings
+from fleetsight.watchdog import Watchdog
 from schemas.aggregates import Row, TableSpec, decode_rows
 from sinks.db import make_engine
 from sinks.models import MODELS
@@ -88,6 +90,9 @@ class Sink:
         self.settings = settings
         self._stop = asyncio.Event()
         self.written = 0
+        self.backlog = 0  # row records read or known in Kafka, not yet written
+        self._next: dict[Any, int] = {}  # partition -> next offset to read
+        self.watchdog = Watchdog("sink", settings.stall_timeout_s, waiting=lambda: self.backlog)
 
     def stop(self) -> None:
         self._stop.set()
@@ -106,45 +111,54 @@ class Sink:
         log.info("sink: %s -> %s", self.settings.kafka_topics.rows, engine.url.render_as_string(hide_password=True))
         try:
             while not self._stop.is_set():
+                self.watchdog.busy("reading row records from Kafka")
                 batches = await consumer.getmany(timeout_ms=500, max_records=5000)
                 rows: list[Row] = []
                 newest = 0
-                for messages in batches.values():
+                for tp, messages in batches.items():
+                    self._next[tp] = messages[-1].offset + 1
                     for message in messages:
                         newest = max(newest, message.timestamp)
                         try:
                             rows.extend(decode_rows(message.value))
                         except (ValueError, TypeError, KeyError) as exc:
                             log.error("skipping unreadable row record at %s:%s: %s", message.partition, message.offset, exc)
+                self.backlog = self._behind(consumer) + sum(len(m) for m in batches.values())
                 if rows:
                     started = time.perf_counter()
-                    self.written += await self._write_with_retry(engine, rows)
+                    self.written += await retry(
+                        lambda: upsert(engine, rows), what=f"writing {len(rows)} rows to the database",
+                        errors=(OperationalError, DBAPIError, OSError), log=log, watchdog=self.watchdog,
+                        stopping=self._stop.is_set, on_retry=metrics.SINK_RETRIES.inc,
+                    )
                     metrics.SINK_WRITE.observe(time.perf_counter() - started)
                     metrics.SINK_LAG.observe(max(0.0, time.time() - newest / 1000))
                 if batches:
+                    self.watchdog.busy("committing Kafka offsets")
                     await consumer.commit()
+                    self.watchdog.progress()
+                self.backlog = self._behind(consumer)
+                metrics.SINK_BACKLOG.set(self.backlog)
         finally:
             await consumer.stop()
             await engine.dispose()
 
-    async def _write_with_retry(self, engine: AsyncEngine, rows: list[Row]) -> int:
-        delay = 0.5
-        while True:
-            try:
-                return await upsert(engine, rows)
-            except (OperationalError, DBAPIError, OSError) as exc:
-                if self._stop.is_set():
-                    raise
-                metrics.SINK_RETRIES.inc()
-                log.warning("database write failed (%s); retrying in %.1f s", exc.__class__.__name__, delay)
-                await asyncio.sleep(delay)  # backoff while PostgreSQL is away
-                delay = min(delay * 2, 10.0)
+    def _behind(self, consumer: AIOKafkaConsumer) -> int:
+        """Records in the assigned partitions past the last one read (by the last fetch's high watermark)."""
+        behind = 0
+        for tp in consumer.assignment():
+            highwater, read = consumer.highwater(tp), self._next.get(tp)
+            if highwater is not None and read is not None:
+                behind += max(0, highwater - read)
+        return behind
 
 
 async def run_sink(settings: Settings) -> int:
     """Entry point of ``fleetsight sink``."""
     sink = Sink(settings)
+    metrics.watch(sink.watchdog)
     metrics.serve(settings.sink_metrics_port, settings.metrics_bind)
+    sink.watchdog.start(asyncio.get_running_loop())
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, sink.stop)

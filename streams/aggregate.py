@@ -168,6 +168,15 @@ class Incoming:
     partition: int
     timestamp_ms: int  # broker append time (LogAppendTime)
     value: bytes
+    offset: int = -1  # in its partition of the events topic (-1: not from Kafka)
+
+
+@dataclass(frozen=True)
+class Decoded:
+    """A record and what it decoded to: events, or the reasons it was refused."""
+
+    record: Incoming
+    items: list[Event | EventError]
 
 
 @dataclass
@@ -192,24 +201,44 @@ class MinuteAggregator:
         self.stream_time: dict[int, int] = {}  # partition -> newest append time seen
 
     def process(self, records: Iterable[Incoming]) -> BatchResult:
+        """Decode and apply ``records`` (the table must hold every bucket they touch)."""
+        return self.apply(self.read(records))
+
+    def read(self, records: Iterable[Incoming]) -> list[Decoded]:
+        """Decode records; a record that cannot be read at all holds its one error."""
+        out: list[Decoded] = []
+        for record in records:
+            try:
+                items: list[Event | EventError] = list(decode(record.value))
+            except EventError as exc:
+                items = [exc]
+            out.append(Decoded(record, items))
+        return out
+
+    @staticmethod
+    def keys(decoded: Iterable[Decoded]) -> set[str]:
+        """The bucket keys these records fold into: what to load before :meth:`apply`."""
+        return {
+            bucket_key(table, item.camera_id, dims, item.minute)
+            for d in decoded for item in d.items if not isinstance(item, EventError)
+            for table, dims, _ in folds(item)
+        }
+
+    def apply(self, decoded: Iterable[Decoded]) -> BatchResult:
         result = BatchResult()
         touched: dict[str, tuple[dict[str, Any], SeqSet]] = {}
-        for record in records:
+        for d in decoded:
+            record = d.record
             if record.timestamp_ms > self.stream_time.get(record.partition, 0):
                 self.stream_time[record.partition] = record.timestamp_ms
-            try:
-                items = decode(record.value)
-            except EventError as exc:
-                result.dead.append(DeadLetter.from_error(exc, "streams", record.value, self.source_topic))
-                continue
-            for event in items:
+            for event in d.items:
                 if isinstance(event, EventError):
                     result.dead.append(DeadLetter.from_error(event, "streams", record.value, self.source_topic))
                 else:
                     self._apply(record, event, touched, result)
         for key, (bucket, seqs) in touched.items():
             bucket["seqs"] = seqs.ranges
-            self.table[key] = bucket  # one changelog record per bucket per batch
+            self.table[key] = bucket  # one state write per bucket per batch
             result.rows[key] = self.row(bucket, len(seqs))
         return result
 
@@ -266,23 +295,28 @@ class MinuteAggregator:
             ts=event.ts,
         )
 
-    def prune(self, partition: int, owns: Callable[[str], bool]) -> list[str]:
-        """Delete buckets of ``partition`` that no accepted event can reach.
+    def horizon(self, partition: int, stream_time: int | None = None) -> int | None:
+        """Buckets of ``partition`` that start before this minute are closed for good.
 
         An event is accepted only if its time is within ``late_after`` of its
         append time, and append times in a partition only grow, so a bucket
         that ended more than ``late_after`` (plus a minute of slack for
-        clock steps) before the partition's stream time is closed for good.
+        clock steps) before the partition's stream time can never change.
+        """
+        now = max(self.stream_time.get(partition, 0), stream_time or 0)
+        if not now:
+            return None
+        return now - self.late_after_ms - 2 * MINUTE_MS
+
+    def prune(self, partition: int, owns: Callable[[str], bool]) -> list[str]:
+        """Delete the closed buckets of ``partition`` (see :meth:`horizon`) from the table.
+
         ``owns(key)`` says whether a key belongs to ``partition``.
         """
-        now = self.stream_time.get(partition)
-        if now is None:
+        horizon = self.horizon(partition)
+        if horizon is None:
             return []
-        horizon = now - self.late_after_ms - MINUTE_MS
-        stale = [
-            key for key, bucket in list(self.table.items())
-            if bucket and bucket["minute"] + MINUTE_MS < horizon and owns(key)
-        ]
+        stale = [key for key, bucket in list(self.table.items()) if bucket and bucket["minute"] < horizon and owns(key)]
         for key in stale:
             del self.table[key]
         return stale

@@ -24,6 +24,7 @@ from aiokafka import AIOKafkaProducer
 from fleetsight import metrics
 from fleetsight.mqtt import make_client
 from fleetsight.settings import Settings
+from fleetsight.watchdog import Watchdog
 from schemas.codec import Event, EventError, Reason, decode, decode_ack, encode, encode_ack
 from schemas.deadletter import DeadLetter
 from streams.acks import AckTracker
@@ -84,6 +85,11 @@ class Bridge:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._client: mqtt.Client | None = None
         self._producer: AIOKafkaProducer | None = None
+        self.watchdog = Watchdog("bridge", settings.stall_timeout_s, waiting=self.backlog)
+
+    def backlog(self) -> int:
+        """MQTT messages received and not yet in Kafka."""
+        return self._inbox.qsize() + self._pending.qsize()
 
     # --- turning one message into records (pure, no I/O) -------------------
 
@@ -210,10 +216,12 @@ class Bridge:
         """Acknowledge messages to the broker in arrival order, once in Kafka."""
         assert self._client is not None
         while True:
+            self.watchdog.busy("waiting for MQTT messages")
             item = await self._pending.get()
             if item is None:
                 return
             if item.futures:
+                self.watchdog.busy(f"waiting for Kafka to acknowledge {len(item.futures)} records")
                 await asyncio.gather(*item.futures)  # raises if Kafka refused: we stop, unacked
             if item.generation == self._generation and item.qos > 0:
                 self._client.ack(item.mid, item.qos)
@@ -230,6 +238,7 @@ class Bridge:
             self.forwarded += outcome.forwarded
             self.rejected += outcome.rejected
             self._acks_changed.set()
+            self.watchdog.progress()
 
     async def _publish_acks(self) -> None:
         assert self._client is not None
@@ -298,7 +307,9 @@ class Bridge:
 async def run_bridge(settings: Settings) -> int:
     """Entry point of ``fleetsight bridge``."""
     bridge = Bridge(settings)
+    metrics.watch(bridge.watchdog)
     metrics.serve(settings.bridge_metrics_port, settings.metrics_bind)
+    bridge.watchdog.start(asyncio.get_running_loop())
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, bridge.stop)

@@ -1,6 +1,14 @@
 """The Faust application: events in, exact aggregates, camera status and alerts out.
 
 Run with ``fleetsight worker``; start more workers to share the partitions.
+
+Faust consumes the events topic and balances its partitions over the
+workers; the state the aggregates need lives in PostgreSQL
+(``streams/state.py``), one transaction per batch, so a worker that takes a
+partition over has nothing to restore, and a record that is replayed, or
+that Faust jumped over, cannot change a count. A stall watchdog
+(``fleetsight/watchdog.py``) exits the process when records wait and none is
+applied.
 """
 
 from __future__ import annotations
@@ -13,15 +21,20 @@ from typing import Any
 
 import faust
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from sqlalchemy.exc import DBAPIError, OperationalError
 
 from fleetsight import metrics
 from fleetsight.kafka_admin import ensure_topics
+from fleetsight.retry import retry
 from fleetsight.settings import Settings
+from fleetsight.watchdog import Watchdog
 from schemas.aggregates import ALERTS, Row, encode_rows
-from streams.aggregate import Incoming, MinuteAggregator, bucket_camera
-from streams.gaps import OffsetGuard
+from schemas.codec import Event
+from schemas.deadletter import DeadLetter
+from streams.aggregate import BatchResult, Incoming, MinuteAggregator, bucket_camera
+from streams.gaps import find_gaps
 from streams.partitioning import partition_for
+from streams.state import Batch, StateStore
 from streams.status import AlertConfig, FleetStatus, OccupancyRule
 
 log = logging.getLogger("fleetsight.worker")
@@ -30,80 +43,62 @@ BATCH_MAX = 1000
 ROWS_PER_RECORD = 500
 BATCH_WITHIN_S = 0.5
 PRUNE_EVERY_S = 60.0
+PROBE_EVERY_S = 5.0
+# A partition this worker owns, behind its log end, from which Faust has
+# delivered nothing for this long, is read directly (at most CATCH_UP_MAX
+# records a time): records Faust committed past at the tail of a partition
+# would otherwise wait for the next record to reveal the jump.
+CATCH_UP_AFTER_S = 15.0
+CATCH_UP_MAX = 2000
+KAFKA_TIMEOUT_S = 30.0
+DB_ERRORS = (OperationalError, DBAPIError, OSError, asyncio.TimeoutError)
 
 
-class CameraTable(faust.Table):
-    """A table whose keys start with a camera id, kept in that camera's partition.
-
-    Faust puts a table write in the partition of the event being processed;
-    with batches from several partitions, or writes from a timer, that would
-    be wrong, so the partition comes from the key: the partition the
-    camera's events use. A worker that takes the partition over recovers
-    exactly that camera's state.
-    """
-
-    def partition_for_key(self, key: Any) -> int:
-        return partition_for(bucket_camera(key), self.app.conf.topic_partitions)
-
-
-class GapReader:
-    """Reads given offsets of the events topic directly, outside the consumer group."""
+class DirectReader:
+    """Reads the events topic directly, outside the consumer group."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.topic = settings.kafka_topics.events
         self._consumer: AIOKafkaConsumer | None = None
 
-    async def committed(self, group: str, partition: int) -> int | None:
-        admin = AIOKafkaAdminClient(bootstrap_servers=self.settings.kafka_bootstrap)
-        await admin.start()
-        try:
-            tp = TopicPartition(self.topic, partition)
-            offsets = await admin.list_consumer_group_offsets(group, partitions=[tp])
-        finally:
-            await admin.close()
-        meta = offsets.get(tp)
-        return meta.offset if meta is not None and meta.offset >= 0 else None
+    async def _started(self) -> AIOKafkaConsumer:
+        if self._consumer is None:
+            consumer = AIOKafkaConsumer(bootstrap_servers=self.settings.kafka_bootstrap, enable_auto_commit=False)
+            await asyncio.wait_for(consumer.start(), KAFKA_TIMEOUT_S)
+            self._consumer = consumer
+        return self._consumer
+
+    async def ends(self, partitions: list[int]) -> tuple[dict[int, int], dict[int, int]]:
+        """First and next-to-be-written offset of each partition."""
+        consumer = await self._started()
+        tps = [TopicPartition(self.topic, p) for p in partitions]
+        first = await asyncio.wait_for(consumer.beginning_offsets(tps), KAFKA_TIMEOUT_S)
+        end = await asyncio.wait_for(consumer.end_offsets(tps), KAFKA_TIMEOUT_S)
+        return {tp.partition: o for tp, o in first.items()}, {tp.partition: o for tp, o in end.items()}
 
     async def read(self, partition: int, first: int, last: int) -> list[Incoming]:
-        if self._consumer is None:
-            self._consumer = AIOKafkaConsumer(bootstrap_servers=self.settings.kafka_bootstrap, enable_auto_commit=False)
-            await self._consumer.start()
+        """Offsets ``first``..``last`` (those still in the log) of ``partition``."""
+        consumer = await self._started()
         tp = TopicPartition(self.topic, partition)
-        self._consumer.assign([tp])
-        self._consumer.seek(tp, first)
+        start = max(first, (await asyncio.wait_for(consumer.beginning_offsets([tp]), KAFKA_TIMEOUT_S))[tp])
+        consumer.assign([tp])
+        consumer.seek(tp, start)
         out: list[Any] = []
         deadline = time.monotonic() + 120
-        while not out or out[-1].offset < last:
+        while start <= last and (not out or out[-1].offset < last):
             if time.monotonic() > deadline:
-                # Crash rather than go on without them: the batch is not acked yet.
+                # Raise rather than go on without them: the batch is not applied yet.
                 raise RuntimeError(f"cannot read offsets {first}-{last} of {self.topic}[{partition}]")
-            for message in (await self._consumer.getmany(tp, timeout_ms=5000)).get(tp, []):
+            for message in (await consumer.getmany(tp, timeout_ms=1000)).get(tp, []):
                 if message.offset <= last:
                     out.append(message)
-        return [Incoming(m.partition, m.timestamp, m.value) for m in out]
+        return [Incoming(m.partition, m.timestamp, m.value, m.offset) for m in out]
 
-
-TABLES = {
-    "minute-buckets": "Per-minute row sums and the seqs folded into them.",
-    "camera-state": "Per-camera status, seqs received and open alerts.",
-}
-
-
-def changelog_topics(settings: Settings) -> list[NewTopic]:
-    """The tables' changelog topics, as Faust would create them.
-
-    Made before the worker starts: when Faust creates them itself, they are
-    missing from the first metadata ("not found in cluster metadata"), the
-    subscription changes and the group rebalances while the first batch is
-    in flight. Seen twice: a worker hung for good in that rebalance
-    ("wait_empty: Waiting for tasks") with no offset ever committed.
-    """
-    return [
-        NewTopic(f"{settings.stream_app_id}-{name}-changelog", settings.kafka_partitions, 1,
-                 topic_configs={"cleanup.policy": "compact"})
-        for name in TABLES
-    ]
+    async def close(self) -> None:
+        if self._consumer is not None:
+            await self._consumer.stop()
+            self._consumer = None
 
 
 def alert_config(settings: Settings) -> AlertConfig:
@@ -116,101 +111,126 @@ def alert_config(settings: Settings) -> AlertConfig:
     )
 
 
-def create_app(settings: Settings) -> faust.App:
-    """The Faust app with its topics, tables, agent and timer."""
-    topics = settings.kafka_topics
-    partitions = settings.kafka_partitions
-    datadir = settings.services_dir / "streams" / settings.stream_app_id
-    datadir.mkdir(parents=True, exist_ok=True)
-    app = faust.App(
-        settings.stream_app_id,
-        broker=f"kafka://{settings.kafka_bootstrap}",
-        store="memory://",
-        topic_partitions=partitions,
-        topic_replication_factor=1,
-        web_enabled=False,
-        consumer_auto_offset_reset="earliest",
-        producer_acks=-1,
-        broker_session_timeout=settings.stream_session_timeout_s,
-        broker_heartbeat_interval=min(3.0, settings.stream_session_timeout_s / 3),
-        datadir=str(datadir),
-        # No standby replicas: a worker that takes a partition over reads its
-        # table from the changelog instead of promoting a standby copy. Seen
-        # with standbys (the default, 1): after a SIGKILL, SQL short by 1-7
-        # events per bucket for the dead worker's partitions, i.e. the
-        # survivor sent smaller absolute rows over the right ones (scale-out
-        # test: 2 runs of 13). Without them: no loss in 30 runs, but 2 hangs,
-        # one in Faust's active recovery ("No event received for active tp",
-        # faust-streaming #74), which every takeover now goes through, one
-        # silent after "Faust skipped offsets". A stall is seen and restarted;
-        # a short count is not. Issue 12 takes this state out of Faust.
-        table_standby_replicas=0,
-    )
-    events = app.topic(topics.events, key_serializer="raw", value_serializer="raw")
-    rows_out = app.topic(topics.rows, key_serializer="raw", value_serializer="raw")
-    alerts_out = app.topic(topics.alerts, key_serializer="raw", value_serializer="raw")
-    deadletter = app.topic(topics.deadletter, key_serializer="raw", value_serializer="raw")
+class Worker:
+    """Applies batches of event records to the state in PostgreSQL and sends the rows out.
 
-    def table(name: str, help: str) -> CameraTable:
-        return app.tables.add(
-            CameraTable(app, name=name, default=None, beacon=app.tables.beacon, partitions=partitions, help=help)
-        )
+    One batch at a time per process (``lock``): the agent's batches, the
+    status sweep and the catch-up reads all change the same state.
+    """
 
-    buckets = table("minute-buckets", TABLES["minute-buckets"])
-    cameras = table("camera-state", TABLES["camera-state"])
-    aggregator = MinuteAggregator(buckets, int(settings.late_after_s * 1000), topics.events)
-    status = FleetStatus(cameras, alert_config(settings), clock=lambda: int(time.time() * 1000))
-    last_prune: dict[int, float] = {}
+    def __init__(self, settings: Settings, app: faust.App, watchdog: Watchdog) -> None:
+        self.settings = settings
+        self.app = app
+        self.watchdog = watchdog
+        self.topics = settings.kafka_topics
+        self.partitions = settings.kafka_partitions
+        self.store = StateStore.connect(settings.database_dsn, settings.stream_app_id, self.topics.events)
+        self.aggregator = MinuteAggregator({}, int(settings.late_after_s * 1000), self.topics.events)
+        self.status = FleetStatus({}, alert_config(settings), clock=lambda: int(time.time() * 1000))
+        self.reader = DirectReader(settings)  # gaps, under the lock
+        self.prober = DirectReader(settings)  # log ends and catch-up reads, from the probe
+        self.lock = asyncio.Lock()
+        self.waiting = 0  # records in the log not yet applied, in this worker's partitions
+        self.delivered: dict[int, float] = {}  # partition -> when a batch of it last came
+        self._pruned: dict[int, float] = {}
+        self._applied: dict[int, int] = {}
+        self.rows_out = app.topic(self.topics.rows, key_serializer="raw", value_serializer="raw")
+        self.alerts_out = app.topic(self.topics.alerts, key_serializer="raw", value_serializer="raw")
+        self.deadletter = app.topic(self.topics.deadletter, key_serializer="raw", value_serializer="raw")
 
-    def owns(partition: int):
-        return lambda key: partition_for(bucket_camera(key), partitions) == partition
+    def partition_of(self, key_or_camera: str) -> int:
+        return partition_for(bucket_camera(key_or_camera), self.partitions)
 
-    async def emit(rows: list[Row]) -> None:
+    def owned(self) -> set[int]:
+        return {tp.partition for tp in self.app.assignor.assigned_actives() if tp.topic == self.topics.events}
+
+    # --- a batch ---------------------------------------------------------------------
+
+    async def apply(self, records: list[Incoming]) -> None:
+        """Apply ``records`` (from any partitions) in one transaction; retried while the database is away."""
+        started = time.perf_counter()
+        async with self.lock:
+            result = await retry(
+                lambda: self._apply(records), what=f"applying {len(records)} records to the database",
+                errors=DB_ERRORS, log=log, watchdog=self.watchdog,
+            )
+        now = time.monotonic()
+        for partition in {r.partition for r in records}:
+            self.delivered[partition] = now
+        self.watchdog.progress("waiting for records")
+        self._observe(records, result, started)
+
+    async def _apply(self, records: list[Incoming]) -> BatchResult:
+        partitions = sorted({r.partition for r in records})
+        async with self.store.batch(partitions) as tx:
+            self.watchdog.busy(f"checking offsets of partitions {partitions}")
+            found: list[Incoming] = []
+            next_offsets: dict[int, int | None] = {}
+            for p in partitions:
+                expected = tx.next_offset(p)
+                if expected is None:  # nothing of it applied ever: from the log's start
+                    expected = (await self.reader.ends([p]))[0][p]
+                seen = sorted(r.offset for r in records if r.partition == p and r.offset >= 0)
+                gaps, next_offsets[p] = find_gaps(p, expected, seen)
+                for gap in gaps:
+                    log.warning("Faust skipped offsets %d-%d of partition %d; reading them directly", gap.first, gap.last, p)
+                    self.watchdog.busy(f"reading skipped offsets {gap.first}-{gap.last} of partition {p}")
+                    metrics.WORKER_SKIPPED_RECORDS.inc(gap.size)
+                    found += await self.reader.read(p, gap.first, gap.last)
+            decoded = self.aggregator.read(found + records)
+            self.watchdog.busy("reading state from the database")
+            self.aggregator.table = buckets = await tx.buckets(MinuteAggregator.keys(decoded))
+            self.status.table = cameras = await tx.cameras({e.camera_id for d in decoded for e in d.items if isinstance(e, Event)})
+            result = self.aggregator.apply(decoded)
+            # Absolute values of every row this batch touched, duplicates
+            # included: a replayed batch sends them again, so the sink gets
+            # them even if a crash came between this send and the commit.
+            # Sent before the commit: a batch whose state is saved has its
+            # rows in Kafka.
+            await self.emit(list(result.rows.values()) + self.status.observe(result.events, result.late), result.dead)
+            self.watchdog.busy("writing state to the database")
+            await tx.save_buckets(buckets, self.partition_of)
+            await tx.save_cameras(cameras, self.partition_of)
+            for p in partitions:
+                await tx.advance(p, next_offsets[p], self.aggregator.stream_time.get(p, 0))
+                await self._prune(tx, p)
+            self.watchdog.busy("committing")
+        if result.dead or result.duplicates:
+            log.info(
+                "batch of %d: %d applied, %d duplicates dropped, %d dead-lettered",
+                len(decoded), result.applied, result.duplicates, len(result.dead),
+            )
+        return result
+
+    async def _prune(self, tx: Batch, partition: int) -> None:
+        now = time.monotonic()
+        if now - self._pruned.get(partition, 0.0) < PRUNE_EVERY_S:
+            return
+        self._pruned[partition] = now
+        horizon = self.aggregator.horizon(partition, tx.stream_time(partition))
+        if horizon is not None:
+            pruned = await tx.prune(partition, horizon)
+            if pruned:
+                log.info("partition %d: closed %d minute buckets past retention", partition, pruned)
+
+    async def emit(self, rows: list[Row], dead: list[DeadLetter]) -> None:
+        """Send rows, alerts and dead letters, and wait until Kafka has them all."""
+        self.watchdog.busy(f"sending {len(rows)} rows to Kafka")
         for start in range(0, len(rows), ROWS_PER_RECORD):
-            await rows_out.send(value=encode_rows(rows[start : start + ROWS_PER_RECORD]))
+            await self.rows_out.send(value=encode_rows(rows[start : start + ROWS_PER_RECORD]))
         for row in rows:
             if row.table == ALERTS.name:
-                await alerts_out.send(key=str(row.values["alert_id"]).encode(), value=row.to_record())
-
-    guard = OffsetGuard()
-    reader = GapReader(settings)
-
-    @app.on_partitions_revoked.connect
-    async def on_revoked(app: faust.App, revoked: set, **kwargs: Any) -> None:
-        guard.forget({tp.partition for tp in revoked if tp.topic == topics.events})
-
-    async def skipped_records(batch: list) -> list[Incoming]:
-        """Records of our partitions that Faust jumped over (see streams/gaps.py)."""
-        offsets: dict[int, list[int]] = {}
-        for e in batch:
-            offsets.setdefault(e.message.partition, []).append(e.message.offset)
-        found: list[Incoming] = []
-        for partition, seen in offsets.items():
-            seen.sort()
-            if not guard.knows(partition):
-                committed = await reader.committed(settings.stream_app_id, partition)
-                guard.start(partition, seen[0] if committed is None else committed)
-            for gap in guard.check(partition, seen):
-                log.warning("Faust skipped offsets %d-%d of partition %d; reading them directly", gap.first, gap.last, partition)
-                metrics.WORKER_SKIPPED_RECORDS.inc(gap.size)
-                found += await reader.read(partition, gap.first, gap.last)
-        return found
-
-    async def durable() -> None:
-        """Wait until this batch's table writes and rows are in Kafka.
-
-        The batch's offsets are committed once we ask for the next batch, and
-        Faust's own pre-commit flush gives up after 0.1 s without a message
-        sent (ProducerBuffer.flush_atmost), so table writes could still be
-        queued when their offsets are committed: a crash then loses them.
-        Seen: counts short by one or two after a worker was killed.
-        """
-        buffer = app.producer.buffer
+                await self.alerts_out.send(key=str(row.values["alert_id"]).encode(), value=row.to_record())
+        for letter in dead:
+            await self.deadletter.send(key=(letter.camera_id or "").encode() or None, value=letter.to_record())
+        # Faust's own flush gives up after 0.1 s without a message sent
+        # (ProducerBuffer.flush_atmost); this waits until all are out.
+        buffer = self.app.producer.buffer
         while buffer.size:
             await buffer.flush()
-        await app.producer.flush()
+        await self.app.producer.flush()
 
-    def observe(records: list[Incoming], result: Any, started: float) -> None:
+    def _observe(self, records: list[Incoming], result: BatchResult, started: float) -> None:
         now_ms = time.time() * 1000
         for record in records:
             metrics.WORKER_LAG.observe(max(0.0, (now_ms - record.timestamp_ms) / 1000))
@@ -222,52 +242,123 @@ def create_app(settings: Settings) -> faust.App:
         metrics.WORKER_ROWS.inc(len(result.rows))
         metrics.WORKER_BATCH.observe(time.perf_counter() - started)
 
+    # --- time passing -------------------------------------------------------------------
+
+    async def sweep(self) -> None:
+        """Cameras of this worker's partitions going offline, offline alerts clearing."""
+        owned = sorted(self.owned())
+        if not owned:
+            return
+
+        async def go() -> None:
+            async with self.store.batch(owned) as tx:
+                self.status.table = cameras = await tx.cameras(partitions=owned)
+                rows = self.status.sweep(lambda camera: self.partition_of(camera) in owned)
+                if rows:
+                    await self.emit(rows, [])
+                    await tx.save_cameras(cameras, self.partition_of)
+
+        async with self.lock:
+            await retry(go, what="status sweep", errors=DB_ERRORS, log=log, watchdog=self.watchdog)
+            self.watchdog.busy("waiting for records")
+
+    async def probe(self) -> None:
+        """Every few seconds: how many records wait, whether any partition moved, catch-up reads."""
+        everything = list(range(self.partitions))
+        while True:
+            await asyncio.sleep(PROBE_EVERY_S)  # the probe's period
+            try:
+                first, end = await self.prober.ends(everything)
+                applied = await asyncio.wait_for(self.store.applied(), KAFKA_TIMEOUT_S)
+            except Exception as exc:  # noqa: BLE001 - a failed probe is retried; the watchdog judges
+                log.warning("lag probe failed (%s: %s)", exc.__class__.__name__, exc)
+                continue
+            owned = self.owned()
+            mine = owned or set(everything)  # nothing assigned (a rebalance): the group as a whole
+            behind = {p: max(0, end[p] - applied.get(p, first[p])) for p in mine}
+            self.waiting = sum(behind.values())
+            if any(applied.get(p) != self._applied.get(p) for p in mine):
+                self.watchdog.progress()  # some worker moved our partitions on
+            self._applied = applied
+            now = time.monotonic()
+            for p in sorted(owned):
+                self.delivered.setdefault(p, now)
+                quiet = now - self.delivered[p]
+                if behind[p] and p in applied and quiet > CATCH_UP_AFTER_S:
+                    log.warning(
+                        "partition %d: %d records behind and nothing delivered for %.0f s; reading them directly",
+                        p, behind[p], quiet,
+                    )
+                    records = await self.prober.read(p, applied[p], min(end[p], applied[p] + CATCH_UP_MAX) - 1)
+                    if records:
+                        await self.apply(records)
+
+    def on_assigned(self, assigned: set) -> None:
+        now = time.monotonic()
+        for tp in assigned:
+            if tp.topic == self.topics.events:
+                self.delivered[tp.partition] = now  # give Faust time to start delivering
+
+
+def create_app(settings: Settings) -> faust.App:
+    """The Faust app with its topic, agent, timers, and the worker and watchdog behind them."""
+    datadir = settings.services_dir / "streams" / settings.stream_app_id
+    datadir.mkdir(parents=True, exist_ok=True)
+    app = faust.App(
+        settings.stream_app_id,
+        broker=f"kafka://{settings.kafka_bootstrap}",
+        store="memory://",
+        topic_partitions=settings.kafka_partitions,
+        topic_replication_factor=1,
+        web_enabled=False,
+        consumer_auto_offset_reset="earliest",
+        producer_acks=-1,
+        broker_session_timeout=settings.stream_session_timeout_s,
+        broker_heartbeat_interval=min(3.0, settings.stream_session_timeout_s / 3),
+        datadir=str(datadir),
+    )
+    watchdog = Watchdog("worker", settings.stall_timeout_s, waiting=lambda: worker.waiting)
+    worker = Worker(settings, app, watchdog)
+    events = app.topic(settings.kafka_topics.events, key_serializer="raw", value_serializer="raw")
+
+    @app.on_partitions_assigned.connect
+    async def on_assigned(app: faust.App, assigned: set, **kwargs: Any) -> None:
+        worker.on_assigned(assigned)
+
     # concurrency=1: Faust can commit an offset past an in-flight event when
     # an agent runs with concurrency > 1.
     @app.agent(events, concurrency=1)
     async def aggregate(stream: faust.StreamT) -> None:
         async for batch in stream.take_events(BATCH_MAX, within=BATCH_WITHIN_S):
-            started = time.perf_counter()
-            records = await skipped_records(batch)
-            records += [Incoming(e.message.partition, int(e.message.timestamp * 1000), e.message.value) for e in batch]
-            result = aggregator.process(records)
-            observe(records, result, started)
-            # Absolute values of every row this batch touched, duplicates
-            # included: after a crash the replayed batch sends them again, so
-            # the sink gets them even if the first send was lost.
-            await emit(list(result.rows.values()) + status.observe(result.events, result.late))
-            for letter in result.dead:
-                await deadletter.send(key=(letter.camera_id or "").encode() or None, value=letter.to_record())
-            await durable()
-            if result.dead or result.duplicates:
-                log.info(
-                    "batch of %d: %d applied, %d duplicates dropped, %d dead-lettered",
-                    len(records), result.applied, result.duplicates, len(result.dead),
-                )
-            now = time.monotonic()
-            for partition in {r.partition for r in records}:
-                if now - last_prune.get(partition, 0.0) >= PRUNE_EVERY_S:
-                    last_prune[partition] = now
-                    pruned = aggregator.prune(partition, owns(partition))
-                    if pruned:
-                        log.info("partition %d: closed %d minute buckets past retention", partition, len(pruned))
+            await worker.apply([
+                Incoming(e.message.partition, int(e.message.timestamp * 1000), e.message.value, e.message.offset)
+                for e in batch
+            ])
 
     @app.timer(interval=settings.status_sweep_s)
     async def sweep() -> None:
-        owned = {tp.partition for tp in app.assignor.assigned_actives() if tp.topic == topics.events}
-        if owned:
-            await emit(status.sweep(lambda camera: partition_for(camera, partitions) in owned))
+        await worker.sweep()
 
+    @app.task
+    async def probe() -> None:
+        await worker.probe()
+
+    app.fleetsight_worker = worker  # type: ignore[attr-defined]
+    app.fleetsight_watchdog = watchdog  # type: ignore[attr-defined]
     return app
 
 
 def run_worker(settings: Settings, loglevel: str = "info") -> int:
     """Entry point of ``fleetsight worker`` (Faust's own worker command)."""
-    asyncio.run(ensure_topics(settings, extra=changelog_topics(settings)))
+    asyncio.run(ensure_topics(settings))
     # asyncio.run closed its loop; Faust needs a current one of its own.
-    asyncio.set_event_loop(asyncio.new_event_loop())
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
     app = create_app(settings)
+    watchdog: Watchdog = app.fleetsight_watchdog  # type: ignore[attr-defined]
+    metrics.watch(watchdog)
     metrics.serve(settings.worker_metrics_port, settings.metrics_bind)
+    watchdog.start(loop)
     # Faust's worker otherwise serves its web UI on 0.0.0.0:6066.
     sys.argv = ["fleetsight-worker", "worker", "--without-web", f"--loglevel={loglevel}"]
     app.main()
