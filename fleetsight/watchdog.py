@@ -90,7 +90,11 @@ class Watchdog:
         """Healthy unless work has waited ``limit`` (default: the timeout) without progress, or the loop is blocked."""
         limit = self.timeout_s if limit is None else limit
         now = self._clock()
-        age, waiting = self.progress_age(), self.waiting()
+        waiting = self.waiting()
+        if not waiting:
+            # Nothing to do is not a stall: the clock starts when work waits.
+            self._progress_at = now
+        age = self.progress_age()
         if self._thread is not None and now - self._beat_at > limit:
             return Health(False, age, waiting, self.doing, f"event loop blocked for {now - self._beat_at:.0f} s")
         if waiting and age > limit:
@@ -131,8 +135,14 @@ class Watchdog:
             "%s stalled: %s; it was %s. Exiting with %d so that it is restarted.",
             self.process, health.reason, health.doing, STALL_EXIT,
         )
-        for handler in logging.getLogger().handlers:
-            handler.flush()
-        faulthandler.dump_traceback(file=sys.stderr, all_threads=True)
-        sys.stderr.flush()
-        self._exit(STALL_EXIT)
+        try:
+            for handler in logging.getLogger().handlers:
+                handler.flush()
+            # The real stderr: Faust's mode swaps sys.stderr for a logging
+            # proxy without a file descriptor, which faulthandler needs.
+            stream = sys.__stderr__
+            if stream is not None:
+                faulthandler.dump_traceback(file=stream, all_threads=True)
+                stream.flush()
+        finally:
+            self._exit(STALL_EXIT)

@@ -85,11 +85,12 @@ class Bridge:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._client: mqtt.Client | None = None
         self._producer: AIOKafkaProducer | None = None
+        self._in_hand = 0  # the message _forward holds (taken from the inbox, not yet pending)
         self.watchdog = Watchdog("bridge", settings.stall_timeout_s, waiting=self.backlog)
 
     def backlog(self) -> int:
         """MQTT messages received and not yet in Kafka."""
-        return self._inbox.qsize() + self._pending.qsize()
+        return self._inbox.qsize() + self._in_hand + self._pending.qsize()
 
     # --- turning one message into records (pure, no I/O) -------------------
 
@@ -205,18 +206,20 @@ class Bridge:
         assert self._producer is not None
         while True:
             received, generation, msg = await self._inbox.get()
+            self._in_hand = 1
             outcome = self.handle(msg.topic, msg.payload)
+            self.watchdog.busy("handing a message's records to the Kafka producer")
             futures = [
                 await self._producer.send(r.topic, r.value, key=r.key, partition=r.partition) for r in outcome.records
             ]
             await self._pending.put(_Pending(received, generation, msg.mid, msg.qos, futures, outcome))
+            self._in_hand = 0
             metrics.BRIDGE_PENDING.set(self._pending.qsize())
 
     async def _complete(self) -> None:
         """Acknowledge messages to the broker in arrival order, once in Kafka."""
         assert self._client is not None
         while True:
-            self.watchdog.busy("waiting for MQTT messages")
             item = await self._pending.get()
             if item is None:
                 return

@@ -162,6 +162,7 @@ class Worker:
 
     async def _apply(self, records: list[Incoming]) -> BatchResult:
         partitions = sorted({r.partition for r in records})
+        self.watchdog.busy(f"locking the state of partitions {partitions}")
         async with self.store.batch(partitions) as tx:
             self.watchdog.busy(f"checking offsets of partitions {partitions}")
             found: list[Incoming] = []
@@ -269,10 +270,16 @@ class Worker:
             await asyncio.sleep(PROBE_EVERY_S)  # the probe's period
             try:
                 first, end = await self.prober.ends(everything)
-                applied = await asyncio.wait_for(self.store.applied(), KAFKA_TIMEOUT_S)
             except Exception as exc:  # noqa: BLE001 - a failed probe is retried; the watchdog judges
-                log.warning("lag probe failed (%s: %s)", exc.__class__.__name__, exc)
+                log.warning("lag probe: Kafka did not answer (%s: %s)", exc.__class__.__name__, exc)
                 continue
+            try:
+                applied = await asyncio.wait_for(self.store.applied(), KAFKA_TIMEOUT_S)
+            except Exception as exc:  # noqa: BLE001
+                # Judge against what was applied when the database last
+                # answered: new records then count as waiting.
+                log.warning("lag probe: the database did not answer (%s: %s)", exc.__class__.__name__, exc)
+                applied = self._applied
             owned = self.owned()
             mine = owned or set(everything)  # nothing assigned (a rebalance): the group as a whole
             behind = {p: max(0, end[p] - applied.get(p, first[p])) for p in mine}

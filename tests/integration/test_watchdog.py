@@ -1,0 +1,126 @@
+"""Processes that stall for real (a database lock, a frozen Kafka) say why and exit for a restart.
+
+Each stall is a real one: a transaction of the test holds a lock the
+process needs, or the Kafka broker is stopped with SIGSTOP. The stall
+timeout is cut to a few seconds; the process must warn on ``/health``,
+exit with 70, name what it waited on, and, restarted, finish the job with
+the counts exact.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import time
+import urllib.error
+import urllib.request
+from collections import Counter
+
+import asyncpg
+import pytest
+
+from fleetsight.services import Kafka
+from fleetsight.watchdog import STALL_EXIT
+from schemas.codec import MINUTE_MS
+from tests.integration.test_pipeline import SENTINEL, event
+from tests.support import Stack, free_port, publish, wait_for
+
+pytestmark = pytest.mark.integration
+
+TIMEOUT_S = 6.0
+
+
+def health(port: int) -> int | None:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as response:
+            return response.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+    except OSError:
+        return None
+
+
+async def stalls_and_exits(stack: Stack, name: str, port: int, what: str) -> None:
+    """Wait until ``name`` exits with the stall code; it must have said 503 on /health first."""
+    proc = stack.procs[name]
+    statuses: set[int | None] = set()
+
+    def exited() -> bool:
+        statuses.add(health(port))
+        return proc.poll() is not None
+
+    await wait_for(exited, TIMEOUT_S + 60, f"{name} to give up", interval=0.1)
+    stack.procs.pop(name)
+    log = stack.logs[name].read_text(errors="replace")
+    assert proc.returncode == STALL_EXIT, f"{name} exited with {proc.returncode}\n{log[-3000:]}"
+    assert f"{name} stalled: no progress for" in log and what in log, log[-3000:]
+    assert 503 in statuses, f"/health of {name} never said stalled: {statuses}"
+
+
+async def test_worker_and_sink_blocked_by_the_database_exit_and_recover_exactly(stack_factory) -> None:
+    ports = {name: free_port() for name in ("worker", "sink")}
+    stack = await stack_factory(stall_timeout_s=TIMEOUT_S, worker_metrics_port=ports["worker"], sink_metrics_port=ports["sink"])
+    for component in ("bridge", "worker", "sink"):
+        stack.start(component)
+    await stack.wait_bridge_online()
+    topics = stack.settings.mqtt_topics
+    now = int(time.time() * 1000)
+    sent = [event("wd-a", s, now) for s in range(1, 21)]
+
+    def send(events: list[dict]) -> None:
+        publish(stack.settings, [(topics.events(e["camera_id"]), json.dumps(e).encode()) for e in events])
+
+    async def counted(n: int) -> bool:
+        return sum((await stack.minute_counts()).values()) >= n
+
+    send(sent)
+    await wait_for(lambda: counted(20), 90, "the first 20 events in SQL")
+    assert health(ports["worker"]) == 200 and health(ports["sink"]) == 200
+
+    conn = await asyncpg.connect(stack.dsn)
+    try:
+        # 1. The worker's state table is locked against writes: its batch waits on the lock.
+        tx = conn.transaction()
+        await tx.start()
+        await conn.execute("LOCK TABLE stream_offsets IN EXCLUSIVE MODE")
+        more = [event("wd-a", s, now) for s in range(21, 31)]
+        send(more)
+        await stalls_and_exits(stack, "worker", ports["worker"], "locking the state of partitions")
+        await tx.rollback()
+        stack.start("worker")  # as compose's restart: would
+
+        # 2. The public table is locked: the sink's UPSERT waits on the lock.
+        tx = conn.transaction()
+        await tx.start()
+        await conn.execute("LOCK TABLE camera_minute_counts IN EXCLUSIVE MODE")
+        last = [event("wd-a", s, now) for s in range(31, 41)] + [event("wd-a", 41, now, SENTINEL)]
+        send(last)
+        await stalls_and_exits(stack, "sink", ports["sink"], "writing")
+        await tx.rollback()
+        stack.start("sink")
+    finally:
+        await conn.close()
+
+    expected = Counter((e["camera_id"], e["data"]["class"], e["ts"] - e["ts"] % MINUTE_MS) for e in sent + more + last)
+    await wait_for(lambda: counted(41), 90, "all 41 events in SQL after the restarts")
+    assert await stack.minute_counts() == dict(expected)
+
+
+async def test_bridge_waiting_on_a_frozen_kafka_exits(stack_factory) -> None:
+    port = free_port()
+    stack = await stack_factory(stall_timeout_s=TIMEOUT_S, bridge_metrics_port=port)
+    stack.start("bridge")
+    await stack.wait_bridge_online()
+    kafka = Kafka(stack.settings).pid()
+    assert kafka is not None, "the local Kafka is not running"
+    os.kill(kafka, signal.SIGSTOP)
+    try:
+        now = int(time.time() * 1000)
+        await asyncio.to_thread(
+            publish, stack.settings, [(stack.settings.mqtt_topics.events("wd-k"), json.dumps(event("wd-k", 1, now)).encode())]
+        )
+        await stalls_and_exits(stack, "bridge", port, "Kafka")
+    finally:
+        os.kill(kafka, signal.SIGCONT)
