@@ -30,7 +30,7 @@ from schemas.aggregates import (
     Row,
     TableSpec,
 )
-from schemas.codec import MINUTE_MS, Event, EventError, Reason, decode
+from schemas.codec import MINUTE_MS, Event, EventError, Reason, decode_validated
 from schemas.deadletter import DeadLetter
 
 log = logging.getLogger("fleetsight.aggregate")
@@ -150,8 +150,14 @@ def finish(table: TableSpec, acc: dict[str, float]) -> dict[str, Any]:
 
 
 def bucket_key(table: TableSpec, camera_id: str, dims: dict[str, Any], minute: int) -> str:
-    """Table key of a bucket; it starts with the camera id (see CameraTable)."""
-    return "|".join([camera_id, table.name, *(str(dims[k]) for k in table.key if k in dims), str(minute)])
+    """Key of a bucket: camera, table, the other key columns in order, minute."""
+    names = _DIMS.get(table.name)
+    if names is None:
+        names = _DIMS[table.name] = tuple(k for k in table.key if k not in ("camera_id", "minute"))
+    return "|".join([camera_id, table.name, *[str(dims[k]) for k in names if k in dims], str(minute)])
+
+
+_DIMS: dict[str, tuple[str, ...]] = {}  # table -> its key columns other than camera and minute
 
 
 def bucket_camera(key: str) -> str:
@@ -209,7 +215,7 @@ class MinuteAggregator:
         out: list[Decoded] = []
         for record in records:
             try:
-                items: list[Event | EventError] = list(decode(record.value))
+                items: list[Event | EventError] = decode_validated(record.value)
             except EventError as exc:
                 items = [exc]
             out.append(Decoded(record, items))

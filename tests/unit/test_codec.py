@@ -117,3 +117,23 @@ def test_whole_floats_are_integers_as_json_schema_says() -> None:
 
 def test_minute_is_the_event_time_minute() -> None:
     assert validate(good(ts=1764072059999)).minute == 1764072000000
+
+
+def test_decode_validated_agrees_with_decode_and_keeps_the_full_reasons() -> None:
+    from schemas.codec import decode_validated
+
+    good = [
+        {"v": 1, "camera_id": "c", "site": "s", "seq": 1, "ts": 1_700_000_000_000, "type": "track.start",
+         "data": {"track_id": 1, "class": "person", "confidence": 0.9}},
+        {"v": 1, "camera_id": "c", "site": "s", "seq": 2, "ts": 1_700_000_000_000, "type": "line.cross",
+         "data": {"track_id": 1, "class": "person", "line": "door", "direction": "in"}},
+    ]
+    bad = [
+        {**good[1], "seq": 3, "data": {**good[1]["data"], "direction": "sideways"}},  # fails the quick check
+        {**good[0], "seq": 4, "data": {"track_id": 1, "class": 7, "confidence": 0.9}},
+        {**good[0], "seq": 5, "v": 9},
+    ]
+    payload = json.dumps(good + bad).encode()
+    fast, full = decode_validated(payload), decode(payload)
+    assert fast[:2] == full[:2] and all(isinstance(e, Event) for e in fast[:2])
+    assert [(e.reason, e.detail) for e in fast[2:]] == [(e.reason, e.detail) for e in full[2:]]
