@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: deps venv services services-down services-status test test-unit chaos demo compose-check clean
+.PHONY: deps venv services services-down services-status test test-unit chaos soak demo compose-check clean
 
 deps:
 	@bash scripts/install-deps.sh
@@ -40,6 +40,11 @@ test-unit: venv
 SEED ?= 1
 chaos: deps venv
 	$(BIN)/python -m tests.chaos.harness --seed $(SEED) --faults 18 --gap 20 --link-cut 120
+
+# The soak run (about an hour; not in `make test`): the failover test 30
+# times and the short chaos run on 10 seeds, a line per run and a summary.
+soak: deps venv
+	$(BIN)/python -m tests.soak --scale-out 30 --chaos 10
 
 demo: deps venv
 	$(BIN)/fleetsight demo
