@@ -82,6 +82,27 @@ def cmd_sink(args: argparse.Namespace, settings: Settings) -> int:
     return asyncio.run(run_sink(settings))
 
 
+def cmd_health(args: argparse.Namespace, settings: Settings) -> int:
+    """Ask a process's /health (the compose healthchecks run this); 0 healthy, 1 not."""
+    import json
+    import urllib.error
+    import urllib.request
+
+    port = {"bridge": settings.bridge_metrics_port, "worker": settings.worker_metrics_port, "sink": settings.sink_metrics_port}[args.process]
+    url = f"http://127.0.0.1:{port}/health"
+    try:
+        with urllib.request.urlopen(url, timeout=args.timeout) as response:
+            body = json.loads(response.read() or b"{}")
+    except urllib.error.HTTPError as exc:
+        print(f"{args.process}: {exc.code} {exc.read().decode(errors='replace')}")
+        return 1
+    except (OSError, ValueError) as exc:
+        print(f"{args.process}: no answer from {url}: {exc}")
+        return 1
+    print(f"{args.process}: {body.get('status', 'ok')}, last progress {body.get('progress_age_s', 0)} s ago, {body.get('waiting', 0)} waiting")
+    return 0
+
+
 def cmd_edge_simulate(args: argparse.Namespace, settings: Settings) -> int:
     from edge.simulate import SimulatorConfig, run_simulator
 
@@ -254,8 +275,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_db)
 
     sub.add_parser("bridge", help="MQTT -> Kafka bridge").set_defaults(func=cmd_bridge)
-    sub.add_parser("worker", help="Faust stream worker (dedupe, aggregates)").set_defaults(func=cmd_worker)
+    sub.add_parser("worker", help="Faust stream worker (dedupe, aggregates; state in PostgreSQL)").set_defaults(func=cmd_worker)
     sub.add_parser("sink", help="Kafka -> PostgreSQL writer").set_defaults(func=cmd_sink)
+    p = sub.add_parser("health", help="is a local bridge, worker or sink making progress? (exit 0 / 1)")
+    p.add_argument("process", choices=["bridge", "worker", "sink"])
+    p.add_argument("--timeout", type=float, default=3.0, help="seconds to wait for the answer")
+    p.set_defaults(func=cmd_health)
 
     edge = sub.add_parser("edge", help="camera-side commands")
     edge_sub = edge.add_subparsers(dest="edge_command", required=True)

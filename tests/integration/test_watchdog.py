@@ -13,6 +13,8 @@ import asyncio
 import json
 import os
 import signal
+import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -75,9 +77,15 @@ async def test_worker_and_sink_blocked_by_the_database_exit_and_recover_exactly(
     async def counted(n: int) -> bool:
         return sum((await stack.minute_counts()).values()) >= n
 
+    def health_command(process: str) -> int:
+        """``fleetsight health``, as the compose healthcheck runs it."""
+        env = {**os.environ, **stack.settings.env()}
+        return subprocess.run([sys.executable, "-m", "fleetsight", "health", process], env=env, capture_output=True).returncode
+
     send(sent)
     await wait_for(lambda: counted(20), 90, "the first 20 events in SQL")
     assert health(ports["worker"]) == 200 and health(ports["sink"]) == 200
+    assert health_command("worker") == 0
 
     conn = await asyncpg.connect(stack.dsn)
     try:
@@ -88,6 +96,7 @@ async def test_worker_and_sink_blocked_by_the_database_exit_and_recover_exactly(
         more = [event("wd-a", s, now) for s in range(21, 31)]
         send(more)
         await stalls_and_exits(stack, "worker", ports["worker"], "locking the state of partitions")
+        assert health_command("worker") == 1  # gone: the healthcheck says so too
         await tx.rollback()
         stack.start("worker")  # as compose's restart: would
 
