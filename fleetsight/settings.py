@@ -71,7 +71,7 @@ class Settings(BaseSettings):
     # Keeps the password out of the URL and the environment (e.g. a Docker secret).
     database_password_file: Path | None = None
 
-    # Faust application id: names the consumer group and the changelog topics.
+    # Faust application id: names the consumer group and keys the worker's state in PostgreSQL.
     stream_app_id: str = Field("fleetsight", pattern=r"^[A-Za-z0-9_.-]+$")
     # How soon the group notices a dead worker and hands its partitions over.
     stream_session_timeout_s: float = Field(15.0, ge=6)

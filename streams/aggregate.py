@@ -1,17 +1,17 @@
 """Exact per-minute aggregates: dedupe by (camera, seq), event-time buckets.
 
-Pure logic over a mapping (a Faust table in the worker, a dict in tests).
-A bucket is one row of a per-minute SQL table, e.g. (camera, class, minute)
-of ``camera_minute_counts``; its value holds the running sums *and* the set
-of seqs folded into them, in one record. A changelogged table writes each
-key as one record, so the sums and their dedupe state can never disagree
-after a crash, which they could if they lived in two tables. An event
-always falls in the same buckets, so a duplicate always meets the seq set
-that already holds it.
+Pure logic over a mapping (in the worker, the buckets a batch touches, read
+from PostgreSQL by ``streams.state``; a dict in tests). A bucket is one row
+of a per-minute SQL table, e.g. (camera, class, minute) of
+``camera_minute_counts``; its value holds the running sums *and* the set of
+seqs folded into them, in one record, so the sums and their dedupe state
+can never disagree after a crash, which they could if they lived apart. An
+event always falls in the same buckets, so a duplicate always meets the seq
+set that already holds it.
 
 Faust's windowed tables expire windows by wall-clock time, which would drop
-an edge's backlog after an outage; these buckets are plain keys pruned by
-stream time instead (see :meth:`MinuteAggregator.prune`).
+an edge's backlog after an outage; these buckets are plain keys closed by
+stream time instead (see :meth:`MinuteAggregator.horizon`).
 """
 
 from __future__ import annotations

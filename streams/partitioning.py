@@ -1,8 +1,9 @@
-"""Which Kafka partition holds a camera's events (and its table state).
+"""Which Kafka partition holds a camera's events (and which lock guards its state).
 
-The bridge writes a camera's events to this partition and the stream worker
-keeps that camera's table state in the same changelog partition, so a worker
-that takes over a partition also takes over exactly that state.
+The bridge writes a camera's events to this partition; the stream worker
+files that camera's state under the same partition in PostgreSQL and
+changes it only while holding the partition's row lock (``streams.state``),
+so a worker that takes over a partition takes over exactly that state.
 """
 
 from __future__ import annotations

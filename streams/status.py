@@ -1,6 +1,7 @@
 """Per-camera status and alerts: last heard, online, backlog, seq gaps, model.
 
-Pure logic over a mapping keyed by camera id (a Faust table in the worker).
+Pure logic over a mapping keyed by camera id (in the worker, the cameras a
+batch touches, read from PostgreSQL by ``streams.state``).
 The status is idempotent (maxima, sets, latest-by-time), so a replayed batch
 changes nothing; the alert rules look only at events new to the aggregates,
 in event-time order, so a resent or duplicate event cannot move them.
@@ -97,7 +98,7 @@ class FleetStatus:
                 "age_s": round((record.timestamp_ms - event.ts) / 1000, 1),
             }))
         for camera_id, state in states.items():
-            self.table[camera_id] = state  # one changelog record per camera per batch
+            self.table[camera_id] = state  # one state write per camera per batch
             rows.append(self.status_row(camera_id, state))
         return rows
 
