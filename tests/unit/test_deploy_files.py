@@ -36,6 +36,17 @@ def test_compose_runs_every_stage_and_ships_no_secret() -> None:
             assert "PASSWORD" not in key or key.endswith("_FILE") or key.endswith("__FILE"), (name, key)
 
 
+def test_every_image_and_base_can_be_swapped_without_editing_the_files() -> None:
+    import re
+
+    compose = yaml.safe_load((REPO_ROOT / "docker-compose.yml").read_text())
+    images = {name: s["image"] for name, s in compose["services"].items() if "image" in s}
+    assert images and all(re.fullmatch(r"\$\{FLEETSIGHT_(?:[A-Z]+_)?IMAGE:-[^}]+\}", i) for i in images.values()), images
+    assert compose["x-fleetsight"]["build"]["args"]["PYTHON_IMAGE"].startswith("${FLEETSIGHT_PYTHON_IMAGE:-")
+    froms = [line for line in (REPO_ROOT / "deploy" / "Dockerfile").read_text().splitlines() if line.startswith("FROM")]
+    assert froms == ["FROM ${PYTHON_IMAGE}"]
+
+
 def test_shipped_broker_config_requires_logins_and_our_acl() -> None:
     from fleetsight.mqtt_auth import ACL
 

@@ -1,0 +1,87 @@
+"""Records the stream framework jumps over are still counted, once.
+
+Faust has been seen committing past records no worker processed (see
+``streams/gaps.py``). Here that is made to happen for real: with the worker
+stopped, the consumer group's offset is moved past records in Kafka, as
+Faust's commit would have. The worker checks every batch against the
+offset the database says comes next and reads a jump directly; a tail that
+no later record reveals is read once the partition has been quiet for a
+while. Either way SQL ends exact.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+
+import pytest
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.structs import OffsetAndMetadata
+
+from streams.partitioning import partition_for
+from tests.integration.test_pipeline import event
+from tests.support import Stack, publish, wait_for
+
+pytestmark = pytest.mark.integration
+
+CAMERA = "skip-a"
+
+
+async def skip_to_end(stack: Stack) -> int:
+    """Commit the stopped worker group's offset at the log end of the camera's partition."""
+    tp = TopicPartition(stack.settings.kafka_topics.events, partition_for(CAMERA, stack.settings.kafka_partitions))
+    consumer = AIOKafkaConsumer(bootstrap_servers=stack.settings.kafka_bootstrap, group_id=stack.settings.stream_app_id, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        end = (await consumer.end_offsets([tp]))[tp]
+        consumer.assign([tp])
+        await consumer.commit({tp: OffsetAndMetadata(end, "")})
+        return end
+    finally:
+        await consumer.stop()
+
+
+async def test_records_faust_committed_past_are_read_directly(stack: Stack) -> None:
+    for component in ("bridge", "worker", "sink"):
+        stack.start(component)
+    await stack.wait_bridge_online()
+    topics = stack.settings.mqtt_topics
+    now = int(time.time() * 1000)
+    seq = 0
+
+    def send(n: int) -> None:
+        nonlocal seq
+        items = []
+        for _ in range(n):
+            seq += 1
+            items.append((topics.events(CAMERA), json.dumps(event(CAMERA, seq, now)).encode()))
+        publish(stack.settings, items)
+
+    async def counted() -> int:
+        return sum(v for k, v in (await stack.minute_counts()).items() if k[0] == CAMERA)
+
+    async def reaches(n: int) -> bool:
+        stack.assert_running()
+        return await counted() == n
+
+    send(20)
+    await wait_for(lambda: reaches(20), 90, "the first 20 events in SQL")
+    stack.kill("worker", signal.SIGTERM)
+
+    # A jump: 10 records committed past, then one more that Faust delivers.
+    send(10)
+    await wait_for(lambda: skip_to_end(stack), 30, "the group offset moved past 10 records")
+    send(1)
+    stack.start("worker")
+    await wait_for(lambda: reaches(31), 120, "31 events after the jump")
+    assert "Faust skipped offsets" in stack.logs["worker"].read_text(errors="replace")
+    stack.kill("worker", signal.SIGTERM)
+
+    # A tail: 5 records committed past and nothing after them.
+    send(5)
+    await wait_for(lambda: skip_to_end(stack), 30, "the group offset moved past 5 records")
+    stack.start("worker")
+    await wait_for(lambda: reaches(36), 120, "36 events after the tail was read")
+    assert "nothing delivered for" in stack.logs["worker"].read_text(errors="replace")
+    assert await counted() == 36
