@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: deps venv services services-down services-status test test-unit chaos soak demo compose-check clean
+.PHONY: deps venv services services-down services-status test test-unit chaos soak demo compose-check compose-test clean
 
 deps:
 	@bash scripts/install-deps.sh
@@ -51,6 +51,11 @@ demo: deps venv
 
 compose-check:
 	docker-compose -f docker-compose.yml config -q
+
+# docker-compose.yml run for real in containers (part of `make test` too):
+# starts dockerd if none runs, builds the images (cached by the engine).
+compose-test: deps venv
+	$(BIN)/pytest -q -s tests/compose
 
 clean:
 	-$(BIN)/fleetsight services down

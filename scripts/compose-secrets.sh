@@ -23,5 +23,10 @@ for camera in "${cameras[@]}"; do
   gen "secrets/cameras/$camera.password"
   mosquitto_passwd -b "$passwd" "$camera" "$(cat "secrets/cameras/$camera.password")"
 done
-chmod 644 "$passwd"  # read by the broker's own user inside its container
+# Read inside the containers by their own non-root users (compose bind-mounts
+# each file as it is): readable files, kept from other host users by the
+# folder, which only its owner may enter.
+chmod 700 secrets
+chmod 755 secrets/cameras
+chmod 644 secrets/*.password secrets/cameras/*.password "$passwd"
 echo "secrets in ./secrets for: fleetsight-bridge fleetsight-admin ${cameras[*]}"

@@ -4,7 +4,9 @@
 set -euo pipefail
 
 # chromium: the test that renders the demo's HTML report (headless).
-packages=(mosquitto mosquitto-clients postgresql maven docker-compose chromium)
+# docker.io, debootstrap: the compose test (tests/compose/) starts dockerd
+# and makes its base image without a registry.
+packages=(mosquitto mosquitto-clients postgresql maven docker-compose docker.io debootstrap chromium)
 command -v java >/dev/null 2>&1 || packages+=(openjdk-17-jre-headless)
 
 missing=()
