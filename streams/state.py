@@ -81,22 +81,15 @@ _UPSERT_CAMERAS = text("""
 
 
 class Recorder(dict):
-    """A dict that remembers which keys were written or deleted (what to save)."""
+    """A dict that remembers which keys were written (what to save); closed buckets are deleted in SQL."""
 
     def __init__(self, *args: Any) -> None:
         super().__init__(*args)
         self.written: set[str] = set()
-        self.deleted: set[str] = set()
 
     def __setitem__(self, key: str, value: Any) -> None:
         super().__setitem__(key, value)
         self.written.add(key)
-        self.deleted.discard(key)
-
-    def __delitem__(self, key: str) -> None:
-        super().__delitem__(key)
-        self.deleted.add(key)
-        self.written.discard(key)
 
 
 class Batch:

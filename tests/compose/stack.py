@@ -17,9 +17,9 @@ import shutil
 import socket
 import subprocess
 import tempfile
-import time
 from pathlib import Path
 
+from fleetsight.processes import wait_until
 from fleetsight.settings import REPO_ROOT
 
 BASE = "local/debian:bookworm"
@@ -67,15 +67,11 @@ class Engine:
             raise Unavailable("dockerd is not running and starting it needs root")
         log = open(tempfile.gettempdir() + "/fleetsight-test-dockerd.log", "ab")
         self.proc = subprocess.Popen(["dockerd", "--pidfile", str(DOCKERD_PID)], stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise Unavailable(f"dockerd exited with {self.proc.returncode} (log in {log.name})")
-            if _engine_answers():
-                return
-            time.sleep(0.5)  # poll until the engine answers
+        proc = self.proc
+        if wait_until(lambda: proc.poll() is not None or _engine_answers(), 60) and proc.poll() is None:
+            return
         self.stop()
-        raise Unavailable(f"dockerd did not answer within 60 s (log in {log.name})")
+        raise Unavailable(f"dockerd exited or did not answer within 60 s (log in {log.name})")
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:

@@ -26,6 +26,7 @@ import pytest
 from fleetsight.services import Kafka
 from fleetsight.settings import REPO_ROOT, load_settings
 from tests.compose.stack import SERVICES, ComposeStack, Engine, Unavailable, base_image, build_images, port_free, run
+from tests.support import wait_for
 
 pytestmark = pytest.mark.compose
 
@@ -34,17 +35,6 @@ LATER = "cam-compose-2"  # a camera added while the stack runs
 # Host ports each service publishes; the database only on loopback.
 PUBLISHED = {"mosquitto": {"1883"}, "postgres": {"5432"}}
 LOOPBACK_ONLY = {"postgres"}
-
-
-def wait_until(check, timeout: float, what: str, stack: ComposeStack):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(1)  # poll interval of a condition with a deadline
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}; last: {last!r}\n{stack.logs()}")
 
 
 @pytest.fixture(scope="module")
@@ -78,6 +68,14 @@ def compose_stack(tmp_path_factory: pytest.TempPathFactory):
         engine.stop()
 
 
+async def until(stack: ComposeStack, check, timeout: float, what: str) -> None:
+    """tests.support.wait_for, with the stack's logs when it times out."""
+    try:
+        await wait_for(check, timeout, what, interval=1)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\n{stack.logs()}") from None
+
+
 def publish(stack: ComposeStack, payloads: list[str], camera: str = CAMERA) -> None:
     """As the camera would: its own login, its own topic, QoS 1."""
     password = stack.secret(f"cameras/{camera}.password")
@@ -109,7 +107,7 @@ def objects(stack: ComposeStack, camera: str = CAMERA) -> dict[str, int]:
     return {cls: int(n) for cls, n in psql(stack, f"SELECT object_class, sum(objects) FROM camera_minute_counts WHERE camera_id = '{camera}' GROUP BY 1")}
 
 
-def test_the_compose_stack_counts_exactly_and_survives_a_killed_worker(compose_stack: ComposeStack) -> None:
+async def test_the_compose_stack_counts_exactly_and_survives_a_killed_worker(compose_stack: ComposeStack) -> None:
     stack = compose_stack
     # Nothing listens beyond what the file publishes; our processes are not root.
     for service in SERVICES:
@@ -125,15 +123,15 @@ def test_the_compose_stack_counts_exactly_and_survives_a_killed_worker(compose_s
 
     now = int(time.time() * 1000)
     publish(stack, [event(s, now) for s in range(1, 21)] + [event(7, now), "not json"])
-    wait_until(lambda: objects(stack) == {"person": 20}, 180, "20 objects in SQL (a duplicate dropped, bad input aside)", stack)
-    wait_until(lambda: psql(stack, f"SELECT seq_received, seq_gaps FROM camera_status WHERE camera_id = '{CAMERA}'") == [["20", "0"]],
-               60, "the camera's status", stack)
+    await until(stack, lambda: objects(stack) == {"person": 20}, 180, "20 objects in SQL (a duplicate dropped, bad input aside)")
+    await until(stack, lambda: psql(stack, f"SELECT seq_received, seq_gaps FROM camera_status WHERE camera_id = '{CAMERA}'") == [["20", "0"]],
+                60, "the camera's status")
 
     # A camera added to the running stack: its login, then the broker reloads its password file.
     run("bash", "scripts/compose-secrets.sh", LATER, cwd=stack.root)
     stack.compose("kill", "-s", "HUP", "mosquitto")
-    wait_until(lambda: publish_as_later(stack, now), 60, "the new camera's login to work", stack)
-    wait_until(lambda: objects(stack, LATER) == {"person": 1}, 120, "the new camera's event in SQL", stack)
+    await until(stack, lambda: publish_as_later(stack, now), 60, "the new camera's login to work")
+    await until(stack, lambda: objects(stack, LATER) == {"person": 1}, 120, "the new camera's event in SQL")
 
     # The operator's cli service: publish a model, roll it out to the camera.
     stack.compose("--profile", "tools", "run", "--rm", "cli", "model", "publish", "/models/candidate.onnx", "--version", "compose-v2", timeout=300)
@@ -144,8 +142,8 @@ def test_the_compose_stack_counts_exactly_and_survives_a_killed_worker(compose_s
     # The worker's process dies (not `docker stop`): compose's restart policy brings it back.
     pid = int(stack.inspect("worker", "{{.State.Pid}}"))
     os.kill(pid, signal.SIGKILL)
-    wait_until(lambda: stack.inspect("worker", "{{.RestartCount}} {{.State.Running}}") == "1 true", 120, "the worker restarted", stack)
+    await until(stack, lambda: stack.inspect("worker", "{{.RestartCount}} {{.State.Running}}") == "1 true", 120, "the worker restarted")
     publish(stack, [event(s, now, "car") for s in range(21, 31)] + [event(25, now, "car")])
-    wait_until(lambda: objects(stack) == {"person": 20, "car": 10}, 240, "30 objects in SQL after the restart", stack)
+    await until(stack, lambda: objects(stack) == {"person": 20, "car": 10}, 240, "30 objects in SQL after the restart")
     assert subprocess.run(["docker", "inspect", "-f", "{{.State.Health.Status}}", stack.container("worker")],
                           capture_output=True, text=True).stdout.strip() in ("healthy", "starting")
