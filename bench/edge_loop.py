@@ -30,7 +30,8 @@ from common import camera_config, sample_frames
 from edge.capture import Frame
 from edge.detector import model_spec
 from edge.outbox import Outbox
-from edge.pipeline import Pipeline, build_detector, build_scene
+from edge.detector import build_detector
+from edge.pipeline import Pipeline, build_scene
 
 
 def bare_loop(frames: list[np.ndarray], threads: int) -> float:

@@ -41,7 +41,8 @@ from pathlib import Path
 from common import camera_config
 from edge.capture import Frame
 from edge.outbox import Outbox
-from edge.pipeline import Pipeline, build_detector, build_scene
+from edge.detector import build_detector
+from edge.pipeline import Pipeline, build_scene
 config = camera_config(gate=False)
 tmp = tempfile.mkdtemp()
 pipeline = Pipeline(config, build_detector(config), build_scene(config), Outbox(Path(tmp) / "o.sqlite3", "cam-bench", "bench"), fps)

@@ -30,8 +30,9 @@ from common import camera_config, sample_frames
 from edge.capture import Frame
 from edge.detector import model_spec
 from edge.outbox import Outbox
-from edge.pipeline import Pipeline, build_detector, build_scene
-from edge.updater import ModelSwitch
+from edge.detector import build_detector
+from edge.pipeline import Pipeline, build_scene
+from edge.model_switch import ModelSwitch
 from schemas.rollout import DesiredModel, chunk_hashes
 
 

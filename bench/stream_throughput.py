@@ -37,12 +37,12 @@ import asyncpg  # noqa: E402
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer  # noqa: E402
 from aiokafka.admin import AIOKafkaAdminClient  # noqa: E402
 
-from fleetsight.kafka_admin import ensure_topics  # noqa: E402
-from fleetsight.mqtt import make_client  # noqa: E402
-from fleetsight.mqtt_auth import admin_settings  # noqa: E402
-from fleetsight.processes import spawn, stop, wait_bridge_online  # noqa: E402
-from fleetsight.services import Services  # noqa: E402
-from fleetsight.settings import Settings, load_settings  # noqa: E402
+from runtime.kafka_admin import ensure_topics  # noqa: E402
+from runtime.mqtt import make_client  # noqa: E402
+from fleetsight.mqtt_users import admin_settings  # noqa: E402
+from devtools.processes import spawn, stop, wait_bridge_online  # noqa: E402
+from devtools.services import Services  # noqa: E402
+from runtime.settings import Settings, load_settings  # noqa: E402
 from schemas.codec import Event, encode  # noqa: E402
 from streams.partitioning import partition_for  # noqa: E402
 
@@ -183,7 +183,7 @@ async def latency(settings: Settings, seconds: float, rate: float, logs: Path) -
 
         # Warm up until the pipeline answers, then measure at a steady rate.
         send("probe", "warmup")
-        conn = await asyncpg.connect(settings.database_url.replace("+asyncpg", ""))
+        conn = await asyncpg.connect(settings.postgres_dsn)
         deadline = time.monotonic() + 120
         while not await conn.fetchval("SELECT count(*) FROM camera_minute_counts WHERE object_class = 'warmup'"):
             if time.monotonic() > deadline:
@@ -227,7 +227,7 @@ def main() -> None:
     logs = Path(tempfile.mkdtemp(prefix="fleetsight-bench-"))
 
     async def setup() -> None:
-        conn = await asyncpg.connect(settings.database_url.replace("+asyncpg", "").rsplit("/", 1)[0] + "/postgres")
+        conn = await asyncpg.connect(settings.postgres_dsn.rsplit("/", 1)[0] + "/postgres")
         await conn.execute(f'CREATE DATABASE "fs_{name}"')
         await conn.close()
 
@@ -261,7 +261,7 @@ def main() -> None:
             if ours:
                 await admin.delete_topics(ours)
             await admin.close()
-            conn = await asyncpg.connect(settings.database_url.replace("+asyncpg", "").rsplit("/", 1)[0] + "/postgres")
+            conn = await asyncpg.connect(settings.postgres_dsn.rsplit("/", 1)[0] + "/postgres")
             await conn.execute(f'DROP DATABASE IF EXISTS "fs_{name}" WITH (FORCE)')
             await conn.close()
 

@@ -28,7 +28,8 @@ import numpy as np
 from edge.capture import Frame
 from edge.config import CameraConfig, LineConfig, ZoneConfig
 from edge.outbox import NewEvent, Outbox
-from edge.pipeline import Pipeline, build_detector, build_scene
+from edge.detector import build_detector
+from edge.pipeline import Pipeline, build_scene
 from edge.scene import Observation, Zone
 
 # 2026-01-01T00:00:00Z: the clip's event-time minutes start with the clip.

@@ -15,6 +15,8 @@ from typing import Iterator
 import cv2
 import numpy as np
 
+from runtime.retry import delays
+
 log = logging.getLogger("fleetsight.capture")
 
 
@@ -67,7 +69,7 @@ class VideoSource:
     def frames(self, stop: threading.Event) -> Iterator[Frame]:
         """Frames until ``stop`` is set (or a non-looping file ends)."""
         index = 0
-        backoff = self.reconnect_min_s
+        backoff = delays(self.reconnect_min_s, self.reconnect_max_s)
         started = time.monotonic()
         media_base = 0.0  # media time carried over loops and reconnects
         while not stop.is_set():
@@ -76,14 +78,14 @@ class VideoSource:
                 self.state = "reconnecting"
                 if self.is_file and index == 0:
                     raise FileNotFoundError(f"cannot open video source {self.uri!r}")
-                log.warning("video source %s unavailable; retrying in %.0f s", self.uri, backoff)
-                if stop.wait(backoff):
+                delay = next(backoff)
+                log.warning("video source %s unavailable; retrying in %.0f s", self.uri, delay)
+                if stop.wait(delay):
                     return
-                backoff = min(backoff * 2, self.reconnect_max_s)
                 self.reconnects += 1
                 continue
             self.state = "ok"
-            backoff = self.reconnect_min_s
+            backoff = delays(self.reconnect_min_s, self.reconnect_max_s)
             opened_at = time.monotonic()
             first_media = None
             try:
@@ -116,6 +118,5 @@ class VideoSource:
                 self.state = "reconnecting"
                 self.reconnects += 1
                 log.warning("video source %s ended or broke; reconnecting", self.uri)
-                if stop.wait(backoff):
+                if stop.wait(next(backoff)):
                     return
-                backoff = min(backoff * 2, self.reconnect_max_s)

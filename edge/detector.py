@@ -13,11 +13,14 @@ import logging
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import cv2
 import numpy as np
 import onnxruntime as ort
+
+if TYPE_CHECKING:
+    from edge.config import CameraConfig
 
 log = logging.getLogger("fleetsight.detector")
 
@@ -244,3 +247,17 @@ class Detector:
 
     def class_name(self, class_id: int) -> str:
         return self.spec.classes[class_id]
+
+
+def build_detector(config: CameraConfig, spec: ModelSpec | None = None) -> Detector:
+    """The detector a camera's config asks for, or ``spec``'s model with the
+    config's settings (its file verified before loading)."""
+    return Detector(
+        spec or model_spec(config.model.name, config.model.path, config.model.sha256),
+        confidence=min(config.detect.confidence, config.detect.track_low),
+        iou=config.detect.iou,
+        classes=config.detect.classes,
+        threads=config.model.threads,
+        providers=config.model.providers,
+        letterbox=config.model.letterbox,
+    )

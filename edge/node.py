@@ -19,11 +19,12 @@ from edge.capture import VideoSource
 from edge.config import CameraConfig
 from edge.outbox import Outbox
 from edge.pipeline import DebugWriter, NodeStats, Pipeline, build_scene
-from edge.updater import ModelStore, ModelSwitch, ModelUpdater, startup_detector
+from edge.model_store import ModelStore, startup_detector
+from edge.model_switch import ModelSwitch
+from edge.updater import ModelUpdater
 from edge.uplink import Uplink
-from fleetsight import metrics
-from fleetsight.mqtt_auth import camera_password
-from fleetsight.settings import Settings
+from runtime import metrics
+from runtime.settings import EdgeSettings
 from schemas.codec import Event
 
 log = logging.getLogger("fleetsight.edge")
@@ -35,7 +36,7 @@ class CameraNode:
     def __init__(
         self,
         config: CameraConfig,
-        settings: Settings,
+        settings: EdgeSettings,
         *,
         debug_dir: Path | None = None,
         max_frames: int | None = None,
@@ -64,7 +65,7 @@ class CameraNode:
             batch_max=config.mqtt.batch_max,
             # A camera logs in as itself: the broker's ACL ties it to its own topics.
             username=config.mqtt.username or config.camera_id,
-            password=config.mqtt.password() or camera_password(settings, config.camera_id),
+            password=config.mqtt.password() or settings.camera_password(config.camera_id),
         )
         self.updater = ModelUpdater(config, self.uplink, self.switch, self.models, settings.mqtt_topics)
         self._stop_video = threading.Event()

@@ -18,16 +18,16 @@ import numpy as np
 
 from edge.capture import Frame
 from edge.config import CameraConfig
-from edge.detector import Detector, ModelSpec, model_spec
+from edge.detector import Detector
 from edge.gate import MotionGate
 from edge.outbox import NewEvent, Outbox
 from edge.scene import Line, Observation, Scene, Zone
 from edge.tracker import TrackedObject, Tracker
-from fleetsight import metrics
+from runtime import metrics
 from schemas.codec import Event
 
 if TYPE_CHECKING:
-    from edge.updater import ModelSwitch
+    from edge.model_switch import ModelSwitch
 
 STATE_EVERY_S = 2.0  # how stale the saved scene may get when nothing happens
 
@@ -53,20 +53,6 @@ class NodeStats:
             return 0.0, 0.0
         data = sorted(self.inference_ms)
         return statistics.median(data), data[min(len(data) - 1, int(0.95 * len(data)))]
-
-
-def build_detector(config: CameraConfig, spec: ModelSpec | None = None) -> Detector:
-    """The detector a camera's config asks for, or ``spec``'s model with the
-    config's settings (its file verified before loading)."""
-    return Detector(
-        spec or model_spec(config.model.name, config.model.path, config.model.sha256),
-        confidence=min(config.detect.confidence, config.detect.track_low),
-        iou=config.detect.iou,
-        classes=config.detect.classes,
-        threads=config.model.threads,
-        providers=config.model.providers,
-        letterbox=config.model.letterbox,
-    )
 
 
 def build_scene(config: CameraConfig) -> Scene:

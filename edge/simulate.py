@@ -13,13 +13,13 @@ import random
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from collections.abc import Callable
 from pathlib import Path
 
 from edge.outbox import NewEvent, Outbox
 from edge.uplink import Uplink
-from fleetsight import metrics
-from fleetsight.mqtt_auth import camera_password, ensure_user, local_auth_enabled
-from fleetsight.settings import Settings
+from runtime import metrics
+from runtime.settings import EdgeSettings
 from schemas.codec import MINUTE_MS, WireFormat
 
 log = logging.getLogger("fleetsight.simulate")
@@ -58,13 +58,6 @@ class SimulatorReport:
         )
 
 
-def camera_login(settings: Settings, camera_id: str) -> str | None:
-    """The camera's password; on the local broker, simulated cameras get one."""
-    if local_auth_enabled(settings):
-        ensure_user(settings, camera_id, camera=True)
-    return camera_password(settings, camera_id)
-
-
 def make_event(rng: random.Random, track_id: int, ts: int, uptime_s: float) -> NewEvent:
     """One plausible event: mostly new tracks, sometimes a health report."""
     if rng.random() < 0.05:
@@ -76,8 +69,17 @@ def make_event(rng: random.Random, track_id: int, ts: int, uptime_s: float) -> N
     )
 
 
-async def run_simulator(settings: Settings, config: SimulatorConfig, progress: bool = False) -> SimulatorReport:
-    """Generate events for ``duration_s``, then wait until the cloud confirms them."""
+async def run_simulator(
+    settings: EdgeSettings,
+    config: SimulatorConfig,
+    progress: bool = False,
+    login: Callable[[str], str | None] | None = None,
+) -> SimulatorReport:
+    """Generate events for ``duration_s``, then wait until the cloud confirms them.
+
+    ``login`` gives each camera's password (default: ``settings.camera_password``).
+    """
+    login = login or settings.camera_password
     rng = random.Random(config.seed)
     report = SimulatorReport()
     outboxes = [
@@ -85,7 +87,7 @@ async def run_simulator(settings: Settings, config: SimulatorConfig, progress: b
         for i in range(1, config.cameras + 1)
     ]
     uplinks = [
-        Uplink(settings, o, wire_format=config.wire_format, username=o.camera_id, password=camera_login(settings, o.camera_id))
+        Uplink(settings, o, wire_format=config.wire_format, username=o.camera_id, password=login(o.camera_id))
         for o in outboxes
     ]
     stop = asyncio.Event()

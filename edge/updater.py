@@ -16,219 +16,22 @@ A version that failed is not tried again until a new rollout asks for it.
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import json
 import logging
-import os
-import shutil
-import statistics
-import threading
-from collections import deque
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
 from edge.config import CameraConfig
-from edge.detector import Detector, ModelError, ModelSpec, model_spec, verify
-from edge.pipeline import build_detector
-from fleetsight import metrics
+from edge.detector import ModelError, ModelSpec, build_detector, model_spec
+from edge.model_store import ModelStore
+from edge.model_switch import ModelSwitch
+from runtime import metrics
 from schemas.rollout import DesiredModel, ModelReport, RolloutError, State
 from schemas.topics import MqttTopics
 
 log = logging.getLogger("fleetsight.updater")
 
 WINDOW = 8  # chunks asked for at a time
-
-
-class ModelStore:
-    """Rolled-out model files on the camera's disk, and which one is current."""
-
-    def __init__(self, directory: Path) -> None:
-        self.directory = directory
-        directory.mkdir(parents=True, exist_ok=True)
-
-    def file(self, sha256: str) -> Path:
-        return self.directory / f"{sha256}.onnx"
-
-    def _parts(self, sha256: str) -> Path:
-        return self.directory / f"{sha256}.parts"
-
-    def missing(self, desired: DesiredModel) -> list[int]:
-        """Chunks not yet here intact (a resumed download asks only for these)."""
-        parts = self._parts(desired.sha256)
-        out = []
-        for i, expected in enumerate(desired.chunk_sha256):
-            try:
-                ok = hashlib.sha256((parts / str(i)).read_bytes()).hexdigest() == expected
-            except FileNotFoundError:
-                ok = False
-            if not ok:
-                out.append(i)
-        return out
-
-    def write_chunk(self, desired: DesiredModel, index: int, data: bytes) -> None:
-        parts = self._parts(desired.sha256)
-        parts.mkdir(exist_ok=True)
-        tmp = parts / f"{index}.tmp"
-        tmp.write_bytes(data)
-        os.replace(tmp, parts / str(index))
-
-    def assemble(self, desired: DesiredModel) -> Path:
-        """Join the chunks into the model file and check it; raises ModelError if it is not the one announced."""
-        parts = self._parts(desired.sha256)
-        target = self.file(desired.sha256)
-        tmp = target.with_suffix(".tmp")
-        with open(tmp, "wb") as out:
-            for i in range(desired.chunks):
-                out.write((parts / str(i)).read_bytes())
-        try:
-            verify(tmp, desired.sha256)
-        except ModelError:
-            tmp.unlink()
-            shutil.rmtree(parts, ignore_errors=True)
-            raise
-        os.replace(tmp, target)
-        shutil.rmtree(parts, ignore_errors=True)
-        return target
-
-    def _read(self, name: str) -> dict:
-        try:
-            return json.loads((self.directory / name).read_text())
-        except (FileNotFoundError, ValueError):
-            return {}
-
-    def _write(self, name: str, data: dict) -> None:
-        tmp = self.directory / f"{name}.tmp"
-        tmp.write_text(json.dumps(data))
-        os.replace(tmp, self.directory / name)
-
-    def current(self) -> dict:
-        """``{version, name, sha256, path}`` of the model a rollout made current, or {}."""
-        return self._read("current.json")
-
-    def set_current(self, desired: DesiredModel, path: Path) -> None:
-        self._write("current.json", {"version": desired.version, "name": desired.name, "sha256": desired.sha256, "path": str(path)})
-        keep = {path.name, self.file(desired.sha256).name}
-        for old in self.directory.glob("*.onnx"):
-            if old.name not in keep:
-                old.unlink()
-
-    def failure(self, desired: DesiredModel) -> str | None:
-        """Why this rollout already failed here, if it did."""
-        entry = self._read("failed.json").get(desired.sha256)
-        return entry["reason"] if entry and entry["rollout_id"] == desired.rollout_id else None
-
-    def record_failure(self, desired: DesiredModel, reason: str) -> None:
-        failed = self._read("failed.json")
-        failed[desired.sha256] = {"rollout_id": desired.rollout_id, "version": desired.version, "reason": reason}
-        self._write("failed.json", failed)
-        if desired.sha256 != self.current().get("sha256"):
-            self.file(desired.sha256).unlink(missing_ok=True)
-
-
-def startup_detector(config: CameraConfig, store: ModelStore) -> Detector:
-    """The model a rollout made current if it still loads, else the config's."""
-    current = store.current()
-    if current and current.get("name") == config.model.name:
-        try:
-            return build_detector(config, model_spec(current["name"], Path(current["path"]), current["sha256"], current["version"]))
-        except ModelError as exc:
-            log.error("%s: rolled-out model %s does not load (%s); using the configured one", config.camera_id, current["version"], exc)
-    return build_detector(config)
-
-
-@dataclass
-class _Candidate:
-    detector: Detector
-    desired: DesiredModel
-
-
-class ModelSwitch:
-    """Hands a loaded model to the video thread and watches it on probation.
-
-    ``current``, ``observe`` and ``roll_back`` are called by the video thread
-    only; ``offer`` by any thread. ``on_outcome(desired, kept, reason)`` is
-    called from the video thread.
-    """
-
-    def __init__(
-        self, detector: Detector, probation_frames: int, max_slowdown: float,
-        on_outcome: Callable[[DesiredModel, bool, str], None] = lambda d, ok, why: None,
-    ) -> None:
-        self.detector = detector
-        self.probation_frames = probation_frames
-        self.max_slowdown = max_slowdown
-        self.on_outcome = on_outcome
-        self._lock = threading.Lock()
-        self._offered: _Candidate | None = None
-        self._cancel: str | None = None
-        self._trial: _Candidate | None = None
-        self._previous: Detector | None = None
-        self._recent: deque[float] = deque(maxlen=50)
-        self._baseline = 0.0
-        self._runs: list[float] = []
-
-    @property
-    def on_probation(self) -> bool:
-        return self._trial is not None
-
-    def offer(self, detector: Detector, desired: DesiredModel) -> None:
-        with self._lock:
-            self._offered = _Candidate(detector, desired)
-
-    def cancel(self, reason: str) -> None:
-        """Drop a model offered or on probation (a newer instruction wants the running one)."""
-        with self._lock:
-            self._offered, self._cancel = None, reason
-
-    def current(self) -> Detector:
-        """The detector for the next frame (a model offered since is swapped in here)."""
-        with self._lock:
-            offered, self._offered = self._offered, None
-            cancel, self._cancel = self._cancel, None
-        if cancel is not None and self._trial is not None:
-            self.roll_back(cancel)
-        if offered is not None:
-            if self._trial is not None:  # superseded while on probation: compare with the model kept before it
-                self.on_outcome(self._trial.desired, False, f"superseded by {offered.desired.version}")
-            else:
-                self._previous = self.detector
-                self._baseline = statistics.median(self._recent) if self._recent else 0.0
-            self._trial, self._runs = offered, []
-            self.detector = offered.detector
-            log.info("now running %s (on probation for %d detector runs)", offered.desired.version, self.probation_frames)
-        return self.detector
-
-    def observe(self, elapsed_s: float) -> Detector:
-        """Record one inference time; returns the detector to keep using."""
-        if self._trial is None:
-            self._recent.append(elapsed_s)
-            return self.detector
-        self._runs.append(elapsed_s)
-        if len(self._runs) < self.probation_frames:
-            return self.detector
-        median = statistics.median(self._runs)
-        if self._baseline and median > self.max_slowdown * self._baseline:
-            return self.roll_back(
-                f"median inference {median * 1000:.0f} ms against {self._baseline * 1000:.0f} ms before "
-                f"(limit {self.max_slowdown:g}x)"
-            )
-        trial, self._trial, self._previous = self._trial, None, None
-        self._recent.clear()
-        self._recent.extend(self._runs)
-        self.on_outcome(trial.desired, True, f"median inference {median * 1000:.0f} ms")
-        return self.detector
-
-    def roll_back(self, reason: str) -> Detector:
-        """Put the model from before the trial back."""
-        assert self._trial is not None and self._previous is not None
-        trial, self._trial = self._trial, None
-        self.detector, self._previous = self._previous, None
-        log.warning("rolled back from %s: %s", trial.desired.version, reason)
-        self.on_outcome(trial.desired, False, reason)
-        return self.detector
 
 
 class ModelUpdater:

@@ -19,8 +19,8 @@ from typing import Callable
 import paho.mqtt.client as mqtt
 
 from edge.outbox import Outbox
-from fleetsight.mqtt import make_client
-from fleetsight.settings import Settings
+from runtime.mqtt import make_client
+from runtime.settings import MqttSettings
 from schemas.codec import EventError, WireFormat, decode_ack, encode, encode_ack
 
 log = logging.getLogger("fleetsight.uplink")
@@ -41,7 +41,7 @@ class Uplink:
 
     def __init__(
         self,
-        settings: Settings,
+        settings: MqttSettings,
         outbox: Outbox,
         *,
         wire_format: WireFormat = "json",

@@ -1,4 +1,7 @@
-"""The ``fleetsight`` command: one entry point for every process."""
+"""The ``fleetsight`` command: one entry point for every process of the product.
+
+Local services and the demo are development tooling: ``python -m devtools``.
+"""
 
 from __future__ import annotations
 
@@ -8,12 +11,21 @@ import logging
 import sys
 from pathlib import Path
 
-from fleetsight.settings import Settings, load_settings
+from runtime.settings import (
+    BridgeSettings,
+    DatabaseSettings,
+    EdgeSettings,
+    MqttSettings,
+    Settings,
+    SinkSettings,
+    WorkerSettings,
+)
 
 log = logging.getLogger("fleetsight")
 
 
-def _setup_logging(verbose: bool) -> None:
+def setup_logging(verbose: bool) -> None:
+    """Log to stderr; the libraries' chatter only from warnings up."""
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
@@ -23,60 +35,27 @@ def _setup_logging(verbose: bool) -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
-def _print_status(statuses) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(title="FleetSight local services")
-    for column in ("service", "listens on", "state", "pid"):
-        table.add_column(column)
-    for s in statuses:
-        state = "[green]running[/]" if s.running else "[red]stopped[/]"
-        table.add_row(s.name, s.address, state, str(s.pid or "-"))
-    Console().print(table)
-
-
-def cmd_services(args: argparse.Namespace, settings: Settings) -> int:
-    from fleetsight.services import ServiceError, Services
-
-    services = Services(settings)
-    try:
-        if args.action == "up":
-            statuses = services.up()
-        elif args.action == "down":
-            statuses = services.down(purge=args.purge)
-        else:
-            statuses = services.status()
-    except ServiceError as exc:
-        log.error("%s", exc)
-        return 1
-    _print_status(statuses)
-    if args.action == "status":
-        return 0 if all(s.running for s in statuses) else 3
-    return 0
-
-
-def cmd_db(args: argparse.Namespace, settings: Settings) -> int:
+def cmd_db(args: argparse.Namespace, settings: DatabaseSettings) -> int:
     from sinks.db import upgrade
 
-    upgrade(settings.database_dsn)
+    upgrade(settings.database_url)
     log.info("database schema is at the latest migration")
     return 0
 
 
-def cmd_bridge(args: argparse.Namespace, settings: Settings) -> int:
+def cmd_bridge(args: argparse.Namespace, settings: BridgeSettings) -> int:
     from streams.bridge import run_bridge
 
     return asyncio.run(run_bridge(settings))
 
 
-def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
+def cmd_worker(args: argparse.Namespace, settings: WorkerSettings) -> int:
     from streams.worker import run_worker
 
     return run_worker(settings, loglevel="debug" if args.verbose else "info")
 
 
-def cmd_sink(args: argparse.Namespace, settings: Settings) -> int:
+def cmd_sink(args: argparse.Namespace, settings: SinkSettings) -> int:
     from sinks.writer import run_sink
 
     return asyncio.run(run_sink(settings))
@@ -103,7 +82,7 @@ def cmd_health(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def cmd_edge_simulate(args: argparse.Namespace, settings: Settings) -> int:
+def cmd_edge_simulate(args: argparse.Namespace, settings: EdgeSettings) -> int:
     from edge.simulate import SimulatorConfig, run_simulator
 
     config = SimulatorConfig(
@@ -116,12 +95,15 @@ def cmd_edge_simulate(args: argparse.Namespace, settings: Settings) -> int:
         camera_prefix=args.camera_prefix,
         drain_timeout_s=args.drain_timeout,
     )
-    report = asyncio.run(run_simulator(settings, config, progress=sys.stderr.isatty()))
+    from fleetsight.mqtt_users import camera_login
+
+    login = lambda camera_id: camera_login(settings, camera_id)  # noqa: E731
+    report = asyncio.run(run_simulator(settings, config, progress=sys.stderr.isatty(), login=login))
     print(report.summary())
     return 0 if report.drained else 1
 
 
-def cmd_edge_run(args: argparse.Namespace, settings: Settings) -> int:
+def cmd_edge_run(args: argparse.Namespace, settings: EdgeSettings) -> int:
     import signal
 
     from edge.config import ConfigError, load_camera_config
@@ -152,8 +134,8 @@ def cmd_edge_run(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def cmd_mqtt(args: argparse.Namespace, settings: Settings) -> int:
-    from fleetsight.mqtt_auth import ACL, AuthError, ensure_user
+def cmd_mqtt(args: argparse.Namespace, settings: MqttSettings) -> int:
+    from fleetsight.mqtt_users import ACL, AuthError, ensure_user
 
     if args.action == "acl":
         print(ACL, end="")
@@ -209,14 +191,7 @@ def cmd_model(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
-    from fleetsight.demo import DemoOptions, run_demo
-
-    options = DemoOptions(cameras=args.cameras, loops=args.loops, max_frames=args.frames, realtime=not args.fast, report=args.report)
-    return run_demo(settings, options)
-
-
-def cmd_edge_eval(args: argparse.Namespace, settings: Settings) -> int:
+def cmd_edge_eval(args: argparse.Namespace, settings: EdgeSettings) -> int:
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -260,27 +235,22 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("services", help="local Mosquitto, Kafka and PostgreSQL on loopback")
-    p.add_argument("action", choices=["up", "down", "status"])
-    p.add_argument("--purge", action="store_true", help="with down: also delete their data")
-    p.set_defaults(func=cmd_services)
-
     p = sub.add_parser("mqtt", help="MQTT users of the local broker")
     p.add_argument("action", choices=["add-camera", "add-user", "acl"])
     p.add_argument("name", nargs="?", help="camera id (its MQTT user name) or user name")
-    p.set_defaults(func=cmd_mqtt)
+    p.set_defaults(func=cmd_mqtt, settings=MqttSettings)
 
     p = sub.add_parser("db", help="database schema")
     p.add_argument("action", choices=["upgrade"])
-    p.set_defaults(func=cmd_db)
+    p.set_defaults(func=cmd_db, settings=DatabaseSettings)
 
-    sub.add_parser("bridge", help="MQTT -> Kafka bridge").set_defaults(func=cmd_bridge)
-    sub.add_parser("worker", help="Faust stream worker (dedupe, aggregates; state in PostgreSQL)").set_defaults(func=cmd_worker)
-    sub.add_parser("sink", help="Kafka -> PostgreSQL writer").set_defaults(func=cmd_sink)
+    sub.add_parser("bridge", help="MQTT -> Kafka bridge").set_defaults(func=cmd_bridge, settings=BridgeSettings)
+    sub.add_parser("worker", help="Faust stream worker (dedupe, aggregates; state in PostgreSQL)").set_defaults(func=cmd_worker, settings=WorkerSettings)
+    sub.add_parser("sink", help="Kafka -> PostgreSQL writer").set_defaults(func=cmd_sink, settings=SinkSettings)
     p = sub.add_parser("health", help="is a local bridge, worker or sink making progress? (exit 0 / 1)")
     p.add_argument("process", choices=["bridge", "worker", "sink"])
     p.add_argument("--timeout", type=float, default=3.0, help="seconds to wait for the answer")
-    p.set_defaults(func=cmd_health)
+    p.set_defaults(func=cmd_health, settings=Settings)
 
     edge = sub.add_parser("edge", help="camera-side commands")
     edge_sub = edge.add_subparsers(dest="edge_command", required=True)
@@ -293,14 +263,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--drain-timeout", type=float, default=60.0, help="seconds to wait for the cloud to confirm everything")
     p.add_argument("--outbox-dir", default=".services/edge-sim", help="where the per-camera outboxes live")
     p.add_argument("--format", choices=["json", "msgpack"], default="json", help="wire encoding")
-    p.set_defaults(func=cmd_edge_simulate)
+    p.set_defaults(func=cmd_edge_simulate, settings=EdgeSettings)
 
     p = edge_sub.add_parser("run", help="run a camera node from its YAML config")
     p.add_argument("--config", required=True, type=Path, help="the camera's YAML file")
     p.add_argument("--debug-dir", type=Path, help="write annotated frames here (stays on this machine)")
     p.add_argument("--max-frames", type=int, help="stop after this many frames")
     p.add_argument("--drain-timeout", type=float, default=30.0, help="after a file ends: seconds to wait for the cloud")
-    p.set_defaults(func=cmd_edge_run)
+    p.set_defaults(func=cmd_edge_run, settings=EdgeSettings)
 
     p = edge_sub.add_parser("eval", help="count an annotated clip with a camera's config and compare with the annotation")
     p.add_argument("--config", required=True, type=Path, help="the camera's YAML file (lines, zones, settings)")
@@ -310,7 +280,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mirrored", type=int, nargs="*", default=[], help="also run these rates on the mirrored clip")
     p.add_argument("--class", dest="object_class", default="person", help="the class the annotation marks (default: person)")
     p.add_argument("--markdown", type=Path, help="also write the report here")
-    p.set_defaults(func=cmd_edge_eval)
+    p.set_defaults(func=cmd_edge_eval, settings=EdgeSettings)
 
     model = sub.add_parser("model", help="model registry and rollout to the edges")
     model_sub = model.add_subparsers(dest="action", required=True)
@@ -320,29 +290,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", default="nanodet-m-416", help="architecture the edges know it as")
     p.add_argument("--notes", default="")
     p.add_argument("--no-check", action="store_true", help="do not load it with onnxruntime first")
-    p.set_defaults(func=cmd_model)
+    p.set_defaults(func=cmd_model, settings=Settings)
     p = model_sub.add_parser("rollout", help="tell sites or cameras to run a published version")
     p.add_argument("version")
     p.add_argument("--site", action="append", default=[], help="every camera of this site, now and later (repeatable)")
     p.add_argument("--camera", action="append", default=[], help="this camera (repeatable)")
-    p.set_defaults(func=cmd_model)
-    model_sub.add_parser("status", help="registry, and what each camera runs").set_defaults(func=cmd_model)
+    p.set_defaults(func=cmd_model, settings=Settings)
+    model_sub.add_parser("status", help="registry, and what each camera runs").set_defaults(func=cmd_model, settings=Settings)
 
-    p = sub.add_parser("demo", help="everything at once: services, pipeline, camera nodes on a sample video, SQL, an HTML report")
-    p.add_argument("--cameras", type=int, choices=[1, 2, 3], default=3)
-    p.add_argument("--loops", type=int, default=1, help="times through the 80 s clip")
-    p.add_argument("--frames", type=int, help="stop each camera after this many frames")
-    p.add_argument("--fast", action="store_true", help="as fast as the CPU allows instead of the clip's 10 fps")
-    p.add_argument("--report", type=Path, default=Path("demo-report.html"), help="where to write the HTML report")
-    p.set_defaults(func=cmd_demo)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    _setup_logging(args.verbose)
+    setup_logging(args.verbose)
     try:
-        settings = load_settings()
+        # Each command reads the settings of the process it is, and only those.
+        settings = args.settings()
     except Exception as exc:  # a bad env var or YAML file: say which, briefly
         log.error("invalid configuration: %s", exc)
         return 2

@@ -23,9 +23,9 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
-from fleetsight.mqtt import make_client, publish_confirmed, read_retained
-from fleetsight.mqtt_auth import admin_settings
-from fleetsight.settings import Settings
+from runtime.mqtt import make_client, publish_confirmed, read_retained
+from fleetsight.mqtt_users import admin_settings
+from runtime.settings import Settings
 from schemas.rollout import CHUNK_SIZE, VERSION_PATTERN, DesiredModel, ModelReport, RolloutError, chunk_hashes
 from sinks.db import make_engine
 from sinks.models import CameraStatus, ModelRollout, ModelRolloutTarget, ModelVersion
@@ -68,7 +68,7 @@ async def publish(settings: Settings, path: Path, version: str | None, name: str
     row = ModelVersion(
         version=version, name=name, sha256=sha, size_bytes=len(content), input_shape=shape, classes=len(spec.classes), notes=notes, content=content
     )
-    engine = make_engine(settings.database_dsn)
+    engine = make_engine(settings.database_url)
     try:
         async with async_sessionmaker(engine, expire_on_commit=False)() as session:
             existing = (await session.execute(select(ModelVersion).where(ModelVersion.sha256 == sha))).scalar_one_or_none()
@@ -119,7 +119,7 @@ async def rollout(settings: Settings, version: str, sites: list[str], cameras: l
     """Tell the given sites and cameras to run ``version``."""
     if not sites and not cameras:
         raise RolloutError("say where: --site S and/or --camera C (each may be repeated)")
-    engine = make_engine(settings.database_dsn)
+    engine = make_engine(settings.database_url)
     try:
         async with async_sessionmaker(engine, expire_on_commit=False)() as session:
             model = await session.get(ModelVersion, version)
@@ -183,7 +183,7 @@ class CameraModelStatus:
 
 async def status(settings: Settings) -> tuple[list[ModelVersion], list[CameraModelStatus]]:
     """The registry, and per camera: what it should run, what it runs, how the rollout went."""
-    engine = make_engine(settings.database_dsn)
+    engine = make_engine(settings.database_url)
     try:
         async with async_sessionmaker(engine)() as session:
             versions = list((await session.execute(select(ModelVersion).order_by(ModelVersion.created_at))).scalars())

@@ -22,11 +22,11 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from fleetsight import metrics
-from fleetsight.kafka_admin import ensure_topics
-from fleetsight.retry import retry
-from fleetsight.settings import Settings
-from fleetsight.watchdog import Watchdog
+from runtime import metrics
+from runtime.kafka_admin import ensure_topics
+from runtime.retry import retry
+from runtime.settings import SinkSettings
+from runtime.watchdog import Watchdog
 from schemas.aggregates import Row, TableSpec, decode_rows
 from sinks.db import make_engine
 from sinks.models import MODELS
@@ -86,7 +86,7 @@ async def upsert(engine: AsyncEngine, rows: Iterable[Row]) -> int:
 class Sink:
     """Consumes the row topic into the public tables."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: SinkSettings) -> None:
         self.settings = settings
         self._stop = asyncio.Event()
         self.written = 0
@@ -99,7 +99,7 @@ class Sink:
 
     async def run(self) -> None:
         await ensure_topics(self.settings)
-        engine = make_engine(self.settings.database_dsn)
+        engine = make_engine(self.settings.database_url)
         consumer = AIOKafkaConsumer(
             self.settings.kafka_topics.rows,
             bootstrap_servers=self.settings.kafka_bootstrap,
@@ -153,7 +153,7 @@ class Sink:
         return behind
 
 
-async def run_sink(settings: Settings) -> int:
+async def run_sink(settings: SinkSettings) -> int:
     """Entry point of ``fleetsight sink``."""
     sink = Sink(settings)
     metrics.watch(sink.watchdog)

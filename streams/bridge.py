@@ -21,14 +21,14 @@ from dataclasses import dataclass, field
 import paho.mqtt.client as mqtt
 from aiokafka import AIOKafkaProducer
 
-from fleetsight import metrics
-from fleetsight.mqtt import make_client
-from fleetsight.settings import Settings
-from fleetsight.watchdog import Watchdog
+from runtime import metrics
+from runtime.mqtt import make_client
+from runtime.settings import BridgeSettings
+from runtime.watchdog import Watchdog
 from schemas.codec import Event, EventError, Reason, decode, decode_ack, encode, encode_ack
 from schemas.deadletter import DeadLetter
 from streams.acks import AckTracker
-from fleetsight.kafka_admin import ensure_topics
+from runtime.kafka_admin import ensure_topics
 from streams.partitioning import partition_for
 
 log = logging.getLogger("fleetsight.bridge")
@@ -69,7 +69,7 @@ class _Pending:
 class Bridge:
     """Moves events from the MQTT broker into Kafka; see the module docstring."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: BridgeSettings) -> None:
         self.settings = settings
         self.mqtt_topics = settings.mqtt_topics
         self.kafka_topics = settings.kafka_topics
@@ -307,7 +307,7 @@ class Bridge:
         self._stop.set()
 
 
-async def run_bridge(settings: Settings) -> int:
+async def run_bridge(settings: BridgeSettings) -> int:
     """Entry point of ``fleetsight bridge``."""
     bridge = Bridge(settings)
     metrics.watch(bridge.watchdog)

@@ -23,11 +23,11 @@ import faust
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from sqlalchemy.exc import DBAPIError, OperationalError
 
-from fleetsight import metrics
-from fleetsight.kafka_admin import ensure_topics
-from fleetsight.retry import retry
-from fleetsight.settings import Settings
-from fleetsight.watchdog import Watchdog
+from runtime import metrics
+from runtime.kafka_admin import ensure_topics
+from runtime.retry import retry
+from runtime.settings import WorkerSettings
+from runtime.watchdog import Watchdog
 from schemas.aggregates import ALERTS, Row, encode_rows
 from schemas.codec import Event
 from schemas.deadletter import DeadLetter
@@ -57,7 +57,7 @@ DB_ERRORS = (OperationalError, DBAPIError, OSError, asyncio.TimeoutError)
 class DirectReader:
     """Reads the events topic directly, outside the consumer group."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: WorkerSettings) -> None:
         self.settings = settings
         self.topic = settings.kafka_topics.events
         self._consumer: AIOKafkaConsumer | None = None
@@ -101,7 +101,7 @@ class DirectReader:
             self._consumer = None
 
 
-def alert_config(settings: Settings) -> AlertConfig:
+def alert_config(settings: WorkerSettings) -> AlertConfig:
     return AlertConfig(
         offline_after_s=settings.offline_after_s,
         clear_after_s=settings.alert_clear_s,
@@ -118,13 +118,13 @@ class Worker:
     status sweep and the catch-up reads all change the same state.
     """
 
-    def __init__(self, settings: Settings, app: faust.App, watchdog: Watchdog) -> None:
+    def __init__(self, settings: WorkerSettings, app: faust.App, watchdog: Watchdog) -> None:
         self.settings = settings
         self.app = app
         self.watchdog = watchdog
         self.topics = settings.kafka_topics
         self.partitions = settings.kafka_partitions
-        self.store = StateStore.connect(settings.database_dsn, settings.stream_app_id, self.topics.events)
+        self.store = StateStore.connect(settings.database_url, settings.stream_app_id, self.topics.events)
         self.aggregator = MinuteAggregator({}, int(settings.late_after_s * 1000), self.topics.events)
         self.status = FleetStatus({}, alert_config(settings), clock=lambda: int(time.time() * 1000))
         self.reader = DirectReader(settings)  # gaps, under the lock
@@ -307,7 +307,7 @@ class Worker:
                 self.delivered[tp.partition] = now  # give Faust time to start delivering
 
 
-def create_app(settings: Settings) -> faust.App:
+def create_app(settings: WorkerSettings) -> faust.App:
     """The Faust app with its topic, agent, timers, and the worker and watchdog behind them."""
     datadir = settings.services_dir / "streams" / settings.stream_app_id
     datadir.mkdir(parents=True, exist_ok=True)
@@ -355,7 +355,7 @@ def create_app(settings: Settings) -> faust.App:
     return app
 
 
-def run_worker(settings: Settings, loglevel: str = "info") -> int:
+def run_worker(settings: WorkerSettings, loglevel: str = "info") -> int:
     """Entry point of ``fleetsight worker`` (Faust's own worker command)."""
     asyncio.run(ensure_topics(settings))
     # asyncio.run closed its loop; Faust needs a current one of its own.

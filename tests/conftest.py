@@ -8,13 +8,13 @@ from typing import AsyncIterator, Iterator
 
 import pytest
 
-from fleetsight.settings import Settings, load_settings
+from runtime.settings import Settings, load_settings
 
 
 @pytest.fixture(scope="session")
 def services() -> Iterator[Settings]:
     """Mosquitto, Kafka and PostgreSQL on loopback; stopped again if we started them."""
-    from fleetsight.services import Services
+    from devtools.services import Services
 
     settings = load_settings()
     local = Services(settings)
@@ -79,7 +79,7 @@ def media() -> Path:
     """Real sample video and images (from Debian packages, fetched once)."""
     import subprocess
 
-    from fleetsight.settings import REPO_ROOT
+    from runtime.settings import REPO_ROOT
 
     directory = REPO_ROOT / ".services" / "media"
     subprocess.run(["bash", str(REPO_ROOT / "scripts" / "fetch-media.sh"), str(directory)], check=True)

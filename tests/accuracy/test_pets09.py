@@ -12,7 +12,7 @@ import pytest
 
 from edge.accuracy import RateResult, evaluate, load_annotation, rate_invariance
 from edge.config import load_camera_config
-from fleetsight.settings import REPO_ROOT
+from runtime.settings import REPO_ROOT
 
 ANNOTATION = REPO_ROOT.parent / "shared" / "eval" / "pets09-s2l1" / "gt.txt"
 CONFIG = REPO_ROOT / "bench" / "pets09-s2l1.yaml"

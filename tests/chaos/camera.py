@@ -14,9 +14,9 @@ import sys
 import time
 
 from edge.outbox import NewEvent, Outbox
-from edge.simulate import camera_login
+from fleetsight.mqtt_users import camera_login
 from edge.uplink import Uplink
-from fleetsight.settings import load_settings
+from runtime.settings import load_settings
 
 CLASSES = ("person", "person", "car", "bicycle")
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import os
 import random
 import shutil
@@ -34,27 +35,23 @@ import asyncpg
 import yaml
 
 from edge.outbox import NewEvent, Outbox
-from edge.simulate import camera_login
+from fleetsight.mqtt_users import camera_login
 from edge.uplink import Uplink
-from fleetsight.mqtt import make_client
-from fleetsight.mqtt_auth import admin_settings, ensure_user
-from fleetsight.processes import spawn, stop, wait_bridge_online
-from fleetsight.services import Kafka, Mosquitto, Postgres, Services
-from fleetsight.settings import REPO_ROOT, Settings
+from runtime.mqtt import make_client
+from fleetsight.mqtt_users import admin_settings, ensure_user
+from devtools import truth
+from devtools.ports import free_port
+from devtools.processes import spawn, stop, wait_bridge_online
+from devtools.services import Kafka, Mosquitto, Postgres, Services
+from runtime.retry import retry
+from runtime.settings import REPO_ROOT, Settings
+from runtime.waiting import WaitTimeout, wait_for
 from schemas.codec import MINUTE_MS, Event
 
 SENTINEL = "zz-sentinel"
 PROBE_CAMERA = "chaos-probe"
 PIPELINE = ("bridge", "worker", "sink")
 PARTS = ("edge", "edge-in-outage", "mosquitto", "bridge", "kafka", "worker", "sink", "postgres", "link")
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class LinkProxy:
@@ -261,7 +258,7 @@ class Chaos:
         await asyncio.to_thread(self.services.up)
         from sinks.db import upgrade
 
-        await asyncio.to_thread(upgrade, self.settings.database_dsn)
+        await asyncio.to_thread(upgrade, self.settings.database_url)
         self.proxy = LinkProxy(self.settings.mqtt.port)
         await self.proxy.start()
         self.edge_settings = self.settings.model_copy(update={"mqtt_url": f"mqtt://127.0.0.1:{self.proxy.port}"})
@@ -316,24 +313,28 @@ class Chaos:
 
     async def wait_camera(self, camera: str, since_wall: float, fault: Fault, deadline: float = 240) -> None:
         """Wait until a row of ``camera`` changes after ``since_wall``."""
-        conn = await asyncpg.connect(self.settings.database_dsn.replace("+asyncpg", ""))
+        conn = await asyncpg.connect(self.settings.postgres_dsn)
         try:
-            end = time.monotonic() + deadline
-            while time.monotonic() < end:
-                changed = await conn.fetchval(
+            async def changed() -> bool:
+                value = await conn.fetchval(
                     "SELECT max(extract(epoch FROM updated_at)) FROM camera_minute_counts WHERE camera_id = $1", camera
                 )
-                if changed is not None and float(changed) > since_wall:
-                    fault.recovered_s = time.monotonic() - fault.started
-                    return
-                await asyncio.sleep(0.5)  # polling SQL
+                return value is not None and float(value) > since_wall
+
+            try:
+                await wait_for(changed, deadline, f"a new row of {camera}", interval=0.5)
+                fault.recovered_s = time.monotonic() - fault.started
+                return
+            except WaitTimeout:
+                pass
             proc = self.procs.get(camera)
             if proc is not None and proc.poll() is None:
                 proc.send_signal(signal.SIGUSR2)  # stacks into its log
                 log = self.logs / f"{camera}.log"
-                stacks = time.monotonic() + 10
-                while time.monotonic() < stacks and "Current thread" not in log.read_text(errors="replace"):
-                    await asyncio.sleep(0.1)  # polling the log for the dump, with a deadline
+                try:
+                    await wait_for(lambda: "Current thread" in log.read_text(errors="replace"), 10, "the stack dump", interval=0.1)
+                except WaitTimeout:
+                    pass
             raise AssertionError(
                 f"{camera} sent nothing new within {deadline:.0f} s\n{await self.state_or_why(conn)}\n"
                 f"{self.tails(camera, 'bridge', 'worker', 'sink', lines=80)}"
@@ -343,16 +344,9 @@ class Chaos:
 
     @staticmethod
     async def _restart_service(service: Any) -> None:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                await asyncio.to_thread(service.up)
-                return
-            except Exception:
-                # PostgreSQL's children outlive a killed postmaster for a moment.
-                if time.monotonic() > deadline:
-                    raise
-                await asyncio.sleep(1)  # retry backoff
+        # PostgreSQL's children outlive a killed postmaster for a moment.
+        await retry(lambda: asyncio.to_thread(service.up), what=f"restarting {service.name}", errors=(Exception,),
+                    log=logging.getLogger("chaos"), first_delay=1.0, max_delay=1.0, give_up_after=120)
 
     async def wait_probe(self, label: str, since: float, fault: Fault | None = None, deadline: float = 240) -> None:
         """Publish probe events until one shows up in SQL: the pipeline works again."""
@@ -363,22 +357,28 @@ class Chaos:
         cls = f"probe-{label}-{self.probe_seq}"[:40]
         try:
             conn = None
-            end = time.monotonic() + deadline
-            while time.monotonic() < end:
+
+            async def probed() -> bool:
+                nonlocal conn
                 self.probe_seq += 1
                 event = {"v": 1, "camera_id": PROBE_CAMERA, "site": "chaos", "seq": self.probe_seq, "ts": int(time.time() * 1000),
                          "type": "track.start", "data": {"track_id": 1, "class": cls, "confidence": 0.9}}
                 client.publish(self.settings.mqtt_topics.events(PROBE_CAMERA), json.dumps(event), qos=1)
                 try:
-                    conn = conn or await asyncpg.connect(self.settings.database_dsn.replace("+asyncpg", ""))
-                    if await conn.fetchval("SELECT count(*) FROM camera_minute_counts WHERE object_class = $1", cls):
-                        if fault is not None:
-                            fault.recovered_s = time.monotonic() - since
-                        return
+                    conn = conn or await asyncpg.connect(self.settings.postgres_dsn)
+                    return bool(await conn.fetchval("SELECT count(*) FROM camera_minute_counts WHERE object_class = $1", cls))
                 except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
                     conn = None  # the database is restarting
-                await asyncio.sleep(0.5)  # probe period
-            raise AssertionError(f"pipeline did not recover after {label} within {deadline:.0f} s\n{self.tails('bridge', 'worker', 'sink')}")
+                    return False
+
+            try:
+                await wait_for(probed, deadline, f"a probe through the pipeline after {label}", interval=0.5)
+            except WaitTimeout:
+                raise AssertionError(
+                    f"pipeline did not recover after {label} within {deadline:.0f} s\n{self.tails('bridge', 'worker', 'sink')}"
+                ) from None
+            if fault is not None:
+                fault.recovered_s = time.monotonic() - since
         finally:
             client.loop_stop()
             client.disconnect()
@@ -413,7 +413,7 @@ class Chaos:
             except subprocess.TimeoutExpired:
                 proc.kill()
         now = int(time.time() * 1000)
-        truth: list[Event] = []
+        recorded: list[Event] = []
         flushers = []
         stop_all = asyncio.Event()
         for camera in cameras:
@@ -425,44 +425,37 @@ class Chaos:
         stop_all.set()
         for outbox, _, task in flushers:
             await task
-            truth += outbox.all_events()
+            recorded += outbox.all_events()
             outbox.close()
         assert all(drained), f"outboxes did not drain: logs in {self.logs}"
-        self.report.events = len(truth)
+        self.report.events = len(recorded)
         self.report.cameras = len(cameras)
-        await self.compare(truth, cameras)
+        await self.compare(recorded, cameras)
 
-    async def compare(self, truth: list[Event], cameras: list[str]) -> None:
-        conn = await asyncpg.connect(self.settings.database_dsn.replace("+asyncpg", ""))
+    async def compare(self, recorded: list[Event], cameras: list[str]) -> None:
+        conn = await asyncpg.connect(self.settings.postgres_dsn)
         try:
-            deadline = time.monotonic() + 240
-            while time.monotonic() < deadline:
+            async def sentinels_in() -> bool:
                 got = await conn.fetchval(
                     "SELECT count(DISTINCT camera_id) FROM camera_minute_counts WHERE object_class = $1 AND camera_id = ANY($2)",
                     SENTINEL, cameras,
                 )
-                if got == len(cameras):
-                    break
-                await asyncio.sleep(1)  # polling SQL for the sentinels
+                return bool(got == len(cameras))
+
+            try:
+                await wait_for(sentinels_in, 240, "every camera's sentinel in SQL", interval=1)
+            except WaitTimeout:
+                pass  # compared anyway: the mismatches say what is missing
             late = {(r["camera_id"], r["seq"]) for r in await conn.fetch("SELECT camera_id, seq FROM late_events")}
             self.report.late_routed = len(late)
-            counted = [e for e in truth if (e.camera_id, e.seq) not in late]
-            known = {(e.camera_id, e.seq) for e in truth}
+            counted = [e for e in recorded if (e.camera_id, e.seq) not in late]
+            known = {(e.camera_id, e.seq) for e in recorded}
             if not late <= known:
                 self.report.mismatches.append(f"late events that no edge created: {sorted(late - known)[:5]}")
-            for table, key_sql, columns, expected in expectations(counted):
-                rows = await conn.fetch(f"SELECT {key_sql}, {', '.join(columns)} FROM {table} WHERE camera_id = ANY($1)", cameras)
-                actual = {tuple(r[k] for k in range(len(r) - len(columns))): r for r in rows}
-                for key in set(actual) | set(expected):
-                    for column in columns:
-                        want = expected.get(key, {}).get(column, 0)
-                        have = actual[key][column] if key in actual else 0
-                        if have != want:
-                            self.report.mismatches.append(f"{table} {key} {column}: SQL {have}, truth {want}")
-                            if have < want:
-                                self.report.lost += want - have
-                            else:
-                                self.report.double += have - want
+            result = truth.compare(truth.expected(counted), await truth.in_sql(conn, cameras))
+            self.report.mismatches += result.mismatches
+            self.report.lost += result.lost
+            self.report.double += result.double
         finally:
             await conn.close()
 
@@ -472,37 +465,6 @@ class Chaos:
         if self.proxy:
             await self.proxy.cut()
         await asyncio.to_thread(self.services.down)
-
-
-def expectations(events: list[Event]) -> list[tuple[str, str, tuple[str, ...], dict]]:
-    """What each table must hold for ``events``: counts computed here, independently of the worker."""
-    minute = lambda e: e.ts - e.ts % MINUTE_MS  # noqa: E731
-    counts: dict = defaultdict(Counter)
-    lines: dict = defaultdict(Counter)
-    zones: dict = defaultdict(Counter)
-    health: dict = defaultdict(Counter)
-    for e in events:
-        d = e.data
-        if e.type == "track.start":
-            counts[(e.camera_id, d["class"], minute(e))]["objects"] += 1
-        elif e.type == "track.end":
-            counts[(e.camera_id, d["class"], minute(e))]["tracks_ended"] += 1
-        elif e.type == "line.cross":
-            lines[(e.camera_id, d["line"], d["class"], minute(e))]["crossings_" + d["direction"]] += 1
-        elif e.type in ("zone.enter", "zone.exit"):
-            zones[(e.camera_id, d["zone"], d["class"], minute(e))]["entries" if e.type == "zone.enter" else "exits"] += 1
-        elif e.type == "occupancy":
-            for cls in d["counts"]:
-                zones[(e.camera_id, d["zone"], cls, minute(e))]["occupancy_samples"] += 1
-        elif e.type == "health":
-            health[(e.camera_id, minute(e))]["reports"] += 1
-    ms = "(extract(epoch FROM minute) * 1000)::bigint"
-    return [
-        ("camera_minute_counts", f"camera_id, object_class, {ms}", ("objects", "tracks_ended"), counts),
-        ("line_minute_crossings", f"camera_id, line, object_class, {ms}", ("crossings_in", "crossings_out"), lines),
-        ("zone_minute_stats", f"camera_id, zone, object_class, {ms}", ("entries", "exits", "occupancy_samples"), zones),
-        ("camera_minute_health", f"camera_id, {ms}", ("reports",), health),
-    ]
 
 
 def main() -> None:

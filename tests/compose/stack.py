@@ -19,8 +19,8 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from fleetsight.processes import wait_until
-from fleetsight.settings import REPO_ROOT
+from runtime.waiting import WaitTimeout, wait_until
+from runtime.settings import REPO_ROOT
 
 BASE = "local/debian:bookworm"
 PYTHON = "fleetsight-test/python"
@@ -68,8 +68,12 @@ class Engine:
         log = open(tempfile.gettempdir() + "/fleetsight-test-dockerd.log", "ab")
         self.proc = subprocess.Popen(["dockerd", "--pidfile", str(DOCKERD_PID)], stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         proc = self.proc
-        if wait_until(lambda: proc.poll() is not None or _engine_answers(), 60) and proc.poll() is None:
+        try:
+            wait_until(_engine_answers, 60, "dockerd to answer",
+                       abort=lambda: f"dockerd exited ({proc.returncode})" if proc.poll() is not None else None)
             return
+        except (WaitTimeout, RuntimeError):
+            pass
         self.stop()
         raise Unavailable(f"dockerd exited or did not answer within 60 s (log in {log.name})")
 
@@ -124,11 +128,6 @@ def build_images(kafka_jars: Path) -> None:
                 raise RuntimeError(f"{' '.join(proc.args)} failed:\n{out[-3000:]}")
     run("docker", "build", "-q", "-f", "deploy/Dockerfile", "-t", APP, "--build-arg", f"PYTHON_IMAGE={PYTHON}", ".",
         cwd=REPO_ROOT, timeout=1200)
-
-
-def port_free(port: int) -> bool:
-    with socket.socket() as s:
-        return s.connect_ex(("127.0.0.1", port)) != 0
 
 
 class ComposeStack:

@@ -23,10 +23,11 @@ from pathlib import Path
 
 import pytest
 
-from fleetsight.services import Kafka
-from fleetsight.settings import REPO_ROOT, load_settings
-from tests.compose.stack import SERVICES, ComposeStack, Engine, Unavailable, base_image, build_images, port_free, run
-from tests.support import wait_for
+from devtools.services import Kafka
+from runtime.settings import REPO_ROOT, load_settings
+from tests.compose.stack import SERVICES, ComposeStack, Engine, Unavailable, base_image, build_images, run
+from devtools.ports import port_open
+from runtime.waiting import WaitTimeout, wait_for
 
 pytestmark = pytest.mark.compose
 
@@ -48,7 +49,7 @@ def compose_stack(tmp_path_factory: pytest.TempPathFactory):
     stack = None
     try:
         for port in (1883, 5432):
-            assert port_free(port), f"port {port} is taken: the compose file publishes it"
+            assert not port_open(port), f"port {port} is taken: the compose file publishes it"
         kafka = Kafka(load_settings())
         kafka.fetch_jars()
         started = time.monotonic()
@@ -72,7 +73,7 @@ async def until(stack: ComposeStack, check, timeout: float, what: str) -> None:
     """tests.support.wait_for, with the stack's logs when it times out."""
     try:
         await wait_for(check, timeout, what, interval=1)
-    except AssertionError as exc:
+    except WaitTimeout as exc:
         raise AssertionError(f"{exc}\n{stack.logs()}") from None
 
 

@@ -13,8 +13,9 @@ import cv2
 import numpy as np
 import pytest
 
-from fleetsight.demo import DemoOptions, run_demo
-from tests.support import Stack, free_port
+from devtools.demo import DemoOptions, run_demo
+from devtools.ports import free_port
+from tests.support import Stack
 
 pytestmark = pytest.mark.integration
 

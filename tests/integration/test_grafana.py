@@ -8,7 +8,7 @@ import re
 import pytest
 import yaml
 
-from fleetsight.settings import REPO_ROOT
+from runtime.settings import REPO_ROOT
 from tests.support import Stack
 
 pytestmark = pytest.mark.integration

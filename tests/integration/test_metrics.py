@@ -13,8 +13,10 @@ import pytest
 
 from edge.config import CameraConfig, OutboxConfig, SourceConfig
 from edge.node import CameraNode
-from tests.hostile import good_event
-from tests.support import free_port, publish, wait_for
+from tests.support.hostile import good_event
+from runtime.waiting import wait_for
+from devtools.ports import free_port
+from tests.support import publish
 
 pytestmark = pytest.mark.integration
 

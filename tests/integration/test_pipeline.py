@@ -13,43 +13,10 @@ import msgpack
 import pytest
 
 from schemas.codec import MINUTE_MS, encode_ack
-from tests.support import MqttWatcher, Stack, publish, wait_for
+from runtime.waiting import wait_for
+from tests.support import SENTINEL, MqttWatcher, Stack, assert_sql_matches, event, publish, truth, with_sentinel
 
 pytestmark = pytest.mark.integration
-
-SENTINEL = "zz-sentinel"
-CLASSES = ("person", "car", "bicycle")
-
-
-def event(camera: str, seq: int, ts: int, cls: str = "person", site: str = "site-a", **over) -> dict:
-    body = {"track_id": seq, "class": cls, "confidence": 0.8}
-    return {"v": 1, "camera_id": camera, "site": site, "seq": seq, "ts": ts, "type": "track.start", "data": body, **over}
-
-
-def truth(events: list[dict]) -> Counter:
-    """Objects seen per (camera, class, minute), each (camera, seq) once."""
-    unique = {(e["camera_id"], e["seq"]): e for e in events}
-    return Counter((e["camera_id"], e["data"]["class"], e["ts"] - e["ts"] % MINUTE_MS) for e in unique.values())
-
-
-async def assert_sql_matches(stack: Stack, expected: Counter, cameras: list[str], timeout: float = 120) -> None:
-    """Wait for each camera's sentinel (the last event it sent), then compare exactly."""
-
-    async def sentinels_in() -> bool:
-        stack.assert_running()
-        got = await stack.minute_counts()
-        return all(any(k[0] == cam and k[1] == SENTINEL for k in got) for cam in cameras)
-
-    await wait_for(sentinels_in, timeout, f"the sentinel rows of {cameras}")
-    got = {k: v for k, v in (await stack.minute_counts()).items() if k[0] in cameras}
-    assert got == dict(expected)
-
-
-def with_sentinel(camera: str, seq: int, events: list[dict]) -> dict:
-    last = event(camera, seq, int(time.time() * 1000), cls=SENTINEL)
-    events.append(last)
-    return last
-
 
 async def test_exact_counts_with_duplicates_and_resends(running_stack: Stack) -> None:
     stack = running_stack

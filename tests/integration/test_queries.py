@@ -14,9 +14,10 @@ from typing import Any
 
 import pytest
 
-from fleetsight.settings import REPO_ROOT
+from runtime.settings import REPO_ROOT
 from schemas.codec import MINUTE_MS
-from tests.support import Stack, publish, wait_for
+from runtime.waiting import WaitTimeout, wait_for
+from tests.support import Stack, publish
 
 pytestmark = pytest.mark.integration
 
@@ -184,7 +185,7 @@ async def test_readme_queries_return_the_ground_truth(stack_factory) -> None:
 
         try:
             await wait_for(all_match, 180, "the README queries to return the ground truth", interval=1.0)
-        except AssertionError:
+        except WaitTimeout:
             wrong = {n: v for n, v in last.items() if not matches(n, *v)}
             raise AssertionError(f"queries that differ (got, want): {wrong}\n{stack.log_tail()}") from None
     finally:

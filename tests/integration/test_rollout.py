@@ -14,7 +14,8 @@ from edge.detector import model_spec
 from edge.node import CameraNode
 from fleetsight import rollout
 from schemas.rollout import CHUNK_SIZE, ModelReport
-from tests.support import Stack, publish, wait_for
+from runtime.waiting import WaitTimeout, wait_for
+from tests.support import Stack, publish
 
 pytestmark = pytest.mark.integration
 
@@ -66,7 +67,7 @@ async def wait_state(stack: Stack, camera_id: str, version: str, state: str, det
 
     try:
         return await wait_for(check, timeout, f"{camera_id}: {version} {state}", interval=0.5)
-    except AssertionError:
+    except WaitTimeout:
         raise AssertionError(f"{(await reports(stack)).get(camera_id)}\n{stack.log_tail()}") from None
 
 

@@ -14,9 +14,10 @@ import asyncpg
 import paho.mqtt.client as mqtt
 import pytest
 
-from fleetsight.mqtt import make_client
-from fleetsight.settings import Settings
-from tests.support import MqttWatcher, PrivateBroker, Stack, admin_dsn, publish, wait_for
+from runtime.mqtt import make_client
+from runtime.settings import Settings
+from runtime.waiting import wait_for
+from tests.support import MqttWatcher, PrivateBroker, Stack, admin_dsn, publish
 
 pytestmark = pytest.mark.integration
 

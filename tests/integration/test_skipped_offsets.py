@@ -20,8 +20,9 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.structs import OffsetAndMetadata
 
 from streams.partitioning import partition_for
-from tests.integration.test_pipeline import event
-from tests.support import Stack, publish, wait_for
+from tests.support import event
+from runtime.waiting import wait_for
+from tests.support import Stack, publish
 
 pytestmark = pytest.mark.integration
 

@@ -8,11 +8,11 @@ import random
 from hypothesis import HealthCheck, given, settings, strategies as st
 from hypothesis_jsonschema import from_schema
 
-from fleetsight.settings import Settings
+from runtime.settings import Settings
 from schemas.codec import Reason, decode, load_schema
 from schemas.deadletter import DeadLetter
 from streams.bridge import Bridge
-from tests.hostile import MUTATIONS, NOW, good_event
+from tests.support.hostile import MUTATIONS, NOW, good_event
 
 TOPIC = "fleetsight/cameras/cam-f/events"
 REASONS = {r.value for r in Reason}

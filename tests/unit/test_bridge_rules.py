@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from fleetsight.settings import Settings
+from runtime.settings import Settings
 from schemas.codec import decode, encode_ack
 from schemas.deadletter import DeadLetter
 from streams.bridge import Bridge

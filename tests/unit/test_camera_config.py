@@ -32,7 +32,7 @@ def test_good_file_with_defaults_and_relative_paths(tmp_path: Path) -> None:
 
 
 def test_the_shipped_example_is_valid() -> None:
-    from fleetsight.settings import REPO_ROOT
+    from runtime.settings import REPO_ROOT
 
     config = load_camera_config(REPO_ROOT / "deploy" / "edge" / "camera.example.yaml")
     assert config.camera_id == "cam-entrance" and config.lines and config.zones

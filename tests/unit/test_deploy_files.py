@@ -9,7 +9,7 @@ import subprocess
 import pytest
 import yaml
 
-from fleetsight.settings import REPO_ROOT
+from runtime.settings import REPO_ROOT
 
 
 def test_docker_compose_config_is_valid() -> None:
@@ -48,7 +48,7 @@ def test_every_image_and_base_can_be_swapped_without_editing_the_files() -> None
 
 
 def test_shipped_broker_config_requires_logins_and_our_acl() -> None:
-    from fleetsight.mqtt_auth import ACL
+    from fleetsight.mqtt_users import ACL
 
     conf = (REPO_ROOT / "deploy" / "mosquitto" / "mosquitto.conf").read_text().split("\n")
     assert "allow_anonymous false" in conf and any(line.startswith("acl_file") for line in conf)

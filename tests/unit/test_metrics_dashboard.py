@@ -8,8 +8,8 @@ import re
 import yaml
 from prometheus_client import REGISTRY
 
-import fleetsight.metrics  # noqa: F401  (registers the metrics)
-from fleetsight.settings import REPO_ROOT
+import runtime.metrics  # noqa: F401  (registers the metrics)
+from runtime.settings import REPO_ROOT
 
 GRAFANA = REPO_ROOT / "deploy" / "grafana"
 
@@ -40,7 +40,7 @@ def test_every_panel_uses_exported_metrics_and_the_provisioned_source() -> None:
 
 
 def test_prometheus_scrapes_each_process_on_its_port() -> None:
-    from fleetsight.settings import Settings
+    from runtime.settings import Settings
 
     config = yaml.safe_load((REPO_ROOT / "deploy" / "prometheus" / "prometheus.yml").read_text())
     targets = {t for job in config["scrape_configs"] for group in job["static_configs"] for t in group["targets"]}

@@ -9,7 +9,7 @@ import textwrap
 from pathlib import Path
 
 from edge.outbox import NewEvent, Outbox
-from fleetsight.settings import REPO_ROOT
+from runtime.settings import REPO_ROOT
 
 WRITER = textwrap.dedent(
     """

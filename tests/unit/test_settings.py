@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from fleetsight.settings import Settings, load_settings
+from runtime.settings import Settings, load_settings
 
 
 def test_defaults_point_at_local_services(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -14,7 +14,8 @@ from edge.config import CameraConfig, OutboxConfig, SourceConfig
 from edge.detector import Detections, ModelError
 from edge.outbox import Outbox
 from edge.pipeline import Pipeline, build_scene
-from edge.updater import ModelStore, ModelSwitch
+from edge.model_store import ModelStore
+from edge.model_switch import ModelSwitch
 from schemas.rollout import DesiredModel, RolloutError, chunk_hashes
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import threading
 
-from fleetsight.watchdog import STALL_EXIT, Watchdog
+from runtime.watchdog import STALL_EXIT, Watchdog
 
 
 class Clock:

@@ -8,11 +8,11 @@ import uuid
 
 import paho.mqtt.client as mqtt
 
-from fleetsight.settings import Settings
+from runtime.settings import MqttSettings
 
 
 def make_client(
-    settings: Settings,
+    settings: MqttSettings,
     client_id: str,
     *,
     persistent: bool,
@@ -55,7 +55,7 @@ def publish_confirmed(client: mqtt.Client, items: list[tuple[str, bytes]], *, re
             raise TimeoutError(f"the broker did not acknowledge {len(infos)} messages within {timeout:.0f} s")
 
 
-def read_retained(settings: Settings, pattern: str, timeout: float = 10.0) -> dict[str, bytes]:
+def read_retained(settings: MqttSettings, pattern: str, timeout: float = 10.0) -> dict[str, bytes]:
     """The retained messages under ``pattern`` (topic -> payload), read with
     ``settings``' login; TimeoutError if the broker does not answer."""
     found: dict[str, bytes] = {}

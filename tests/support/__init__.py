@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 import inspect
 import json
+import shutil
 import signal
 import subprocess
 import threading
 import time
 import uuid
+from collections import Counter
 from pathlib import Path
 from typing import Any, Callable
 
@@ -18,27 +20,19 @@ import paho.mqtt.client as mqtt
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
-from fleetsight.mqtt import make_client, publish_confirmed, read_retained
-from fleetsight.mqtt_auth import admin_settings, ensure_user, password_file
-from fleetsight.processes import spawn, stop, wait_bridge_online
-from fleetsight.settings import Settings
-
-async def wait_for(check: Callable[[], Any], timeout: float, what: str, interval: float = 0.2) -> Any:
-    """Poll ``check`` (plain or async) until it returns something truthy, or fail after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = check()
-        if inspect.isawaitable(last):
-            last = await last
-        if last:
-            return last
-        await asyncio.sleep(interval)  # poll interval of a condition with a deadline
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}; last value: {last!r}")
+from runtime.mqtt import make_client, publish_confirmed, read_retained
+from fleetsight.mqtt_users import admin_settings, ensure_user, password_file
+from devtools import truth as oracle
+from devtools.configs import mosquitto_conf
+from devtools.ports import free_port, port_open
+from devtools.processes import spawn, stop, wait_bridge_online
+from runtime.settings import Settings
+from schemas.codec import Event
+from runtime.waiting import wait_for, wait_until
 
 
 def admin_dsn(settings: Settings, database: str = "postgres") -> str:
-    url = settings.database_url.replace("postgresql+asyncpg://", "postgresql://")
+    url = settings.postgres_dsn
     rest = url.split("@", 1)[1]
     host = rest.split("/", 1)[0]
     return f"postgresql://postgres@{host}/{database}"
@@ -248,33 +242,23 @@ def clear_retained(settings: Settings, pattern: str) -> None:
         publish(settings, [(topic, b"") for topic in found], retain=True)
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class PrivateBroker:
     """A Mosquitto of the test's own, on its own port, that the test may kill."""
 
     def __init__(self, directory: Path, tls: tuple[Path, Path, Path] | None = None) -> None:
-        import shutil
-
         self.port = free_port()
         self.dir = directory
         (directory / "data").mkdir(parents=True, exist_ok=True)
         self.conf = directory / "mosquitto.conf"
-        lines = [
-            f"listener {self.port} 127.0.0.1", "allow_anonymous true", "persistence true",
-            f"persistence_location {directory / 'data'}/", "autosave_interval 1", "max_queued_messages 100000",
-            "max_inflight_messages 1000", "user root", "log_dest stdout",
-        ]
+        # The shipped broker settings, but anonymous, on its own port and data.
+        overrides: dict[str, str | None] = {
+            "listener": f"{self.port} 127.0.0.1", "allow_anonymous": "true", "password_file": None, "acl_file": None,
+            "persistence_location": f"{directory / 'data'}/", "autosave_interval": "1", "user": "root",
+        }
         if tls:
             ca, cert, key = tls
-            lines += [f"cafile {ca}", f"certfile {cert}", f"keyfile {key}"]
-        self.conf.write_text("\n".join(lines) + "\n")
+            overrides |= {"cafile": str(ca), "certfile": str(cert), "keyfile": str(key)}
+        self.conf.write_text(mosquitto_conf(overrides))
         self.binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
         self.proc: subprocess.Popen | None = None
 
@@ -283,21 +267,50 @@ class PrivateBroker:
         return f"mqtt://127.0.0.1:{self.port}"
 
     def start(self) -> None:
-        import socket
-
         log = open(self.dir / "mosquitto.log", "ab")
         self.proc = subprocess.Popen([self.binary, "-c", str(self.conf)], stdout=log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
-                return
-            except OSError:
-                time.sleep(0.05)  # poll until the port answers
-        raise AssertionError("private mosquitto did not start")
+        wait_until(lambda: port_open(self.port), 10, "the private mosquitto to listen", interval=0.05)
 
     def kill(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGKILL)
             self.proc.wait(timeout=10)
         self.proc = None
+
+
+# --- events, and what SQL must hold for them ------------------------------------
+
+SENTINEL = "zz-sentinel"
+CLASSES = ("person", "car", "bicycle")
+
+
+def event(camera: str, seq: int, ts: int, cls: str = "person", site: str = "site-a", **over: Any) -> dict:
+    """A valid ``track.start`` event as it goes on the wire."""
+    body = {"track_id": seq, "class": cls, "confidence": 0.8}
+    return {"v": 1, "camera_id": camera, "site": site, "seq": seq, "ts": ts, "type": "track.start", "data": body, **over}
+
+
+def truth(events: list[dict] | list[Event]) -> Counter:
+    """Objects seen per (camera, class, minute), each (camera, seq) once: the oracle's
+    projection onto ``camera_minute_counts.objects``."""
+    return oracle.objects_per_minute(oracle.expected(events))
+
+
+async def assert_sql_matches(stack: Stack, expected: Counter, cameras: list[str], timeout: float = 120) -> None:
+    """Wait for each camera's sentinel (the last event it sent), then compare exactly."""
+
+    async def sentinels_in() -> bool:
+        stack.assert_running()
+        got = await stack.minute_counts()
+        return all(any(k[0] == cam and k[1] == SENTINEL for k in got) for cam in cameras)
+
+    await wait_for(sentinels_in, timeout, f"the sentinel rows of {cameras}")
+    got = {k: v for k, v in (await stack.minute_counts()).items() if k[0] in cameras}
+    assert got == dict(expected)
+
+
+def with_sentinel(camera: str, seq: int, events: list[dict]) -> dict:
+    """Append the camera's last event, a ``SENTINEL`` one, whose row says the others are in."""
+    last = event(camera, seq, int(time.time() * 1000), cls=SENTINEL)
+    events.append(last)
+    return last

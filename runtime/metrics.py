@@ -4,7 +4,7 @@ Each process serves ``/metrics`` on its own port (settings
 ``*_metrics_port``, camera config ``metrics_port``), on ``metrics_bind``
 (loopback by default). A port already taken is logged and skipped: metrics
 never stop the pipeline. Processes with a stall watchdog
-(``fleetsight.watchdog``) also answer ``/health`` there: 200 while they make
+(``runtime.watchdog``) also answer ``/health`` there: 200 while they make
 progress or have nothing to do, 503 once work has waited half the stall
 timeout (the compose healthchecks ask it).
 """
@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Gauge, Histogram, generate_latest
 
 if TYPE_CHECKING:
-    from fleetsight.watchdog import Watchdog
+    from runtime.watchdog import Watchdog
 
 log = logging.getLogger("fleetsight.metrics")
 

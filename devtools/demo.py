@@ -31,10 +31,13 @@ from rich.table import Table
 
 from edge.outbox import Outbox
 from fleetsight import report
-from fleetsight.mqtt_auth import ensure_user
-from fleetsight.processes import COMPONENTS, spawn, stop, wait_bridge_online
-from fleetsight.services import ServiceError, Services
-from fleetsight.settings import REPO_ROOT, Settings
+from fleetsight.mqtt_users import ensure_user
+from devtools import truth
+from devtools.processes import COMPONENTS, spawn, stop, wait_bridge_online
+from devtools.services import ServiceError, Services
+from devtools.truth import Truth
+from runtime.settings import REPO_ROOT, Settings
+from runtime.waiting import WaitTimeout, wait_for
 from schemas.codec import MINUTE_MS, Event
 
 log = logging.getLogger("fleetsight.demo")
@@ -118,43 +121,6 @@ def last_seq(workdir: Path, camera_id: str) -> int:
         outbox.close()
 
 
-def expected_counts(events: list[Event]) -> Counter:
-    """(camera, table key..., minute) -> count, for objects and line crossings."""
-    out: Counter = Counter()
-    for e in events:
-        minute = e.ts - e.ts % MINUTE_MS
-        if e.type == "track.start":
-            out[("objects", e.camera_id, e.data["class"], minute)] += 1
-        elif e.type == "line.cross":
-            out[(f"crossings_{e.data['direction']}", e.camera_id, e.data["line"], minute)] += 1
-    return out
-
-
-_SQL_COUNTS = """
-SELECT 'objects' AS what, camera_id, object_class AS key, (extract(epoch FROM minute) * 1000)::bigint AS minute, objects AS n
-FROM camera_minute_counts WHERE camera_id = ANY($1)
-UNION ALL
-SELECT 'crossings_in', camera_id, line, (extract(epoch FROM minute) * 1000)::bigint, crossings_in
-FROM line_minute_crossings WHERE camera_id = ANY($1)
-UNION ALL
-SELECT 'crossings_out', camera_id, line, (extract(epoch FROM minute) * 1000)::bigint, crossings_out
-FROM line_minute_crossings WHERE camera_id = ANY($1)
-"""
-
-
-async def sql_counts(conn: asyncpg.Connection, cameras: list[str]) -> Counter:
-    rows = await conn.fetch(_SQL_COUNTS, cameras)
-    return Counter({(r["what"], r["camera_id"], r["key"], r["minute"]): r["n"] for r in rows if r["n"]})
-
-
-async def sql_counts_once(dsn: str, cameras: list[str]) -> Counter:
-    conn = await asyncpg.connect(dsn)
-    try:
-        return await sql_counts(conn, cameras)
-    finally:
-        await conn.close()
-
-
 def scrape(port: int) -> dict[str, float]:
     """A node's Prometheus metrics, summed by name (the live view reads what Prometheus would)."""
     from prometheus_client.parser import text_string_to_metric_families
@@ -170,10 +136,6 @@ def scrape(port: int) -> dict[str, float]:
             if sample.name.endswith(("_total", "_depth", "_up")) or sample.name == "fleetsight_edge_inference_seconds_count":
                 out[sample.name] += sample.value
     return out
-
-
-def _dsn(settings: Settings) -> str:
-    return settings.database_dsn.replace("postgresql+asyncpg://", "postgresql://")
 
 
 class LiveView:
@@ -226,7 +188,7 @@ def run_demo(settings: Settings, options: DemoOptions | None = None) -> int:
     except ServiceError as exc:
         console.print(f"[red]could not start the local services:[/] {exc}")
         return 1
-    upgrade(settings.database_dsn)
+    upgrade(settings.database_url)
     workdir = options.workdir or settings.services_dir / "demo"
     debug_dir = workdir / "frames"
     shutil.rmtree(debug_dir, ignore_errors=True)
@@ -238,8 +200,8 @@ def run_demo(settings: Settings, options: DemoOptions | None = None) -> int:
     start_seq = {c: last_seq(workdir, c) for c in cameras}
     # The report covers this run: from the start of its first minute.
     since = datetime.now(timezone.utc).replace(second=0, microsecond=0)
-    dsn = _dsn(settings)
-    before = asyncio.run(sql_counts_once(dsn, cameras))
+    dsn = settings.postgres_dsn
+    before = asyncio.run(truth.in_sql_once(dsn, cameras))
 
     logs = workdir / "logs"
     procs = [spawn(c, settings, logs / f"{c}.log") for c in COMPONENTS]
@@ -260,17 +222,18 @@ def run_demo(settings: Settings, options: DemoOptions | None = None) -> int:
             console.print(f"[red]camera nodes failed: {failed}; logs in {logs}[/]")
             return 1
 
-        truth = {c: recorded(workdir, c, start_seq[c]) for c in cameras}
-        expected = expected_counts([e for events in truth.values() for e in events])
+        record = {c: recorded(workdir, c, start_seq[c]) for c in cameras}
+        expected = truth.expected([e for events in record.values() for e in events])
         ok = asyncio.run(_wait_exact(dsn, cameras, before, expected, console))
         _print_results(console, dsn, cameras, since)
         frames = {c: f for c in cameras if (f := report.latest_frame(debug_dir, c)) is not None}
-        notes = f"{sum(len(v) for v in truth.values())} events from {len(cameras)} edge nodes; SQL {'matches' if ok else 'does NOT match'} the edges' own record."
+        notes = f"{sum(len(v) for v in record.values())} events from {len(cameras)} edge nodes; SQL {'matches' if ok else 'does NOT match'} the edges' own record."
         path = asyncio.run(report.write_report(dsn, cameras, frames, options.report, notes, since))
-        n_objects = sum(v for k, v in expected.items() if k[0] == "objects")
+        n_objects = sum(truth.objects_per_minute(expected).values())
+        n_crossings = _objects_and_crossings(expected) - n_objects
         if ok:
             console.print(f"[green]PostgreSQL holds exactly what the {len(cameras)} cameras recorded: "
-                          f"{n_objects} objects, {sum(expected.values()) - n_objects} line crossings.[/]")
+                          f"{n_objects} objects, {n_crossings} line crossings.[/]")
         else:
             console.print(f"[red]SQL did not match the cameras' record in time; logs are in {logs}[/]")
         console.print(f"Report: [bold]{path.resolve()}[/] (open it in a browser; it is one self-contained file)")
@@ -284,7 +247,11 @@ def run_demo(settings: Settings, options: DemoOptions | None = None) -> int:
         stop(list(nodes.values()) + procs)
 
 
-async def _follow(view: LiveView, nodes: dict[str, subprocess.Popen], dsn: str, before: Counter) -> None:
+def _objects_and_crossings(counts: Truth) -> int:
+    return sum(n for key, n in counts.items() if key[-1] == "objects" or key[0] == "line_minute_crossings")
+
+
+async def _follow(view: LiveView, nodes: dict[str, subprocess.Popen], dsn: str, before: Truth) -> None:
     """Show progress until every node has finished (its clip played and its outbox drained):
     a live table on a terminal, a line every 10 s otherwise."""
     conn = await asyncpg.connect(dsn)
@@ -294,7 +261,7 @@ async def _follow(view: LiveView, nodes: dict[str, subprocess.Popen], dsn: str, 
     try:
         while True:
             running = any(p.poll() is None for p in nodes.values())
-            view.sql_total = sum((await sql_counts(conn, view.cameras)).values()) - sum(before.values())
+            view.sql_total = _objects_and_crossings(truth.since(await truth.in_sql(conn, view.cameras), before))
             if live is not None:
                 live.update(Group(view.table(nodes)))
             else:
@@ -308,20 +275,19 @@ async def _follow(view: LiveView, nodes: dict[str, subprocess.Popen], dsn: str, 
         await conn.close()
 
 
-async def _wait_exact(dsn: str, cameras: list[str], before: Counter, expected: Counter, console: Console, timeout: float = 120.0) -> bool:
-    deadline = time.monotonic() + timeout
+async def _wait_exact(dsn: str, cameras: list[str], before: Truth, expected: Truth, console: Console, timeout: float = 120.0) -> bool:
     conn = await asyncpg.connect(dsn)
     try:
         with console.status("waiting for the stream worker and sink to catch up ..."):
-            while time.monotonic() < deadline:
-                now = await sql_counts(conn, cameras)
-                delta = Counter({k: now[k] - before[k] for k in now if now[k] != before[k]})
-                if delta == expected:
-                    return True
-                await asyncio.sleep(0.5)  # polling SQL for the condition, with a deadline
+            async def exact() -> bool:
+                return truth.since(await truth.in_sql(conn, cameras), before) == expected
+
+            await wait_for(exact, timeout, "SQL to equal the cameras' record", interval=0.5)
+            return True
+    except WaitTimeout:
+        return False
     finally:
         await conn.close()
-    return False
 
 
 def _print_results(console: Console, dsn: str, cameras: list[str], since: datetime) -> None:

@@ -6,14 +6,13 @@ import os
 import subprocess
 import sys
 import threading
-import time
 import uuid
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
 
-from fleetsight.mqtt import make_client
-from fleetsight.settings import REPO_ROOT, Settings
+from runtime.mqtt import make_client
+from runtime.settings import REPO_ROOT, Settings
 
 COMPONENTS = ("bridge", "worker", "sink")
 
@@ -62,13 +61,3 @@ def wait_bridge_online(settings: Settings, timeout: float = 60.0) -> bool:
     finally:
         client.disconnect()
         client.loop_stop()
-
-
-def wait_until(predicate, timeout: float, interval: float = 0.5) -> bool:
-    """Poll ``predicate`` until true or ``timeout`` seconds pass."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(interval)
-    return bool(predicate())

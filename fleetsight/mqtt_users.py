@@ -1,4 +1,6 @@
-"""MQTT users and access rules: each camera may only use its own topics.
+"""MQTT users of a Mosquitto whose files are on this machine, and its access rules.
+
+Each camera may only use its own topics.
 
 The broker's ACL file (the same rules ship in ``deploy/mosquitto/acl``):
 
@@ -27,7 +29,7 @@ import signal
 import subprocess
 from pathlib import Path
 
-from fleetsight.settings import BRIDGE_USER, Settings
+from runtime.settings import BRIDGE_USER, MqttSettings, Settings
 
 ADMIN_USER = "fleetsight-admin"
 
@@ -59,12 +61,13 @@ class AuthError(RuntimeError):
     """A user could not be added to the broker."""
 
 
-def secrets_dir(settings: Settings) -> Path:
+def secrets_dir(settings: MqttSettings) -> Path:
     return settings.services_dir / "secrets"
 
 
-def password_file(settings: Settings, user: str, camera: bool = False) -> Path:
-    return secrets_dir(settings) / ("cameras" if camera else "") / f"{user}.password"
+def password_file(settings: MqttSettings, user: str, camera: bool = False) -> Path:
+    """Where ``user``'s password is kept (a camera's where the edge looks for it)."""
+    return settings.camera_password_file(user) if camera else secrets_dir(settings) / f"{user}.password"
 
 
 def admin_settings(settings: Settings) -> Settings:
@@ -73,7 +76,7 @@ def admin_settings(settings: Settings) -> Settings:
     return settings.model_copy(update={"mqtt_username": ADMIN_USER, "mqtt_password_file": secret})
 
 
-def ensure_user(settings: Settings, user: str, *, camera: bool = False, passwd: Path | None = None) -> Path:
+def ensure_user(settings: MqttSettings, user: str, *, camera: bool = False, passwd: Path | None = None) -> Path:
     """Give ``user`` a password (kept if it has one) and put it in the broker's
     password file; returns the file holding the password."""
     path = password_file(settings, user, camera)
@@ -89,7 +92,7 @@ def ensure_user(settings: Settings, user: str, *, camera: bool = False, passwd: 
         return _add_user(settings, user, path, passwd)
 
 
-def _add_user(settings: Settings, user: str, path: Path, passwd: Path) -> Path:
+def _add_user(settings: MqttSettings, user: str, path: Path, passwd: Path) -> Path:
     if path.exists() and _listed(passwd, user):
         return path
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -131,7 +134,7 @@ def _listed(passwd: Path, user: str) -> bool:
         return False
 
 
-def reload_broker(settings: Settings) -> None:
+def reload_broker(settings: MqttSettings) -> None:
     """SIGHUP makes a running Mosquitto read its password and ACL files again."""
     pid_file = settings.services_dir / "mosquitto" / "pid"
     try:
@@ -140,14 +143,13 @@ def reload_broker(settings: Settings) -> None:
         pass  # not running: it reads them when it starts
 
 
-def camera_password(settings: Settings, camera_id: str) -> str | None:
-    """A camera's password as provisioned locally, if it has one."""
-    try:
-        return password_file(settings, camera_id, camera=True).read_text().strip()
-    except FileNotFoundError:
-        return None
-
-
-def local_auth_enabled(settings: Settings) -> bool:
+def local_auth_enabled(settings: MqttSettings) -> bool:
     """True when the local broker runs with passwords (it always does once set up)."""
     return (settings.services_dir / "mosquitto" / "passwd").exists()
+
+
+def camera_login(settings: MqttSettings, camera_id: str) -> str | None:
+    """The camera's password; on the local broker, a camera without one gets one."""
+    if local_auth_enabled(settings):
+        ensure_user(settings, camera_id, camera=True)
+    return settings.camera_password(camera_id)

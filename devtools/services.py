@@ -15,15 +15,18 @@ import os
 import pwd
 import shutil
 import signal
-import socket
 import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 from urllib.parse import urlsplit
 
-from fleetsight.mqtt_auth import ACL, ADMIN_USER, ensure_user, give_to_broker, reload_broker
-from fleetsight.settings import BRIDGE_USER, REPO_ROOT, Settings
+from devtools.configs import kafka_properties, mosquitto_conf
+from devtools.ports import port_open
+from fleetsight.mqtt_users import ACL, ADMIN_USER, ensure_user, give_to_broker, reload_broker
+from runtime.settings import BRIDGE_USER, REPO_ROOT, Settings
+from runtime.waiting import WaitTimeout, wait_until
 
 log = logging.getLogger("fleetsight.services")
 
@@ -43,23 +46,20 @@ class Status:
     detail: str = ""
 
 
-def _port_open(port: int, host: str = "127.0.0.1") -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=0.5):
-            return True
-    except OSError:
-        return False
-
-
-def _wait(predicate, what: str, timeout: float, proc: subprocess.Popen | None = None, log_file: Path | None = None) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
+def _wait(predicate: Callable[[], object], what: str, timeout: float, proc: subprocess.Popen | None = None,
+          log_file: Path | None = None) -> None:
+    """Wait for ``predicate``; a ServiceError with the log's tail if ``proc`` exits or time runs out."""
+    def exited() -> str | None:
         if proc is not None and proc.poll() is not None:
-            raise ServiceError(f"{what} exited with code {proc.returncode} while starting{_tail(log_file)}")
-        time.sleep(0.1)
-    raise ServiceError(f"{what} did not answer within {timeout:.0f} s{_tail(log_file)}")
+            return f"{what} exited with code {proc.returncode} while starting{_tail(log_file)}"
+        return None
+
+    try:
+        wait_until(predicate, timeout, what, interval=0.1, abort=exited)
+    except RuntimeError as exc:  # WaitTimeout is not one: it is an OSError
+        raise ServiceError(str(exc)) from None
+    except WaitTimeout:
+        raise ServiceError(f"{what} did not answer within {timeout:.0f} s{_tail(log_file)}") from None
 
 
 def _tail(log_file: Path | None, lines: int = 15) -> str:
@@ -147,7 +147,7 @@ class Mosquitto(_Process):
 
     def status(self) -> Status:
         pid = self.pid()
-        return Status(self.name, f"mqtt://127.0.0.1:{self.port}", pid is not None and _port_open(self.port), pid)
+        return Status(self.name, f"mqtt://127.0.0.1:{self.port}", pid is not None and port_open(self.port), pid)
 
     def up(self) -> None:
         acl = self.dir / "acl"
@@ -169,26 +169,13 @@ class Mosquitto(_Process):
         for user in (BRIDGE_USER, ADMIN_USER):
             ensure_user(self.settings, user, passwd=passwd)
         conf = self.dir / "mosquitto.conf"
-        lines = [
-            "# Written by `fleetsight services up`; local development broker.",
-            f"listener {self.port} 127.0.0.1",
-            # Every client logs in; cameras only reach their own topics.
-            "allow_anonymous false",
-            f"password_file {passwd}",
-            f"acl_file {acl}",
-            "persistence true",
-            f"persistence_location {data}/",
-            "autosave_interval 5",
-            # The bridge's persistent session must hold a long outage's worth
-            # of messages; the edge resends anything the broker drops anyway.
-            "max_queued_messages 100000",
-            "max_inflight_messages 1000",
-            "max_packet_size 2097152",
-            "log_dest stdout",
-            "log_type error",
-            "log_type warning",
-            "log_type notice",
-        ]
+        overrides: dict[str, str | None] = {
+            "listener": f"{self.port} 127.0.0.1",
+            "password_file": str(passwd),
+            "acl_file": str(acl),
+            "persistence_location": f"{data}/",
+        }
+        extra = ["log_type error", "log_type warning", "log_type notice"]
         if _is_root():
             # Started as root, mosquitto drops to its own user: give it its
             # data (the password and ACL files are given in mqtt_auth). A
@@ -201,10 +188,10 @@ class Mosquitto(_Process):
             except KeyError:
                 reachable = False
             if not reachable:
-                lines.append("user root")
-        conf.write_text("\n".join(lines) + "\n")
+                overrides["user"] = "root"
+        conf.write_text(mosquitto_conf(overrides, extra))
         proc = self._spawn([binary, "-c", str(conf)])
-        _wait(lambda: _port_open(self.port), "mosquitto", 10, proc, self.log_file)
+        _wait(lambda: port_open(self.port), "mosquitto", 10, proc, self.log_file)
 
     def down(self) -> None:
         self._terminate(10)
@@ -224,7 +211,7 @@ class Kafka(_Process):
 
     def status(self) -> Status:
         pid = self.pid()
-        return Status(self.name, f"127.0.0.1:{self.port} (KRaft)", pid is not None and _port_open(self.port), pid)
+        return Status(self.name, f"127.0.0.1:{self.port} (KRaft)", pid is not None and port_open(self.port), pid)
 
     def fetch_jars(self) -> None:
         """Copy Kafka's jars from Maven Central once (about 46 MB)."""
@@ -263,33 +250,13 @@ class Kafka(_Process):
         self.fetch_jars()
         data = self.dir / "data"
         props = self.dir / "server.properties"
-        props.write_text(
-            "\n".join(
-                [
-                    "# Written by `fleetsight services up`; one combined broker+controller node.",
-                    "process.roles=broker,controller",
-                    "node.id=1",
-                    f"listeners=PLAINTEXT://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{self.port + 1}",
-                    f"advertised.listeners=PLAINTEXT://127.0.0.1:{self.port}",
-                    "controller.listener.names=CONTROLLER",
-                    "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
-                    f"controller.quorum.voters=1@127.0.0.1:{self.port + 1}",
-                    f"log.dirs={data}",
-                    f"num.partitions={self.settings.kafka_partitions}",
-                    "offsets.topic.replication.factor=1",
-                    "offsets.topic.num.partitions=8",
-                    "transaction.state.log.replication.factor=1",
-                    "transaction.state.log.min.isr=1",
-                    "group.initial.rebalance.delay.ms=0",
-                    "broker.session.timeout.ms=3000",
-                    "broker.heartbeat.interval.ms=1000",
-                    # Topics are created explicitly with the partitions and
-                    # timestamp type we need, never by accident.
-                    "auto.create.topics.enable=false",
-                ]
-            )
-            + "\n"
-        )
+        props.write_text(kafka_properties({
+            "listeners": f"PLAINTEXT://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{self.port + 1}",
+            "advertised.listeners": f"PLAINTEXT://127.0.0.1:{self.port}",
+            "controller.quorum.voters": f"1@127.0.0.1:{self.port + 1}",
+            "log.dirs": str(data),
+            "num.partitions": str(self.settings.kafka_partitions),
+        }))
         if not (data / "meta.properties").exists():
             cluster_id = subprocess.run(
                 self._java("kafka.tools.StorageTool", "random-uuid"), capture_output=True, text=True, check=True
@@ -308,7 +275,7 @@ class Kafka(_Process):
                 "kafka.Kafka", str(props),
             )
         )
-        _wait(lambda: _port_open(self.port), "kafka", 60, proc, self.log_file)
+        _wait(lambda: port_open(self.port), "kafka", 60, proc, self.log_file)
         _wait(lambda: asyncio.run(kafka_ready(self.settings.kafka_bootstrap)), "kafka metadata", 60, proc, self.log_file)
 
     def down(self) -> None:
@@ -335,7 +302,7 @@ class Postgres:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        url = urlsplit(settings.database_url.replace("+asyncpg", ""))
+        url = urlsplit(settings.postgres_dsn)
         self.port = url.port or 5432
         self.db_user = url.username or "fleetsight"
         self.db_name = (url.path or "/fleetsight").lstrip("/") or "fleetsight"
@@ -389,7 +356,7 @@ class Postgres:
 
     def status(self) -> Status:
         pid = self.pid()
-        return Status(self.name, f"postgresql://127.0.0.1:{self.port}/{self.db_name}", pid is not None and _port_open(self.port), pid)
+        return Status(self.name, f"postgresql://127.0.0.1:{self.port}/{self.db_name}", pid is not None and port_open(self.port), pid)
 
     def up(self) -> None:
         if not self.status().running:

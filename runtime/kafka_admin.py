@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import time
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaConnectionError, TopicAlreadyExistsError
 
-from fleetsight.settings import Settings
+from runtime.retry import retry
+from runtime.settings import KafkaSettings
 
 log = logging.getLogger("fleetsight.kafka_admin")
 
@@ -20,7 +19,7 @@ class TopicMismatch(RuntimeError):
     """An existing topic does not have the partition count we need."""
 
 
-def topic_specs(settings: Settings) -> list[NewTopic]:
+def topic_specs(settings: KafkaSettings) -> list[NewTopic]:
     topics = settings.kafka_topics
     n = settings.kafka_partitions
     return [
@@ -38,20 +37,24 @@ def topic_specs(settings: Settings) -> list[NewTopic]:
     ]
 
 
-async def ensure_topics(settings: Settings, timeout: float = 60.0, extra: list[NewTopic] | None = None) -> None:
+async def ensure_topics(settings: KafkaSettings, timeout: float = 60.0, extra: list[NewTopic] | None = None) -> None:
     """Create missing topics (ours, and ``extra``); fail clearly if one exists with other partitions."""
-    deadline = time.monotonic() + timeout
-    while True:
+    async def connect() -> AIOKafkaAdminClient:
         admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap, request_timeout_ms=10000)
         try:
             await admin.start()
-            break
-        except KafkaConnectionError as exc:
+        except BaseException:
             await admin.close()
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"Kafka at {settings.kafka_bootstrap} does not answer: {exc}") from exc
-            log.warning("waiting for Kafka at %s", settings.kafka_bootstrap)
-            await asyncio.sleep(1)  # retry backoff while the broker starts
+            raise
+        return admin
+
+    try:
+        admin = await retry(
+            connect, what=f"connecting to Kafka at {settings.kafka_bootstrap}", errors=(KafkaConnectionError,),
+            log=log, first_delay=1.0, max_delay=5.0, give_up_after=timeout,
+        )
+    except KafkaConnectionError as exc:
+        raise RuntimeError(f"Kafka at {settings.kafka_bootstrap} does not answer: {exc}") from exc
     try:
         specs = topic_specs(settings) + list(extra or [])
         existing = await admin.describe_topics([s.name for s in specs])

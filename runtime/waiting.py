@@ -1,0 +1,69 @@
+"""Wait for a condition with a deadline: the one poll loop every process, tool and test uses.
+
+Sleeping a fixed time and hoping is how races get into tests and start-up
+scripts; these poll a condition, stop as soon as it holds, and say what was
+awaited (and the last value seen) when the deadline passes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import time
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+T = TypeVar("T")
+
+
+class WaitTimeout(TimeoutError):
+    """The condition did not hold before the deadline."""
+
+
+def _timed_out(what: str, timeout: float, last: object) -> WaitTimeout:
+    return WaitTimeout(f"timed out after {timeout:.0f} s waiting for {what}; last value: {last!r}")
+
+
+def wait_until(
+    check: Callable[[], T],
+    timeout: float,
+    what: str,
+    *,
+    interval: float = 0.2,
+    abort: Callable[[], str | None] | None = None,
+) -> T:
+    """Call ``check`` until it returns something truthy and return that.
+
+    Raises :class:`WaitTimeout` after ``timeout`` seconds; ``abort`` may end the
+    wait early with a reason (e.g. the process being waited for has exited),
+    raised as a ``RuntimeError``.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        last = check()
+        if last:
+            return last
+        if abort is not None and (reason := abort()):
+            raise RuntimeError(reason)
+        if time.monotonic() >= deadline:
+            raise _timed_out(what, timeout, last)
+        time.sleep(interval)  # the poll interval of a condition with a deadline
+
+
+async def wait_for(
+    check: Callable[[], T | Awaitable[T]],
+    timeout: float,
+    what: str,
+    *,
+    interval: float = 0.2,
+) -> T:
+    """:func:`wait_until` for an event loop; ``check`` may be plain or async."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        last: T = await result if inspect.isawaitable(result) else result  # type: ignore[assignment]
+        if last:
+            return last
+        if time.monotonic() >= deadline:
+            raise _timed_out(what, timeout, last)
+        await asyncio.sleep(interval)  # the poll interval of a condition with a deadline
