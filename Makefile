@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: deps venv services services-down services-status test test-unit chaos soak demo compose-check compose-test clean
+.PHONY: deps venv services services-down services-status lint test test-unit chaos soak demo compose-check compose-test clean
 
 deps:
 	@bash scripts/install-deps.sh
@@ -19,17 +19,25 @@ $(BIN)/.installed: pyproject.toml
 venv: $(BIN)/.installed
 
 services: deps venv
-	$(BIN)/fleetsight services up
+	$(BIN)/python -m devtools services up
 
 services-down: venv
-	$(BIN)/fleetsight services down
+	$(BIN)/python -m devtools services down
 
 services-status: venv
-	$(BIN)/fleetsight services status
+	$(BIN)/python -m devtools services status
 
-# Unit tests, then the integration tests on the real Mosquitto, Kafka and
-# PostgreSQL (started for the run if not up, and stopped again after).
-test: deps venv
+# Lint (ruff), types (mypy: strict on the contract and the pure cores) and
+# the layers (import-linter: each layer imports only downward).
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+	$(BIN)/lint-imports --no-cache
+
+# The checks above, the unit tests, then the integration tests on the real
+# Mosquitto, Kafka and PostgreSQL (started for the run if not up, and
+# stopped again after).
+test: deps venv lint
 	$(BIN)/pytest -q
 
 test-unit: venv
@@ -47,7 +55,7 @@ soak: deps venv
 	$(BIN)/python -m tests.soak --scale-out 30 --chaos 10
 
 demo: deps venv
-	$(BIN)/fleetsight demo
+	$(BIN)/python -m devtools demo
 
 compose-check:
 	docker-compose -f docker-compose.yml config -q
@@ -58,5 +66,5 @@ compose-test: deps venv
 	$(BIN)/pytest -q -s tests/compose
 
 clean:
-	-$(BIN)/fleetsight services down
+	-$(BIN)/python -m devtools services down
 	rm -rf $(VENV) .services *.egg-info

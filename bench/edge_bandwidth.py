@@ -20,8 +20,8 @@ import cv2
 from common import EVENTS_TOPIC, camera_config, mqtt_publish_size, sample_frames
 
 from edge.capture import Frame
-from edge.outbox import Outbox
 from edge.detector import build_detector
+from edge.outbox import Outbox
 from edge.pipeline import Pipeline, build_scene
 from schemas.codec import encode
 

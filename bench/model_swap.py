@@ -28,11 +28,10 @@ import numpy as np
 from common import camera_config, sample_frames
 
 from edge.capture import Frame
-from edge.detector import model_spec
-from edge.outbox import Outbox
-from edge.detector import build_detector
-from edge.pipeline import Pipeline, build_scene
+from edge.detector import build_detector, model_spec
 from edge.model_switch import ModelSwitch
+from edge.outbox import Outbox
+from edge.pipeline import Pipeline, build_scene
 from schemas.rollout import DesiredModel, chunk_hashes
 
 

@@ -25,7 +25,6 @@ import random
 import statistics
 import sys
 import tempfile
-import threading
 import time
 import uuid
 from pathlib import Path
@@ -37,11 +36,11 @@ import asyncpg  # noqa: E402
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer  # noqa: E402
 from aiokafka.admin import AIOKafkaAdminClient  # noqa: E402
 
-from runtime.kafka_admin import ensure_topics  # noqa: E402
-from runtime.mqtt import make_client  # noqa: E402
-from fleetsight.mqtt_users import admin_settings  # noqa: E402
 from devtools.processes import spawn, stop, wait_bridge_online  # noqa: E402
 from devtools.services import Services  # noqa: E402
+from fleetsight.mqtt_users import admin_settings  # noqa: E402
+from runtime.kafka_admin import ensure_topics  # noqa: E402
+from runtime.mqtt import make_client  # noqa: E402
 from runtime.settings import Settings, load_settings  # noqa: E402
 from schemas.codec import Event, encode  # noqa: E402
 from streams.partitioning import partition_for  # noqa: E402

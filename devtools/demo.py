@@ -1,4 +1,4 @@
-"""``fleetsight demo``: the whole product on one machine, on real video.
+"""``python -m devtools demo``: the whole product on one machine, on real video.
 
 Starts the local services, migrates the database, runs the bridge, a stream
 worker and the sink, then three camera nodes (each its own process, as on a
@@ -18,10 +18,10 @@ import shutil
 import subprocess
 import time
 import urllib.request
-from collections import Counter
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import yaml
@@ -29,22 +29,22 @@ from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
 
-from edge.outbox import Outbox
-from fleetsight import report
-from fleetsight.mqtt_users import ensure_user
 from devtools import truth
 from devtools.processes import COMPONENTS, spawn, stop, wait_bridge_online
 from devtools.services import ServiceError, Services
 from devtools.truth import Truth
+from edge.outbox import Outbox
+from fleetsight import report
+from fleetsight.mqtt_users import ensure_user
 from runtime.settings import REPO_ROOT, Settings
 from runtime.waiting import WaitTimeout, wait_for
-from schemas.codec import MINUTE_MS, Event
+from schemas.codec import Event
 
 log = logging.getLogger("fleetsight.demo")
 
 SITE = "plaza"
 # Drawn on vtest.avi; coordinates are fractions of the frame.
-CAMERAS = [
+CAMERAS: list[dict[str, Any]] = [
     {"camera_id": "plaza-north",
      "lines": [{"name": "crosswalk", "points": [[0.05, 0.55], [0.95, 0.55]]}],
      "zones": [{"name": "benches", "polygon": [[0.55, 0.10], [0.98, 0.10], [0.98, 0.50], [0.55, 0.50]]}]},
@@ -93,7 +93,7 @@ def write_camera_configs(settings: Settings, options: DemoOptions, workdir: Path
         }
         path = workdir / "cameras" / f"{camera['camera_id']}.yaml"
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(f"# Written by `fleetsight demo`.\n{yaml.safe_dump(config, sort_keys=False)}")
+        path.write_text(f"# Written by `python -m devtools demo`.\n{yaml.safe_dump(config, sort_keys=False)}")
         paths.append(path)
     return paths
 
@@ -130,11 +130,11 @@ def scrape(port: int) -> dict[str, float]:
             text = response.read().decode()
     except OSError:
         return {}
-    out: dict[str, float] = Counter()
+    out: dict[str, float] = {}
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
             if sample.name.endswith(("_total", "_depth", "_up")) or sample.name == "fleetsight_edge_inference_seconds_count":
-                out[sample.name] += sample.value
+                out[sample.name] = out.get(sample.name, 0.0) + sample.value
     return out
 
 
@@ -199,7 +199,7 @@ def run_demo(settings: Settings, options: DemoOptions | None = None) -> int:
         ensure_user(settings, camera, camera=True)  # each camera logs in as itself
     start_seq = {c: last_seq(workdir, c) for c in cameras}
     # The report covers this run: from the start of its first minute.
-    since = datetime.now(timezone.utc).replace(second=0, microsecond=0)
+    since = datetime.now(UTC).replace(second=0, microsecond=0)
     dsn = settings.postgres_dsn
     before = asyncio.run(truth.in_sql_once(dsn, cameras))
 

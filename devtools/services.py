@@ -1,6 +1,6 @@
 """Local Mosquitto, Kafka (KRaft) and PostgreSQL on loopback, without Docker.
 
-``fleetsight services up`` starts what is not running yet, waits until each
+``python -m devtools services up`` starts what is not running yet, waits until each
 answers, and prints where it listens; ``down`` stops exactly what ``up``
 started (tracked by pid files under ``.services/``). Data stays in
 ``.services/`` between runs; ``down --purge`` deletes it.
@@ -17,9 +17,10 @@ import shutil
 import signal
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Protocol
 from urllib.parse import urlsplit
 
 from devtools.configs import kafka_properties, mosquitto_conf
@@ -181,9 +182,9 @@ class Mosquitto(_Process):
             # data (the password and ACL files are given in mqtt_auth). A
             # folder that user cannot reach (a private temp dir) keeps it root.
             try:
-                user = pwd.getpwnam("mosquitto")
+                account = pwd.getpwnam("mosquitto")
                 for item in (data, *data.iterdir()):
-                    os.chown(item, user.pw_uid, user.pw_gid)
+                    os.chown(item, account.pw_uid, account.pw_gid)
                 reachable = subprocess.run(["runuser", "-u", "mosquitto", "--", "test", "-r", str(passwd)]).returncode == 0
             except KeyError:
                 reachable = False
@@ -403,12 +404,23 @@ class Postgres:
             self._run(str(self.bindir() / "pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "-t", "60", "stop", check=False)
 
 
+class Service(Protocol):
+    """What `Services` needs of each one."""
+
+    name: str
+    dir: Path
+
+    def status(self) -> Status: ...
+    def up(self) -> None: ...
+    def down(self) -> None: ...
+
+
 class Services:
     """The three local services, started and stopped together."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.all = [Mosquitto(settings), Kafka(settings), Postgres(settings)]
+        self.all: list[Service] = [Mosquitto(settings), Kafka(settings), Postgres(settings)]
 
     def up(self) -> list[Status]:
         self.settings.services_dir.mkdir(parents=True, exist_ok=True)

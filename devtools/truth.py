@@ -15,9 +15,9 @@ from typing import Any
 
 import asyncpg
 
-from schemas.codec import MINUTE_MS, Event
+from schemas.codec import Event
 
-Truth = Counter  # (table, *key, column) -> value; zero values left out
+Truth = Counter[tuple[Any, ...]]  # (table, *key, column) -> value; zero values left out
 
 
 @dataclass(frozen=True)
@@ -68,7 +68,7 @@ def expected(events: Iterable[Event | Mapping[str, Any]]) -> Truth:
     return out
 
 
-def objects_per_minute(truth: Truth) -> Counter:
+def objects_per_minute(truth: Truth) -> Counter[tuple[Any, ...]]:
     """``(camera, class, minute) -> objects``: the projection most tests compare."""
     return Counter({key[1:4]: n for key, n in truth.items() if key[0] == "camera_minute_counts" and key[-1] == "objects"})
 

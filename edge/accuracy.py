@@ -18,17 +18,18 @@ from __future__ import annotations
 
 import tempfile
 from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Protocol
+from typing import Any, Protocol
 
 import cv2
 import numpy as np
 
 from edge.capture import Frame
 from edge.config import CameraConfig, LineConfig, ZoneConfig
-from edge.outbox import NewEvent, Outbox
 from edge.detector import build_detector
+from edge.outbox import NewEvent, Outbox
 from edge.pipeline import Pipeline, build_scene
 from edge.scene import Observation, Zone
 
@@ -55,7 +56,7 @@ class Box:
     def anchor(self, frame_w: int, frame_h: int) -> tuple[float, float]:
         return ((self.left + self.width / 2) / frame_w, (self.top + self.height) / frame_h)
 
-    def mirrored(self, frame_w: int) -> "Box":
+    def mirrored(self, frame_w: int) -> Box:
         return Box(self.identity, frame_w - self.left - self.width, self.top, self.width, self.height)
 
 
@@ -88,7 +89,7 @@ def mirror_config(config: CameraConfig) -> CameraConfig:
         return [(round(1.0 - x, 6), y) for x, y in points]
 
     return config.model_copy(update={
-        "lines": [LineConfig(name=ln.name, points=tuple(flip(ln.points))) for ln in config.lines],  # type: ignore[arg-type]
+        "lines": [LineConfig(name=ln.name, points=tuple(flip(ln.points))) for ln in config.lines],
         "zones": [ZoneConfig(name=z.name, polygon=flip(z.polygon)) for z in config.zones],
     })
 
@@ -110,7 +111,7 @@ class Counts:
     tracks: int = 0  # tracks started ("objects")
 
     @classmethod
-    def from_events(cls, events: Iterable[_Event], class_name: str) -> "Counts":
+    def from_events(cls, events: Iterable[_Event], class_name: str) -> Counts:
         counts = cls()
         samples: dict[tuple[str, int], list[int]] = defaultdict(list)
         for e in events:

@@ -92,7 +92,7 @@ class LineConfig(_Strict):
     points: tuple[Point, Point] = Field(description="two points, as fractions of the frame ([x, y], 0..1)")
 
     @model_validator(mode="after")
-    def _distinct(self) -> "LineConfig":
+    def _distinct(self) -> LineConfig:
         if self.points[0] == self.points[1]:
             raise ValueError("the two points of a line must differ")
         return self

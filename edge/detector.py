@@ -10,10 +10,11 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
@@ -67,8 +68,8 @@ def model_spec(
         input_size=entry["input_size"],
         strides=tuple(entry["strides"]),
         reg_max=entry["reg_max"],
-        mean=tuple(entry["mean"]),  # type: ignore[arg-type]
-        std=tuple(entry["std"]),  # type: ignore[arg-type]
+        mean=tuple(entry["mean"]),
+        std=tuple(entry["std"]),
         classes=tuple((MODELS_DIR / entry["labels"]).read_text().split("\n")[: entry["num_classes"]]),
     )
 
@@ -94,7 +95,7 @@ class Detections:
     class_id: np.ndarray
 
     @classmethod
-    def empty(cls) -> "Detections":
+    def empty(cls) -> Detections:
         return cls(np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int64))
 
     def __len__(self) -> int:
@@ -203,7 +204,7 @@ class Detector:
         # OpenCV subtracts the mean and lays out NCHW in one native pass; the
         # per-channel scale is one in-place multiply.
         blob = cv2.dnn.blobFromImage(image, 1.0, (size, size), self.spec.mean, swapRB=False, crop=False)
-        blob *= self._inv_std
+        blob *= self._inv_std  # type: ignore[arg-type]  # numpy's stubs: float32 in place is fine
         return blob, geometry
 
     def infer(self, blob: np.ndarray) -> list[np.ndarray]:

@@ -9,7 +9,6 @@ import logging
 import os
 import shutil
 from pathlib import Path
-from typing import Any
 
 from edge.config import CameraConfig
 from edge.detector import Detector, ModelError, build_detector, model_spec, verify

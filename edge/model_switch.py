@@ -7,8 +7,8 @@ import logging
 import statistics
 import threading
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from edge.detector import Detector
 from schemas.rollout import DesiredModel

@@ -12,15 +12,15 @@ import asyncio
 import logging
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from edge.capture import VideoSource
 from edge.config import CameraConfig
-from edge.outbox import Outbox
-from edge.pipeline import DebugWriter, NodeStats, Pipeline, build_scene
 from edge.model_store import ModelStore, startup_detector
 from edge.model_switch import ModelSwitch
+from edge.outbox import Outbox
+from edge.pipeline import DebugWriter, NodeStats, Pipeline, build_scene
 from edge.updater import ModelUpdater
 from edge.uplink import Uplink
 from runtime import metrics

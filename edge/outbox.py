@@ -16,9 +16,10 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from schemas.codec import Event
 
@@ -105,7 +106,9 @@ class Outbox:
             for item in items:
                 data = json.dumps(item.data, separators=(",", ":"))
                 cur.execute("INSERT INTO events(ts, type, data) VALUES (?, ?, ?)", (item.ts, item.type, data))
-                out.append(Event(self.camera_id, self.site, cur.lastrowid, item.ts, item.type, item.data))
+                seq = cur.lastrowid
+                assert seq is not None  # an INSERT always sets it
+                out.append(Event(self.camera_id, self.site, seq, item.ts, item.type, item.data))
             overflow = self._depth(cur) - self.max_events
             if overflow > 0:
                 head = self._head(cur)

@@ -10,9 +10,10 @@ from __future__ import annotations
 import statistics
 import time
 from collections import Counter, deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -81,10 +82,10 @@ class Pipeline:
         *,
         stats: NodeStats | None = None,
         on_stored: Callable[[list[Event]], None] | None = None,
-        debug: "DebugWriter | None" = None,
+        debug: DebugWriter | None = None,
         start: float = 0.0,
-        on_snapshot: Callable[[bytes], None] | None = None,
-        switch: "ModelSwitch | None" = None,
+        on_snapshot: Callable[[bytes], object] | None = None,
+        switch: ModelSwitch | None = None,
     ) -> None:
         self.config = config
         self.detector = detector

@@ -26,8 +26,9 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 from edge.outbox import NewEvent
 
@@ -51,7 +52,7 @@ class Line:
         """Signed distance of ``p`` from the line, in frame fractions."""
         (ax, ay), (bx, by) = self.a, self.b
         length = ((bx - ax) ** 2 + (by - ay) ** 2) ** 0.5
-        return ((bx - ax) * (p[1] - ay) - (by - ay) * (p[0] - ax)) / length
+        return float(((bx - ax) * (p[1] - ay) - (by - ay) * (p[0] - ax)) / length)
 
     def along(self, p: Point) -> float:
         """Position of ``p``'s projection along the segment (0 at a, 1 at b)."""
@@ -104,7 +105,7 @@ class TrackState:
     last_seen: float
     anchor: Point
     max_confidence: float
-    votes: Counter = field(default_factory=Counter)
+    votes: Counter[str] = field(default_factory=Counter)
     sides: dict[str, int] = field(default_factory=dict)  # line -> last clear side (+1 / -1)
     last_clear: dict[str, Point] = field(default_factory=dict)  # line -> anchor when that side was seen
     zones: dict[str, float] = field(default_factory=dict)  # zone -> time entered
@@ -133,9 +134,9 @@ class TrackState:
         }
 
     @classmethod
-    def from_json(cls, d: dict[str, Any]) -> "TrackState":
+    def from_json(cls, d: dict[str, Any]) -> TrackState:
         return cls(
-            track_id=d["id"], first_seen=d["first"], last_seen=d["last"], anchor=tuple(d["anchor"]),  # type: ignore[arg-type]
+            track_id=d["id"], first_seen=d["first"], last_seen=d["last"], anchor=tuple(d["anchor"]),
             max_confidence=d["max_conf"], votes=Counter(d["votes"]), sides=dict(d["sides"]),
             zones=dict(d["zones"]), visited=list(d["visited"]),
         )

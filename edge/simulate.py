@@ -12,8 +12,8 @@ import logging
 import random
 import time
 from collections import Counter
-from dataclasses import dataclass, field
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from edge.outbox import NewEvent, Outbox

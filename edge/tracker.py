@@ -63,7 +63,7 @@ class Tracker:
                 class_id=detections.class_id.astype(int),
             )
         )
-        if tracked.tracker_id is None:
+        if tracked.tracker_id is None or tracked.class_id is None or tracked.confidence is None:
             return []
         return [
             TrackedObject(int(tid), int(cid), float(conf), tuple(float(v) for v in box))  # type: ignore[arg-type]

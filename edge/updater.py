@@ -16,13 +16,14 @@ A version that failed is not tried again until a new rollout asks for it.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 from pathlib import Path
 
 import numpy as np
 
 from edge.config import CameraConfig
-from edge.detector import ModelError, ModelSpec, build_detector, model_spec
+from edge.detector import Detector, ModelError, ModelSpec, build_detector, model_spec
 from edge.model_store import ModelStore
 from edge.model_switch import ModelSwitch
 from runtime import metrics
@@ -126,7 +127,7 @@ class ModelUpdater:
             log.info("%s: fetching %s, %d of %d chunks", self.camera_id, desired.version, len(self._missing), desired.chunks)
             self._fetch_more(desired)
 
-    def _spawn(self, coro) -> None:  # type: ignore[no-untyped-def]
+    def _spawn(self, coro) -> None:  # noqa: ANN001 (any awaitable)
         task = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)

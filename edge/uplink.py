@@ -13,8 +13,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import paho.mqtt.client as mqtt
 
@@ -94,12 +94,12 @@ class Uplink:
         handler = self._handlers.get(msg.topic)
         if handler is not None:
             assert self._loop is not None
-            self._loop.call_soon_threadsafe(handler, msg.topic, msg.payload)
+            self._loop.call_soon_threadsafe(handler, msg.topic, bytes(msg.payload))
             return
         if msg.topic != self.topics.ack(self.camera_id):
             return  # retained messages still in flight for a topic just unsubscribed
         try:
-            camera_id, seq = decode_ack(msg.payload)
+            camera_id, seq = decode_ack(bytes(msg.payload))
         except EventError as exc:
             log.warning("%s: ignoring bad ack message: %s", self.camera_id, exc.detail)
             return
@@ -224,7 +224,7 @@ class Uplink:
                 try:
                     # The timeout drives the resend timer when nothing else happens.
                     await asyncio.wait_for(self._wake.wait(), timeout=1.0)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     pass
                 self._wake.clear()
                 if self.stats.connected:
@@ -246,6 +246,6 @@ class Uplink:
             self._progress.clear()
             try:
                 await asyncio.wait_for(self._progress.wait(), timeout=remaining)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 return self.outbox.depth() == 0
         return True

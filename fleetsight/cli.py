@@ -97,7 +97,9 @@ def cmd_edge_simulate(args: argparse.Namespace, settings: EdgeSettings) -> int:
     )
     from fleetsight.mqtt_users import camera_login
 
-    login = lambda camera_id: camera_login(settings, camera_id)  # noqa: E731
+    def login(camera_id: str) -> str | None:
+        return camera_login(settings, camera_id)
+
     report = asyncio.run(run_simulator(settings, config, progress=sys.stderr.isatty(), login=login))
     print(report.summary())
     return 0 if report.drained else 1
@@ -193,7 +195,7 @@ def cmd_model(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_edge_eval(args: argparse.Namespace, settings: EdgeSettings) -> int:
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
 
     from edge.accuracy import AnnotationError, evaluate, every_nth, format_report, load_annotation
     from edge.config import ConfigError, load_camera_config
@@ -216,9 +218,12 @@ def cmd_edge_eval(args: argparse.Namespace, settings: EdgeSettings) -> int:
         with Progress(*columns, console=Console(stderr=True)) as progress:
             for every, mirror in runs:
                 task = progress.add_task(f"{every_nth(every)}{' (mirrored)' if mirror else ''}", total=None)
+
+                def advance(done: int, total: int | None, task: TaskID = task) -> None:
+                    progress.update(task, completed=done, total=total)
+
                 results.append(evaluate(
-                    config, video, annotation, stride=every, mirror=mirror, class_name=args.object_class,
-                    progress=lambda done, total, task=task: progress.update(task, completed=done, total=total),
+                    config, video, annotation, stride=every, mirror=mirror, class_name=args.object_class, progress=advance,
                 ))
     except (ModelError, FileNotFoundError) as exc:
         log.error("%s", exc)

@@ -2,7 +2,7 @@
 
 One file, nothing fetched when it is opened: charts are inline SVG, frames
 are inline JPEG (data: URLs), styles are inline. Open it in any browser or
-mail it. ``fleetsight demo`` writes one; ``build_report`` works on any
+mail it. ``python -m devtools demo`` writes one; ``build_report`` works on any
 FleetSight database.
 """
 
@@ -11,10 +11,10 @@ from __future__ import annotations
 import base64
 import html
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Sequence
 
 import asyncpg
 
@@ -57,7 +57,7 @@ class ReportData:
 
 async def fetch(dsn: str, cameras: Sequence[str], since: datetime | None = None) -> ReportData:
     """Run every report query for ``cameras``, minutes from ``since`` on (default: all)."""
-    since = since or datetime(1970, 1, 1, tzinfo=timezone.utc)
+    since = since or datetime(1970, 1, 1, tzinfo=UTC)
     conn = await asyncpg.connect(dsn)
     try:
         data = ReportData(list(cameras))
@@ -143,7 +143,7 @@ def line_chart(title: str, labels: list[str], series: dict[str, list[float | Non
 
 
 def _minute_label(minute: datetime) -> str:
-    return f"{minute.astimezone(timezone.utc):%H:%M}"
+    return f"{minute.astimezone(UTC):%H:%M}"
 
 
 # --- the page -------------------------------------------------------------------------
@@ -178,7 +178,7 @@ def render(data: ReportData, frames: dict[str, bytes], title: str = "FleetSight 
     parts = [f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
              f"<style>{STYLE}</style></head><body>",
              f"<h1>{html.escape(title)}</h1>",
-             f"<p class='sub'>Generated {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC from PostgreSQL; "
+             f"<p class='sub'>Generated {datetime.now(UTC):%Y-%m-%d %H:%M} UTC from PostgreSQL; "
              f"cameras: {html.escape(', '.join(data.cameras))}. {html.escape(notes)}</p>"]
 
     minutes = sorted({row["minute"] for row in r["objects per minute"]})

@@ -16,15 +16,15 @@ import re
 import threading
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
-from runtime.mqtt import make_client, publish_confirmed, read_retained
 from fleetsight.mqtt_users import admin_settings
+from runtime.mqtt import make_client, publish_confirmed, read_retained
 from runtime.settings import Settings
 from schemas.rollout import CHUNK_SIZE, VERSION_PATTERN, DesiredModel, ModelReport, RolloutError, chunk_hashes
 from sinks.db import make_engine
@@ -94,7 +94,7 @@ class _Publisher:
         self.client = make_client(admin_settings(settings), f"{settings.mqtt_topic_root}-rollout-{uuid.uuid4().hex[:6]}", persistent=False)
         self.settings = settings
 
-    def __enter__(self) -> "_Publisher":
+    def __enter__(self) -> _Publisher:
         connected = threading.Event()
         self.client.on_connect = lambda c, u, f, rc, p: connected.set() if not rc.is_failure else log.error("MQTT refused: %s", rc)
         self.client.connect_async(self.settings.mqtt.host, self.settings.mqtt.port)
@@ -130,7 +130,7 @@ async def rollout(settings: Settings, version: str, sites: list[str], cameras: l
             for site in sites:
                 if not await session.scalar(select(func.count()).select_from(CameraStatus).where(CameraStatus.site == site)):
                     log.warning("no camera of site %r has reported yet; the instruction waits for them on the broker", site)
-            issued = datetime.now(timezone.utc)
+            issued = datetime.now(UTC)
             row = ModelRollout(version=version, issued_at=issued)
             session.add(row)
             await session.flush()

@@ -74,7 +74,7 @@ def read_retained(settings: MqttSettings, pattern: str, timeout: float = 10.0) -
         if msg.topic == marker:
             done.set()
         elif msg.retain and msg.payload:
-            found[msg.topic] = msg.payload
+            found[msg.topic] = bytes(msg.payload)
 
     client = make_client(settings, f"{settings.mqtt_topic_root}-retained-{uuid.uuid4().hex[:6]}", persistent=False)
     client.on_connect, client.on_subscribe, client.on_message = on_connect, on_subscribe, on_message

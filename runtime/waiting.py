@@ -11,7 +11,7 @@ import asyncio
 import inspect
 import time
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import Any, TypeVar, overload
 
 T = TypeVar("T")
 
@@ -50,18 +50,18 @@ def wait_until(
         time.sleep(interval)  # the poll interval of a condition with a deadline
 
 
-async def wait_for(
-    check: Callable[[], T | Awaitable[T]],
-    timeout: float,
-    what: str,
-    *,
-    interval: float = 0.2,
-) -> T:
+@overload
+async def wait_for(check: Callable[[], Awaitable[T]], timeout: float, what: str, *, interval: float = ...) -> T: ...
+@overload
+async def wait_for(check: Callable[[], T], timeout: float, what: str, *, interval: float = ...) -> T: ...
+
+
+async def wait_for(check: Callable[[], Any], timeout: float, what: str, *, interval: float = 0.2) -> Any:
     """:func:`wait_until` for an event loop; ``check`` may be plain or async."""
     deadline = time.monotonic() + timeout
     while True:
         result = check()
-        last: T = await result if inspect.isawaitable(result) else result  # type: ignore[assignment]
+        last = await result if inspect.isawaitable(result) else result
         if last:
             return last
         if time.monotonic() >= deadline:

@@ -120,7 +120,7 @@ class Row:
         return json.dumps(self.to_dict(), separators=(",", ":")).encode()
 
     @classmethod
-    def from_dict(cls, obj: dict[str, Any]) -> "Row":
+    def from_dict(cls, obj: dict[str, Any]) -> Row:
         spec = TABLES.get(obj.get("table"))  # type: ignore[arg-type]
         if spec is None:
             raise ValueError(f"unknown table {obj.get('table')!r}")

@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from functools import cache
 from importlib import resources
-from typing import Any, Callable, Iterable, Literal
+from typing import Any, Literal
 
 import fastjsonschema
 import msgpack
@@ -91,7 +92,8 @@ class Event:
 def load_schema(name: str = "event", version: int = SCHEMA_VERSION) -> dict[str, Any]:
     """The JSON Schema document ``schemas/v{version}/{name}.schema.json``."""
     text = resources.files("schemas").joinpath(f"v{version}/{name}.schema.json").read_text()
-    return json.loads(text)
+    document: dict[str, Any] = json.loads(text)
+    return document
 
 
 @cache
@@ -264,7 +266,7 @@ def encode(events: Iterable[Event | dict[str, Any]], fmt: WireFormat = "json") -
     items = [e.to_dict() if isinstance(e, Event) else e for e in events]
     obj: Any = items[0] if len(items) == 1 else items
     if fmt == "msgpack":
-        return msgpack.packb(obj, use_bin_type=True)
+        return bytes(msgpack.packb(obj, use_bin_type=True))
     return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
 
 

@@ -41,7 +41,7 @@ class DeadLetter:
         camera_id: str | None = None,
         seq: Any = None,
         ts: Any = None,
-    ) -> "DeadLetter":
+    ) -> DeadLetter:
         """A record for ``payload``, cut to a size a consumer can afford."""
         text: str | None = None
         encoding: Literal["utf-8", "base64"] = "utf-8"
@@ -73,7 +73,7 @@ class DeadLetter:
         payload: bytes | None,
         source_topic: str | None,
         camera_id: str | None = None,
-    ) -> "DeadLetter":
+    ) -> DeadLetter:
         return cls.build(
             error.reason,
             error.detail,
@@ -89,5 +89,5 @@ class DeadLetter:
         return json.dumps(asdict(self), separators=(",", ":")).encode()
 
     @classmethod
-    def from_record(cls, value: bytes) -> "DeadLetter":
+    def from_record(cls, value: bytes) -> DeadLetter:
         return cls(**json.loads(value))

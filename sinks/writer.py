@@ -13,8 +13,9 @@ import logging
 import signal
 import time
 from collections import defaultdict
-from datetime import datetime, timezone
-from typing import Any, Iterable
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer
 from sqlalchemy import func
@@ -51,7 +52,7 @@ def latest(rows: Iterable[Row]) -> dict[str, list[Row]]:
 
 def _sql_values(spec: TableSpec, row: Row) -> dict[str, Any]:
     return {
-        column: datetime.fromtimestamp(value / 1000, tz=timezone.utc) if column in spec.times and value is not None else value
+        column: datetime.fromtimestamp(value / 1000, tz=UTC) if column in spec.times and value is not None else value
         for column, value in row.values.items()
     }
 
@@ -69,7 +70,7 @@ async def upsert(engine: AsyncEngine, rows: Iterable[Row]) -> int:
                 if spec.version is None:
                     stmt = stmt.on_conflict_do_nothing(index_elements=list(spec.key))
                 else:
-                    updates = {c: stmt.excluded[c] for c in spec.values}
+                    updates: dict[str, Any] = {c: stmt.excluded[c] for c in spec.values}
                     updates["updated_at"] = func.now()
                     stmt = stmt.on_conflict_do_update(
                         index_elements=list(spec.key),
@@ -127,7 +128,8 @@ class Sink:
                 if rows:
                     started = time.perf_counter()
                     self.written += await retry(
-                        lambda: upsert(engine, rows), what=f"writing {len(rows)} rows to the database",
+                        lambda: upsert(engine, rows),  # noqa: B023 (awaited before the loop moves on)
+                        what=f"writing {len(rows)} rows to the database",
                         errors=(OperationalError, DBAPIError, OSError), log=log, watchdog=self.watchdog,
                         stopping=self._stop.is_set, on_retry=metrics.SINK_RETRIES.inc,
                     )

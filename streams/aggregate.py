@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import bisect
 import logging
+from collections.abc import Callable, Iterable, Iterator, MutableMapping
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Iterator, MutableMapping
+from typing import Any
 
 from schemas.aggregates import (
     CAMERA_MINUTE_COUNTS,
@@ -125,7 +126,9 @@ def _mean(total: float, n: float) -> float | None:
 
 def finish(table: TableSpec, acc: dict[str, float]) -> dict[str, Any]:
     """Public column values from a bucket's accumulators."""
-    a = lambda k: acc.get(k, 0)  # noqa: E731
+    def a(k: str) -> Any:
+        return acc.get(k, 0)
+
     if table is CAMERA_MINUTE_COUNTS:
         return {
             "objects": a("objects"), "tracks_ended": a("tracks_ended"),
@@ -260,7 +263,7 @@ class MinuteAggregator:
             key = bucket_key(table, event.camera_id, dims, event.minute)
             if key not in touched:
                 stored = self.table.get(key)
-                bucket = dict(stored) if stored else {
+                bucket: dict[str, Any] = dict(stored) if stored else {
                     "table": table.name, "camera_id": event.camera_id, "site": event.site,
                     "dims": dims, "minute": event.minute, "acc": {}, "seqs": [],
                 }

@@ -22,13 +22,13 @@ import paho.mqtt.client as mqtt
 from aiokafka import AIOKafkaProducer
 
 from runtime import metrics
+from runtime.kafka_admin import ensure_topics
 from runtime.mqtt import make_client
 from runtime.settings import BridgeSettings
 from runtime.watchdog import Watchdog
 from schemas.codec import Event, EventError, Reason, decode, decode_ack, encode, encode_ack
 from schemas.deadletter import DeadLetter
 from streams.acks import AckTracker
-from runtime.kafka_admin import ensure_topics
 from streams.partitioning import partition_for
 
 log = logging.getLogger("fleetsight.bridge")
@@ -207,7 +207,7 @@ class Bridge:
         while True:
             received, generation, msg = await self._inbox.get()
             self._in_hand = 1
-            outcome = self.handle(msg.topic, msg.payload)
+            outcome = self.handle(msg.topic, bytes(msg.payload))  # bytes already: no copy
             self.watchdog.busy("handing a message's records to the Kafka producer")
             futures = [
                 await self._producer.send(r.topic, r.value, key=r.key, partition=r.partition) for r in outcome.records

@@ -20,8 +20,9 @@ record the stream framework jumped over (``streams.gaps``).
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
-from typing import Any, AsyncIterator, Callable, Iterable
+from typing import Any
 
 from sqlalchemy import BigInteger, Column, DateTime, Index, Integer, MetaData, String, Table, Text, and_, any_, bindparam, func, select, text
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB

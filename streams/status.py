@@ -19,8 +19,9 @@ make a storm of them:
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, MutableMapping
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, MutableMapping
+from typing import Any
 
 from schemas.aggregates import ALERTS, CAMERA_STATUS, LATE_EVENTS, Row
 from schemas.codec import Event
@@ -198,6 +199,6 @@ class FleetStatus:
             "last_heard_at": state["last_heard_at"], "last_event_at": state["last_event_at"] or None,
             "outbox_backlog": state["outbox_backlog"], "outbox_age_s": state["outbox_age_s"],
             "dropped_events": state["dropped_events"], "seq_first": first, "seq_last": last,
-            "seq_received": received, "seq_gaps": (last - first + 1 - received) if first is not None else 0,
+            "seq_received": received, "seq_gaps": (last - first + 1 - received) if first is not None and last is not None else 0,
             "model_version": state["model_version"], "version": self._version(),
         })

@@ -7,7 +7,7 @@ workers; the state the aggregates need lives in PostgreSQL
 (``streams/state.py``), one transaction per batch, so a worker that takes a
 partition over has nothing to restore, and a record that is replayed, or
 that Faust jumped over, cannot change a count. A stall watchdog
-(``fleetsight/watchdog.py``) exits the process when records wait and none is
+(``runtime/watchdog.py``) exits the process when records wait and none is
 applied.
 """
 
@@ -328,7 +328,7 @@ def create_app(settings: WorkerSettings) -> faust.App:
     worker = Worker(settings, app, watchdog)
     events = app.topic(settings.kafka_topics.events, key_serializer="raw", value_serializer="raw")
 
-    @app.on_partitions_assigned.connect
+    @app.on_partitions_assigned.connect  # type: ignore[arg-type]  # mode's signal stubs want a sync receiver
     async def on_assigned(app: faust.App, assigned: set, **kwargs: Any) -> None:
         worker.on_assigned(assigned)
 
@@ -336,7 +336,7 @@ def create_app(settings: WorkerSettings) -> faust.App:
     # an agent runs with concurrency > 1.
     @app.agent(events, concurrency=1)
     async def aggregate(stream: faust.StreamT) -> None:
-        async for batch in stream.take_events(BATCH_MAX, within=BATCH_WITHIN_S):
+        async for batch in stream.take_events(BATCH_MAX, within=BATCH_WITHIN_S):  # type: ignore[attr-defined]  # Stream has it, StreamT does not
             await worker.apply([
                 Incoming(e.message.partition, int(e.message.timestamp * 1000), e.message.value, e.message.offset)
                 for e in batch

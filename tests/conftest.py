@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import AsyncIterator, Iterator
 
 import pytest
 
@@ -50,7 +50,7 @@ async def stack_factory(services: Settings, tmp_path: Path):
 
 
 @pytest.fixture
-async def stack(services: Settings, tmp_path: Path) -> AsyncIterator["Stack"]:  # noqa: F821
+async def stack(services: Settings, tmp_path: Path) -> AsyncIterator[Stack]:  # noqa: F821
     """A fresh pipeline namespace; start its processes with ``stack.start(...)``."""
     s = await _stack(services, tmp_path)
     try:
@@ -60,7 +60,7 @@ async def stack(services: Settings, tmp_path: Path) -> AsyncIterator["Stack"]:  
 
 
 @pytest.fixture(scope="module")
-def running_stack(services: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator["Stack"]:  # noqa: F821
+def running_stack(services: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:  # noqa: F821
     """One pipeline (bridge, worker, sink) shared by the tests of a module."""
     loop = asyncio.new_event_loop()
     s = loop.run_until_complete(_stack(services, tmp_path_factory.mktemp("stack")))

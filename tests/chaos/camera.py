@@ -14,8 +14,8 @@ import sys
 import time
 
 from edge.outbox import NewEvent, Outbox
-from fleetsight.mqtt_users import camera_login
 from edge.uplink import Uplink
+from fleetsight.mqtt_users import camera_login
 from runtime.settings import load_settings
 
 CLASSES = ("person", "person", "car", "bicycle")

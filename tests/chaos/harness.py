@@ -26,7 +26,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections import Counter, defaultdict
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,19 +34,18 @@ from typing import Any
 import asyncpg
 import yaml
 
-from edge.outbox import NewEvent, Outbox
-from fleetsight.mqtt_users import camera_login
-from edge.uplink import Uplink
-from runtime.mqtt import make_client
-from fleetsight.mqtt_users import admin_settings, ensure_user
 from devtools import truth
 from devtools.ports import free_port
 from devtools.processes import spawn, stop, wait_bridge_online
 from devtools.services import Kafka, Mosquitto, Postgres, Services
+from edge.outbox import NewEvent, Outbox
+from edge.uplink import Uplink
+from fleetsight.mqtt_users import admin_settings, camera_login, ensure_user
+from runtime.mqtt import make_client
 from runtime.retry import retry
 from runtime.settings import REPO_ROOT, Settings
 from runtime.waiting import WaitTimeout, wait_for
-from schemas.codec import MINUTE_MS, Event
+from schemas.codec import Event
 
 SENTINEL = "zz-sentinel"
 PROBE_CAMERA = "chaos-probe"
@@ -173,8 +172,8 @@ class Chaos:
 
     async def state(self, conn: asyncpg.Connection) -> str:
         """Where events stand: last SQL change per camera, consumer lag per partition."""
-        from aiokafka.admin import AIOKafkaAdminClient
         from aiokafka import AIOKafkaConsumer, TopicPartition
+        from aiokafka.admin import AIOKafkaAdminClient
 
         rows = await conn.fetch("SELECT camera_id, max(updated_at) AS changed, sum(objects) AS objects FROM camera_minute_counts GROUP BY 1 ORDER BY 1")
         out = ["SQL: " + ", ".join(f"{r['camera_id']} {r['objects']} objects, changed {r['changed']:%H:%M:%S}" for r in rows)]

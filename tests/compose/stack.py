@@ -14,13 +14,12 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 from pathlib import Path
 
-from runtime.waiting import WaitTimeout, wait_until
 from runtime.settings import REPO_ROOT
+from runtime.waiting import WaitTimeout, wait_until
 
 BASE = "local/debian:bookworm"
 PYTHON = "fleetsight-test/python"

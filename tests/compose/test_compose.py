@@ -19,15 +19,14 @@ import shutil
 import signal
 import subprocess
 import time
-from pathlib import Path
 
 import pytest
 
+from devtools.ports import port_open
 from devtools.services import Kafka
 from runtime.settings import REPO_ROOT, load_settings
-from tests.compose.stack import SERVICES, ComposeStack, Engine, Unavailable, base_image, build_images, run
-from devtools.ports import port_open
 from runtime.waiting import WaitTimeout, wait_for
+from tests.compose.stack import SERVICES, ComposeStack, Engine, Unavailable, base_image, build_images, run
 
 pytestmark = pytest.mark.compose
 

@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-from collections import Counter
 from pathlib import Path
 
 import pytest
 
-from edge.config import CameraConfig, LineConfig, SourceConfig, ZoneConfig, OutboxConfig
+from edge.config import CameraConfig, LineConfig, OutboxConfig, SourceConfig, ZoneConfig
 from edge.node import CameraNode
-from schemas.codec import MINUTE_MS, Event
 from runtime.waiting import WaitTimeout, wait_for
+from schemas.codec import Event
 from tests.support import PrivateBroker, Stack, truth
 
 pytestmark = pytest.mark.integration

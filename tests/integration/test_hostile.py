@@ -9,10 +9,8 @@ from collections import Counter
 
 import pytest
 
-from schemas.codec import MINUTE_MS
+from tests.support import SENTINEL, Stack, assert_sql_matches, publish, truth
 from tests.support.hostile import MUTATIONS, good_event
-from tests.support import SENTINEL, assert_sql_matches, truth
-from tests.support import Stack, publish
 
 pytestmark = pytest.mark.integration
 

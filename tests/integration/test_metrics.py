@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pytest
 
+from devtools.ports import free_port
 from edge.config import CameraConfig, OutboxConfig, SourceConfig
 from edge.node import CameraNode
-from tests.support.hostile import good_event
 from runtime.waiting import wait_for
-from devtools.ports import free_port
 from tests.support import publish
+from tests.support.hostile import good_event
 
 pytestmark = pytest.mark.integration
 

@@ -12,9 +12,9 @@ from collections import Counter
 import msgpack
 import pytest
 
-from schemas.codec import MINUTE_MS, encode_ack
 from runtime.waiting import wait_for
-from tests.support import SENTINEL, MqttWatcher, Stack, assert_sql_matches, event, publish, truth, with_sentinel
+from schemas.codec import MINUTE_MS, encode_ack
+from tests.support import CLASSES, MqttWatcher, Stack, assert_sql_matches, event, publish, truth, with_sentinel
 
 pytestmark = pytest.mark.integration
 

@@ -9,14 +9,13 @@ import re
 import threading
 import time
 from collections import Counter, defaultdict
-from datetime import datetime, timezone
 from typing import Any
 
 import pytest
 
 from runtime.settings import REPO_ROOT
-from schemas.codec import MINUTE_MS
 from runtime.waiting import WaitTimeout, wait_for
+from schemas.codec import MINUTE_MS
 from tests.support import Stack, publish
 
 pytestmark = pytest.mark.integration
@@ -95,7 +94,7 @@ def expected(fleet: dict[str, list[dict[str, Any]]], db_now: int) -> dict[str, l
         "people-per-camera-last-hour": sorted(people.items(), key=lambda kv: (-kv[1], kv[0])),
         "busiest-hour-per-site-last-week": [busiest[s] for s in sorted(busiest)],
         "net-people-inside-zone-today": [(c, z, n) for (c, z), n in sorted(inside.items())],
-        "crossings-in-and-out-today": [(c, l, i, o) for (c, l), (i, o) in sorted(crossings.items())],
+        "crossings-in-and-out-today": [(c, line, i, o) for (c, line), (i, o) in sorted(crossings.items())],
         "mean-dwell-per-zone-today": [(c, z, sum(v) / len(v)) for (c, z), v in sorted(dwell.items())],
         "cameras-offline-more-than-5-minutes-today": [("cam-c", "depot-2")],
         "open-alerts": [("cam-a", "occupancy", "till"), ("cam-b", "backlog", ""), ("cam-c", "offline", "")],

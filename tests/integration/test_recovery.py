@@ -6,17 +6,15 @@ import asyncio
 import json
 import signal
 import time
-from collections import Counter
 from pathlib import Path
 
 import pytest
 
 from edge.outbox import NewEvent, Outbox
 from edge.uplink import Uplink
-from schemas.codec import Event
-from tests.support import CLASSES, SENTINEL, assert_sql_matches, truth
 from runtime.waiting import wait_for
-from tests.support import MqttWatcher, Stack
+from schemas.codec import Event
+from tests.support import CLASSES, SENTINEL, MqttWatcher, Stack, assert_sql_matches, truth
 
 pytestmark = pytest.mark.integration
 
@@ -43,7 +41,7 @@ async def test_bridge_sigkill_mid_stream(stack: Stack, tmp_path: Path) -> None:
     def produce(n: int, cls: str | None = None) -> None:
         nonlocal produced
         now = int(time.time() * 1000)
-        for k, (outbox, uplink) in enumerate(zip(outboxes, uplinks)):
+        for _k, (outbox, uplink) in enumerate(zip(outboxes, uplinks)):
             batch = [
                 NewEvent(now, "track.start", {"track_id": produced + i, "class": cls or CLASSES[(produced + i) % 3], "confidence": 0.9})
                 for i in range(n)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import AsyncIterator
 
 import pytest
 
@@ -13,8 +13,8 @@ from edge.config import CameraConfig, ModelConfig, ModelUpdateConfig, OutboxConf
 from edge.detector import model_spec
 from edge.node import CameraNode
 from fleetsight import rollout
-from schemas.rollout import CHUNK_SIZE, ModelReport
 from runtime.waiting import WaitTimeout, wait_for
+from schemas.rollout import CHUNK_SIZE, ModelReport
 from tests.support import Stack, publish
 
 pytestmark = pytest.mark.integration
@@ -81,7 +81,8 @@ async def test_rollout_to_a_site_reaches_three_cameras_one_of_them_offline(stack
 
     async with running(stack, configs["cam-a"]) as a, running(stack, configs["cam-b"]) as b:
         for node in (a, b):
-            await wait_for(lambda: node.stats.detector_runs > 5, 60, "frames through the first model")
+            await wait_for(lambda: node.stats.detector_runs > 5, 60,  # noqa: B023 (awaited in the loop)
+                           "frames through the first model")
         desired = await rollout.rollout(stack.settings, v2.version, sites=["depot"], cameras=[])
         for node in (a, b):
             report = await wait_state(stack, node.config.camera_id, v2.version, "active")

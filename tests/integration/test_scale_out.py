@@ -19,10 +19,8 @@ from collections import Counter
 
 import pytest
 
-from schemas.codec import MINUTE_MS
-from tests.support import SENTINEL, event, truth
 from runtime.waiting import wait_for
-from tests.support import Stack, publish
+from tests.support import SENTINEL, Stack, event, publish, truth
 
 pytestmark = pytest.mark.integration
 

@@ -19,10 +19,9 @@ import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.structs import OffsetAndMetadata
 
-from streams.partitioning import partition_for
-from tests.support import event
 from runtime.waiting import wait_for
-from tests.support import Stack, publish
+from streams.partitioning import partition_for
+from tests.support import Stack, event, publish
 
 pytestmark = pytest.mark.integration
 

@@ -18,18 +18,15 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections import Counter
 
 import asyncpg
 import pytest
 
-from devtools.services import Kafka
-from runtime.watchdog import STALL_EXIT
-from schemas.codec import MINUTE_MS
-from tests.support import SENTINEL, event, truth
-from runtime.waiting import wait_for
 from devtools.ports import free_port
-from tests.support import Stack, publish
+from devtools.services import Kafka
+from runtime.waiting import wait_for
+from runtime.watchdog import STALL_EXIT
+from tests.support import SENTINEL, Stack, event, publish, truth
 
 pytestmark = pytest.mark.integration
 

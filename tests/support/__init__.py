@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import inspect
 import json
 import shutil
 import signal
@@ -13,22 +12,22 @@ import time
 import uuid
 from collections import Counter
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import asyncpg
 import paho.mqtt.client as mqtt
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
-from runtime.mqtt import make_client, publish_confirmed, read_retained
-from fleetsight.mqtt_users import admin_settings, ensure_user, password_file
 from devtools import truth as oracle
 from devtools.configs import mosquitto_conf
 from devtools.ports import free_port, port_open
 from devtools.processes import spawn, stop, wait_bridge_online
+from fleetsight.mqtt_users import admin_settings, ensure_user, password_file
+from runtime.mqtt import make_client, publish_confirmed, read_retained
 from runtime.settings import Settings
-from schemas.codec import Event
 from runtime.waiting import wait_for, wait_until
+from schemas.codec import Event
 
 
 def admin_dsn(settings: Settings, database: str = "postgres") -> str:

@@ -32,7 +32,7 @@ def test_compose_runs_every_stage_and_ships_no_secret() -> None:
     assert "secrets/" in (REPO_ROOT / ".gitignore").read_text().split()
     assert services["postgres"]["environment"]["POSTGRES_PASSWORD_FILE"].startswith("/run/secrets/")
     for name, service in services.items():
-        for key, value in (service.get("environment") or {}).items():
+        for key, _value in (service.get("environment") or {}).items():
             assert "PASSWORD" not in key or key.endswith("_FILE") or key.endswith("__FILE"), (name, key)
 
 
@@ -53,3 +53,25 @@ def test_shipped_broker_config_requires_logins_and_our_acl() -> None:
     conf = (REPO_ROOT / "deploy" / "mosquitto" / "mosquitto.conf").read_text().split("\n")
     assert "allow_anonymous false" in conf and any(line.startswith("acl_file") for line in conf)
     assert (REPO_ROOT / "deploy" / "mosquitto" / "acl").read_text() == ACL
+
+
+def test_local_services_render_the_shipped_broker_configs() -> None:
+    from devtools.configs import KAFKA_ENV, MOSQUITTO_CONF, kafka_env, kafka_properties, mosquitto_conf
+
+    shipped = [line for line in MOSQUITTO_CONF.read_text().splitlines() if line and not line.startswith("#")]
+    local = mosquitto_conf({"listener": "18830 127.0.0.1", "acl_file": None}).splitlines()
+    for line in shipped:
+        key = line.split()[0]
+        if key == "listener":
+            assert "listener 18830 127.0.0.1" in local
+        elif key == "acl_file":
+            assert not any(x.startswith("acl_file") for x in local)
+        else:
+            assert line in local, line
+    props = kafka_properties({"log.dirs": "/tmp/k"}).splitlines()
+    assert "log.dirs=/tmp/k" in props
+    assert {f"{k}={v}" for k, v in kafka_env().items()} <= set(props)
+    # compose passes the same file to its broker and overrides only what differs in containers.
+    kafka = yaml.safe_load((REPO_ROOT / "docker-compose.yml").read_text())["services"]["kafka"]
+    assert (REPO_ROOT / kafka["env_file"]).resolve() == KAFKA_ENV
+    assert not set(kafka["environment"]) & {line.split("=")[0] for line in KAFKA_ENV.read_text().splitlines() if "=" in line}

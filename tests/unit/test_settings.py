@@ -39,3 +39,36 @@ def test_missing_config_file_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.setenv("FLEETSIGHT_CONFIG", "/nonexistent/fs.yaml")
     with pytest.raises(FileNotFoundError, match="FLEETSIGHT_CONFIG"):
         Settings()
+
+
+def test_each_process_reads_only_its_own_settings() -> None:
+    from runtime.settings import BridgeSettings, EdgeSettings, SinkSettings, WorkerSettings
+
+    bridge, worker, sink, edge = (set(cls.model_fields) for cls in (BridgeSettings, WorkerSettings, SinkSettings, EdgeSettings))
+    assert not any(name.startswith("database") for name in bridge | edge)
+    assert not any(name.startswith("mqtt") for name in worker | sink)
+    assert not any(name.startswith("kafka") for name in edge)
+    assert "occupancy_alerts" in worker and "occupancy_alerts" not in sink | bridge | edge
+    assert "max_payload_bytes" in bridge and "max_payload_bytes" not in worker | sink | edge
+    # The whole set is each process's set, so one environment configures them all.
+    assert bridge | worker | sink | edge <= set(Settings.model_fields)
+
+
+def test_one_database_url_carries_the_password_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from sqlalchemy.engine import make_url
+
+    from runtime.settings import SinkSettings, WorkerSettings
+
+    secret = tmp_path / "pg.password"
+    secret.write_text("s3cr@t:/x\n")
+    monkeypatch.setenv("FLEETSIGHT_DATABASE_URL", "postgresql+asyncpg://fleetsight@db:5432/fleetsight")
+    monkeypatch.setenv("FLEETSIGHT_DATABASE_PASSWORD_FILE", str(secret))
+    for cls in (WorkerSettings, SinkSettings, Settings):
+        settings = cls()
+        assert make_url(settings.database_url).password == "s3cr@t:/x"
+        assert make_url(settings.postgres_dsn).password == "s3cr@t:/x"
+        # Children get the file, not the password.
+        assert "s3cr" not in settings.env()["FLEETSIGHT_DATABASE_URL"]
+    secret.unlink()
+    with pytest.raises(ValueError, match="database_password_file"):
+        WorkerSettings()

@@ -12,10 +12,10 @@ import pytest
 from edge.capture import Frame
 from edge.config import CameraConfig, OutboxConfig, SourceConfig
 from edge.detector import Detections, ModelError
-from edge.outbox import Outbox
-from edge.pipeline import Pipeline, build_scene
 from edge.model_store import ModelStore
 from edge.model_switch import ModelSwitch
+from edge.outbox import Outbox
+from edge.pipeline import Pipeline, build_scene
 from schemas.rollout import DesiredModel, RolloutError, chunk_hashes
 
 
