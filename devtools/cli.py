@@ -7,8 +7,8 @@ import logging
 import sys
 from pathlib import Path
 
-from fleetsight.cli import setup_logging
-from runtime.settings import Settings, load_settings
+from fleetsight.cli import run
+from runtime.settings import Settings
 
 log = logging.getLogger("fleetsight")
 
@@ -61,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("services", help="local Mosquitto, Kafka and PostgreSQL on loopback")
     p.add_argument("action", choices=["up", "down", "status"])
     p.add_argument("--purge", action="store_true", help="with down: also delete their data")
-    p.set_defaults(func=cmd_services)
+    p.set_defaults(func=cmd_services, settings=Settings)
 
     p = sub.add_parser("demo", help="everything at once: services, pipeline, camera nodes on a sample video, SQL, an HTML report")
     p.add_argument("--cameras", type=int, choices=[1, 2, 3], default=3)
@@ -69,20 +69,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--frames", type=int, help="stop each camera after this many frames")
     p.add_argument("--fast", action="store_true", help="as fast as the CPU allows instead of the clip's 10 fps")
     p.add_argument("--report", type=Path, default=Path("demo-report.html"), help="where to write the HTML report")
-    p.set_defaults(func=cmd_demo)
+    p.set_defaults(func=cmd_demo, settings=Settings)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Parse ``argv``, run the command, return its exit status."""
-    args = build_parser().parse_args(argv)
-    setup_logging(args.verbose)
-    try:
-        settings = load_settings()
-    except Exception as exc:  # a bad env var or YAML file: say which, briefly
-        log.error("invalid configuration: %s", exc)
-        return 2
-    return int(args.func(args, settings))
+    """The ``python -m devtools`` command."""
+    return run(build_parser(), argv)
 
 
 if __name__ == "__main__":

@@ -306,8 +306,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def run(parser: argparse.ArgumentParser, argv: list[str] | None) -> int:
+    """Parse ``argv``, load the command's settings class (``settings`` default), run its ``func``."""
+    args = parser.parse_args(argv)
     setup_logging(args.verbose)
     try:
         # Each command reads the settings of the process it is, and only those.
@@ -315,7 +316,12 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # a bad env var or YAML file: say which, briefly
         log.error("invalid configuration: %s", exc)
         return 2
-    return args.func(args, settings)
+    return int(args.func(args, settings))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The ``fleetsight`` command."""
+    return run(build_parser(), argv)
 
 
 if __name__ == "__main__":

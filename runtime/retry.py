@@ -82,4 +82,10 @@ async def retry(
         before_sleep=before_sleep,
         reraise=True,
     )
-    return await retrying(call)
+    async def attempt() -> T:
+        # tenacity awaits only what is a coroutine function; a lambda returning
+        # an awaitable is not one, and its coroutine came back unawaited (seen:
+        # the worker's batches, "'coroutine' object has no attribute 'applied'").
+        return await call()
+
+    return await retrying(attempt)

@@ -48,6 +48,10 @@ async def test_retry_retries_the_listed_errors_only() -> None:
     log = logging.getLogger("test")
     assert await retry(flaky, what="flaky", errors=(ConnectionError,), log=log, first_delay=0.001, max_delay=0.001) == "done"
     assert len(attempts) == 3
+    # As the callers write it: a lambda that returns the coroutine.
+    attempts.clear()
+    assert await retry(lambda: flaky(), what="flaky", errors=(ConnectionError,), log=log, first_delay=0.001) == "done"
+    assert len(attempts) == 3
 
     async def broken() -> None:
         raise ValueError("bad input")
