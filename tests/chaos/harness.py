@@ -385,9 +385,12 @@ class Chaos:
                 await conn.close()
 
     async def run(self, faults: int, gap_s: float, link_cut_s: float, down_s: tuple[float, float] = (3, 8)) -> Report:
-        await self.setup()
-        supervisor = asyncio.create_task(self.supervise())
+        supervisor: asyncio.Task[None] | None = None
         try:
+            # Inside the try: a stack that fails to start is torn down too
+            # (seen: cameras and a broker left running after a failed start).
+            await self.setup()
+            supervisor = asyncio.create_task(self.supervise())
             order = list(PARTS)
             self.rng.shuffle(order)
             schedule = (order * (faults // len(order) + 1))[:faults]
@@ -397,7 +400,8 @@ class Chaos:
                 self.report.faults.append(await self.inject(part, down))
             await self.drain()
         finally:
-            supervisor.cancel()
+            if supervisor is not None:
+                supervisor.cancel()
             await self.teardown()
         return self.report
 
