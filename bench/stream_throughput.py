@@ -42,6 +42,7 @@ from fleetsight.mqtt_users import admin_settings  # noqa: E402
 from runtime.kafka_admin import ensure_topics  # noqa: E402
 from runtime.mqtt import make_client  # noqa: E402
 from runtime.settings import Settings, load_settings  # noqa: E402
+from runtime.waiting import WaitTimeout, wait_for  # noqa: E402
 from schemas.codec import Event, encode  # noqa: E402
 from streams.partitioning import partition_for  # noqa: E402
 
@@ -183,11 +184,11 @@ async def latency(settings: Settings, seconds: float, rate: float, logs: Path) -
         # Warm up until the pipeline answers, then measure at a steady rate.
         send("probe", "warmup")
         conn = await asyncpg.connect(settings.postgres_dsn)
-        deadline = time.monotonic() + 120
-        while not await conn.fetchval("SELECT count(*) FROM camera_minute_counts WHERE object_class = 'warmup'"):
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"the pipeline did not answer; logs in {logs}")
-            await asyncio.sleep(0.2)  # waiting for the worker's first assignment
+        warm = "SELECT count(*) FROM camera_minute_counts WHERE object_class = 'warmup'"
+        try:
+            await wait_for(lambda: conn.fetchval(warm), 120, "the worker's first assignment")
+        except WaitTimeout:
+            raise RuntimeError(f"the pipeline did not answer; logs in {logs}") from None
         started = time.monotonic()
         k = 0
         while time.monotonic() - started < seconds:
@@ -197,13 +198,16 @@ async def latency(settings: Settings, seconds: float, rate: float, logs: Path) -
                 sent[f"probe-{k}"] = send("probe", f"probe-{k}")
             k += 1
             await asyncio.sleep(0.1)  # the load's pace: rate/10 events every 100 ms
-        deadline = time.monotonic() + 60
-        rows = []
-        while time.monotonic() < deadline:
-            rows = await conn.fetch("SELECT object_class, extract(epoch FROM updated_at) AS at FROM camera_minute_counts WHERE camera_id = 'probe' AND object_class LIKE 'probe-%'")
-            if len(rows) >= len(sent):
-                break
-            await asyncio.sleep(0.5)
+        probes = "SELECT object_class, extract(epoch FROM updated_at) AS at FROM camera_minute_counts WHERE camera_id = 'probe' AND object_class LIKE 'probe-%'"
+
+        async def all_probes() -> bool:
+            return len(await conn.fetch(probes)) >= len(sent)
+
+        try:
+            await wait_for(all_probes, 60, "every probe's row", interval=0.5)
+        except WaitTimeout:
+            pass  # the latencies of those that arrived
+        rows = await conn.fetch(probes)
         await conn.close()
         client.loop_stop()
         return sorted((float(r["at"]) - sent[r["object_class"]]) * 1000 for r in rows)
