@@ -179,7 +179,7 @@ class Mosquitto(_Process):
         extra = ["log_type error", "log_type warning", "log_type notice"]
         if _is_root():
             # Started as root, mosquitto drops to its own user: give it its
-            # data (the password and ACL files are given in mqtt_auth). A
+            # data (the password and ACL files are given in fleetsight/mqtt_users.py). A
             # folder that user cannot reach (a private temp dir) keeps it root.
             try:
                 account = pwd.getpwnam("mosquitto")

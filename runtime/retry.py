@@ -82,6 +82,7 @@ async def retry(
         before_sleep=before_sleep,
         reraise=True,
     )
+
     async def attempt() -> T:
         # tenacity awaits only what is a coroutine function; a lambda returning
         # an awaitable is not one, and its coroutine came back unawaited (seen:
