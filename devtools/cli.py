@@ -7,7 +7,7 @@ import logging
 import sys
 from pathlib import Path
 
-from fleetsight.cli import run
+from fleetsight.cli import command_parser, run
 from runtime.settings import Settings
 
 log = logging.getLogger("fleetsight")
@@ -54,9 +54,7 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m devtools", description=__doc__)
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser, sub = command_parser("python -m devtools", __doc__)
 
     p = sub.add_parser("services", help="local Mosquitto, Kafka and PostgreSQL on loopback")
     p.add_argument("action", choices=["up", "down", "status"])

@@ -27,7 +27,7 @@ from devtools.configs import kafka_properties, mosquitto_conf
 from devtools.ports import port_open
 from fleetsight.mqtt_users import ACL, ADMIN_USER, ensure_user, give_to_broker, reload_broker
 from runtime.settings import BRIDGE_USER, REPO_ROOT, Settings
-from runtime.waiting import WaitTimeout, wait_until
+from runtime.waiting import WaitAborted, WaitTimeout, wait_until
 
 log = logging.getLogger("fleetsight.services")
 
@@ -57,7 +57,7 @@ def _wait(predicate: Callable[[], object], what: str, timeout: float, proc: subp
 
     try:
         wait_until(predicate, timeout, what, interval=0.1, abort=exited)
-    except RuntimeError as exc:  # WaitTimeout is not one: it is an OSError
+    except WaitAborted as exc:
         raise ServiceError(str(exc)) from None
     except WaitTimeout:
         raise ServiceError(f"{what} did not answer within {timeout:.0f} s{_tail(log_file)}") from None
@@ -125,16 +125,21 @@ class _Process:
         if pid is None:
             self.pid_file.unlink(missing_ok=True)
             return
-        os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and _pid_alive(pid, self.marker):
+
+        def gone() -> bool:
             _reap(pid)
-            time.sleep(0.1)
-        if _pid_alive(pid, self.marker):
+            return not _pid_alive(pid, self.marker)
+
+        os.kill(pid, signal.SIGTERM)
+        try:
+            wait_until(gone, timeout, f"{self.name} to exit", interval=0.1)
+        except WaitTimeout:
             log.warning("%s (pid %d) ignored SIGTERM for %.0f s; killing it", self.name, pid, timeout)
             os.kill(pid, signal.SIGKILL)
-            time.sleep(0.1)
-            _reap(pid)
+            try:
+                wait_until(gone, 10, f"{self.name} to die of SIGKILL", interval=0.1)
+            except WaitTimeout:
+                log.error("%s (pid %d) still there 10 s after SIGKILL", self.name, pid)
         self.pid_file.unlink(missing_ok=True)
 
 

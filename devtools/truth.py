@@ -73,10 +73,10 @@ def objects_per_minute(truth: Truth) -> Counter[tuple[Any, ...]]:
     return Counter({key[1:4]: n for key, n in truth.items() if key[0] == "camera_minute_counts" and key[-1] == "objects"})
 
 
-async def in_sql(conn: asyncpg.Connection, cameras: list[str]) -> Truth:
-    """What the aggregate tables hold for ``cameras``, in the oracle's form."""
+async def in_sql(conn: asyncpg.Connection, cameras: list[str], tables: Iterable[Table] = TABLES) -> Truth:
+    """What the aggregate ``tables`` (default: all) hold for ``cameras``, in the oracle's form."""
     out: Truth = Counter()
-    for table in TABLES:
+    for table in tables:
         rows = await conn.fetch(
             f"SELECT {table.key_sql}, {', '.join(table.columns)} FROM {table.name} WHERE camera_id = ANY($1)", cameras
         )

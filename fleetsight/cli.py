@@ -235,10 +235,15 @@ def cmd_edge_eval(args: argparse.Namespace, settings: EdgeSettings) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="fleetsight", description=__doc__)
+def command_parser(prog: str, description: str | None) -> tuple[argparse.ArgumentParser, argparse._SubParsersAction[argparse.ArgumentParser]]:
+    """A command line with ``-v`` and subcommands, as :func:`run` expects it."""
+    parser = argparse.ArgumentParser(prog=prog, description=description)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    sub = parser.add_subparsers(dest="command", required=True)
+    return parser, parser.add_subparsers(dest="command", required=True)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser, sub = command_parser("fleetsight", __doc__)
 
     p = sub.add_parser("mqtt", help="MQTT users of the local broker")
     p.add_argument("action", choices=["add-camera", "add-user", "acl"])

@@ -20,6 +20,10 @@ class WaitTimeout(TimeoutError):
     """The condition did not hold before the deadline."""
 
 
+class WaitAborted(RuntimeError):
+    """``abort`` gave a reason to stop waiting (e.g. the awaited process exited)."""
+
+
 def _timed_out(what: str, timeout: float, last: object) -> WaitTimeout:
     return WaitTimeout(f"timed out after {timeout:.0f} s waiting for {what}; last value: {last!r}")
 
@@ -36,7 +40,7 @@ def wait_until(
 
     Raises :class:`WaitTimeout` after ``timeout`` seconds; ``abort`` may end the
     wait early with a reason (e.g. the process being waited for has exited),
-    raised as a ``RuntimeError``.
+    raised as :class:`WaitAborted`.
     """
     deadline = time.monotonic() + timeout
     while True:
@@ -44,7 +48,7 @@ def wait_until(
         if last:
             return last
         if abort is not None and (reason := abort()):
-            raise RuntimeError(reason)
+            raise WaitAborted(reason)
         if time.monotonic() >= deadline:
             raise _timed_out(what, timeout, last)
         time.sleep(interval)  # the poll interval of a condition with a deadline

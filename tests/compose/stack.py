@@ -19,7 +19,7 @@ import tempfile
 from pathlib import Path
 
 from runtime.settings import REPO_ROOT
-from runtime.waiting import WaitTimeout, wait_until
+from runtime.waiting import WaitAborted, WaitTimeout, wait_until
 
 BASE = "local/debian:bookworm"
 PYTHON = "fleetsight-test/python"
@@ -70,11 +70,9 @@ class Engine:
         try:
             wait_until(_engine_answers, 60, "dockerd to answer",
                        abort=lambda: f"dockerd exited ({proc.returncode})" if proc.poll() is not None else None)
-            return
-        except (WaitTimeout, RuntimeError):
-            pass
-        self.stop()
-        raise Unavailable(f"dockerd exited or did not answer within 60 s (log in {log.name})")
+        except (WaitTimeout, WaitAborted) as exc:
+            self.stop()
+            raise Unavailable(f"{exc} (log in {log.name})") from None
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:

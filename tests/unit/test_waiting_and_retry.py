@@ -8,7 +8,7 @@ import logging
 import pytest
 
 from runtime.retry import delays, retry
-from runtime.waiting import WaitTimeout, wait_for, wait_until
+from runtime.waiting import WaitAborted, WaitTimeout, wait_for, wait_until
 
 
 def test_wait_until_returns_the_first_truthy_value_and_names_what_timed_out() -> None:
@@ -16,7 +16,7 @@ def test_wait_until_returns_the_first_truthy_value_and_names_what_timed_out() ->
     assert wait_until(lambda: next(values), 5, "seven", interval=0.001) == 7
     with pytest.raises(WaitTimeout, match="waiting for the impossible; last value: False"):
         wait_until(lambda: False, 0.05, "the impossible", interval=0.01)
-    with pytest.raises(RuntimeError, match="gave up"):
+    with pytest.raises(WaitAborted, match="gave up"):
         wait_until(lambda: False, 5, "x", interval=0.001, abort=lambda: "gave up")
 
 
