@@ -95,7 +95,7 @@ class CameraNode:
                         self.config, self.switch.detector, self.scene, outbox, self.source.fps,
                         stats=self.stats, on_stored=stored, debug=self._debug, start=frame.media_s,
                         on_snapshot=lambda jpeg: loop.call_soon_threadsafe(self.uplink.publish_snapshot, jpeg),
-                        switch=self.switch,
+                        switch=self.switch, clock=self.uplink.clock_estimate,
                     )
                 pipeline.step(frame)
                 if self.max_frames is not None and self.stats.frames >= self.max_frames:

@@ -9,6 +9,12 @@
 - Rows are only removed from the front: up to the ack watermark the bridge
   publishes, or the oldest ones when the outbox is full (counted in
   ``dropped``). So the rows are always one contiguous seq range.
+- The ledger (``schemas/ledger.py``) of what was recorded per event-time
+  minute, and what of it a full outbox dropped, is kept in the same file and
+  updated in the same transaction as the events, so it can never disagree
+  with them. A closed minute is reported by a ``reconcile`` event appended
+  in the transaction that closes it; a minute that changes after that (an
+  event with an old time, a drop) is reported again.
 """
 
 from __future__ import annotations
@@ -19,9 +25,10 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, overload
 
-from schemas.codec import Event
+from schemas.codec import MINUTE_MS, Event
+from schemas.ledger import UNCOUNTED, MinuteLedger, seq_hash
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
@@ -44,7 +51,14 @@ CREATE TABLE IF NOT EXISTS state (
     key   TEXT PRIMARY KEY,
     value TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS ledger (
+    minute   INTEGER PRIMARY KEY,
+    body     TEXT    NOT NULL,  -- the reconcile body (MinuteLedger.report())
+    reported INTEGER            -- seq of the reconcile event that sent this body; NULL: changed since
+);
 """
+
+LEDGER_KEEP_MS = 7 * 24 * 3600 * 1000  # reported minutes older than this are forgotten
 
 
 @dataclass(frozen=True)
@@ -89,36 +103,105 @@ class Outbox:
             (key, delta),
         )
 
-    def append(self, items: Iterable[NewEvent], state: str | None = None) -> list[Event]:
+    def append(
+        self, items: Iterable[NewEvent], state: str | None = None, close_at: int | None = None, close_all: bool = False
+    ) -> list[Event]:
         """Store events in one transaction; returns them with their seqs.
 
         When this returns, the events are on disk. ``state`` (the scene's
         snapshot) is saved in the same transaction, so the saved state always
         matches the events emitted. If the outbox is over its limit, the
-        oldest events are dropped and counted.
+        oldest events are dropped and counted. With ``close_at`` (the node's
+        time now, ms), minutes that ended by then are reported (their
+        ``reconcile`` events are among those returned); ``close_all`` reports
+        the current minute too (the source is over).
         """
         out: list[Event] = []
+        ledgers: dict[int, MinuteLedger] = {}
         cur = self._db.cursor()
         cur.execute("BEGIN IMMEDIATE")
         try:
             if state is not None:
                 cur.execute("INSERT OR REPLACE INTO state(key, value) VALUES ('scene', ?)", (state,))
             for item in items:
-                data = json.dumps(item.data, separators=(",", ":"))
-                cur.execute("INSERT INTO events(ts, type, data) VALUES (?, ?, ?)", (item.ts, item.type, data))
-                seq = cur.lastrowid
-                assert seq is not None  # an INSERT always sets it
-                out.append(Event(self.camera_id, self.site, seq, item.ts, item.type, item.data))
+                event = self._insert(cur, item.ts, item.type, item.data)
+                out.append(event)
+                if event.type not in UNCOUNTED:
+                    self._ledger(cur, event.minute, ledgers).record(event.seq, event.type, event.data)
             overflow = self._depth(cur) - self.max_events
             if overflow > 0:
-                head = self._head(cur)
-                cur.execute("DELETE FROM events WHERE seq < ?", (head + overflow,))
+                cutoff = self._head(cur) + overflow
+                for seq, ts, type_, data in cur.execute("SELECT seq, ts, type, data FROM events WHERE seq < ?", (cutoff,)).fetchall():
+                    if type_ in UNCOUNTED:  # a report lost: send that minute again
+                        cur.execute("UPDATE ledger SET reported = NULL WHERE reported = ?", (seq,))
+                    elif ledger := self._ledger(cur, ts - ts % MINUTE_MS, ledgers, create=False):
+                        ledger.drop(seq, type_, json.loads(data))  # (a minute forgotten long ago stays so)
+                cur.execute("DELETE FROM events WHERE seq < ?", (cutoff,))
                 self._add_meta("dropped", overflow)
+            self._save_ledgers(cur, ledgers)
+            if close_at is not None:
+                out += self._close_minutes(cur, close_at, close_all)
             cur.execute("COMMIT")
         except BaseException:
             cur.execute("ROLLBACK")
             raise
         return out
+
+    def _insert(self, cur: sqlite3.Cursor, ts: int, type_: str, data: dict[str, Any], seq: int | None = None) -> Event:
+        text = json.dumps(data, separators=(",", ":"))
+        cur.execute("INSERT INTO events(seq, ts, type, data) VALUES (?, ?, ?, ?)", (seq, ts, type_, text))
+        seq = cur.lastrowid
+        assert seq is not None  # an INSERT always sets it
+        return Event(self.camera_id, self.site, seq, ts, type_, data)
+
+    # --- the ledger ---------------------------------------------------------------
+
+    @overload
+    @staticmethod
+    def _ledger(cur: sqlite3.Cursor, minute: int, ledgers: dict[int, MinuteLedger]) -> MinuteLedger: ...
+    @overload
+    @staticmethod
+    def _ledger(cur: sqlite3.Cursor, minute: int, ledgers: dict[int, MinuteLedger], create: bool) -> MinuteLedger | None: ...
+
+    @staticmethod
+    def _ledger(cur: sqlite3.Cursor, minute: int, ledgers: dict[int, MinuteLedger], create: bool = True) -> MinuteLedger | None:
+        ledger = ledgers.get(minute)
+        if ledger is None:
+            row = cur.execute("SELECT body FROM ledger WHERE minute = ?", (minute,)).fetchone()
+            if row is None and not create:
+                return None
+            ledger = ledgers[minute] = MinuteLedger.from_report(json.loads(row[0])) if row else MinuteLedger(minute)
+        return ledger
+
+    @staticmethod
+    def _save_ledgers(cur: sqlite3.Cursor, ledgers: dict[int, MinuteLedger]) -> None:
+        # A changed minute is not reported any more: it goes out again when closed.
+        cur.executemany(
+            "INSERT OR REPLACE INTO ledger(minute, body, reported) VALUES (?, ?, NULL)",
+            [(minute, json.dumps(ledger.report(), separators=(",", ":"))) for minute, ledger in ledgers.items()],
+        )
+
+    def _close_minutes(self, cur: sqlite3.Cursor, now: int, close_all: bool) -> list[Event]:
+        limit = now + MINUTE_MS if close_all else now
+        due = cur.execute(
+            "SELECT minute, body FROM ledger WHERE reported IS NULL AND minute + ? <= ? ORDER BY minute", (MINUTE_MS, limit)
+        ).fetchall()
+        out = []
+        for minute, body in due:
+            event = self._insert(cur, now, "reconcile", json.loads(body))
+            cur.execute("UPDATE ledger SET reported = ? WHERE minute = ?", (event.seq, minute))
+            out.append(event)
+        cur.execute("DELETE FROM ledger WHERE reported IS NOT NULL AND minute < ?", (now - LEDGER_KEEP_MS,))
+        return out
+
+    def ledger(self, minute: int) -> MinuteLedger | None:
+        """What this camera recorded in ``minute`` (None if nothing)."""
+        row = self._db.execute("SELECT body FROM ledger WHERE minute = ?", (minute,)).fetchone()
+        return MinuteLedger.from_report(json.loads(row[0])) if row else None
+
+    def unreported(self) -> list[int]:
+        """Minutes whose current figures have not been sent."""
+        return [r[0] for r in self._db.execute("SELECT minute FROM ledger WHERE reported IS NULL ORDER BY minute")]
 
     def load_state(self) -> str | None:
         """The scene snapshot saved by the last :meth:`append` that had one."""
@@ -200,11 +283,23 @@ class Outbox:
         cur = self._db.cursor()
         cur.execute("BEGIN IMMEDIATE")
         try:
-            rows = cur.execute("SELECT ts, type, data FROM events ORDER BY seq").fetchall()
+            rows = cur.execute("SELECT seq, ts, type, data FROM events ORDER BY seq").fetchall()
             cur.execute("DELETE FROM events")
             cur.execute("DELETE FROM sqlite_sequence WHERE name = 'events'")
             cur.execute("INSERT INTO sqlite_sequence(name, seq) VALUES ('events', ?)", (seq,))
-            cur.executemany("INSERT INTO events(ts, type, data) VALUES (?, ?, ?)", rows)
+            ledgers: dict[int, MinuteLedger] = {}
+            for new, (old, ts, type_, data) in enumerate(rows, start=seq + 1):
+                cur.execute("INSERT INTO events(seq, ts, type, data) VALUES (?, ?, ?, ?)", (new, ts, type_, data))
+                if type_ in UNCOUNTED:  # its figures name the old seqs: report the minute again
+                    cur.execute("UPDATE ledger SET reported = NULL WHERE reported = ?", (old,))
+                    continue
+                # The ledger recorded the old seq: it is the new one now.
+                ledger = self._ledger(cur, ts - ts % MINUTE_MS, ledgers, create=False)
+                if ledger is None:
+                    continue
+                ledger.digest ^= seq_hash(old) ^ seq_hash(new)
+                ledger.seq_last = max(ledger.seq_last or new, new)
+            self._save_ledgers(cur, ledgers)
             cur.execute("COMMIT")
         except BaseException:
             cur.execute("ROLLBACK")

@@ -86,6 +86,7 @@ class Pipeline:
         start: float = 0.0,
         on_snapshot: Callable[[bytes], object] | None = None,
         switch: ModelSwitch | None = None,
+        clock: Callable[[], tuple[float, float] | None] | None = None,
     ) -> None:
         self.config = config
         self.detector = detector
@@ -125,6 +126,9 @@ class Pipeline:
         self.on_snapshot = on_snapshot if config.snapshots.enabled else None
         self._next_snapshot = start
         self.tracked: list[TrackedObject] | None = None  # the last frame's tracks; None when it ran no detector
+        self.clock = clock  # (offset, error) of this node's clock against the bridge's, in seconds
+        # The lines and zones go out once per start; their events carry the version.
+        self._geometry_due = bool(scene.geometry)
 
     def step(self, frame: Frame) -> list[Event]:
         """Process one frame; returns the events it stored."""
@@ -145,6 +149,9 @@ class Pipeline:
             self._m_skipped.inc()
             events = self.scene.expire(frame.ts, now)
         self.tracked = tracked
+        if self._geometry_due:
+            events.insert(0, NewEvent(frame.ts, "geometry", {"version": self.scene.geometry, **self.scene.geometry_doc}))
+            self._geometry_due = False
         if self.scene.zones and now >= self._next_occupancy:
             events += self.scene.occupancy(frame.ts)
             self._next_occupancy = now + self.config.occupancy_interval_s
@@ -172,7 +179,7 @@ class Pipeline:
 
     def finish(self, source_ended: bool) -> list[Event]:
         """After the last frame: end every track if the source is over, else keep them for a restart."""
-        return self._store(self.scene.end_all(self.last_ts) if source_ended else [])
+        return self._store(self.scene.end_all(self.last_ts) if source_ended else [], close_all=source_ended)
 
     def _detect(self, image: np.ndarray):
         if self.switch is not None:
@@ -211,7 +218,7 @@ class Pipeline:
         p50, p95 = self.stats.inference_percentiles()
         frames, skipped = self.stats.frames - self._reported[0], self.stats.skipped - self._reported[1]
         self._reported = (self.stats.frames, self.stats.skipped)
-        return NewEvent(ts, "health", {
+        data = {
             "uptime_s": round(time.monotonic() - self.stats.started, 1),
             "fps": round(self.stats.fps(), 2),
             "frames": frames,
@@ -222,11 +229,16 @@ class Pipeline:
             "outbox_age_s": round(self.outbox.oldest_age_s(ts), 1),
             "dropped_events": self.outbox.dropped,
             "model_version": self.detector.spec.version,
-        })
+        }
+        clock = self.clock() if self.clock else None
+        if clock is not None:
+            data["clock_offset_s"], data["clock_error_s"] = round(clock[0], 3), round(clock[1], 3)
+        return NewEvent(ts, "health", data)
 
-    def _store(self, events: list[NewEvent]) -> list[Event]:
-        # The scene's state goes in the same transaction as the events it caused.
-        stored = self.outbox.append(events, state=self.scene.snapshot(self.now))
+    def _store(self, events: list[NewEvent], close_all: bool = False) -> list[Event]:
+        # The scene's state goes in the same transaction as the events it
+        # caused; minutes before this frame are over and reported.
+        stored = self.outbox.append(events, state=self.scene.snapshot(self.now), close_at=self.last_ts or None, close_all=close_all)
         for event in stored:
             self.stats.events[event.type] += 1
             metrics.EDGE_EVENTS.labels(self.config.camera_id, event.type).inc()

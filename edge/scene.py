@@ -20,6 +20,11 @@ the counts honest:
   is in) is saved with the events in the outbox, in one transaction. After a
   restart, a new track found where a saved one stood takes over its state,
   so nothing is counted twice; saved tracks nobody takes over are ended.
+- Line, zone and occupancy events carry the geometry version (a hash of
+  the lines and zones, ``schemas/geometry.py``). A restart with other lines
+  or zones keeps the saved tracks (an object is not counted twice) but not
+  their line sides or zones: their zone stays are ended under the old version,
+  and the new lines count from where the tracks are next seen.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from edge.outbox import NewEvent
+from schemas import geometry as geometry_version
 
 Point = tuple[float, float]
 
@@ -177,6 +183,17 @@ class Scene:
         self._orphans: list[TrackState] = []  # restored after a restart, not yet found again
         self._orphans_until = 0.0
         self._next_id = 1
+        self.geometry_doc = geometry_version.normalized(
+            [(line.name, line.a, line.b) for line in self.lines], [(zone.name, zone.polygon) for zone in self.zones]
+        )
+        self.geometry = geometry_version.version(self.geometry_doc) if self.lines or self.zones else ""
+        self._retired: list[NewEvent] = []  # zone exits under an older geometry, out with the next frame
+
+    def _tag(self, data: dict[str, Any]) -> dict[str, Any]:
+        """``data`` with the geometry version, when the camera has lines or zones."""
+        if self.geometry:
+            data["geometry"] = self.geometry
+        return data
 
     # --- persistence ------------------------------------------------------------
 
@@ -188,7 +205,7 @@ class Scene:
             for key in ("first", "last"):
                 t[key] -= now
             t["zones"] = {z: entered - now for z, entered in t["zones"].items()}
-        return json.dumps({"tracks": tracks, "next_id": self._next_id}, separators=(",", ":"))
+        return json.dumps({"tracks": tracks, "next_id": self._next_id, "geometry": self.geometry}, separators=(",", ":"))
 
     def restore(self, snapshot: str | None, now: float) -> None:
         """Take over the tracks of a snapshot; they wait to be found again."""
@@ -196,11 +213,30 @@ class Scene:
             return
         data = json.loads(snapshot)
         self._next_id = max(self._next_id, data.get("next_id", 1))
+        # A snapshot from before versions existed is taken as the same geometry.
+        old = data.get("geometry", self.geometry)
         for d in data["tracks"]:
             # Downtime is not dwell: times continue from the moment of restart.
             d = {**d, "first": d["first"] + now, "last": now, "zones": {z: e + now for z, e in d["zones"].items()}}
-            self._orphans.append(TrackState.from_json(d))
+            state = TrackState.from_json(d)
+            if old != self.geometry:
+                self._retire(state, old)
+            self._orphans.append(state)
         self._orphans_until = now + self.adopt_window_s
+
+    def _take_retired(self, ts: int) -> list[NewEvent]:
+        events = [NewEvent(ts, e.type, e.data) for e in self._retired]
+        self._retired = []
+        return events
+
+    def _retire(self, state: TrackState, old: str) -> None:
+        """Lines and zones changed: end the track's zone stays under the old version, forget its sides."""
+        for zone, entered in sorted(state.zones.items()):
+            data = {"track_id": state.track_id, "class": state.class_name, "zone": zone, "dwell_s": round(max(0.0, state.last_seen - entered), 2)}
+            if old:
+                data["geometry"] = old
+            self._retired.append(NewEvent(0, "zone.exit", data))
+        state.zones, state.sides, state.last_clear, state.pending = {}, {}, {}, {}
 
     # --- per frame ----------------------------------------------------------------
 
@@ -244,7 +280,7 @@ class Scene:
 
     def expire(self, ts: int, now: float) -> list[NewEvent]:
         """End tracks not seen for ``track_timeout_s`` (and orphans nobody took over)."""
-        events: list[NewEvent] = []
+        events = self._take_retired(ts)
         for tid in [tid for tid, t in self.tracks.items() if now - t.last_seen > self.track_timeout_s or self._walked_out(t, now)]:
             state = self.tracks.pop(tid)
             if state.confirmed:
@@ -257,7 +293,7 @@ class Scene:
 
     def end_all(self, ts: int) -> list[NewEvent]:
         """End every track: the source is over."""
-        events: list[NewEvent] = []
+        events = self._take_retired(ts)
         for state in [*self.tracks.values(), *self._orphans]:
             if state.confirmed:
                 self._end(state, ts, events)
@@ -271,7 +307,7 @@ class Scene:
         for zone in self.zones:
             counts = Counter({c: 0 for c in self.classes})
             counts.update(t.class_name for t in self.tracks.values() if t.confirmed and zone.name in t.zones)
-            events.append(NewEvent(ts, "occupancy", {"zone": zone.name, "counts": dict(sorted(counts.items()))}))
+            events.append(NewEvent(ts, "occupancy", self._tag({"zone": zone.name, "counts": dict(sorted(counts.items()))})))
         return events
 
     # --- internals ------------------------------------------------------------------
@@ -294,7 +330,7 @@ class Scene:
             if zone.contains(obs.anchor):
                 state.zones[zone.name] = now
                 state.visited.append(zone.name)
-                events.append(NewEvent(ts, "zone.enter", {"track_id": state.track_id, "class": obs.class_name, "zone": zone.name}))
+                events.append(NewEvent(ts, "zone.enter", self._tag({"track_id": state.track_id, "class": obs.class_name, "zone": zone.name})))
         return state
 
     def _adopt(self, obs: Observation, now: float) -> TrackState | None:
@@ -362,10 +398,10 @@ class Scene:
             state.last_clear[line.name] = obs.anchor
             t = line.along(meet)
             if -self.extent_tolerance <= t <= 1 + self.extent_tolerance:
-                events.append(NewEvent(ts, "line.cross", {
+                events.append(NewEvent(ts, "line.cross", self._tag({
                     "track_id": state.track_id, "class": state.class_name, "line": line.name,
                     "direction": "in" if side > 0 else "out",
-                }))
+                })))
 
     def _zones(self, state: TrackState, now: float, ts: int, events: list[NewEvent]) -> None:
         for zone in self.zones:
@@ -383,20 +419,20 @@ class Scene:
                 state.zones[zone.name] = now
                 if zone.name not in state.visited:
                     state.visited.append(zone.name)
-                events.append(NewEvent(ts, "zone.enter", {"track_id": state.track_id, "class": state.class_name, "zone": zone.name}))
+                events.append(NewEvent(ts, "zone.enter", self._tag({"track_id": state.track_id, "class": state.class_name, "zone": zone.name})))
             else:
                 entered = state.zones.pop(zone.name)
-                events.append(NewEvent(ts, "zone.exit", {
+                events.append(NewEvent(ts, "zone.exit", self._tag({
                     "track_id": state.track_id, "class": state.class_name, "zone": zone.name,
                     "dwell_s": round(max(0.0, now - entered), 2),
-                }))
+                })))
 
     def _end(self, state: TrackState, ts: int, events: list[NewEvent]) -> None:
         for zone, entered in sorted(state.zones.items()):
-            events.append(NewEvent(ts, "zone.exit", {
+            events.append(NewEvent(ts, "zone.exit", self._tag({
                 "track_id": state.track_id, "class": state.class_name, "zone": zone,
                 "dwell_s": round(max(0.0, state.last_seen - entered), 2),
-            }))
+            })))
         events.append(NewEvent(ts, "track.end", {
             "track_id": state.track_id, "class": state.class_name,
             "dwell_s": round(max(0.0, state.last_seen - state.first_seen), 2),

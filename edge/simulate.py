@@ -96,6 +96,7 @@ async def run_simulator(
     metrics.serve(settings.simulator_metrics_port, settings.metrics_bind)
     started = time.monotonic()
     owed = [0.0] * len(outboxes)
+    minutes = [0] * len(outboxes)  # per camera, the minute when it last stored
     view = _Progress(config, outboxes, uplinks, report) if progress else None
     try:
         while time.monotonic() - started < config.duration_s:
@@ -107,20 +108,26 @@ async def run_simulator(
                     owed[i] -= 1
                     track_ids[i] += 1
                     batch.append(make_event(rng, track_ids[i], now_ms, time.monotonic() - started))
-                if batch:
-                    for event in outbox.append(batch):
-                        metrics.EDGE_EVENTS.labels(event.camera_id, event.type).inc()
-                        if event.type == "track.start":
-                            minute = event.ts - event.ts % MINUTE_MS
-                            report.expected[(event.camera_id, event.data["class"], minute)] += 1
-                    report.generated += len(batch)
-                    uplinks[i].notify()
+                if not batch and now_ms // MINUTE_MS == minutes[i]:
+                    continue
+                minutes[i] = now_ms // MINUTE_MS
+                # Minutes before now are over: their reconcile events go out.
+                for event in outbox.append(batch, close_at=now_ms):
+                    metrics.EDGE_EVENTS.labels(event.camera_id, event.type).inc()
+                    if event.type == "track.start":
+                        minute = event.ts - event.ts % MINUTE_MS
+                        report.expected[(event.camera_id, event.data["class"], minute)] += 1
+                report.generated += len(batch)
+                uplinks[i].notify()
             for outbox, uplink in zip(outboxes, uplinks):
                 metrics.EDGE_OUTBOX_DEPTH.labels(outbox.camera_id).set(outbox.depth())
                 metrics.EDGE_LINK_UP.labels(outbox.camera_id).set(1 if uplink.stats.connected else 0)
             if view:
                 view.update()
             await asyncio.sleep(TICK_S)  # pacing the generator, not synchronisation
+        for outbox, uplink in zip(outboxes, uplinks):
+            outbox.append([], close_at=int(time.time() * 1000), close_all=True)  # the run is over
+            uplink.notify()
         results = await asyncio.gather(*(u.drained(config.drain_timeout_s) for u in uplinks))
         report.drained = all(results)
         if view:

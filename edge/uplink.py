@@ -6,6 +6,12 @@ seq order, at most ``window`` events beyond the watermark, and goes back to
 the watermark (go-back-N) after any reconnect or when the watermark has not
 moved for ``resend_after_s`` while events are outstanding. Resends make
 duplicates; the cloud drops them by (camera, seq).
+
+The ack watermark carries the bridge's clock: an ack for the last seq of a
+message sent at local time ``s`` and received at ``r`` was written between
+the two, so this node's clock is off by ``(s + r) / 2 - ack.ts`` give or take
+``(r - s) / 2`` (the NTP idea, with the bridge as the server). Health
+reports carry the tightest recent estimate.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -75,6 +82,8 @@ class Uplink:
         # state it keeps retained on the broker; both survive reconnects.
         self._handlers: dict[str, Callable[[str, bytes], None]] = {}
         self._retained: dict[str, bytes] = {}
+        self._sent_at: dict[int, float] = {}  # last seq of a message sent once -> wall time it went
+        self._clock: deque[tuple[float, float]] = deque(maxlen=30)  # (offset, error) samples, seconds
 
     # --- paho thread ----------------------------------------------------------
 
@@ -98,14 +107,15 @@ class Uplink:
             return
         if msg.topic != self.topics.ack(self.camera_id):
             return  # retained messages still in flight for a topic just unsubscribed
+        received = time.time()
         try:
-            camera_id, seq = decode_ack(bytes(msg.payload))
+            ack = decode_ack(bytes(msg.payload))
         except EventError as exc:
             log.warning("%s: ignoring bad ack message: %s", self.camera_id, exc.detail)
             return
-        if camera_id == self.camera_id:
+        if ack.camera_id == self.camera_id:
             assert self._loop is not None
-            self._loop.call_soon_threadsafe(self._on_ack, seq)
+            self._loop.call_soon_threadsafe(self._on_ack, ack.seq, ack.ts, received)
 
     # --- asyncio loop -----------------------------------------------------------
 
@@ -117,11 +127,17 @@ class Uplink:
                 self._client.publish(topic, payload, qos=1, retain=True)  # type: ignore[union-attr]
             self._cursor = None  # go back: anything in flight may be lost
             self._head_published = None
+            self._sent_at.clear()  # a resent seq's send time is ambiguous
         elif not self._closing:
             log.warning("%s: link down; events wait in the outbox", self.camera_id)
         self._wake.set()
 
-    def _on_ack(self, seq: int) -> None:
+    def _on_ack(self, seq: int, bridge_ms: int = 0, received: float | None = None) -> None:
+        sent = self._sent_at.pop(seq, None)
+        if sent is not None and bridge_ms and received is not None and received >= sent:
+            self._clock.append(((sent + received) / 2 - bridge_ms / 1000, (received - sent) / 2))
+        for old in [s for s in self._sent_at if s < seq]:
+            del self._sent_at[old]
         last = self.outbox.last_seq()
         if seq > last:
             moved = self.outbox.renumber_after(seq)
@@ -137,6 +153,11 @@ class Uplink:
         self.outbox.confirm(seq)
         self._progress.set()
         self._wake.set()
+
+    def clock_estimate(self) -> tuple[float, float] | None:
+        """This node's clock minus the bridge's and its error bound (seconds), from the tightest recent ack; None before one."""
+        samples = list(self._clock)  # a copy: the video thread asks, the event loop appends
+        return min(samples, key=lambda s: s[1]) if samples else None
 
     def publish_snapshot(self, jpeg: bytes) -> None:
         """Best effort (QoS 0, retained): the latest picture, not a record."""
@@ -187,6 +208,7 @@ class Uplink:
         if outstanding > 0 and time.monotonic() - self._last_progress > self.resend_after_s:
             log.warning("%s: no confirmation for %.0f s; resending from seq %d", self.camera_id, self.resend_after_s, head)
             self.stats.resends += 1
+            self._sent_at.clear()
             self._cursor = head
             outstanding = 0
             self._last_progress = time.monotonic()
@@ -198,6 +220,8 @@ class Uplink:
                 self._last_progress = time.monotonic()
             payload = encode(events, self.wire_format)
             self._client.publish(self.topics.events(self.camera_id), payload, qos=1)
+            if len(self._sent_at) < 1000:
+                self._sent_at[events[-1].seq] = time.time()
             self._cursor = events[-1].seq + 1
             outstanding = self._cursor - head
             self.stats.messages_sent += 1

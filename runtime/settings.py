@@ -229,14 +229,23 @@ class WorkerSettings(KafkaSettings, DatabaseSettings, SupervisedSettings):
     backlog_alert_min: int = Field(100, ge=1)
     backlog_alert_reports: int = Field(3, ge=2)
     status_sweep_s: float = Field(10.0, gt=0)
+    # A camera clock further than this off the cloud's opens a clock_skew alert.
+    clock_skew_alert_s: float = Field(5.0, gt=0)
     # e.g. [{"zone": "checkout", "max": 8, "for_s": 120}]; optional camera_id, object_class
     occupancy_alerts: list[dict[str, Any]] = Field(default_factory=list)
 
 
 class SinkSettings(KafkaSettings, DatabaseSettings, SupervisedSettings):
-    """The Kafka -> PostgreSQL writer."""
+    """The Kafka -> PostgreSQL writer, and the reconciler beside it (sinks/reconcile.py)."""
 
     sink_metrics_port: int | None = 9103
+    # How often the camera-minutes of the last reconcile_window_s (and any
+    # whose figures changed in it) are checked against the cameras' ledgers.
+    reconcile_every_s: float = Field(30.0, gt=0)
+    reconcile_window_s: float = Field(2 * 3600.0, gt=0)
+    # A difference younger than this is "pending" (rows still on their way);
+    # older, "mismatch", and an alert for its camera.
+    reconcile_grace_s: float = Field(300.0, ge=0)
 
 
 class Settings(EdgeSettings, BridgeSettings, WorkerSettings, SinkSettings):

@@ -34,15 +34,17 @@ CAMERA_MINUTE_COUNTS = TableSpec(
     values=("site", "objects", "tracks_ended", "dwell_mean_s", "dwell_max_s", "events"),
     times=frozenset({"minute"}),
 )
+# ``geometry``: the version of the camera's lines and zones (schemas/geometry.py),
+# "" for events of nodes that send none; a moved line is a new key.
 LINE_MINUTE_CROSSINGS = TableSpec(
     "line_minute_crossings",
-    key=("camera_id", "line", "object_class", "minute"),
+    key=("camera_id", "geometry", "line", "object_class", "minute"),
     values=("site", "crossings_in", "crossings_out", "events"),
     times=frozenset({"minute"}),
 )
 ZONE_MINUTE_STATS = TableSpec(
     "zone_minute_stats",
-    key=("camera_id", "zone", "object_class", "minute"),
+    key=("camera_id", "geometry", "zone", "object_class", "minute"),
     values=(
         "site", "entries", "exits", "dwell_mean_s", "dwell_max_s",
         "occupancy_mean", "occupancy_max", "occupancy_samples", "events",
@@ -63,7 +65,7 @@ CAMERA_STATUS = TableSpec(
     key=("camera_id",),
     values=(
         "site", "online", "last_heard_at", "last_event_at", "outbox_backlog", "outbox_age_s",
-        "dropped_events", "seq_first", "seq_last", "seq_received", "seq_gaps", "model_version", "version",
+        "dropped_events", "seq_first", "seq_last", "seq_received", "seq_gaps", "model_version", "clock_offset_s", "version",
     ),
     times=frozenset({"last_heard_at", "last_event_at"}),
     version="version",
@@ -73,6 +75,31 @@ ALERTS = TableSpec(
     key=("alert_id",),
     values=("camera_id", "site", "kind", "subject", "state", "opened_at", "closed_at", "detail", "version"),
     times=frozenset({"opened_at", "closed_at"}),
+    version="version",
+)
+# Reconciliation (schemas/ledger.py): what the cloud applied per camera-minute,
+# and what the camera says it recorded (its latest ``reconcile`` event wins).
+CAMERA_MINUTE_EVENTS = TableSpec(
+    "camera_minute_events",
+    key=("camera_id", "minute"),
+    values=("site", "seq_first", "seq_last", "seq_digest", "events"),
+    times=frozenset({"minute"}),
+)
+CAMERA_MINUTE_LEDGER = TableSpec(
+    "camera_minute_ledger",
+    key=("camera_id", "minute"),
+    values=(
+        "site", "events", "seq_first", "seq_last", "seq_digest", "totals",
+        "dropped", "dropped_digest", "dropped_totals", "reported_at", "version",
+    ),
+    times=frozenset({"minute", "reported_at"}),
+    version="version",  # the seq of the reconcile event
+)
+CAMERA_GEOMETRY = TableSpec(
+    "camera_geometry",
+    key=("camera_id", "geometry"),
+    values=("site", "definition", "first_seen", "last_seen", "version"),
+    times=frozenset({"first_seen", "last_seen"}),
     version="version",
 )
 LATE_EVENTS = TableSpec(
@@ -87,7 +114,7 @@ TABLES: dict[str, TableSpec] = {
     t.name: t
     for t in (
         CAMERA_MINUTE_COUNTS, LINE_MINUTE_CROSSINGS, ZONE_MINUTE_STATS, CAMERA_MINUTE_HEALTH,
-        CAMERA_STATUS, ALERTS, LATE_EVENTS,
+        CAMERA_STATUS, ALERTS, LATE_EVENTS, CAMERA_MINUTE_EVENTS, CAMERA_MINUTE_LEDGER, CAMERA_GEOMETRY,
     )
 }
 

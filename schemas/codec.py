@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from functools import cache
 from importlib import resources
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import fastjsonschema
 import msgpack
@@ -230,6 +230,8 @@ def _checked_already(obj: Any) -> Event | None:
         value = data.get(name)
         if not isinstance(value, kind) or isinstance(value, bool):
             return None
+    if "geometry" in data and type(data["geometry"]) is not str:
+        return None
     if obj["type"] == "line.cross" and data["direction"] not in ("in", "out"):
         return None
     return Event(camera_id=obj["camera_id"], site=obj["site"], seq=seq, ts=ts, type=obj["type"], data=data, v=1)
@@ -276,12 +278,18 @@ def encode_ack(camera_id: str, seq: int, ts: int | None = None) -> bytes:
     return json.dumps({"v": 1, "camera_id": camera_id, "seq": seq, "ts": ts}, separators=(",", ":")).encode()
 
 
-def decode_ack(payload: bytes) -> tuple[str, int]:
-    """Return ``(camera_id, seq)`` of an ack or outbox message."""
+class Ack(NamedTuple):
+    camera_id: str
+    seq: int
+    ts: int  # when the sender wrote it, ms (the bridge's clock on an ack watermark)
+
+
+def decode_ack(payload: bytes) -> Ack:
+    """The camera, seq and send time of an ack or outbox message."""
     try:
         obj = json.loads(payload)
     except ValueError as exc:
         raise EventError(Reason.MALFORMED, f"not JSON: {exc}") from None
     if not _conforms(obj, "ack", 1):
         raise EventError(Reason.INVALID, _explain(_validator("ack", 1), obj), obj)
-    return obj["camera_id"], obj["seq"]
+    return Ack(obj["camera_id"], obj["seq"], obj.get("ts", 0))

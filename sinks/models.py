@@ -8,8 +8,10 @@ the minute in event time (when the camera saw it), UTC. Column names match
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import BigInteger, Boolean, DateTime, Float, ForeignKey, Identity, Index, Integer, LargeBinary, String, Text, func
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -21,6 +23,9 @@ class _Updated:
     updated_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), nullable=False, server_default=func.now(), comment="when the sink last changed the row"
     )
+
+
+GEOMETRY_COMMENT = "version of the camera's lines and zones (camera_geometry); '' from nodes that send none"
 
 
 class CameraMinuteCount(_Updated, Base):
@@ -47,6 +52,7 @@ class LineMinuteCrossing(_Updated, Base):
 
     __tablename__ = "line_minute_crossings"
     camera_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    geometry: Mapped[str] = mapped_column(String(16), primary_key=True, server_default="", comment=GEOMETRY_COMMENT)
     line: Mapped[str] = mapped_column(String(48), primary_key=True)
     object_class: Mapped[str] = mapped_column(String(48), primary_key=True)
     minute: Mapped[datetime] = mapped_column(DateTime(timezone=True), primary_key=True)
@@ -62,6 +68,7 @@ class ZoneMinuteStat(_Updated, Base):
 
     __tablename__ = "zone_minute_stats"
     camera_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    geometry: Mapped[str] = mapped_column(String(16), primary_key=True, server_default="", comment=GEOMETRY_COMMENT)
     zone: Mapped[str] = mapped_column(String(48), primary_key=True)
     object_class: Mapped[str] = mapped_column(String(48), primary_key=True)
     minute: Mapped[datetime] = mapped_column(DateTime(timezone=True), primary_key=True)
@@ -112,6 +119,10 @@ class CameraStatus(_Updated, Base):
     seq_received: Mapped[int] = mapped_column(BigInteger, nullable=False)
     seq_gaps: Mapped[int] = mapped_column(BigInteger, nullable=False, comment="seqs between first and last never received")
     model_version: Mapped[str | None] = mapped_column(String(128))
+    clock_offset_s: Mapped[float | None] = mapped_column(Float, comment="camera clock minus the cloud's, seconds (positive: ahead)")
+    last_matched_minute: Mapped[datetime | None] = mapped_column(
+        DateTime(timezone=True), comment="newest minute whose SQL figures match the camera's ledger (set by the reconciler)"
+    )
     version: Mapped[int] = mapped_column(BigInteger, nullable=False)
     __table_args__ = ({"comment": "Latest status per camera."},)
 
@@ -147,10 +158,86 @@ class LateEvent(Base):
     __table_args__ = ({"comment": "Events later than the retention: in the dead-letter topic, counted here, not in the aggregates."},)
 
 
+class CameraMinuteEvents(_Updated, Base):
+    """What the cloud applied per camera and minute: the cloud's side of the reconciliation."""
+
+    __tablename__ = "camera_minute_events"
+    camera_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    minute: Mapped[datetime] = mapped_column(DateTime(timezone=True), primary_key=True)
+    site: Mapped[str] = mapped_column(String(64), nullable=False)
+    seq_first: Mapped[int | None] = mapped_column(BigInteger)
+    seq_last: Mapped[int | None] = mapped_column(BigInteger)
+    seq_digest: Mapped[str] = mapped_column(String(16), nullable=False, comment="XOR of a hash per seq (schemas/ledger.py)")
+    events: Mapped[int] = mapped_column(BigInteger, nullable=False, comment="distinct events of the minute applied (reconcile events not counted)")
+    __table_args__ = ({"comment": "Events the cloud applied per camera and event-time minute (count, seq range, digest)."},)
+
+
+class CameraMinuteLedger(_Updated, Base):
+    """What a camera says it recorded per minute: its latest reconcile report."""
+
+    __tablename__ = "camera_minute_ledger"
+    camera_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    minute: Mapped[datetime] = mapped_column(DateTime(timezone=True), primary_key=True)
+    site: Mapped[str] = mapped_column(String(64), nullable=False)
+    events: Mapped[int] = mapped_column(BigInteger, nullable=False, comment="events recorded in the minute")
+    seq_first: Mapped[int | None] = mapped_column(BigInteger)
+    seq_last: Mapped[int | None] = mapped_column(BigInteger)
+    seq_digest: Mapped[str] = mapped_column(String(16), nullable=False)
+    totals: Mapped[dict[str, Any]] = mapped_column(JSONB, nullable=False, comment="count per SQL cell, keys as in schemas/ledger.py")
+    dropped: Mapped[int] = mapped_column(BigInteger, nullable=False, comment="of the events, dropped by a full outbox")
+    dropped_digest: Mapped[str] = mapped_column(String(16), nullable=False)
+    dropped_totals: Mapped[dict[str, Any]] = mapped_column(JSONB, nullable=False)
+    reported_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False, comment="camera time of the report")
+    version: Mapped[int] = mapped_column(BigInteger, nullable=False, comment="seq of the reconcile event")
+    __table_args__ = ({"comment": "Each camera's own record of each closed minute (reconcile events)."},)
+
+
+class CameraGeometry(_Updated, Base):
+    """A version of a camera's lines and zones."""
+
+    __tablename__ = "camera_geometry"
+    camera_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    geometry: Mapped[str] = mapped_column(String(16), primary_key=True, comment="content hash of the lines and zones")
+    site: Mapped[str] = mapped_column(String(64), nullable=False)
+    definition: Mapped[dict[str, Any] | None] = mapped_column(JSONB, comment="the lines and zones; null until the node's geometry event arrives")
+    first_seen: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False, comment="earliest event time with this version")
+    last_seen: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False, comment="latest event time with this version")
+    version: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    __table_args__ = ({"comment": "Versions of each camera's counting lines and zones (camera_geometry_current: the latest)."},)
+
+
 MODELS: dict[str, type[Base]] = {
     m.__tablename__: m
-    for m in (CameraMinuteCount, LineMinuteCrossing, ZoneMinuteStat, CameraMinuteHealth, CameraStatus, Alert, LateEvent)
+    for m in (
+        CameraMinuteCount, LineMinuteCrossing, ZoneMinuteStat, CameraMinuteHealth, CameraStatus, Alert, LateEvent,
+        CameraMinuteEvents, CameraMinuteLedger, CameraGeometry,
+    )
 }
+# Columns not written from the row topic: the reconciler keeps them.
+RECONCILER_COLUMNS: dict[str, frozenset[str]] = {"camera_status": frozenset({"last_matched_minute"})}
+
+
+class CameraMinuteReconciliation(Base):
+    """Per camera and minute: does SQL hold what the camera recorded?"""
+
+    __tablename__ = "camera_minute_reconciliation"
+    camera_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    minute: Mapped[datetime] = mapped_column(DateTime(timezone=True), primary_key=True)
+    site: Mapped[str] = mapped_column(String(64), nullable=False)
+    state: Mapped[str] = mapped_column(
+        String(16), nullable=False,
+        comment="match, pending (no ledger yet, or rows on their way), mismatch, edge_dropped (short by exactly what a full outbox dropped)",
+    )
+    differences: Mapped[dict[str, Any]] = mapped_column(JSONB, nullable=False, comment='what differs: {"name": {"edge": n, "cloud": m}}')
+    edge_events: Mapped[int | None] = mapped_column(BigInteger, comment="events the camera recorded (null: no ledger)")
+    cloud_events: Mapped[int] = mapped_column(BigInteger, nullable=False, comment="events the cloud applied")
+    dropped: Mapped[int] = mapped_column(BigInteger, nullable=False, server_default="0")
+    clock_suspect: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default="false", comment="a clock_skew alert of the camera covered this minute")
+    checked_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False, comment="when this verdict was reached")
+    __table_args__ = (
+        Index("ix_camera_minute_reconciliation_state", "state", "minute"),
+        {"comment": "Reconciliation of each camera-minute: the camera's ledger against SQL (sinks/reconcile.py)."},
+    )
 
 
 class ModelVersion(Base):

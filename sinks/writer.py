@@ -3,7 +3,8 @@
 Reads absolute row values (``schemas.aggregates``) and UPSERTs them in
 batches, one transaction per batch; the consumer offset is committed only
 after the transaction, so a crash replays records, and a replay changes
-nothing: a row only moves to a larger version.
+nothing: a row only moves to a larger version. The reconciler
+(``sinks/reconcile.py``) runs beside it, on the same database.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from runtime.watchdog import Watchdog
 from schemas.aggregates import Row, TableSpec, decode_rows
 from sinks.db import make_engine
 from sinks.models import MODELS
+from sinks.reconcile import Reconciler
 
 log = logging.getLogger("fleetsight.sink")
 
@@ -110,6 +112,11 @@ class Sink:
         )
         await consumer.start()
         log.info("sink: %s -> %s", self.settings.kafka_topics.rows, engine.url.render_as_string(hide_password=True))
+        s = self.settings
+        reconciler = Reconciler(
+            engine, s.reconcile_every_s, s.reconcile_window_s, s.reconcile_grace_s, write_rows=lambda rows: upsert(engine, rows)
+        )
+        reconciling = asyncio.create_task(reconciler.run(self._stop), name="reconcile")
         try:
             while not self._stop.is_set():
                 self.watchdog.busy("reading row records from Kafka")
@@ -142,6 +149,8 @@ class Sink:
                 self.backlog = self._behind(consumer)
                 metrics.SINK_BACKLOG.set(self.backlog)
         finally:
+            self._stop.set()
+            await reconciling
             await consumer.stop()
             await engine.dispose()
 

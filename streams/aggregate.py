@@ -12,6 +12,11 @@ set that already holds it.
 Faust's windowed tables expire windows by wall-clock time, which would drop
 an edge's backlog after an outage; these buckets are plain keys closed by
 stream time instead (see :meth:`MinuteAggregator.horizon`).
+
+Every event but ``reconcile`` also folds into its camera-minute's row of
+``camera_minute_events`` (count, seq range, seq digest): the cloud's side of
+the reconciliation. A ``reconcile`` event (the camera's side) becomes a row
+of ``camera_minute_ledger`` as it is, its seq the row's version.
 """
 
 from __future__ import annotations
@@ -24,7 +29,9 @@ from typing import Any
 
 from schemas.aggregates import (
     CAMERA_MINUTE_COUNTS,
+    CAMERA_MINUTE_EVENTS,
     CAMERA_MINUTE_HEALTH,
+    CAMERA_MINUTE_LEDGER,
     LINE_MINUTE_CROSSINGS,
     TABLES,
     ZONE_MINUTE_STATS,
@@ -33,6 +40,7 @@ from schemas.aggregates import (
 )
 from schemas.codec import MINUTE_MS, Event, EventError, Reason, decode_validated
 from schemas.deadletter import DeadLetter
+from schemas.ledger import UNCOUNTED, digest_hex, seq_hash
 
 log = logging.getLogger("fleetsight.aggregate")
 
@@ -84,8 +92,12 @@ Fold = tuple[TableSpec, dict[str, Any], dict[str, tuple[str, float]]]
 
 
 def folds(event: Event) -> Iterator[Fold]:
-    """The per-minute rows ``event`` contributes to, and how."""
+    """The per-minute rows ``event`` contributes to, and how (``schemas.ledger.contribution`` names the same cells)."""
     d = event.data
+    if event.type in UNCOUNTED:
+        return
+    yield CAMERA_MINUTE_EVENTS, {}, {"digest": ("xor", seq_hash(event.seq))}
+    geometry = {"geometry": d["geometry"]} if "geometry" in d else {}  # absent: "" (and old bucket keys stay valid)
     if event.type == "track.start":
         yield CAMERA_MINUTE_COUNTS, {"object_class": d["class"]}, {"objects": ("add", 1)}
     elif event.type == "track.end":
@@ -95,17 +107,17 @@ def folds(event: Event) -> Iterator[Fold]:
         }
     elif event.type == "line.cross":
         column = "crossings_in" if d["direction"] == "in" else "crossings_out"
-        yield LINE_MINUTE_CROSSINGS, {"line": d["line"], "object_class": d["class"]}, {column: ("add", 1)}
+        yield LINE_MINUTE_CROSSINGS, {**geometry, "line": d["line"], "object_class": d["class"]}, {column: ("add", 1)}
     elif event.type == "zone.enter":
-        yield ZONE_MINUTE_STATS, {"zone": d["zone"], "object_class": d["class"]}, {"entries": ("add", 1)}
+        yield ZONE_MINUTE_STATS, {**geometry, "zone": d["zone"], "object_class": d["class"]}, {"entries": ("add", 1)}
     elif event.type == "zone.exit":
         dwell = d["dwell_s"]
-        yield ZONE_MINUTE_STATS, {"zone": d["zone"], "object_class": d["class"]}, {
+        yield ZONE_MINUTE_STATS, {**geometry, "zone": d["zone"], "object_class": d["class"]}, {
             "exits": ("add", 1), "dwell_sum": ("add", dwell), "dwell_max": ("max", dwell),
         }
     elif event.type == "occupancy":
         for cls, n in d["counts"].items():
-            yield ZONE_MINUTE_STATS, {"zone": d["zone"], "object_class": cls}, {
+            yield ZONE_MINUTE_STATS, {**geometry, "zone": d["zone"], "object_class": cls}, {
                 "occupancy_sum": ("add", n), "occupancy_max": ("max", n), "occupancy_samples": ("add", 1),
             }
     elif event.type == "health":
@@ -143,6 +155,8 @@ def finish(table: TableSpec, acc: dict[str, float]) -> dict[str, Any]:
             "occupancy_mean": _mean(a("occupancy_sum"), a("occupancy_samples")),
             "occupancy_max": acc.get("occupancy_max"), "occupancy_samples": a("occupancy_samples"),
         }
+    if table is CAMERA_MINUTE_EVENTS:
+        return {"seq_digest": digest_hex(int(a("digest")))}
     if table is CAMERA_MINUTE_HEALTH:
         return {
             "reports": a("reports"), "frames": a("frames"), "frames_skipped": a("frames_skipped"),
@@ -165,6 +179,17 @@ _DIMS: dict[str, tuple[str, ...]] = {}  # table -> its key columns other than ca
 
 def bucket_camera(key: str) -> str:
     return key.split("|", 1)[0]
+
+
+def ledger_row(event: Event) -> Row:
+    """The row of ``camera_minute_ledger`` a ``reconcile`` event reports."""
+    d = event.data
+    return Row(CAMERA_MINUTE_LEDGER.name, {
+        "camera_id": event.camera_id, "minute": d["minute"], "site": event.site, "events": d["events"],
+        "seq_first": d["seq_first"], "seq_last": d["seq_last"], "seq_digest": d["seq_digest"], "totals": d["totals"],
+        "dropped": d.get("dropped", 0), "dropped_digest": d.get("dropped_digest", digest_hex(0)),
+        "dropped_totals": d.get("dropped_totals", {}), "reported_at": event.ts, "version": event.seq,
+    })
 
 
 # --- the aggregator ------------------------------------------------------------------
@@ -248,10 +273,20 @@ class MinuteAggregator:
         for key, (bucket, seqs) in touched.items():
             bucket["seqs"] = seqs.ranges
             self.table[key] = bucket  # one state write per bucket per batch
-            result.rows[key] = self.row(bucket, len(seqs))
+            result.rows[key] = self.row(bucket, seqs)
         return result
 
     def _apply(self, record: Incoming, event: Event, touched: dict[str, tuple[dict[str, Any], SeqSet]], result: BatchResult) -> None:
+        if event.type == "reconcile":
+            # Not subject to lateness: it reopens no bucket, and after a long
+            # outage it is what says which minutes came back whole.
+            row = ledger_row(event)
+            have = result.rows.get(row.key)
+            if have is None or have.version < row.version:
+                result.rows[row.key] = row
+            result.events.append((record, event, True))
+            result.applied += 1
+            return
         if record.timestamp_ms - event.ts > self.late_after_ms:
             result.events.append((record, event, False))
             result.late.append((record, event))
@@ -275,7 +310,12 @@ class MinuteAggregator:
             new = True
             acc = bucket["acc"]
             for name, (op, value) in ops.items():
-                acc[name] = acc.get(name, 0) + value if op == "add" else max(acc.get(name, value), value)
+                if op == "add":
+                    acc[name] = acc.get(name, 0) + value
+                elif op == "xor":
+                    acc[name] = int(acc.get(name, 0)) ^ int(value)
+                else:
+                    acc[name] = max(acc.get(name, value), value)
         result.events.append((record, event, new))
         if new:
             result.applied += 1
@@ -283,11 +323,11 @@ class MinuteAggregator:
             result.duplicates += 1
 
     @staticmethod
-    def row(bucket: dict[str, Any], events: int) -> Row:
+    def row(bucket: dict[str, Any], seqs: SeqSet) -> Row:
         table = TABLES[bucket["table"]]
         values = {
-            "camera_id": bucket["camera_id"], "site": bucket["site"], "minute": bucket["minute"],
-            **bucket["dims"], **finish(table, bucket["acc"]), "events": events,
+            "camera_id": bucket["camera_id"], "site": bucket["site"], "minute": bucket["minute"], "geometry": "",
+            **bucket["dims"], **finish(table, bucket["acc"]), "events": len(seqs), "seq_first": seqs.first, "seq_last": seqs.last,
         }
         return Row(table.name, {c: values.get(c) for c in table.columns})
 

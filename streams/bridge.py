@@ -105,7 +105,7 @@ class Bridge:
         camera_id, kind = parsed
         if kind in ("ack", "outbox"):
             try:
-                claimed, seq = decode_ack(payload)
+                claimed, seq, _ = decode_ack(payload)
             except EventError as exc:
                 log.warning("ignoring bad %s message on %s: %s", kind, topic, exc.detail)
                 return out

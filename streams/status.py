@@ -15,6 +15,16 @@ make a storm of them:
   reports and is at least ``backlog_min``; closes below ``backlog_min``.
 - ``occupancy``: a zone held more than ``max`` objects for ``for_s`` (event
   time); closes after ``for_s`` at or below it.
+- ``clock_skew``: the camera's clock is more than ``clock_skew_s`` off the
+  cloud's; closes below 80 % of it. The offset comes from the node's own
+  ack round-trip estimate when its health reports carry one, else from
+  health reports sent live (outbox nearly empty): event time minus Kafka's
+  append time, the largest of the last few (the one least delayed). Events
+  still count in the minute the camera says; the alert says which to distrust.
+
+Each camera's geometry versions (``camera_geometry``) are kept here too:
+first and last seen from the events that carry a version, the lines and
+zones from the node's ``geometry`` event.
 """
 
 from __future__ import annotations
@@ -23,7 +33,7 @@ from collections.abc import Callable, Iterable, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from schemas.aggregates import ALERTS, CAMERA_STATUS, LATE_EVENTS, Row
+from schemas.aggregates import ALERTS, CAMERA_GEOMETRY, CAMERA_STATUS, LATE_EVENTS, Row
 from schemas.codec import Event
 from streams.aggregate import Incoming, SeqSet
 
@@ -44,6 +54,12 @@ class AlertConfig:
     backlog_min: int = 100
     backlog_reports: int = 3
     occupancy: tuple[OccupancyRule, ...] = field(default_factory=tuple)
+    clock_skew_s: float = 5.0
+
+
+LIVE_AGE_S = 5.0  # a health report made with nothing older than this waiting was sent live
+CLOCK_SAMPLES = 10
+GEOMETRIES_KEPT = 50  # versions per camera in the worker's state (SQL keeps them all)
 
 
 class FleetStatus:
@@ -66,14 +82,17 @@ class FleetStatus:
             return {
                 "site": site, "last_heard_at": 0, "last_event_at": 0, "online": True, "online_since": 0,
                 "seqs": [], "depths": [], "outbox_backlog": None, "outbox_age_s": None, "dropped_events": None,
-                "health_ts": 0, "model_version": None, "alerts": {}, "zones": {},
+                "health_ts": 0, "model_version": None, "alerts": {}, "zones": {}, "geometries": {},
+                "clock_offset_s": None, "clock_samples": [],
             }
-        return {**state, "alerts": dict(state["alerts"]), "zones": dict(state["zones"])}
+        # .get: states saved before geometry and clocks were kept
+        return {**state, "alerts": dict(state["alerts"]), "zones": dict(state["zones"]), "geometries": dict(state.get("geometries", {}))}
 
     def observe(self, events: Iterable[tuple[Incoming, Event, bool]], late: Iterable[tuple[Incoming, Event]] = ()) -> list[Row]:
         """Fold a batch of valid events in (each with: is it new?); returns the rows that changed."""
         states: dict[str, dict[str, Any]] = {}
         rows: list[Row] = []
+        geometries: set[tuple[str, str]] = set()  # (camera, version) that changed
         for record, event, fresh in events:
             state = states.get(event.camera_id) or self._state(event.camera_id, event.site)
             states[event.camera_id] = state
@@ -86,10 +105,13 @@ class FleetStatus:
             seqs = SeqSet(state["seqs"])
             seqs.add(event.seq)
             state["seqs"] = seqs.ranges
+            version = self._geometry(event, state)
+            if version:
+                geometries.add((event.camera_id, version))
             if not fresh:
                 continue
             if event.type == "health" and event.ts > state["health_ts"]:
-                self._health(event, state, rows)
+                self._health(record, event, state, rows)
             elif event.type == "occupancy":
                 self._occupancy(event, state, rows)
         for record, event in late:
@@ -98,6 +120,8 @@ class FleetStatus:
                 "type": event.type, "arrived_at": record.timestamp_ms,
                 "age_s": round((record.timestamp_ms - event.ts) / 1000, 1),
             }))
+        for camera_id, version in sorted(geometries):
+            rows.append(self._geometry_row(camera_id, version, states[camera_id]))
         for camera_id, state in states.items():
             self.table[camera_id] = state  # one state write per camera per batch
             rows.append(self.status_row(camera_id, state))
@@ -126,9 +150,55 @@ class FleetStatus:
 
     # --- rules --------------------------------------------------------------------
 
-    def _health(self, event: Event, state: dict[str, Any], rows: list[Row]) -> None:
+    @staticmethod
+    def _geometry(event: Event, state: dict[str, Any]) -> str | None:
+        """Note the geometry version ``event`` names (first and last seen, the lines and zones); the version if that changed."""
+        d = event.data
+        version: str | None = d.get("version") if event.type == "geometry" else d.get("geometry")
+        if not version:
+            return None
+        known = state["geometries"].get(version)
+        seen: dict[str, Any] = dict(known) if known else {"first": event.ts, "last": event.ts, "definition": None}
+        seen["first"], seen["last"] = min(seen["first"], event.ts), max(seen["last"], event.ts)
+        if event.type == "geometry":
+            seen["definition"] = {"lines": d["lines"], "zones": d["zones"]}
+        if seen == known:
+            return None
+        state["geometries"][version] = seen
+        if len(state["geometries"]) > GEOMETRIES_KEPT:
+            oldest = min(state["geometries"], key=lambda v: state["geometries"][v]["last"])
+            del state["geometries"][oldest]
+        return version
+
+    def _geometry_row(self, camera_id: str, version: str, state: dict[str, Any]) -> Row:
+        seen = state["geometries"][version]
+        return Row(CAMERA_GEOMETRY.name, {
+            "camera_id": camera_id, "geometry": version, "site": state["site"], "definition": seen["definition"],
+            "first_seen": seen["first"], "last_seen": seen["last"], "version": self._version(),
+        })
+
+    def _clock(self, record: Incoming, event: Event, state: dict[str, Any], rows: list[Row]) -> None:
+        d = event.data
+        if "clock_offset_s" in d:
+            offset = float(d["clock_offset_s"])  # the node's own round-trip estimate
+        elif d.get("outbox_age_s") is not None and d["outbox_age_s"] <= LIVE_AGE_S:
+            samples = (state.get("clock_samples", []) + [(event.ts - record.timestamp_ms) / 1000])[-CLOCK_SAMPLES:]
+            state["clock_samples"] = samples
+            offset = max(samples)  # transit only ever makes a sample smaller
+        else:
+            return
+        state["clock_offset_s"] = round(offset, 3)
+        limit = self.config.clock_skew_s
+        if abs(offset) > limit:
+            way = "ahead of" if offset > 0 else "behind"
+            self._open(state, event.camera_id, "clock_skew", "", record.timestamp_ms, f"camera clock {abs(offset):.1f} s {way} the cloud (limit {limit:g} s)", rows)
+        elif abs(offset) <= 0.8 * limit:
+            self._close(state, "clock_skew", "", record.timestamp_ms, rows)
+
+    def _health(self, record: Incoming, event: Event, state: dict[str, Any], rows: list[Row]) -> None:
         d = event.data
         state["health_ts"] = event.ts
+        self._clock(record, event, state, rows)
         for column, field_ in (("outbox_backlog", "outbox_depth"), ("outbox_age_s", "outbox_age_s"), ("dropped_events", "dropped_events"), ("model_version", "model_version")):
             if field_ in d:
                 state[column] = d[field_]
@@ -200,5 +270,5 @@ class FleetStatus:
             "outbox_backlog": state["outbox_backlog"], "outbox_age_s": state["outbox_age_s"],
             "dropped_events": state["dropped_events"], "seq_first": first, "seq_last": last,
             "seq_received": received, "seq_gaps": (last - first + 1 - received) if first is not None and last is not None else 0,
-            "model_version": state["model_version"], "version": self._version(),
+            "model_version": state["model_version"], "clock_offset_s": state.get("clock_offset_s"), "version": self._version(),
         })

@@ -103,7 +103,8 @@ def test_one_bad_event_in_a_batch_leaves_the_others() -> None:
 
 
 def test_ack_round_trip_and_rejects_garbage() -> None:
-    assert decode_ack(encode_ack("cam-1", 42)) == ("cam-1", 42)
+    assert decode_ack(encode_ack("cam-1", 42, ts=1_700_000_000_000)) == ("cam-1", 42, 1_700_000_000_000)
+    assert decode_ack(b'{"v": 1, "camera_id": "cam-1", "seq": 7}').ts == 0  # ts is optional
     with pytest.raises(EventError):
         decode_ack(b'{"v": 1, "camera_id": "cam-1", "seq": -1}')
     with pytest.raises(EventError):

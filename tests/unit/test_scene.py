@@ -75,7 +75,7 @@ def test_occupancy_per_zone_and_class() -> None:
     scene = Scene([], [ROOM], classes=["person", "car", "bicycle"])
     scene.update(1, 0.0, [Observation(1, "person", 0.9, (0.5, 0.7)), Observation(2, "person", 0.9, (0.2, 0.9)), Observation(3, "car", 0.9, (0.5, 0.2))])
     [occ] = scene.occupancy(2)
-    assert occ.data == {"zone": "room", "counts": {"bicycle": 0, "car": 0, "person": 2}}
+    assert occ.data == {"zone": "room", "counts": {"bicycle": 0, "car": 0, "person": 2}, "geometry": scene.geometry}
 
 
 def test_restart_takes_over_tracks_without_counting_twice() -> None:
