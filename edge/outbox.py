@@ -14,7 +14,11 @@
   updated in the same transaction as the events, so it can never disagree
   with them. A closed minute is reported by a ``reconcile`` event appended
   in the transaction that closes it; a minute that changes after that (an
-  event with an old time, a drop) is reported again.
+  event with an old time, a drop) is reported again once its last report
+  has left the outbox. Reports wait while the outbox is full: each one
+  would drop an event, which changes a minute, which wants a report (a
+  test saw 65 reports for 10 minutes that way); the ledger keeps them until
+  there is room.
 """
 
 from __future__ import annotations
@@ -53,12 +57,14 @@ CREATE TABLE IF NOT EXISTS state (
 );
 CREATE TABLE IF NOT EXISTS ledger (
     minute   INTEGER PRIMARY KEY,
-    body     TEXT    NOT NULL,  -- the reconcile body (MinuteLedger.report())
-    reported INTEGER            -- seq of the reconcile event that sent this body; NULL: changed since
+    body     TEXT    NOT NULL,            -- the reconcile body (MinuteLedger.report())
+    reported INTEGER,                     -- seq of its latest reconcile event (NULL: none yet)
+    changed  INTEGER NOT NULL DEFAULT 1   -- 1: the body is newer than that report, or the report was lost
 );
 """
 
 LEDGER_KEEP_MS = 7 * 24 * 3600 * 1000  # reported minutes older than this are forgotten
+REPORTS_PER_APPEND = 500  # a link back after days: the backlog of reports goes out in slices
 
 
 @dataclass(frozen=True)
@@ -133,7 +139,7 @@ class Outbox:
                 cutoff = self._head(cur) + overflow
                 for seq, ts, type_, data in cur.execute("SELECT seq, ts, type, data FROM events WHERE seq < ?", (cutoff,)).fetchall():
                     if type_ in UNCOUNTED:  # a report lost: send that minute again
-                        cur.execute("UPDATE ledger SET reported = NULL WHERE reported = ?", (seq,))
+                        cur.execute("UPDATE ledger SET changed = 1 WHERE reported = ?", (seq,))
                     elif ledger := self._ledger(cur, ts - ts % MINUTE_MS, ledgers, create=False):
                         ledger.drop(seq, type_, json.loads(data))  # (a minute forgotten long ago stays so)
                 cur.execute("DELETE FROM events WHERE seq < ?", (cutoff,))
@@ -175,23 +181,26 @@ class Outbox:
 
     @staticmethod
     def _save_ledgers(cur: sqlite3.Cursor, ledgers: dict[int, MinuteLedger]) -> None:
-        # A changed minute is not reported any more: it goes out again when closed.
         cur.executemany(
-            "INSERT OR REPLACE INTO ledger(minute, body, reported) VALUES (?, ?, NULL)",
+            "INSERT INTO ledger(minute, body) VALUES (?, ?) ON CONFLICT(minute) DO UPDATE SET body = excluded.body, changed = 1",
             [(minute, json.dumps(ledger.report(), separators=(",", ":"))) for minute, ledger in ledgers.items()],
         )
 
     def _close_minutes(self, cur: sqlite3.Cursor, now: int, close_all: bool) -> list[Event]:
         limit = now + MINUTE_MS if close_all else now
+        # Due: over, changed since its report, that report no longer waiting
+        # here, and room for the new one (a report never makes a drop).
+        room = min(self.max_events - self._depth(cur), REPORTS_PER_APPEND)
         due = cur.execute(
-            "SELECT minute, body FROM ledger WHERE reported IS NULL AND minute + ? <= ? ORDER BY minute", (MINUTE_MS, limit)
+            "SELECT minute, body FROM ledger WHERE changed = 1 AND minute + ? <= ? AND (reported IS NULL OR reported < ?) ORDER BY minute LIMIT ?",
+            (MINUTE_MS, limit, self._head(cur) or self._last(cur) + 1, max(0, room)),
         ).fetchall()
         out = []
         for minute, body in due:
             event = self._insert(cur, now, "reconcile", json.loads(body))
-            cur.execute("UPDATE ledger SET reported = ? WHERE minute = ?", (event.seq, minute))
+            cur.execute("UPDATE ledger SET reported = ?, changed = 0 WHERE minute = ?", (event.seq, minute))
             out.append(event)
-        cur.execute("DELETE FROM ledger WHERE reported IS NOT NULL AND minute < ?", (now - LEDGER_KEEP_MS,))
+        cur.execute("DELETE FROM ledger WHERE changed = 0 AND minute < ?", (now - LEDGER_KEEP_MS,))
         return out
 
     def ledger(self, minute: int) -> MinuteLedger | None:
@@ -201,7 +210,7 @@ class Outbox:
 
     def unreported(self) -> list[int]:
         """Minutes whose current figures have not been sent."""
-        return [r[0] for r in self._db.execute("SELECT minute FROM ledger WHERE reported IS NULL ORDER BY minute")]
+        return [r[0] for r in self._db.execute("SELECT minute FROM ledger WHERE changed = 1 ORDER BY minute")]
 
     def load_state(self) -> str | None:
         """The scene snapshot saved by the last :meth:`append` that had one."""
@@ -212,6 +221,11 @@ class Outbox:
     def _head(cur: sqlite3.Cursor) -> int:
         row = cur.execute("SELECT min(seq) FROM events").fetchone()
         return row[0] if row[0] is not None else 0
+
+    @staticmethod
+    def _last(cur: sqlite3.Cursor) -> int:
+        row = cur.execute("SELECT seq FROM sqlite_sequence WHERE name = 'events'").fetchone()
+        return row[0] if row else 0
 
     @staticmethod
     def _depth(cur: sqlite3.Cursor) -> int:
@@ -249,8 +263,7 @@ class Outbox:
 
     def last_seq(self) -> int:
         """The highest seq ever allocated (0 for a new outbox)."""
-        row = self._db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'events'").fetchone()
-        return row[0] if row else 0
+        return self._last(self._db.cursor())
 
     def head(self) -> int:
         """The oldest seq still held; ``last_seq() + 1`` when empty."""
@@ -291,7 +304,7 @@ class Outbox:
             for new, (old, ts, type_, data) in enumerate(rows, start=seq + 1):
                 cur.execute("INSERT INTO events(seq, ts, type, data) VALUES (?, ?, ?, ?)", (new, ts, type_, data))
                 if type_ in UNCOUNTED:  # its figures name the old seqs: report the minute again
-                    cur.execute("UPDATE ledger SET reported = NULL WHERE reported = ?", (old,))
+                    cur.execute("UPDATE ledger SET changed = 1, reported = ? WHERE reported = ?", (new, old))
                     continue
                 # The ledger recorded the old seq: it is the new one now.
                 ledger = self._ledger(cur, ts - ts % MINUTE_MS, ledgers, create=False)

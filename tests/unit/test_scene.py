@@ -217,3 +217,41 @@ def test_a_box_wobbling_on_a_zone_border_is_not_an_entry() -> None:
     wobble = [(0.5, 0.6 + (0.015 if i % 2 else -0.015)) for i in range(20)]
     events = run(scene, [(0.5, 0.5)] + wobble)
     assert kinds(events, "zone.enter") == []
+
+
+def test_events_carry_the_geometry_version_and_it_follows_the_points() -> None:
+    scene = Scene([DOOR], [ROOM])
+    events = run(scene, [(0.5, 0.3), (0.5, 0.4), (0.5, 0.7), (0.5, 0.7)])
+    tagged = [e for e in events if e.type in ("line.cross", "zone.enter")]
+    assert tagged and {e.data["geometry"] for e in tagged} == {scene.geometry}
+    assert Scene([DOOR], [ROOM]).geometry == scene.geometry  # a content hash: same lines, same version
+    moved = Line("door", (0.2, 0.55), (0.8, 0.55))
+    assert Scene([moved], [ROOM]).geometry != scene.geometry
+    assert Scene().geometry == "" and "geometry" not in kinds(run(Scene(), [(0.5, 0.3)]), "track.start")[0]
+
+
+def test_a_restart_with_a_moved_line_does_not_take_over_the_old_lines_state() -> None:
+    scene = Scene([DOOR], [ROOM])
+    run(scene, [(0.5, 0.3), (0.5, 0.4), (0.5, 0.7), (0.5, 0.7)])  # crossed in, now inside the room
+    saved, old = scene.snapshot(now=0.3), scene.geometry
+
+    moved = Line("door", (0.2, 0.8), (0.8, 0.8))  # the operator moved the line below the walker
+    after = Scene([moved], [ROOM])
+    after.restore(saved, now=0.0)
+    again = run(after, [(0.51, 0.72), (0.52, 0.74), (0.5, 0.9)], track_id=7)
+    # Still one object (no new track.start); its stay in the old room ends under the old version,
+    # and it re-enters under the new one; the new line counts from where it is next seen.
+    assert kinds(again, "track.start") == []
+    exits = kinds(again, "zone.exit")
+    assert [(d["zone"], d["geometry"]) for d in exits] == [("room", old)]
+    assert [d["geometry"] for d in kinds(again, "zone.enter")] == [after.geometry]
+    assert [(d["direction"], d["geometry"]) for d in kinds(again, "line.cross")] == [("in", after.geometry)]
+
+
+def test_a_restart_with_the_same_geometry_keeps_the_state() -> None:
+    scene = Scene([DOOR], [ROOM])
+    run(scene, [(0.5, 0.3), (0.5, 0.4), (0.5, 0.7), (0.5, 0.7)])
+    after = Scene([DOOR], [ROOM])
+    after.restore(scene.snapshot(now=0.3), now=0.0)
+    again = run(after, [(0.51, 0.72), (0.52, 0.74)], track_id=7)
+    assert kinds(again, "zone.exit") == [] and kinds(again, "zone.enter") == [] and kinds(again, "line.cross") == []

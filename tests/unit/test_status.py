@@ -125,3 +125,40 @@ def test_late_events_become_rows() -> None:
     rows = fleet.observe([], late=[(Incoming(0, T0 + 90_000 * SEC, b""), event)])
     [late] = [r.values for r in rows if r.table == "late_events"]
     assert (late["camera_id"], late["seq"], late["type"], late["age_s"]) == ("cam-1", 4, "health", 90000.0)
+
+
+def test_clock_skew_from_the_nodes_own_estimate_opens_and_closes_an_alert() -> None:
+    fleet = FleetStatus({}, AlertConfig(clock_skew_s=5.0), Clock(T0))
+    rows = fleet.observe([health(1, T0, 0, clock_offset_s=-7.25, clock_error_s=0.01)])
+    assert alerts(rows) == [("clock_skew", "", "open")] and status(rows)["clock_offset_s"] == -7.25
+    assert "7.2 s behind" in [r.values["detail"] for r in rows if r.table == "alerts"][0]
+    assert alerts(fleet.observe([health(2, T0 + SEC, 0, clock_offset_s=4.5)])) == []  # hysteresis: not yet below 4 s
+    assert alerts(fleet.observe([health(3, T0 + 2 * SEC, 0, clock_offset_s=0.2)])) == [("clock_skew", "", "closed")]
+
+
+def test_clock_offset_from_live_health_reports_takes_the_least_delayed_and_ignores_backlog() -> None:
+    fleet = FleetStatus({}, AlertConfig(clock_skew_s=5.0), Clock(T0))
+
+    def sent(seq: int, ts: int, arrived: int, age: float):
+        _, event, fresh = health(seq, ts, 0, outbox_age_s=age)
+        return Incoming(0, arrived, b""), event, fresh
+
+    # A camera 8 s ahead: its reports arrive 0.2-2 s after they were made, by the cloud's clock.
+    rows = fleet.observe([sent(1, T0 + 8000, T0 + 2000, 0.1), sent(2, T0 + 38_000, T0 + 30_200, 0.3)])
+    assert status(rows)["clock_offset_s"] == 7.8 and alerts(rows) == [("clock_skew", "", "open")]
+    # A report that waited in the outbox (made with a backlog) says nothing about the clock.
+    rows = fleet.observe([sent(3, T0 + 60_000, T0 + 3_600_000, 600.0)])
+    assert status(rows)["clock_offset_s"] == 7.8
+
+
+def test_geometry_versions_are_kept_with_their_lines_and_first_and_last_seen() -> None:
+    fleet = FleetStatus({}, AlertConfig(), Clock(T0))
+    version = "0123456789abcdef"
+    geometry = {"version": version, "lines": [{"name": "door", "a": [0.1, 0.5], "b": [0.9, 0.5]}], "zones": []}
+    cross = {"track_id": 1, "class": "person", "line": "door", "direction": "in", "geometry": version}
+    rows = fleet.observe([ev(1, T0, "geometry", geometry), ev(2, T0 + 5 * SEC, "line.cross", cross)])
+    [row] = [r.values for r in rows if r.table == "camera_geometry"]
+    assert (row["geometry"], row["first_seen"], row["last_seen"]) == (version, T0, T0 + 5 * SEC)
+    assert row["definition"] == {"lines": geometry["lines"], "zones": []}
+    # A replay changes nothing, so no row.
+    assert [r for r in fleet.observe([ev(2, T0 + 5 * SEC, "line.cross", cross)]) if r.table == "camera_geometry"] == []
