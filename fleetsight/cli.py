@@ -61,6 +61,20 @@ def cmd_sink(args: argparse.Namespace, settings: SinkSettings) -> int:
     return asyncio.run(run_sink(settings))
 
 
+def cmd_audit(args: argparse.Namespace, settings: SinkSettings) -> int:
+    """Reconcile SQL with the cameras' ledgers now; 1 if any minute mismatches."""
+    from rich.console import Console
+
+    from fleetsight.audit import audit, parse_since
+
+    try:
+        since = parse_since(args.since)
+    except ValueError as exc:
+        log.error("%s", exc)
+        return 2
+    return asyncio.run(audit(settings, since, args.camera, Console()))
+
+
 def cmd_health(args: argparse.Namespace, settings: Settings) -> int:
     """Ask a process's /health (the compose healthchecks run this); 0 healthy, 1 not."""
     import json
@@ -257,6 +271,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("bridge", help="MQTT -> Kafka bridge").set_defaults(func=cmd_bridge, settings=BridgeSettings)
     sub.add_parser("worker", help="Faust stream worker (dedupe, aggregates; state in PostgreSQL)").set_defaults(func=cmd_worker, settings=WorkerSettings)
     sub.add_parser("sink", help="Kafka -> PostgreSQL writer").set_defaults(func=cmd_sink, settings=SinkSettings)
+    p = sub.add_parser("audit", help="does SQL hold what each camera recorded? (exit 1 on a mismatch)")
+    p.add_argument("--camera", help="one camera id (default: all)")
+    p.add_argument("--since", default="24h", help="a span back from now (30m, 2h, 7d) or an ISO time (default 24h)")
+    p.set_defaults(func=cmd_audit, settings=SinkSettings)
     p = sub.add_parser("health", help="is a local bridge, worker or sink making progress? (exit 0 / 1)")
     p.add_argument("process", choices=["bridge", "worker", "sink"])
     p.add_argument("--timeout", type=float, default=3.0, help="seconds to wait for the answer")
