@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,8 @@ from edge.config import CameraConfig, LineConfig, OutboxConfig, SourceConfig, Zo
 from edge.node import CameraNode
 from runtime.waiting import WaitTimeout, wait_for
 from schemas.codec import Event
+from sinks.db import make_engine
+from sinks.reconcile import check, judge
 from tests.support import PrivateBroker, Stack, truth
 
 pytestmark = pytest.mark.integration
@@ -70,5 +73,26 @@ async def test_broker_outage_mid_run_every_event_arrives_once_in_its_minute(
             raise AssertionError(f"got {got}, expected {dict(expected)}\n{stack.log_tail()}") from None
         seqs = [e.seq for e in created]
         assert seqs == list(range(1, len(seqs) + 1))
+
+        # The node said what its lines are, reported every minute, and measured its clock by the acks.
+        assert created[0].type == "geometry" and created[0].data["version"] == node.scene.geometry
+        assert {e.data["minute"] for e in created if e.type == "reconcile"} == {e.minute for e in created if e.type != "reconcile"}
+        offsets = [e.data["clock_offset_s"] for e in created if e.type == "health" and "clock_offset_s" in e.data]
+        assert offsets and all(abs(o) < 1.0 for o in offsets), offsets  # one machine, one clock
+        verdicts: list = []
+
+        async def reconciled() -> bool:
+            engine = make_engine(stack.settings.database_url)
+            try:
+                async with engine.connect() as conn:
+                    verdicts[:] = [judge(c, int(time.time() * 1000), 60_000) for c in await check(conn, 0, "cam-plaza")]
+            finally:
+                await engine.dispose()
+            return bool(verdicts) and all(v.state == "match" for v in verdicts)
+
+        try:
+            await wait_for(reconciled, 60, "every minute of the node to reconcile", interval=1.0)
+        except WaitTimeout:
+            raise AssertionError(f"{verdicts}\n{stack.log_tail()}") from None
     finally:
         broker.kill()

@@ -9,7 +9,8 @@ Create Date: 2026-11-28
   ``camera_minute_reconciliation`` (the verdict, kept by the reconciler);
 - ``camera_geometry`` and the ``geometry`` key column of the line and zone
   tables (rows from before get '', the version of a node that sends none),
-  with the view ``camera_geometry_current``;
+  with the view ``camera_geometry_current``; the line and zone rollup views
+  keep versions apart too (a ``geometry`` column);
 - ``camera_status.clock_offset_s`` and ``last_matched_minute``.
 """
 
@@ -33,6 +34,34 @@ CURRENT_VIEW = """
 """
 
 
+def _rollups(geometry: bool) -> dict[str, str]:
+    """The line and zone rollups of 0002, with or without the geometry version."""
+    g, n = ("geometry, ", 6) if geometry else ("", 5)
+    keys = ", ".join(str(i) for i in range(1, n + 1))
+    zone_values = """sum(entries) AS entries, sum(exits) AS exits,
+               sum(dwell_mean_s * exits) / nullif(sum(exits), 0) AS dwell_mean_s, max(dwell_max_s) AS dwell_max_s,
+               sum(occupancy_mean * occupancy_samples) / nullif(sum(occupancy_samples), 0) AS occupancy_mean,
+               max(occupancy_max) AS occupancy_max"""
+    out = {}
+    for unit in ("hour", "day"):
+        out[f"line_{unit}_crossings"] = f"""
+        SELECT camera_id, site, {g}line, object_class, date_trunc('{unit}', minute, 'UTC') AS {unit},
+               sum(crossings_in) AS crossings_in, sum(crossings_out) AS crossings_out
+        FROM line_minute_crossings GROUP BY {keys}"""
+        out[f"zone_{unit}_stats"] = f"""
+        SELECT camera_id, site, {g}zone, object_class, date_trunc('{unit}', minute, 'UTC') AS {unit},
+               {zone_values}
+        FROM zone_minute_stats GROUP BY {keys}"""
+    return out
+
+
+def _replace_rollups(geometry: bool) -> None:
+    for name, body in _rollups(geometry).items():
+        op.execute(f"DROP VIEW IF EXISTS {name}")
+        op.execute(f"CREATE VIEW {name} AS {body}")
+        op.execute(f"GRANT SELECT ON {name} TO fleetsight_analyst")
+
+
 def _updated() -> sa.Column:
     return sa.Column(
         "updated_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now(), comment="when the sink last changed the row"
@@ -44,6 +73,7 @@ def upgrade() -> None:
         op.add_column(table, sa.Column("geometry", sa.String(16), nullable=False, server_default="", comment=GEOMETRY_COMMENT))
         op.drop_constraint(f"{table}_pkey", table, type_="primary")
         op.create_primary_key(f"{table}_pkey", table, ["camera_id", "geometry", name, "object_class", "minute"])
+    _replace_rollups(geometry=True)
     op.add_column("camera_status", sa.Column("clock_offset_s", sa.Float, comment="camera clock minus the cloud's, seconds (positive: ahead)"))
     op.add_column("camera_status", sa.Column(
         "last_matched_minute", sa.DateTime(timezone=True),
@@ -117,6 +147,7 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.execute("DROP VIEW camera_geometry_current")
+    _replace_rollups(geometry=False)
     for table in reversed(NEW_TABLES):
         op.drop_table(table)
     op.drop_column("camera_status", "last_matched_minute")
