@@ -187,10 +187,16 @@ _SAVE = text("""
     WHERE (camera_minute_reconciliation.state, camera_minute_reconciliation.differences, camera_minute_reconciliation.clock_suspect)
           IS DISTINCT FROM (excluded.state, excluded.differences, excluded.clock_suspect)
 """)
+# Rows locked in camera order, as the sink's upsert locks them (sinks/writer.py):
+# two transactions that take many rows in different orders can deadlock.
 _LAST_MATCHED = text("""
-    UPDATE camera_status s SET last_matched_minute = m.minute
-    FROM (SELECT camera_id, max(minute) AS minute FROM camera_minute_reconciliation WHERE state = 'match' GROUP BY camera_id) m
-    WHERE s.camera_id = m.camera_id AND s.last_matched_minute IS DISTINCT FROM m.minute
+    WITH m AS (SELECT camera_id, max(minute) AS minute FROM camera_minute_reconciliation WHERE state = 'match' GROUP BY camera_id),
+    locked AS (
+        SELECT s.camera_id, m.minute FROM camera_status s JOIN m USING (camera_id)
+        WHERE s.last_matched_minute IS DISTINCT FROM m.minute
+        ORDER BY s.camera_id COLLATE "C" FOR UPDATE OF s
+    )
+    UPDATE camera_status s SET last_matched_minute = locked.minute FROM locked WHERE s.camera_id = locked.camera_id
 """)
 _MISMATCHED = text("""
     SELECT camera_id, min(site) AS site, count(*) AS minutes, min(minute) AS first, max(minute) AS last

@@ -65,6 +65,8 @@ async def upsert(engine: AsyncEngine, rows: Iterable[Row]) -> int:
     async with engine.begin() as conn:
         for table, items in sorted(latest(rows).items()):
             spec = items[0].spec
+            # In key order: the reconciler locks camera_status rows in the same order.
+            items.sort(key=lambda r: tuple(str(r.values[k]) for k in spec.key))  # noqa: B023 (used at once)
             model = MODELS[table]
             values = [_sql_values(spec, r) for r in items]
             for start in range(0, len(values), CHUNK):
