@@ -13,10 +13,13 @@ from pathlib import Path
 import asyncpg
 import paho.mqtt.client as mqtt
 import pytest
+from sqlalchemy.ext.asyncio import create_async_engine
 
 from runtime.mqtt import make_client
 from runtime.settings import Settings
 from runtime.waiting import wait_for
+from sinks.reconcile import Reconciler
+from sinks.writer import upsert
 from tests.support import MqttWatcher, PrivateBroker, Stack, admin_dsn, publish
 
 pytestmark = pytest.mark.integration
@@ -156,9 +159,27 @@ async def test_writer_may_only_write_its_tables_and_analyst_only_read(stack: Sta
             for forbidden in ("DELETE FROM camera_status", "DROP TABLE alerts", "ALTER TABLE alerts ADD COLUMN x int", "TRUNCATE late_events"):
                 with pytest.raises(asyncpg.exceptions.InsufficientPrivilegeError):
                     await as_writer.execute(forbidden)
+            # The sink's reconciler needs no more than the writer role: it reads every table, keeps its verdicts.
+            await as_writer.execute(
+                "INSERT INTO camera_minute_events (camera_id, minute, site, seq_digest, events) VALUES ('cam-w', now(), 's', '0000000000000000', 1)"
+            )
+            engine = create_async_engine(f"postgresql+asyncpg://{writer}@{host}/{stack.db_name}")
+            try:
+                verdicts = await Reconciler(engine, 1.0, 3600.0, 60.0, write_rows=lambda rows: upsert(engine, rows)).once()
+            finally:
+                await engine.dispose()
+            assert [v.state for v in verdicts] == ["pending"]  # no ledger from cam-w
+            with pytest.raises(asyncpg.exceptions.InsufficientPrivilegeError):
+                await as_writer.execute("DELETE FROM camera_minute_reconciliation")
             assert [r["online"] for r in await as_analyst.fetch("SELECT online FROM camera_status")] == [False]
             assert await as_analyst.fetch("SELECT * FROM fleet_overview")
-            for forbidden in (insert.replace("$1", "'cam-x'"), "UPDATE camera_status SET online = true", "DELETE FROM alerts"):
+            assert [r["state"] for r in await as_analyst.fetch("SELECT state FROM camera_minute_reconciliation")] == ["pending"]
+            for readable in ("camera_geometry_current", "line_hour_crossings", "zone_day_stats", "camera_minute_ledger", "camera_geometry"):
+                await as_analyst.fetch(f"SELECT * FROM {readable}")
+            for forbidden in (
+                insert.replace("$1", "'cam-x'"), "UPDATE camera_status SET online = true", "DELETE FROM alerts",
+                "UPDATE camera_minute_reconciliation SET state = 'match'",
+            ):
                 with pytest.raises(asyncpg.exceptions.InsufficientPrivilegeError):
                     await as_analyst.execute(forbidden)
         finally:
