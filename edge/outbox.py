@@ -29,7 +29,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, overload
+from typing import Any
 
 from schemas.codec import MINUTE_MS, Event
 from schemas.ledger import UNCOUNTED, MinuteLedger, seq_hash
@@ -140,7 +140,7 @@ class Outbox:
                 for seq, ts, type_, data in cur.execute("SELECT seq, ts, type, data FROM events WHERE seq < ?", (cutoff,)).fetchall():
                     if type_ in UNCOUNTED:  # a report lost: send that minute again
                         cur.execute("UPDATE ledger SET changed = 1 WHERE reported = ?", (seq,))
-                    elif ledger := self._ledger(cur, ts - ts % MINUTE_MS, ledgers, create=False):
+                    elif ledger := self._stored_ledger(cur, ts - ts % MINUTE_MS, ledgers):
                         ledger.drop(seq, type_, json.loads(data))  # (a minute forgotten long ago stays so)
                 cur.execute("DELETE FROM events WHERE seq < ?", (cutoff,))
                 self._add_meta("dropped", overflow)
@@ -153,31 +153,28 @@ class Outbox:
             raise
         return out
 
-    def _insert(self, cur: sqlite3.Cursor, ts: int, type_: str, data: dict[str, Any], seq: int | None = None) -> Event:
+    def _insert(self, cur: sqlite3.Cursor, ts: int, type_: str, data: dict[str, Any]) -> Event:
         text = json.dumps(data, separators=(",", ":"))
-        cur.execute("INSERT INTO events(seq, ts, type, data) VALUES (?, ?, ?, ?)", (seq, ts, type_, text))
+        cur.execute("INSERT INTO events(ts, type, data) VALUES (?, ?, ?)", (ts, type_, text))
         seq = cur.lastrowid
         assert seq is not None  # an INSERT always sets it
         return Event(self.camera_id, self.site, seq, ts, type_, data)
 
     # --- the ledger ---------------------------------------------------------------
 
-    @overload
     @staticmethod
-    def _ledger(cur: sqlite3.Cursor, minute: int, ledgers: dict[int, MinuteLedger]) -> MinuteLedger: ...
-    @overload
-    @staticmethod
-    def _ledger(cur: sqlite3.Cursor, minute: int, ledgers: dict[int, MinuteLedger], create: bool) -> MinuteLedger | None: ...
-
-    @staticmethod
-    def _ledger(cur: sqlite3.Cursor, minute: int, ledgers: dict[int, MinuteLedger], create: bool = True) -> MinuteLedger | None:
-        ledger = ledgers.get(minute)
-        if ledger is None:
+    def _stored_ledger(cur: sqlite3.Cursor, minute: int, ledgers: dict[int, MinuteLedger]) -> MinuteLedger | None:
+        """The minute's ledger as this transaction has it so far (loaded into ``ledgers``); None if there is none."""
+        if minute not in ledgers:
             row = cur.execute("SELECT body FROM ledger WHERE minute = ?", (minute,)).fetchone()
-            if row is None and not create:
+            if row is None:
                 return None
-            ledger = ledgers[minute] = MinuteLedger.from_report(json.loads(row[0])) if row else MinuteLedger(minute)
-        return ledger
+            ledgers[minute] = MinuteLedger.from_report(json.loads(row[0]))
+        return ledgers[minute]
+
+    def _ledger(self, cur: sqlite3.Cursor, minute: int, ledgers: dict[int, MinuteLedger]) -> MinuteLedger:
+        """:meth:`_stored_ledger`, or a new one."""
+        return self._stored_ledger(cur, minute, ledgers) or ledgers.setdefault(minute, MinuteLedger(minute))
 
     @staticmethod
     def _save_ledgers(cur: sqlite3.Cursor, ledgers: dict[int, MinuteLedger]) -> None:
@@ -307,7 +304,7 @@ class Outbox:
                     cur.execute("UPDATE ledger SET changed = 1, reported = ? WHERE reported = ?", (new, old))
                     continue
                 # The ledger recorded the old seq: it is the new one now.
-                ledger = self._ledger(cur, ts - ts % MINUTE_MS, ledgers, create=False)
+                ledger = self._stored_ledger(cur, ts - ts % MINUTE_MS, ledgers)
                 if ledger is None:
                     continue
                 ledger.digest ^= seq_hash(old) ^ seq_hash(new)
