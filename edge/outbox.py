@@ -61,6 +61,9 @@ CREATE TABLE IF NOT EXISTS ledger (
     reported INTEGER,                     -- seq of its latest reconcile event (NULL: none yet)
     changed  INTEGER NOT NULL DEFAULT 1   -- 1: the body is newer than that report, or the report was lost
 );
+-- Every store looks for due minutes and old ones to forget: without this it
+-- would read the whole ledger (a week of minutes) each time.
+CREATE INDEX IF NOT EXISTS ledger_changed ON ledger(changed, minute);
 """
 
 LEDGER_KEEP_MS = 7 * 24 * 3600 * 1000  # reported minutes older than this are forgotten
@@ -187,11 +190,14 @@ class Outbox:
         limit = 2**62 if close_all else now  # close_all: every minute, even one ahead of the clock
         # Due: over, changed since its report, that report no longer waiting
         # here, and room for the new one (a report never makes a drop).
-        room = min(self.max_events - self._depth(cur), REPORTS_PER_APPEND)
         due = cur.execute(
-            "SELECT minute, body FROM ledger WHERE changed = 1 AND minute + ? <= ? AND (reported IS NULL OR reported < ?) ORDER BY minute LIMIT ?",
-            (MINUTE_MS, limit, self._head(cur) or self._last(cur) + 1, max(0, room)),
+            "SELECT minute, body, reported FROM ledger WHERE changed = 1 AND minute <= ? ORDER BY minute LIMIT ?",
+            (limit - MINUTE_MS, REPORTS_PER_APPEND),
         ).fetchall()
+        if due:
+            head = self._head(cur) or self._last(cur) + 1
+            room = self.max_events - self._depth(cur)
+            due = [(minute, body) for minute, body, reported in due if reported is None or reported < head][: max(0, room)]
         out = []
         for minute, body in due:
             event = self._insert(cur, now, "reconcile", json.loads(body))

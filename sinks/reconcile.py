@@ -218,7 +218,6 @@ class Reconciler:
         self.grace_ms = int(grace_s * 1000)
         self.write_rows = write_rows
         self.clock = clock
-        self.passes = 0
 
     async def run(self, stop: asyncio.Event) -> None:
         """Until ``stop``; a failed pass is logged and tried again next time."""
@@ -253,7 +252,6 @@ class Reconciler:
         rows += [self._closed(r, now) for camera, r in open_alerts.items() if camera not in mismatched]
         if rows:
             await self.write_rows(rows)
-        self.passes += 1
         return verdicts
 
     @staticmethod

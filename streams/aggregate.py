@@ -96,7 +96,8 @@ def folds(event: Event) -> Iterator[Fold]:
     d = event.data
     if event.type in UNCOUNTED:
         return
-    yield CAMERA_MINUTE_EVENTS, {}, {"digest": ("xor", seq_hash(event.seq))}
+    # Hashed only when applied (not for keys(), not for a duplicate).
+    yield CAMERA_MINUTE_EVENTS, {}, {"digest": ("xor_hash", event.seq)}
     geometry = {"geometry": d["geometry"]} if "geometry" in d else {}  # absent: "" (and old bucket keys stay valid)
     if event.type == "track.start":
         yield CAMERA_MINUTE_COUNTS, {"object_class": d["class"]}, {"objects": ("add", 1)}
@@ -312,8 +313,8 @@ class MinuteAggregator:
             for name, (op, value) in ops.items():
                 if op == "add":
                     acc[name] = acc.get(name, 0) + value
-                elif op == "xor":
-                    acc[name] = int(acc.get(name, 0)) ^ int(value)
+                elif op == "xor_hash":
+                    acc[name] = int(acc.get(name, 0)) ^ seq_hash(int(value))
                 else:
                     acc[name] = max(acc.get(name, value), value)
         result.events.append((record, event, new))

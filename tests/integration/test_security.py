@@ -13,11 +13,11 @@ from pathlib import Path
 import asyncpg
 import paho.mqtt.client as mqtt
 import pytest
-from sqlalchemy.ext.asyncio import create_async_engine
 
 from runtime.mqtt import make_client
 from runtime.settings import Settings
 from runtime.waiting import wait_for
+from sinks.db import make_engine
 from sinks.reconcile import Reconciler
 from sinks.writer import upsert
 from tests.support import MqttWatcher, PrivateBroker, Stack, admin_dsn, publish
@@ -163,7 +163,7 @@ async def test_writer_may_only_write_its_tables_and_analyst_only_read(stack: Sta
             await as_writer.execute(
                 "INSERT INTO camera_minute_events (camera_id, minute, site, seq_digest, events) VALUES ('cam-w', now(), 's', '0000000000000000', 1)"
             )
-            engine = create_async_engine(f"postgresql+asyncpg://{writer}@{host}/{stack.db_name}")
+            engine = make_engine(f"postgresql+asyncpg://{writer}@{host}/{stack.db_name}")
             try:
                 verdicts = await Reconciler(engine, 1.0, 3600.0, 60.0, write_rows=lambda rows: upsert(engine, rows)).once()
             finally:
