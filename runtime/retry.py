@@ -9,6 +9,7 @@ way: ``first_delay`` doubling up to ``max_delay``.
 from __future__ import annotations
 
 import logging
+import random
 from collections.abc import Awaitable, Callable, Iterator
 from typing import TypeVar
 
@@ -29,13 +30,14 @@ def _wait(first_delay: float, max_delay: float) -> wait_exponential:
     return wait_exponential(multiplier=first_delay, min=first_delay, max=max_delay)
 
 
-def delays(first_delay: float = 0.5, max_delay: float = 10.0) -> Iterator[float]:
+def delays(first_delay: float = 0.5, max_delay: float = 10.0, jitter: float = 0.0) -> Iterator[float]:
     """The policy's delays, one per failed attempt, for loops that are not a single call
-    (a video stream that is reopened and read on)."""
+    (a video stream that is reopened and read on). ``jitter``: each delay is
+    shortened by a random share up to this, so many clients do not retry in step."""
     wait = _wait(first_delay, max_delay)
     state = RetryCallState(retry_object=None, fn=None, args=(), kwargs={})  # type: ignore[arg-type]
     while True:
-        yield wait(state)
+        yield wait(state) * (1 - random.uniform(0, jitter))
         state.attempt_number += 1
 
 
