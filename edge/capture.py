@@ -215,7 +215,10 @@ class VideoSource:
         conn: _Connection | None = None
         try:
             while not stop.is_set():
-                conn = _Connection(target, self.open_timeout_s, self.stall_s, wake)
+                # FFmpeg's read timeout must be longer than the watchdog's: when it
+                # fires, read() returns the last frame again with ok=True (seen: a
+                # frozen server's stale frame every 2 s kept a 2 s watchdog quiet).
+                conn = _Connection(target, self.open_timeout_s, self.open_timeout_s + self.stall_s, wake)
                 conn.start()
                 opened_at = time.monotonic()
                 reason = ""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -31,6 +32,8 @@ class SourceConfig(_Strict):
     loop: bool = False
     realtime: bool = Field(True, description="pace a file at its own fps; false = as fast as possible")
     fps: float | None = Field(None, gt=0, le=240)
+    stall_s: float = Field(2.0, gt=0, le=60, description="a live stream that sends no frame this long is stalled and reopened")
+    reconnect_max_s: float = Field(2.0, gt=0, le=300, description="longest wait between attempts to reopen a live stream")
 
 
 class ModelUpdateConfig(_Strict):
@@ -66,6 +69,17 @@ class GateConfig(_Strict):
     threshold: int = Field(25, ge=1, le=255)
     min_area: float = Field(0.002, ge=0, le=1)
     max_interval_frames: int = Field(10, ge=1)
+
+
+class TamperConfig(_Strict):
+    """View checks against a reference learnt at start (edge/tamper.py); only verdicts leave the node."""
+
+    enabled: bool = True
+    every_s: float = Field(1.0, gt=0, description="one frame this often is looked at")
+    hold: int = Field(5, ge=1, description="looks in a row a verdict must hold before it is reported (and to clear)")
+    shift: float = Field(0.02, gt=0, lt=1, description="moved: the view shifted more than this share of its width")
+    flat_cells: float = Field(0.4, gt=0, le=1, description="blocked: this share of the view lost its texture")
+    blur: float = Field(0.6, gt=0, lt=1, description="defocused: edge sharpness fell under this share of the reference's")
 
 
 class TrackingConfig(_Strict):
@@ -146,6 +160,7 @@ class CameraConfig(_Strict):
     detect: DetectConfig = Field(default_factory=DetectConfig)
     gate: GateConfig = Field(default_factory=GateConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+    tamper: TamperConfig = Field(default_factory=TamperConfig)
     lines: list[LineConfig] = Field(default_factory=list)
     zones: list[ZoneConfig] = Field(default_factory=list)
     occupancy_interval_s: float = Field(10.0, gt=0)
@@ -166,9 +181,7 @@ class CameraConfig(_Strict):
         return items
 
 
-def load_camera_config(path: Path | str) -> CameraConfig:
-    """Read and validate a camera YAML file; relative paths are taken from its folder."""
-    path = Path(path)
+def _read_yaml(path: Path) -> dict[str, Any]:
     try:
         raw = yaml.safe_load(path.read_text())
     except FileNotFoundError:
@@ -177,14 +190,25 @@ def load_camera_config(path: Path | str) -> CameraConfig:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping of settings at the top level")
+    return raw
+
+
+def _problems(exc: ValidationError, prefix: str = "") -> str:
+    return "; ".join(f"{prefix}{'.'.join(str(p) for p in err['loc']) or '(top level)'}: {err['msg']}" for err in exc.errors())
+
+
+def load_camera_config(path: Path | str) -> CameraConfig:
+    """Read and validate a camera YAML file; relative paths are taken from its folder."""
+    path = Path(path)
+    return _camera(_read_yaml(path), path.resolve().parent, str(path))
+
+
+def _camera(raw: dict[str, Any], base: Path, where: str, prefix: str = "") -> CameraConfig:
+    """Validate one camera's settings; relative paths are taken from ``base``."""
     try:
         config = CameraConfig.model_validate(raw)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or '(top level)'}: {err['msg']}" for err in exc.errors()
-        )
-        raise ConfigError(f"{path}: {problems}") from None
-    base = path.resolve().parent
+        raise ConfigError(f"{where}: {_problems(exc, prefix)}") from None
     if config.outbox.path is None:
         config.outbox.path = base / f"outbox-{config.camera_id}.sqlite3"
     elif not config.outbox.path.is_absolute():
@@ -202,3 +226,66 @@ def load_camera_config(path: Path | str) -> CameraConfig:
     if config.mqtt.password_file is not None and not config.mqtt.password_file.is_absolute():
         config.mqtt.password_file = base / config.mqtt.password_file
     return config
+
+
+# --- a site: many cameras in one process ------------------------------------------
+
+
+class SiteFile(_Strict):
+    """``site.yaml``: the site's cameras, with settings they share."""
+
+    site: Ident | None = Field(None, description="the site id of every camera that names none")
+    defaults: dict[str, Any] = Field(default_factory=dict, description="camera settings every camera starts from (its own win)")
+    metrics_port: int | None = Field(9104, ge=0, le=65535, description="one /metrics for the whole box; null: off")
+    metrics_bind: str = "127.0.0.1"
+    cameras: list[dict[str, Any]] = Field(min_length=1, description="camera settings, as in a camera file")
+
+
+@dataclass(frozen=True)
+class SiteConfig:
+    cameras: list[CameraConfig]
+    metrics_port: int | None
+    metrics_bind: str
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """``over`` on top of ``base``, mapping by mapping (lists are replaced whole)."""
+    out = dict(base)
+    for key, value in over.items():
+        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def is_site_file(path: Path) -> bool:
+    """A folder of camera files, or a YAML file with a ``cameras`` list."""
+    return path.is_dir() or "cameras" in _read_yaml(path)
+
+
+def load_site_config(path: Path | str) -> SiteConfig:
+    """A site file (``cameras`` with shared ``defaults``) or a folder of camera files, validated."""
+    path = Path(path)
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.suffix in (".yaml", ".yml"))
+        if not files:
+            raise ConfigError(f"{path}: no camera files (*.yaml) in this folder")
+        cameras = [load_camera_config(f) for f in files]
+        first = cameras[0]
+        site = SiteConfig(cameras, first.metrics_port, first.metrics_bind)
+    else:
+        try:
+            doc = SiteFile.model_validate(_read_yaml(path))
+        except ValidationError as exc:
+            raise ConfigError(f"{path}: {_problems(exc)}") from None
+        base = path.resolve().parent
+        cameras = []
+        for i, raw in enumerate(doc.cameras):
+            merged = _merge(doc.defaults, raw)
+            if doc.site is not None:
+                merged.setdefault("site", doc.site)
+            cameras.append(_camera(merged, base, str(path), prefix=f"cameras[{i}]{' (' + str(raw['camera_id']) + ')' if 'camera_id' in raw else ''}."))
+        site = SiteConfig(cameras, doc.metrics_port, doc.metrics_bind)
+    for what, values in (("camera_id", [c.camera_id for c in site.cameras]), ("outbox.path", [str(c.outbox.path) for c in site.cameras])):
+        repeated = sorted({v for v in values if values.count(v) > 1})
+        if repeated:
+            raise ConfigError(f"{path}: each camera needs its own {what}; repeated: {', '.join(repeated)}")
+    return site

@@ -10,6 +10,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import threading
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import resources
@@ -121,6 +123,46 @@ def nms(boxes: np.ndarray, scores: np.ndarray, iou: float) -> np.ndarray:
     return np.asarray(keep, dtype=np.int64)
 
 
+class _SharedSession:
+    """One onnxruntime session for every camera of a process that runs the same
+    model file with the same settings, and a lock that runs one frame at a time.
+
+    Each session holds the model's weights and its own thread pool; eight
+    cameras with eight sessions each running on every core at once only
+    fight over the cores. One at a time, each inference has them all, and the
+    cameras' other work (decoding, gate, tracking) runs in between.
+    """
+
+    def __init__(self, session: ort.InferenceSession) -> None:
+        self.session = session
+        self.lock = threading.Lock()
+
+
+_sessions: weakref.WeakValueDictionary[tuple[object, ...], _SharedSession] = weakref.WeakValueDictionary()
+_sessions_lock = threading.Lock()
+
+
+def _shared_session(path: Path, sha256: str, threads: int | None, providers: tuple[str, ...]) -> _SharedSession:
+    """The process's session for this file and settings (loaded on first use,
+    freed with the last detector that uses it)."""
+    key = (str(path), sha256.lower(), threads, providers)
+    with _sessions_lock:
+        shared = _sessions.get(key)
+        if shared is not None:
+            return shared
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if threads:
+            options.intra_op_num_threads = threads
+            options.inter_op_num_threads = 1
+        try:
+            shared = _SharedSession(ort.InferenceSession(str(path), options, providers=list(providers)))
+        except Exception as exc:  # onnxruntime raises its own exception types
+            raise ModelError(f"onnxruntime could not load {path}: {exc}") from exc
+        _sessions[key] = shared
+        return shared
+
+
 class Detector:
     """Runs the model on BGR frames; thresholds and class filter from config."""
 
@@ -146,17 +188,10 @@ class Detector:
         self.class_mask = (
             np.isin(np.array(spec.classes), list(classes)) if classes else np.ones(len(spec.classes), bool)
         )
-        options = ort.SessionOptions()
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        if threads:
-            options.intra_op_num_threads = threads
-            options.inter_op_num_threads = 1
         available = ort.get_available_providers()
         chosen = [p for p in (providers or PROVIDER_PREFERENCE) if p in available] or ["CPUExecutionProvider"]
-        try:
-            self.session = ort.InferenceSession(str(spec.path), options, providers=chosen)
-        except Exception as exc:  # onnxruntime raises its own exception types
-            raise ModelError(f"onnxruntime could not load {spec.path}: {exc}") from exc
+        self._shared = _shared_session(spec.path, spec.sha256, threads, tuple(chosen))
+        self.session = self._shared.session
         self.providers = self.session.get_providers()
         self.input_name = self.session.get_inputs()[0].name
         self._outputs = self._match_outputs()
@@ -209,7 +244,8 @@ class Detector:
 
     def infer(self, blob: np.ndarray) -> list[np.ndarray]:
         names = [n for _, s, b in self._outputs for n in (s, b)]
-        return self.session.run(names, {self.input_name: blob})
+        with self._shared.lock:
+            return self.session.run(names, {self.input_name: blob})
 
     def postprocess(self, outputs: list[np.ndarray], geometry: tuple[float, float, float, float], shape: tuple[int, ...]) -> Detections:
         boxes_all, scores_all, classes_all = [], [], []

@@ -35,6 +35,11 @@ class MotionGate:
             return 1.0
         return float(np.count_nonzero(cv2.absdiff(small, previous) > self.threshold)) / small.size
 
+    def reset(self) -> None:
+        """Forget the previous frame: the next one runs the detector."""
+        self._previous = None
+        self._since = 0
+
     def should_detect(self, frame: np.ndarray) -> bool:
         moved = self.moved_fraction(frame) >= self.min_area
         self._since += 1

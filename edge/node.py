@@ -14,6 +14,7 @@ import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from edge.capture import VideoSource
 from edge.config import CameraConfig
@@ -28,6 +29,31 @@ from runtime.settings import EdgeSettings
 from schemas.codec import Event
 
 log = logging.getLogger("fleetsight.edge")
+
+
+def _in_thread(name: str, fn: Callable[..., None], *args: object) -> asyncio.Future[None]:
+    """Run ``fn`` in a thread of its own; the future ends with it.
+
+    Not ``asyncio.to_thread``: its pool has min(32, cores + 4) threads, six on
+    a 2-core box, and a site's video loops run for good, one per camera.
+    """
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[None] = loop.create_future()
+
+    def finish(exc: BaseException | None) -> None:
+        if not done.done():
+            done.set_exception(exc) if exc is not None else done.set_result(None)
+
+    def target() -> None:
+        try:
+            fn(*args)
+        except BaseException as exc:
+            loop.call_soon_threadsafe(finish, exc)
+        else:
+            loop.call_soon_threadsafe(finish, None)
+
+    threading.Thread(target=target, name=name, daemon=True).start()
+    return done
 
 
 class CameraNode:
@@ -55,7 +81,10 @@ class CameraNode:
         self.models = ModelStore(updates.store or self._outbox_path.parent / f"models-{config.camera_id}")
         self.switch = ModelSwitch(startup_detector(config, self.models), updates.probation_frames, updates.max_slowdown)
         self.spec = self.switch.detector.spec
-        self.source = VideoSource(config.source.uri, loop=config.source.loop, realtime=config.source.realtime, fps=config.source.fps)
+        src = config.source
+        self.source = VideoSource(
+            src.uri, loop=src.loop, realtime=src.realtime, fps=src.fps, stall_s=src.stall_s, reconnect_max_s=src.reconnect_max_s,
+        )
         self.scene = build_scene(config)
         self._uplink_outbox = self._open_outbox()
         self.uplink = Uplink(
@@ -95,9 +124,9 @@ class CameraNode:
                         self.config, self.switch.detector, self.scene, outbox, self.source.fps,
                         stats=self.stats, on_stored=stored, debug=self._debug, start=frame.media_s,
                         on_snapshot=lambda jpeg: loop.call_soon_threadsafe(self.uplink.publish_snapshot, jpeg),
-                        switch=self.switch, clock=self.uplink.clock_estimate,
+                        switch=self.switch, clock=self.uplink.clock_estimate, video=self.source,
                     )
-                pipeline.step(frame)
+                pipeline.step(frame)  # a frame, or an Idle tick while a live stream has none
                 if self.max_frames is not None and self.stats.frames >= self.max_frames:
                     break
             if pipeline is not None:
@@ -109,19 +138,27 @@ class CameraNode:
 
     # --- asyncio side -----------------------------------------------------------------
 
-    async def run(self, stop: asyncio.Event, drain_timeout_s: float = 30.0, progress: bool = False) -> bool:
-        """Run until ``stop`` is set or the source ends; True if the cloud confirmed everything."""
+    async def run(
+        self, stop: asyncio.Event, drain_timeout_s: float = 30.0, progress: bool = False, serve_metrics: bool = True, report: bool = True,
+    ) -> bool:
+        """Run until ``stop`` is set or the source ends; True if the cloud confirmed everything.
+
+        A site runs many nodes in one process: it serves /metrics once
+        (``serve_metrics=False`` here) and shows their status itself (``report=False``).
+        """
         loop = asyncio.get_running_loop()
-        metrics.serve(self.config.metrics_port, self.config.metrics_bind)
+        if serve_metrics:
+            metrics.serve(self.config.metrics_port, self.config.metrics_bind)
         metrics.EDGE_MODEL.labels(self.config.camera_id, self.spec.version).set(1)
         uplink_stop = asyncio.Event()
         self.updater.start()
         uplink_task = asyncio.create_task(self.uplink.run(uplink_stop))
-        video = asyncio.create_task(asyncio.to_thread(self._video_loop, loop))
+        video = _in_thread(f"video {self.config.camera_id}", self._video_loop, loop)
         waiter = asyncio.create_task(stop.wait())
-        reporter = asyncio.create_task(self._report(progress))
+        reporter = asyncio.create_task(self._report(progress) if report else stop.wait())
         try:
-            await asyncio.wait({video, waiter}, return_when=asyncio.FIRST_COMPLETED)
+            either: set[asyncio.Future[Any]] = {video, waiter}
+            await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
             self._stop_video.set()
             await video  # re-raises a failure of the video loop
             drained = await self.uplink.drained(0 if stop.is_set() else drain_timeout_s)
@@ -147,9 +184,10 @@ class CameraNode:
             f"{self.config.camera_id}  frames {self.stats.frames}  {self.stats.fps():.1f} fps  "
             f"detect {p50:.0f} ms  gated {self.stats.skipped}  events {sum(self.stats.events.values())}  "
             f"outbox {self._uplink_outbox.depth()}  link {link}  video {self.source.state}"
+            + (f" (reconnects {self.source.reconnects}, lost {self.source.lost_s():.0f} s)" if self.source.reconnects else "")
         )
 
-    def _gauges(self) -> None:
+    def update_gauges(self) -> None:
         camera = self.config.camera_id
         metrics.EDGE_OUTBOX_DEPTH.labels(camera).set(self._uplink_outbox.depth())
         metrics.EDGE_OUTBOX_DROPPED.labels(camera).set(self._uplink_outbox.dropped)
@@ -161,7 +199,7 @@ class CameraNode:
         last_log = 0.0
         while True:
             await asyncio.sleep(min(interval, 1.0))  # display and gauge refresh period
-            self._gauges()
+            self.update_gauges()
             if not progress and asyncio.get_running_loop().time() - last_log < interval:
                 continue
             last_log = asyncio.get_running_loop().time()

@@ -17,12 +17,13 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from edge.capture import Frame
+from edge.capture import Frame, Idle, VideoSource
 from edge.config import CameraConfig
 from edge.detector import Detector
 from edge.gate import MotionGate
 from edge.outbox import NewEvent, Outbox
 from edge.scene import Line, Observation, Scene, Zone
+from edge.tamper import TamperCheck
 from edge.tracker import TrackedObject, Tracker
 from runtime import metrics
 from schemas.codec import Event
@@ -87,6 +88,7 @@ class Pipeline:
         on_snapshot: Callable[[bytes], object] | None = None,
         switch: ModelSwitch | None = None,
         clock: Callable[[], tuple[float, float] | None] | None = None,
+        video: VideoSource | None = None,
     ) -> None:
         self.config = config
         self.detector = detector
@@ -129,25 +131,44 @@ class Pipeline:
         self.clock = clock  # (offset, error) of this node's clock against the bridge's, in seconds
         # The lines and zones go out once per start; their events carry the version.
         self._geometry_due = bool(scene.geometry)
+        self.video = video
+        self._video_reported = "ok"  # a change of video state or tamper verdict is reported at once
+        t = config.tamper
+        self.tamper = (
+            TamperCheck(every_s=t.every_s, hold=t.hold, shift=t.shift, flat_cells=t.flat_cells, blur=t.blur) if t.enabled else None
+        )
 
-    def step(self, frame: Frame) -> list[Event]:
-        """Process one frame; returns the events it stored."""
+    def step(self, frame: Frame | Idle) -> list[Event]:
+        """Process one frame (or a tick without one); returns the events it stored."""
+        if isinstance(frame, Idle):
+            return self.idle(frame)
+        events: list[NewEvent] = []
+        if frame.after_gap:
+            # Seconds of video are missing: every track ends where it was last
+            # seen (no dwell or crossing made up over the gap), and tracker and
+            # gate start over instead of joining two moments far apart.
+            events += self.scene.end_all(self.last_ts or frame.ts)
+            self.tracker.reset()
+            if self.gate is not None:
+                self.gate.reset()
+            self._next_detect = frame.media_s
         now = self.now = frame.media_s
         self.last_ts = frame.ts
         self.stats.frames += 1
         self.stats.frame_times.append(time.monotonic())
         self._m_frames.inc()
+        report = self.tamper is not None and self.tamper.observe(frame.image, now)
         tracked: list[TrackedObject] | None = None
         due = now + 1e-3 >= self._next_detect
         if due and self._detect_every:
             self._next_detect = max(self._next_detect + self._detect_every, now)
         if due and (self.gate is None or self.gate.should_detect(frame.image)):
             tracked = self.tracker.update(self._detect(frame.image))
-            events = self.scene.update(frame.ts, now, self._observations(tracked, frame.image.shape))
+            events += self.scene.update(frame.ts, now, self._observations(tracked, frame.image.shape))
         else:
             self.stats.skipped += 1
             self._m_skipped.inc()
-            events = self.scene.expire(frame.ts, now)
+            events += self.scene.expire(frame.ts, now)
         self.tracked = tracked
         if self._geometry_due:
             events.insert(0, NewEvent(frame.ts, "geometry", {"version": self.scene.geometry, **self.scene.geometry_doc}))
@@ -155,18 +176,34 @@ class Pipeline:
         if self.scene.zones and now >= self._next_occupancy:
             events += self.scene.occupancy(frame.ts)
             self._next_occupancy = now + self.config.occupancy_interval_s
-        if now >= self._next_health:
-            events.append(self.health(frame.ts))
-            self._next_health = now + self.config.health_interval_s
-        stored: list[Event] = []
-        if events or now >= self._next_state:
-            stored = self._store(events)
-            self._next_state = now + STATE_EVERY_S
+        stored = self._finish_step(frame.ts, events, report)
         if self.debug and tracked is not None:
             self.debug.maybe_write(frame, tracked, events, self.detector, self.scene)
         if self.on_snapshot is not None and now >= self._next_snapshot:
             self.on_snapshot(self._snapshot(frame.image))
             self._next_snapshot = now + self.config.snapshots.every_s
+        return stored
+
+    def idle(self, tick: Idle) -> list[Event]:
+        """Time passes without a frame (a live stream starting, stalled or down):
+        tracks time out, minutes close, health goes on, with the video state."""
+        self.now = tick.media_s
+        self.last_ts = tick.ts
+        self.tracked = None
+        return self._finish_step(tick.ts, self.scene.expire(tick.ts, tick.media_s))
+
+    def _finish_step(self, ts: int, events: list[NewEvent], report: bool = False) -> list[Event]:
+        now = self.now
+        video = self.video.state if self.video is not None else "ok"
+        if video in ("ok", "stalled", "down") and video != self._video_reported:
+            report = True  # the cloud hears of a stall or an outage now, not at the next report
+        if report or now >= self._next_health:
+            events.append(self.health(ts))
+            self._next_health = now + self.config.health_interval_s
+        stored: list[Event] = []
+        if events or now >= self._next_state:
+            stored = self._store(events)
+            self._next_state = now + STATE_EVERY_S
         return stored
 
     def _snapshot(self, image: np.ndarray) -> bytes:
@@ -230,6 +267,13 @@ class Pipeline:
             "dropped_events": self.outbox.dropped,
             "model_version": self.detector.spec.version,
         }
+        if self.video is not None and self.video.state in ("ok", "stalled", "down"):
+            self._video_reported = self.video.state
+            data["video_state"] = self.video.state
+            data["video_reconnects"] = self.video.reconnects
+            data["video_lost_s"] = round(self.video.lost_s(), 1)
+        if self.tamper is not None:
+            data["tamper"] = sorted(self.tamper.active)
         clock = self.clock() if self.clock else None
         if clock is not None:
             data["clock_offset_s"], data["clock_error_s"] = round(clock[0], 3), round(clock[1], 3)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -122,13 +123,20 @@ def cmd_edge_simulate(args: argparse.Namespace, settings: EdgeSettings) -> int:
 def cmd_edge_run(args: argparse.Namespace, settings: EdgeSettings) -> int:
     import signal
 
-    from edge.config import ConfigError, load_camera_config
+    from edge.capture import stuck_connections
+    from edge.config import ConfigError, is_site_file, load_camera_config, load_site_config
     from edge.detector import ModelError
     from edge.node import CameraNode
+    from edge.site import Site
 
+    runner: CameraNode | Site
     try:
-        config = load_camera_config(args.config)
-        node = CameraNode(config, settings, debug_dir=args.debug_dir, max_frames=args.max_frames)
+        if is_site_file(args.config):
+            site = load_site_config(args.config)
+            runner = Site(site, settings, debug_dir=args.debug_dir)
+            log.info("site %s: %d cameras in one process", args.config, len(site.cameras))
+        else:
+            runner = CameraNode(load_camera_config(args.config), settings, debug_dir=args.debug_dir, max_frames=args.max_frames)
     except (ConfigError, ModelError, OSError) as exc:
         log.error("%s", exc)
         return 2
@@ -138,7 +146,7 @@ def cmd_edge_run(args: argparse.Namespace, settings: EdgeSettings) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        return await node.run(stop, drain_timeout_s=args.drain_timeout, progress=sys.stderr.isatty())
+        return await runner.run(stop, drain_timeout_s=args.drain_timeout, progress=sys.stderr.isatty())
 
     try:
         drained = asyncio.run(main())
@@ -146,7 +154,12 @@ def cmd_edge_run(args: argparse.Namespace, settings: EdgeSettings) -> int:
         log.error("%s", exc)
         return 2
     if not drained:
-        log.warning("%s: events are still waiting in the outbox; they will be sent on the next run", config.camera_id)
+        log.warning("events are still waiting in the outbox; they will be sent on the next run")
+    if stuck_connections():
+        # A frozen camera's connection is blocked in FFmpeg and cannot be
+        # interrupted; leaving now keeps the 2 s stop (see stuck_connections).
+        logging.shutdown()
+        os._exit(0)
     return 0
 
 
@@ -293,10 +306,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=["json", "msgpack"], default="json", help="wire encoding")
     p.set_defaults(func=cmd_edge_simulate, settings=EdgeSettings)
 
-    p = edge_sub.add_parser("run", help="run a camera node from its YAML config")
-    p.add_argument("--config", required=True, type=Path, help="the camera's YAML file")
+    p = edge_sub.add_parser("run", help="run a camera node, or all of a site's cameras in one process")
+    p.add_argument("--config", required=True, type=Path, help="a camera's YAML file, a site file (cameras: [...]) or a folder of camera files")
     p.add_argument("--debug-dir", type=Path, help="write annotated frames here (stays on this machine)")
-    p.add_argument("--max-frames", type=int, help="stop after this many frames")
+    p.add_argument("--max-frames", type=int, help="stop after this many frames (one camera)")
     p.add_argument("--drain-timeout", type=float, default=30.0, help="after a file ends: seconds to wait for the cloud")
     p.set_defaults(func=cmd_edge_run, settings=EdgeSettings)
 

@@ -6,7 +6,11 @@ set -euo pipefail
 # chromium: the test that renders the demo's HTML report (headless).
 # docker.io, debootstrap: the compose test (tests/compose/) starts dockerd
 # and makes its base image without a registry.
-packages=(mosquitto mosquitto-clients postgresql maven docker-compose docker.io debootstrap chromium)
+# python3-gi, gir1.2-gst-rtsp-server-1.0, gstreamer1.0-*: the RTSP camera
+# server the edge tests and the capacity benchmark start (devtools/rtsp.py).
+packages=(mosquitto mosquitto-clients postgresql maven docker-compose docker.io debootstrap chromium
+  python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base gstreamer1.0-plugins-good
+  gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gstreamer1.0-libav)
 command -v java >/dev/null 2>&1 || packages+=(openjdk-17-jre-headless)
 
 missing=()

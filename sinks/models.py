@@ -120,6 +120,14 @@ class CameraStatus(_Updated, Base):
     seq_gaps: Mapped[int] = mapped_column(BigInteger, nullable=False, comment="seqs between first and last never received")
     model_version: Mapped[str | None] = mapped_column(String(128))
     clock_offset_s: Mapped[float | None] = mapped_column(Float, comment="camera clock minus the cloud's, seconds (positive: ahead)")
+    video_state: Mapped[str | None] = mapped_column(
+        String(16), comment="ok, stalled (open, no frames) or down (cannot open, broke), from its last health report"
+    )
+    video_reconnects: Mapped[int | None] = mapped_column(BigInteger, comment="new connections to its video stream since the node started")
+    video_lost_s: Mapped[float | None] = mapped_column(Float, comment="seconds of video missed since the node started")
+    tamper: Mapped[str | None] = mapped_column(
+        String(64), comment="blocked, moved, defocused (comma-separated) against the view it learnt at start; null: none"
+    )
     last_matched_minute: Mapped[datetime | None] = mapped_column(
         DateTime(timezone=True), comment="newest minute whose SQL figures match the camera's ledger (set by the reconciler)"
     )
@@ -134,7 +142,7 @@ class Alert(_Updated, Base):
     alert_id: Mapped[str] = mapped_column(String(200), primary_key=True)
     camera_id: Mapped[str] = mapped_column(String(64), nullable=False)
     site: Mapped[str] = mapped_column(String(64), nullable=False)
-    kind: Mapped[str] = mapped_column(String(32), nullable=False, comment="offline, backlog or occupancy")
+    kind: Mapped[str] = mapped_column(String(32), nullable=False, comment="offline, backlog, occupancy, clock_skew, reconcile, video_down or tamper")
     subject: Mapped[str] = mapped_column(String(100), nullable=False, comment="zone (and class) for occupancy, else empty")
     state: Mapped[str] = mapped_column(String(8), nullable=False, comment="open or closed")
     opened_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)

@@ -21,6 +21,10 @@ make a storm of them:
   health reports sent live (outbox nearly empty): event time minus Kafka's
   append time, the largest of the last few (the one least delayed). Events
   still count in the minute the camera says; the alert says which to distrust.
+- ``video_down``: the camera's health says its video is ``stalled`` or
+  ``down`` (the node reports a change at once); closes when it says ``ok``.
+- ``tamper``: one per kind (``blocked``, ``moved``, ``defocused``) the
+  node's view check reports; closes when the report no longer names it.
 
 Each camera's geometry versions (``camera_geometry``) are kept here too:
 first and last seen from the events that carry a version, the lines and
@@ -84,6 +88,7 @@ class FleetStatus:
                 "seqs": [], "depths": [], "outbox_backlog": None, "outbox_age_s": None, "dropped_events": None,
                 "health_ts": 0, "model_version": None, "alerts": {}, "zones": {}, "geometries": {},
                 "clock_offset_s": None, "clock_samples": [],
+                "video_state": None, "video_reconnects": None, "video_lost_s": None, "tamper": None,
             }
         # .get: states saved before geometry and clocks were kept
         return {**state, "alerts": dict(state["alerts"]), "zones": dict(state["zones"]), "geometries": dict(state.get("geometries", {}))}
@@ -199,9 +204,14 @@ class FleetStatus:
         d = event.data
         state["health_ts"] = event.ts
         self._clock(record, event, state, rows)
-        for column, field_ in (("outbox_backlog", "outbox_depth"), ("outbox_age_s", "outbox_age_s"), ("dropped_events", "dropped_events"), ("model_version", "model_version")):
+        for column, field_ in (
+            ("outbox_backlog", "outbox_depth"), ("outbox_age_s", "outbox_age_s"), ("dropped_events", "dropped_events"),
+            ("model_version", "model_version"), ("video_state", "video_state"), ("video_reconnects", "video_reconnects"),
+            ("video_lost_s", "video_lost_s"),
+        ):
             if field_ in d:
                 state[column] = d[field_]
+        self._video(event, state, rows)
         if "outbox_depth" not in d:
             return
         depths = (state["depths"] + [d["outbox_depth"]])[-self.config.backlog_reports:]
@@ -211,6 +221,23 @@ class FleetStatus:
             self._open(state, event.camera_id, "backlog", "", event.ts, f"outbox depth rising: {depths}", rows)
         elif depths[-1] < self.config.backlog_min:
             self._close(state, "backlog", "", event.ts, rows)
+
+    def _video(self, event: Event, state: dict[str, Any], rows: list[Row]) -> None:
+        d = event.data
+        video = d.get("video_state")
+        if video in ("stalled", "down"):
+            lost = f", {d['video_lost_s']:.0f} s of video lost so far" if "video_lost_s" in d else ""
+            self._open(state, event.camera_id, "video_down", "", event.ts, f"video {video}{lost}", rows)
+        elif video == "ok":
+            self._close(state, "video_down", "", event.ts, rows)
+        if "tamper" not in d:
+            return
+        kinds = sorted(d["tamper"])
+        state["tamper"] = ",".join(kinds) or None
+        for kind in kinds:
+            self._open(state, event.camera_id, "tamper", kind, event.ts, f"view {kind} against the camera's reference", rows)
+        for name in [n for n in state["alerts"] if n.startswith("tamper|") and n.split("|", 1)[1] not in kinds]:
+            self._close(state, "tamper", name.split("|", 1)[1], event.ts, rows)
 
     def _occupancy(self, event: Event, state: dict[str, Any], rows: list[Row]) -> None:
         zone = event.data["zone"]
@@ -270,5 +297,7 @@ class FleetStatus:
             "outbox_backlog": state["outbox_backlog"], "outbox_age_s": state["outbox_age_s"],
             "dropped_events": state["dropped_events"], "seq_first": first, "seq_last": last,
             "seq_received": received, "seq_gaps": (last - first + 1 - received) if first is not None and last is not None else 0,
-            "model_version": state["model_version"], "clock_offset_s": state.get("clock_offset_s"), "version": self._version(),
+            "model_version": state["model_version"], "clock_offset_s": state.get("clock_offset_s"),
+            "video_state": state.get("video_state"), "video_reconnects": state.get("video_reconnects"),
+            "video_lost_s": state.get("video_lost_s"), "tamper": state.get("tamper"), "version": self._version(),
         })
