@@ -14,7 +14,7 @@ import yaml
 
 from devtools.processes import spawn
 from devtools.rtsp import RtspServer
-from edge.config import CameraConfig, DetectConfig, LineConfig, ModelConfig, OutboxConfig, SiteConfig, SourceConfig
+from edge.config import CameraConfig, DetectConfig, LineConfig, OutboxConfig, SiteConfig, SourceConfig
 from edge.node import CameraNode
 from edge.site import Site
 from runtime.waiting import WaitTimeout, wait_for, wait_until
@@ -27,11 +27,10 @@ STALL_S = 2.0
 BACK_WITHIN_S = 3.0  # the issue's bound: video again within 3 s of the camera's return
 
 
-def camera(camera_id: str, uri: str, tmp: Path, health_interval_s: float = 5) -> CameraConfig:
+def camera(camera_id: str, uri: str, tmp: Path, health_interval_s: float = 5, detect_fps: float = 5) -> CameraConfig:
     return CameraConfig(
         camera_id=camera_id, site="depot", source=SourceConfig(uri=uri, stall_s=STALL_S),
-        # 5 detections a second on one thread: the rate the site runs at, and room on 2 cores.
-        detect=DetectConfig(fps=5), model=ModelConfig(threads=1),
+        detect=DetectConfig(fps=detect_fps),
         lines=[LineConfig(name="crosswalk", points=((0.05, 0.55), (0.95, 0.55)))],
         health_interval_s=health_interval_s, outbox=OutboxConfig(path=tmp / f"outbox-{camera_id}.sqlite3"), metrics_port=0,
     )
@@ -72,19 +71,23 @@ async def test_frozen_and_killed_camera_seen_at_once_back_within_3s_counts_exact
         await wait_for(lambda: node.stats.frames >= 40, 60, "40 frames from the stream")
         source = node.source
 
+        gaps = [int(time.time() * 1000)]
         server.freeze()
         stalled_in = await timed(lambda: source.state == "stalled", 10, "the frozen camera to be seen as stalled")
         await wait_for(lambda: source.lost_s() >= 5, 20, "5 s of video lost")
         server.thaw()
         back_in = await timed(lambda: source.state == "ok", 20, "video after the thaw")
+        gaps.append(int(time.time() * 1000))
 
         frames = node.stats.frames
         await wait_for(lambda: node.stats.frames >= frames + 30, 30, "30 frames after the thaw")
+        gaps.append(int(time.time() * 1000))
         server.kill()
         down_in = await timed(lambda: source.state == "down", 10, "the killed camera to be seen as down")
         await wait_for(lambda: source.lost_s() >= 10, 30, "10 s of video lost in all")
         server.start()
         restarted_in = await timed(lambda: source.state == "ok", 20, "video after the restart")
+        gaps.append(int(time.time() * 1000))
 
         # Video again: the node runs 60 more frames, then ends every track and drains.
         node.max_frames = node.stats.frames + 60
@@ -98,15 +101,19 @@ async def test_frozen_and_killed_camera_seen_at_once_back_within_3s_counts_exact
     # The cloud heard of each state when it happened, not at the next 5 s report.
     states = [e.data.get("video_state") for e in created if e.type == "health"]
     assert "stalled" in states and "down" in states and states[-1] == "ok", states
-    # No track spans a gap: none lasts longer than the longest stretch of unbroken video.
-    dwell = max((e.data["dwell_s"] for e in created if e.type == "track.end"), default=0.0)
-    assert dwell <= node.stats.frames / 10 - 10, dwell
+    # No track spans a gap: each one seen before the camera froze or died ended before its video came back.
+    started = {e.data["track_id"]: e.ts for e in created if e.type == "track.start"}
+    ended = {e.data["track_id"]: e.ts for e in created if e.type == "track.end"}
+    assert set(ended) == set(started)
+    spanning = [t for t in started for a, b in zip(gaps[::2], gaps[1::2]) if started[t] < a and ended[t] > b]
+    assert not spanning, (spanning, gaps, started, ended)
     await sql_equals_tracks(stack, {"cam-gate"}, created)
 
     status = await stack.query("SELECT video_state, video_reconnects, video_lost_s FROM camera_status WHERE camera_id = 'cam-gate'")
     alerts = await stack.query("SELECT state FROM alerts WHERE camera_id = 'cam-gate' AND kind = 'video_down'")
     assert status and status[0]["video_state"] == "ok" and status[0]["video_reconnects"] >= 2 and status[0]["video_lost_s"] >= 10, status
-    assert [a["state"] for a in alerts] == ["closed"], alerts  # opened by the stall, closed when video came back
+    # One per episode (the freeze, the kill), each closed when video came back.
+    assert [a["state"] for a in alerts] == ["closed", "closed"], alerts
 
 
 async def test_site_cameras_share_one_model_and_a_broken_stream_slows_no_other(stack: Stack, media: Path, tmp_path: Path) -> None:
@@ -120,8 +127,9 @@ async def test_site_cameras_share_one_model_and_a_broken_stream_slows_no_other(s
     with RtspServer(media / "vtest.avi", mounts=3, log=tmp_path / "rtsp.log") as server, \
             RtspServer(media / "vtest.avi", log=tmp_path / "rtsp-frozen.log") as frozen:
         dead = f"rtsp://127.0.0.1:{RtspServer(media).port}/cam0"  # nothing listens there
-        cameras = [camera(cam, server.url(i), tmp_path) for i, cam in enumerate(healthy)]
-        cameras += [camera("cam-frozen", frozen.url(), tmp_path), camera("cam-dead", dead, tmp_path)]
+        # Two detections a second each: room on a 2-core test box for five cameras and the services.
+        cameras = [camera(cam, server.url(i), tmp_path, detect_fps=2) for i, cam in enumerate(healthy)]
+        cameras += [camera("cam-frozen", frozen.url(), tmp_path, detect_fps=2), camera("cam-dead", dead, tmp_path, detect_fps=2)]
         site = Site(SiteConfig(cameras, None, "127.0.0.1"), stack.settings)
         for node in site.nodes:
             node.on_events = created.extend
@@ -130,14 +138,21 @@ async def test_site_cameras_share_one_model_and_a_broken_stream_slows_no_other(s
         nodes = {n.config.camera_id: n for n in site.nodes}
         try:
             await wait_for(lambda: all(nodes[c].stats.frames >= 20 for c in [*healthy, "cam-frozen"]), 60, "frames from every live camera")
+
+            async def rates(seconds: float) -> dict[str, float]:
+                """Frames a second each healthy camera processed over the next ``seconds``."""
+                counts, started = {c: nodes[c].stats.frames for c in healthy}, time.monotonic()
+                await wait_for(lambda: time.monotonic() - started >= seconds, seconds + 5, f"{seconds} s of frames")
+                return {c: (nodes[c].stats.frames - counts[c]) / (time.monotonic() - started) for c in healthy}
+
+            before = await rates(6)
             frozen.freeze()
             await wait_for(lambda: nodes["cam-frozen"].source.state == "stalled", 10, "the frozen camera to stall")
-            counts = {c: nodes[c].stats.frames for c in healthy}
-            started = time.monotonic()
-            await wait_for(lambda: time.monotonic() - started >= 10 and nodes["cam-frozen"].source.state != "ok", 20, "10 s with one camera frozen")
-            rates = {c: (nodes[c].stats.frames - counts[c]) / (time.monotonic() - started) for c in healthy}
-            # Whole frames of a 10 fps stream, while one camera hangs and one is dead.
-            assert all(r >= 7.0 for r in rates.values()), rates
+            during = await rates(10)
+            # While one camera hangs (its connection stuck in FFmpeg) and one is
+            # dead, the others process frames as fast as before.
+            assert all(during[c] >= 0.8 * before[c] for c in healthy), (before, during)
+            assert nodes["cam-frozen"].source.state in ("stalled", "down")
             assert nodes["cam-dead"].source.state == "down" and nodes["cam-dead"].stats.frames == 0
             frozen.thaw()
             await wait_for(lambda: nodes["cam-frozen"].source.state == "ok", 20, "the frozen camera back")
