@@ -75,7 +75,9 @@ def _is_file(uri: str) -> bool:
 class _Connection(threading.Thread):
     """One attempt at a live stream: opens it and keeps the newest frame in a slot."""
 
-    def __init__(self, target: int | str, open_timeout_s: float, read_timeout_s: float, wake: threading.Condition) -> None:
+    def __init__(
+        self, target: int | str, open_timeout_s: float, read_timeout_s: float, wake: threading.Condition, source: VideoSource,
+    ) -> None:
         super().__init__(name=f"capture {target}", daemon=True)
         self.target = target
         self.params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, int(open_timeout_s * 1000), cv2.CAP_PROP_READ_TIMEOUT_MSEC, int(read_timeout_s * 1000)]
@@ -84,6 +86,7 @@ class _Connection(threading.Thread):
         self.fps = 0.0
         self.frame: tuple[np.ndarray, float] | None = None  # newest image and its arrival (monotonic)
         self.abandoned = threading.Event()
+        self.source = source
 
     def _set(self, **changes: object) -> None:
         with self.wake:
@@ -103,7 +106,11 @@ class _Connection(threading.Thread):
                 ok, image = cap.read()
                 if not ok or image is None:
                     break
-                self._set(frame=(image, time.monotonic()))
+                with self.wake:
+                    if self.frame is not None and not self.abandoned.is_set():
+                        self.source.missed += 1  # the node was still busy with the one before
+                    self.frame = (image, time.monotonic())
+                    self.wake.notify_all()
         finally:
             cap.release()
         if self.status == "open":
@@ -145,9 +152,11 @@ class VideoSource:
         self.state: VideoState = "starting"
         self.reconnects = 0  # new connections after the stream broke, stalled or could not be opened
         self.burst_dropped = 0  # frames of a backlog burst that were not used
+        self.missed = 0  # live frames replaced by a newer one before the node took them (it was busy)
         self._lost_s = 0.0  # video missed in gaps that are over
         self._last_frame_at: float | None = None  # monotonic arrival of the last frame used
         self._started = time.monotonic()
+        self.arrival: float | None = None  # monotonic arrival of the newest live frame handed out
 
     def lost_s(self) -> float:
         """Seconds of video missed since the start: closed gaps plus the one going on."""
@@ -218,7 +227,7 @@ class VideoSource:
                 # FFmpeg's read timeout must be longer than the watchdog's: when it
                 # fires, read() returns the last frame again with ok=True (seen: a
                 # frozen server's stale frame every 2 s kept a 2 s watchdog quiet).
-                conn = _Connection(target, self.open_timeout_s, self.open_timeout_s + self.stall_s, wake)
+                conn = _Connection(target, self.open_timeout_s, self.open_timeout_s + self.stall_s, wake, self)
                 conn.start()
                 opened_at = time.monotonic()
                 reason = ""
@@ -257,6 +266,7 @@ class VideoSource:
                     if waited > max(3 / self.fps, 0.5):
                         self._lost_s += waited - 1 / self.fps
                     self._last_frame_at = arrival
+                    self.arrival = arrival
                     # Longer than a stall: the scene starts over rather than join two far-apart moments.
                     yield Frame(index, int(time.time() * 1000), arrival - self._started, image, after_gap=waited > self.stall_s)
                     index += 1

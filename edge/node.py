@@ -12,11 +12,12 @@ import asyncio
 import logging
 import sys
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from edge.capture import VideoSource
+from edge.capture import Frame, VideoSource
 from edge.config import CameraConfig
 from edge.model_store import ModelStore, startup_detector
 from edge.model_switch import ModelSwitch
@@ -127,6 +128,8 @@ class CameraNode:
                         switch=self.switch, clock=self.uplink.clock_estimate, video=self.source,
                     )
                 pipeline.step(frame)  # a frame, or an Idle tick while a live stream has none
+                if isinstance(frame, Frame) and self.source.arrival is not None:
+                    self.stats.lag_ms.append((time.monotonic() - self.source.arrival) * 1000)
                 if self.max_frames is not None and self.stats.frames >= self.max_frames:
                     break
             if pipeline is not None:

@@ -43,6 +43,8 @@ class NodeStats:
     events: Counter = field(default_factory=Counter)
     inference_ms: deque = field(default_factory=lambda: deque(maxlen=600))
     frame_times: deque = field(default_factory=lambda: deque(maxlen=100))
+    lag_ms: deque = field(default_factory=lambda: deque(maxlen=600))  # live frames: arrival to processed
+    detect_due: int = 0  # frames at which the detection rate asked for a detection (run, or gated)
 
     def fps(self) -> float:
         if len(self.frame_times) < 2:
@@ -160,6 +162,8 @@ class Pipeline:
         report = self.tamper is not None and self.tamper.observe(frame.image, now)
         tracked: list[TrackedObject] | None = None
         due = now + 1e-3 >= self._next_detect
+        if due:
+            self.stats.detect_due += 1
         if due and self._detect_every:
             self._next_detect = max(self._next_detect + self._detect_every, now)
         if due and (self.gate is None or self.gate.should_detect(frame.image)):

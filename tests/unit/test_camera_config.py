@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
 
-from edge.config import ConfigError, load_camera_config
+from edge.config import ConfigError, is_site_file, load_camera_config, load_site_config
 
 GOOD = """
 camera_id: cam-door
@@ -75,3 +76,55 @@ def test_a_config_with_the_old_lost_frames_still_loads_as_seconds() -> None:
     from edge.config import TrackingConfig
 
     assert TrackingConfig.model_validate({"lost_frames": 30}).lost_s == 1.0
+
+
+SITE = """
+site: depot-3
+defaults:
+  detect: {fps: 5, confidence: 0.5}
+  mqtt: {url: "mqtt://box.local:1883"}
+metrics_port: 9120
+cameras:
+  - camera_id: cam-gate
+    source: {uri: "rtsp://10.0.0.21/stream1"}
+    detect: {fps: 10}
+  - camera_id: cam-dock
+    site: depot-3b
+    source: {uri: dock.mp4}
+"""
+
+
+def test_site_file_shares_defaults_and_each_camera_keeps_its_own(tmp_path: Path) -> None:
+    path = tmp_path / "site.yaml"
+    path.write_text(SITE)
+    assert is_site_file(path) and not is_site_file(write(tmp_path, GOOD))
+    site = load_site_config(path)
+    gate, dock = site.cameras
+    assert (gate.site, dock.site) == ("depot-3", "depot-3b")
+    assert (gate.detect.fps, gate.detect.confidence, dock.detect.fps) == (10, 0.5, 5)  # merged key by key
+    assert gate.mqtt.url == dock.mqtt.url == "mqtt://box.local:1883"
+    assert dock.source.uri == str(tmp_path / "dock.mp4") and gate.source.uri == "rtsp://10.0.0.21/stream1"
+    assert gate.outbox.path == tmp_path / "outbox-cam-gate.sqlite3" != dock.outbox.path
+    assert site.metrics_port == 9120
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    (("camera_id: cam-dock", "camera_id: cam-gate"), "own camera_id; repeated: cam-gate"),
+    (("    detect: {fps: 10}", "    detect: {fps: -1}"), "cameras[0] (cam-gate).detect.fps"),
+    (("cameras:", "cams:"), "cams"),
+])
+def test_bad_site_file_names_the_camera_and_field(tmp_path: Path, change: tuple[str, str], message: str) -> None:
+    path = tmp_path / "site.yaml"
+    path.write_text(SITE.replace(*change))
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_site_config(path)
+
+
+def test_a_folder_of_camera_files_is_a_site(tmp_path: Path) -> None:
+    for name in ("a", "b"):
+        (tmp_path / f"{name}.yaml").write_text(GOOD.replace("cam-door", f"cam-{name}"))
+    site = load_site_config(tmp_path)
+    assert [c.camera_id for c in site.cameras] == ["cam-a", "cam-b"]
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ConfigError, match="no camera files"):
+        load_site_config(tmp_path / "empty")

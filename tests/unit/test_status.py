@@ -162,3 +162,32 @@ def test_geometry_versions_are_kept_with_their_lines_and_first_and_last_seen() -
     assert row["definition"] == {"lines": geometry["lines"], "zones": []}
     # A replay changes nothing, so no row.
     assert [r for r in fleet.observe([ev(2, T0 + 5 * SEC, "line.cross", cross)]) if r.table == "camera_geometry"] == []
+
+
+def test_video_down_opens_on_a_stall_and_closes_when_video_is_back() -> None:
+    fleet = FleetStatus({}, AlertConfig(), Clock(T0))
+    rows = fleet.observe([health(1, T0, 0, video_state="ok", video_reconnects=0, video_lost_s=0.0)])
+    assert alerts(rows) == [] and status(rows)["video_state"] == "ok"
+    rows = fleet.observe([health(2, T0 + SEC, 0, video_state="stalled", video_reconnects=0, video_lost_s=2.1)])
+    assert alerts(rows) == [("video_down", "", "open")]
+    # Still down, now refused: the same episode, no second alert.
+    rows = fleet.observe([health(3, T0 + 5 * SEC, 0, video_state="down", video_reconnects=3, video_lost_s=6.0)])
+    assert alerts(rows) == []
+    s = status(rows)
+    assert (s["video_state"], s["video_reconnects"], s["video_lost_s"]) == ("down", 3, 6.0)
+    rows = fleet.observe([health(4, T0 + 9 * SEC, 0, video_state="ok", video_reconnects=4, video_lost_s=8.5)])
+    assert alerts(rows) == [("video_down", "", "closed")] and status(rows)["video_state"] == "ok"
+
+
+def test_tamper_alert_per_kind_opens_and_closes_with_the_reports() -> None:
+    fleet = FleetStatus({}, AlertConfig(), Clock(T0))
+    assert alerts(fleet.observe([health(1, T0, 0, tamper=[])])) == []
+    rows = fleet.observe([health(2, T0 + SEC, 0, tamper=["moved"])])
+    assert alerts(rows) == [("tamper", "moved", "open")] and status(rows)["tamper"] == "moved"
+    rows = fleet.observe([health(3, T0 + 2 * SEC, 0, tamper=["blocked", "moved"])])
+    assert alerts(rows) == [("tamper", "blocked", "open")] and status(rows)["tamper"] == "blocked,moved"
+    rows = fleet.observe([health(4, T0 + 3 * SEC, 0, tamper=[])])
+    assert sorted(alerts(rows)) == [("tamper", "blocked", "closed"), ("tamper", "moved", "closed")]
+    assert status(rows)["tamper"] is None
+    # A report that says nothing of tamper (an older node) changes nothing.
+    assert alerts(fleet.observe([health(5, T0 + 4 * SEC, 0)])) == []
