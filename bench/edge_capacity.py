@@ -17,8 +17,11 @@ Run: .venv/bin/python bench/edge_capacity.py [--rate 5] [--cameras 4 6 8 10] [--
    missed (replaced by a newer one while the node was busy), detection
    instants due at the rate (run or gated), and the lag from a frame's
    arrival to the end of its processing.
-   N is sustained when every camera processed at least 95 % of its frames,
-   met 95 % of its detection instants and its lag p95 stayed under 300 ms.
+   N is sustained in real time when every camera met 95 % of its detection
+   instants and its lag p95 stayed within 500 ms. Frames a busy node misses
+   are not queued (the newest frame replaces an untaken one), so lag cannot
+   grow; missed frames between detections cost nothing but the gate's view,
+   and are shown.
 
 Prints a table and the largest sustained N; the numbers vary with the box
 and whatever else runs on it, so compare within one run.
@@ -28,11 +31,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import hashlib
 import logging
+import os
 import statistics
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,6 +55,7 @@ from runtime.settings import EdgeSettings
 
 FPS = 10
 WARMUP_S = 8.0
+LAG_LIMIT_MS = 500.0
 
 
 @dataclass
@@ -60,14 +67,17 @@ class Result:
     lag_p95_ms: float
     detect_ms: float
     cpu: float
+    split: dict[str, float]  # cores per kind of thread
 
     @property
     def sustained(self) -> bool:
-        return self.fps_min >= 0.95 * FPS and self.missed_max <= 0.05 and self.due_min >= 0.95 and self.lag_p95_ms < 300
+        return self.due_min >= 0.95 and self.lag_p95_ms <= LAG_LIMIT_MS
 
 
-def bare_ms(model: Path | None, frames: int = 60) -> float:
+def bare_ms(model: Path | None, input_size: int | None, frames: int = 60) -> float:
     spec = model_spec(path=model, sha256=hashlib.sha256(model.read_bytes()).hexdigest()) if model else model_spec()
+    if input_size:
+        spec = dataclasses.replace(spec, input_size=input_size)
     detector = Detector(spec)
     images, _ = sample_frames(limit=frames)
     blobs = [detector.preprocess(image)[0] for image in images]
@@ -81,14 +91,30 @@ def bare_ms(model: Path | None, frames: int = 60) -> float:
     return (time.perf_counter() - started) / len(blobs) * 1000
 
 
-def camera_doc(model: Path | None, rate: float) -> dict:
+def camera_doc(model: Path | None, rate: float, threads: int | None, input_size: int | None) -> dict:
     """The PETS benchmark camera (its lines and zones) as a live camera at ``rate``."""
     doc = yaml.safe_load((ROOT / "bench" / "pets09-s2l1.yaml").read_text())
     doc.pop("source"), doc.pop("camera_id"), doc.pop("occupancy_interval_s", None)
     doc["detect"] = {"fps": rate}
+    doc["model"] = {"threads": threads, "input_size": input_size}
     if model:
-        doc["model"] = {"path": str(model), "sha256": hashlib.sha256(model.read_bytes()).hexdigest()}
+        doc["model"] |= {"path": str(model), "sha256": hashlib.sha256(model.read_bytes()).hexdigest()}
     return doc
+
+
+def thread_cpu() -> dict[str, float]:
+    """CPU seconds so far per kind of thread of this process (video loops, capture, the rest)."""
+    names = {t.native_id: t.name for t in threading.enumerate()}
+    out: dict[str, float] = {}
+    for tid in os.listdir("/proc/self/task"):
+        try:
+            fields = open(f"/proc/self/task/{tid}/stat").read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        name = names.get(int(tid), "other")
+        kind = "pipeline" if name.startswith("video ") else "capture" if name.startswith("capture ") else "other"
+        out[kind] = out.get(kind, 0.0) + (int(fields[11]) + int(fields[12])) / 100
+    return out
 
 
 def cpu_seconds() -> float:
@@ -119,9 +145,11 @@ async def run_site(n: int, server: RtspServer, doc: dict, workdir: Path, seconds
         for node in site.nodes:
             node.stats.lag_ms.clear()
             node.stats.inference_ms.clear()
-        cpu0, t0 = cpu_seconds(), time.monotonic()
+        cpu0, threads0, t0 = cpu_seconds(), thread_cpu(), time.monotonic()
         await asyncio.sleep(seconds)
         elapsed, cpu = time.monotonic() - t0, cpu_seconds() - cpu0
+        threads1 = thread_cpu()
+        split = {k: (threads1.get(k, 0.0) - threads0.get(k, 0.0)) / elapsed for k in threads1}
         after = [(node.stats.frames, node.source.missed, node.stats.detect_due) for node in site.nodes]
         lags = sorted(v for node in site.nodes for v in node.stats.lag_ms)
         inference = [v for node in site.nodes for v in node.stats.inference_ms]
@@ -133,7 +161,7 @@ async def run_site(n: int, server: RtspServer, doc: dict, workdir: Path, seconds
     due = [(a[2] - b[2]) / elapsed / float(doc["detect"]["fps"]) for a, b in zip(after, before)]
     return Result(
         n, min(fps), max(missed), min(due), lags[int(0.95 * (len(lags) - 1))] if lags else float("inf"),
-        statistics.median(inference) if inference else 0.0, cpu / elapsed,
+        statistics.median(inference) if inference else 0.0, cpu / elapsed, split,
     )
 
 
@@ -142,12 +170,14 @@ def main() -> int:
     parser.add_argument("--rate", type=float, default=5.0, help="detections a second per camera (default 5)")
     parser.add_argument("--cameras", type=int, nargs="+", default=[4, 6, 8, 10])
     parser.add_argument("--seconds", type=float, default=30.0, help="measured time per N")
+    parser.add_argument("--threads", type=int, help="onnxruntime threads per inference (model.threads; default: every core)")
+    parser.add_argument("--input-size", type=int, help="model.input_size (default: the model's, 416)")
     parser.add_argument("--model", type=Path, help="another ONNX file of the shipped architecture (default: the shipped model)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.ERROR)
-    ms = bare_ms(args.model)
+    ms = bare_ms(args.model, args.input_size)
     print(f"bare onnxruntime: {ms:.1f} ms per inference -> {1000 / (ms * args.rate):.1f} cameras at {args.rate:g} fps, if the box did nothing else")
-    doc = camera_doc(args.model, args.rate)
+    doc = camera_doc(args.model, args.rate, args.threads, args.input_size)
     results: list[Result] = []
     with tempfile.TemporaryDirectory() as tmp, RtspServer(VIDEO, fps=FPS, log=Path(tmp) / "rtsp.log") as server:
         for n in args.cameras:
@@ -158,7 +188,8 @@ def main() -> int:
             print(
                 f"N={n}: processed {result.fps_min:.1f} fps (worst camera), missed {result.missed_max:.1%}, detections due met "
                 f"{result.due_min:.0%}, lag p95 {result.lag_p95_ms:.0f} ms, inference p50 {result.detect_ms:.0f} ms, "
-                f"CPU {result.cpu:.2f} cores -> {'sustained' if result.sustained else 'NOT sustained'}",
+                f"CPU {result.cpu:.2f} cores (pipelines {result.split.get('pipeline', 0):.2f}, capture {result.split.get('capture', 0):.2f}, "
+                f"other {result.split.get('other', 0):.2f}) -> {'sustained' if result.sustained else 'NOT sustained'}",
                 flush=True,
             )
     print()

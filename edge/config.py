@@ -52,6 +52,10 @@ class ModelConfig(_Strict):
     providers: list[str] | None = None
     threads: int | None = Field(None, ge=1, le=64)
     letterbox: bool = True
+    input_size: int | None = Field(
+        None, ge=128, le=1280, multiple_of=32,
+        description="longest side the frame is scaled to for the model (default: the model's, 416); smaller is faster and misses small objects",
+    )
     updates: ModelUpdateConfig = Field(default_factory=ModelUpdateConfig)
 
 

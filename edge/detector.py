@@ -7,9 +7,11 @@ loaded; nothing is ever fetched at run time.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
+import os
 import threading
 import weakref
 from collections.abc import Sequence
@@ -125,17 +127,20 @@ def nms(boxes: np.ndarray, scores: np.ndarray, iou: float) -> np.ndarray:
 
 class _SharedSession:
     """One onnxruntime session for every camera of a process that runs the same
-    model file with the same settings, and a lock that runs one frame at a time.
+    model file with the same settings, and as many runs at once as the cores
+    allow: one at a time when each run uses every core (``model.threads``
+    unset), one per core with ``model.threads: 1``.
 
     Each session holds the model's weights and its own thread pool; eight
     cameras with eight sessions each running on every core at once only
-    fight over the cores. One at a time, each inference has them all, and the
-    cameras' other work (decoding, gate, tracking) runs in between.
+    fight over the cores, and the cameras' other work (decoding, gate,
+    tracking) waits behind them.
     """
 
-    def __init__(self, session: ort.InferenceSession) -> None:
+    def __init__(self, session: ort.InferenceSession, threads: int | None) -> None:
         self.session = session
-        self.lock = threading.Lock()
+        cores = os.cpu_count() or 1
+        self.lock = threading.BoundedSemaphore(max(1, cores // (threads or cores)))
 
 
 _sessions: weakref.WeakValueDictionary[tuple[object, ...], _SharedSession] = weakref.WeakValueDictionary()
@@ -152,11 +157,14 @@ def _shared_session(path: Path, sha256: str, threads: int | None, providers: tup
             return shared
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        # onnxruntime's pool threads spin after each run, waiting for the next;
+        # on an edge box that time belongs to the video decoders and trackers.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         if threads:
             options.intra_op_num_threads = threads
             options.inter_op_num_threads = 1
         try:
-            shared = _SharedSession(ort.InferenceSession(str(path), options, providers=list(providers)))
+            shared = _SharedSession(ort.InferenceSession(str(path), options, providers=list(providers)), threads)
         except Exception as exc:  # onnxruntime raises its own exception types
             raise ModelError(f"onnxruntime could not load {path}: {exc}") from exc
         _sessions[key] = shared
@@ -326,8 +334,11 @@ class Detector:
 def build_detector(config: CameraConfig, spec: ModelSpec | None = None) -> Detector:
     """The detector a camera's config asks for, or ``spec``'s model with the
     config's settings (its file verified before loading)."""
+    spec = spec or model_spec(config.model.name, config.model.path, config.model.sha256)
+    if config.model.input_size:
+        spec = dataclasses.replace(spec, input_size=config.model.input_size)
     return Detector(
-        spec or model_spec(config.model.name, config.model.path, config.model.sha256),
+        spec,
         confidence=min(config.detect.confidence, config.detect.track_low),
         iou=config.detect.iou,
         classes=config.detect.classes,
