@@ -6,7 +6,9 @@ Run: .venv/bin/python bench/edge_capacity.py [--rate 5] [--cameras 4 6 8 10] [--
    (``session.run`` on real frames letterboxed as the detector does, the
    session's default threads), ms per inference; at ``rate`` detections a
    second per camera that allows 1000 / (ms x rate) cameras, if the box did
-   nothing else (no decoding, tracking, gate, outbox).
+   nothing else (no decoding, tracking, gate, outbox). Also ms per frame
+   when 2 or 4 cameras' frames go as one batch (the shipped model takes
+   any batch), to see whether batching across cameras pays.
 2. For each N: a GStreamer RTSP server on loopback serves ``vtest.avi`` at
    10 fps as H.264 (one encoder, N clients: the server's own work shares the
    box, about 4 % of a core), and one site process (``edge.site``) runs N
@@ -43,6 +45,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import onnxruntime as ort
 import yaml
 from common import ROOT, VIDEO, sample_frames
@@ -74,7 +77,8 @@ class Result:
         return self.due_min >= 0.95 and self.lag_p95_ms <= LAG_LIMIT_MS
 
 
-def bare_ms(model: Path | None, input_size: int | None, frames: int = 60) -> float:
+def bare_ms(model: Path | None, input_size: int | None, frames: int = 60) -> tuple[float, dict[int, float]]:
+    """ms per inference of the bare session, and ms per frame when frames of several cameras go as one batch."""
     spec = model_spec(path=model, sha256=hashlib.sha256(model.read_bytes()).hexdigest()) if model else model_spec()
     if input_size:
         spec = dataclasses.replace(spec, input_size=input_size)
@@ -88,7 +92,16 @@ def bare_ms(model: Path | None, input_size: int | None, frames: int = 60) -> flo
     started = time.perf_counter()
     for blob in blobs:
         session.run(None, {name: blob})
-    return (time.perf_counter() - started) / len(blobs) * 1000
+    single = (time.perf_counter() - started) / len(blobs) * 1000
+    batched = {}
+    for size in (2, 4):
+        batches = [np.concatenate(blobs[i:i + size]) for i in range(0, len(blobs) - size + 1, size)]
+        session.run(None, {name: batches[0]})
+        started = time.perf_counter()
+        for batch in batches:
+            session.run(None, {name: batch})
+        batched[size] = (time.perf_counter() - started) / (len(batches) * size) * 1000
+    return single, batched
 
 
 def camera_doc(model: Path | None, rate: float, threads: int | None, input_size: int | None) -> dict:
@@ -175,8 +188,9 @@ def main() -> int:
     parser.add_argument("--model", type=Path, help="another ONNX file of the shipped architecture (default: the shipped model)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.ERROR)
-    ms = bare_ms(args.model, args.input_size)
+    ms, batched = bare_ms(args.model, args.input_size)
     print(f"bare onnxruntime: {ms:.1f} ms per inference -> {1000 / (ms * args.rate):.1f} cameras at {args.rate:g} fps, if the box did nothing else")
+    print("batched across cameras: " + ", ".join(f"batch {n}: {v:.1f} ms a frame" for n, v in batched.items()) + f" (batch 1: {ms:.1f})")
     doc = camera_doc(args.model, args.rate, args.threads, args.input_size)
     results: list[Result] = []
     with tempfile.TemporaryDirectory() as tmp, RtspServer(VIDEO, fps=FPS, log=Path(tmp) / "rtsp.log") as server:

@@ -37,6 +37,8 @@ def test_the_shipped_example_is_valid() -> None:
 
     config = load_camera_config(REPO_ROOT / "deploy" / "edge" / "camera.example.yaml")
     assert config.camera_id == "cam-entrance" and config.lines and config.zones
+    site = load_site_config(REPO_ROOT / "deploy" / "edge" / "site.example.yaml")
+    assert [c.camera_id for c in site.cameras] == ["cam-gate", "cam-dock"] and all(c.detect.fps == 5 for c in site.cameras)
 
 
 @pytest.mark.parametrize(
