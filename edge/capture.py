@@ -154,14 +154,13 @@ class VideoSource:
         self.burst_dropped = 0  # frames of a backlog burst that were not used
         self.missed = 0  # live frames replaced by a newer one before the node took them (it was busy)
         self._lost_s = 0.0  # video missed in gaps that are over
-        self._last_frame_at: float | None = None  # monotonic arrival of the last frame used
         self._started = time.monotonic()
         self.arrival: float | None = None  # monotonic arrival of the newest live frame handed out
 
     def lost_s(self) -> float:
         """Seconds of video missed since the start: closed gaps plus the one going on."""
         if self.state in ("stalled", "down", "starting") and not self.is_file:
-            since = self._last_frame_at if self._last_frame_at is not None else self._started
+            since = self.arrival if self.arrival is not None else self._started
             return self._lost_s + max(0.0, time.monotonic() - since - 1 / self.fps)
         return self._lost_s
 
@@ -244,15 +243,17 @@ class VideoSource:
                             reason = "could not be opened" if status == "failed" else "broke"
                             new_state = "down"
                             break
-                        last = max(self._last_frame_at or 0.0, opened_at)
-                        if now - last > (self.stall_s if status == "open" else self.open_timeout_s + self.stall_s):
-                            reason = f"sent no frame for {now - last:.1f} s"
-                            new_state = "stalled" if status == "open" else "down"
+                        last = max(self.arrival or 0.0, opened_at)
+                        if status == "open" and now - last > self.stall_s:
+                            reason, new_state = f"sent no frame for {now - last:.1f} s", "stalled"
+                            break
+                        if status == "opening" and now - last > self.open_timeout_s + self.stall_s:
+                            reason, new_state = f"did not open in {now - last:.1f} s", "down"
                             break
                         yield self._idle()
                         continue
                     image, arrival = taken
-                    previous = self._last_frame_at
+                    previous = self.arrival
                     if previous is not None and arrival - previous < BURST_FACTOR / self.fps:
                         self.burst_dropped += 1  # a backlog delivered faster than the camera runs
                         continue
@@ -265,7 +266,6 @@ class VideoSource:
                     waited = arrival - (previous if previous is not None else self._started)
                     if waited > max(3 / self.fps, 0.5):
                         self._lost_s += waited - 1 / self.fps
-                    self._last_frame_at = arrival
                     self.arrival = arrival
                     # Longer than a stall: the scene starts over rather than join two far-apart moments.
                     yield Frame(index, int(time.time() * 1000), arrival - self._started, image, after_gap=waited > self.stall_s)
