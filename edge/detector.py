@@ -140,7 +140,7 @@ class _SharedSession:
     def __init__(self, session: ort.InferenceSession, threads: int | None) -> None:
         self.session = session
         cores = os.cpu_count() or 1
-        self.lock = threading.BoundedSemaphore(max(1, cores // (threads or cores)))
+        self.slots = threading.BoundedSemaphore(max(1, cores // (threads or cores)))
 
 
 _sessions: weakref.WeakValueDictionary[tuple[object, ...], _SharedSession] = weakref.WeakValueDictionary()
@@ -204,8 +204,8 @@ class Detector:
         model_input = self.session.get_inputs()[0]
         self.input_name = model_input.name
         # A model whose height and width are free takes the frame letterboxed
-        # only to a multiple of the largest stride: a 4:3 frame is 416x320, not
-        # 416x416 of which 96 rows are padding (a quarter less work per frame).
+        # to less than a square (see layout): a 4:3 frame is 416x352, not
+        # 416x416 of which 104 rows are padding (15 % less work per frame).
         self.free_shape = not all(isinstance(d, int) for d in model_input.shape[2:])
         self._pad_value = tuple(float(round(m)) for m in spec.mean)
         self._inv_std = (1.0 / np.array(spec.std, np.float32)).reshape(1, 3, 1, 1)
@@ -288,7 +288,7 @@ class Detector:
 
     def infer(self, blob: np.ndarray) -> list[np.ndarray]:
         names = [n for _, s, b in self._outputs for n in (s, b)]
-        with self._shared.lock:
+        with self._shared.slots:
             return self.session.run(names, {self.input_name: blob})
 
     def postprocess(self, outputs: list[np.ndarray], geometry: tuple[float, float, float, float], shape: tuple[int, ...]) -> Detections:

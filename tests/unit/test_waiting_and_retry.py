@@ -34,6 +34,11 @@ async def test_wait_for_takes_plain_and_async_checks() -> None:
 
 def test_backoff_doubles_up_to_its_cap() -> None:
     assert list(itertools.islice(delays(0.5, 3.0), 5)) == [0.5, 1.0, 2.0, 3.0, 3.0]
+    # With jitter each delay is shortened by up to that share, never lengthened, and they differ.
+    jittered = [list(itertools.islice(delays(0.2, 2.0, jitter=0.5), 6)) for _ in range(20)]
+    for run in jittered:
+        assert all(0.5 * d <= j <= d for j, d in zip(run, [0.2, 0.4, 0.8, 1.6, 2.0, 2.0]))
+    assert len({run[-1] for run in jittered}) > 1
 
 
 async def test_retry_retries_the_listed_errors_only() -> None:
