@@ -13,6 +13,7 @@ up so you can keep querying; ``make services-down`` stops them.
 from __future__ import annotations
 
 import asyncio
+import http.client
 import logging
 import shutil
 import subprocess
@@ -128,7 +129,9 @@ def scrape(port: int) -> dict[str, float]:
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=1) as response:
             text = response.read().decode()
-    except OSError:
+    except (OSError, http.client.HTTPException):
+        # Not up yet, or gone: a node that ended its frames exits, and one
+        # exiting mid-answer cuts the body short (seen: IncompleteRead in CI).
         return {}
     out: dict[str, float] = {}
     for family in text_string_to_metric_families(text):
