@@ -211,13 +211,17 @@ class VideoSource:
 
     # --- live streams -------------------------------------------------------------
 
+    def _backoff(self) -> Iterator[float]:
+        """Waits between attempts to reopen, from the first again once video flows."""
+        return delays(self.reconnect_min_s, self.reconnect_max_s, jitter=0.5)
+
     def _idle(self) -> Idle:
         return Idle(int(time.time() * 1000), time.monotonic() - self._started)
 
     def _live(self, stop: threading.Event) -> Iterator[Frame | Idle]:
         target: int | str = int(self.uri) if self.uri.isdigit() else self.uri
         os.environ.setdefault("OPENCV_FFMPEG_CAPTURE_OPTIONS", LIVE_FFMPEG_OPTIONS)
-        backoff = delays(self.reconnect_min_s, self.reconnect_max_s, jitter=0.5)
+        backoff = self._backoff()
         wake = threading.Condition()
         index = 0
         conn: _Connection | None = None
@@ -262,7 +266,7 @@ class VideoSource:
                         if self.state != "starting":
                             log.info("video source %s is back after %.1f s", self.uri, arrival - (previous or self._started))
                         self.state = "ok"
-                        backoff = delays(self.reconnect_min_s, self.reconnect_max_s, jitter=0.5)
+                        backoff = self._backoff()
                     waited = arrival - (previous if previous is not None else self._started)
                     if waited > max(3 / self.fps, 0.5):
                         self._lost_s += waited - 1 / self.fps

@@ -260,34 +260,46 @@ def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def is_site_file(path: Path) -> bool:
-    """A folder of camera files, or a YAML file with a ``cameras`` list."""
-    return path.is_dir() or "cameras" in _read_yaml(path)
+def load_edge_config(path: Path | str) -> CameraConfig | SiteConfig:
+    """What ``fleetsight edge run --config`` names: a camera file, a site file
+    (one with ``cameras``) or a folder of camera files, read once and validated."""
+    path = Path(path)
+    if path.is_dir():
+        return load_site_config(path)
+    raw = _read_yaml(path)
+    return _site(raw, path) if "cameras" in raw else _camera(raw, path.resolve().parent, str(path))
 
 
 def load_site_config(path: Path | str) -> SiteConfig:
     """A site file (``cameras`` with shared ``defaults``) or a folder of camera files, validated."""
     path = Path(path)
-    if path.is_dir():
-        files = sorted(p for p in path.iterdir() if p.suffix in (".yaml", ".yml"))
-        if not files:
-            raise ConfigError(f"{path}: no camera files (*.yaml) in this folder")
-        cameras = [load_camera_config(f) for f in files]
-        first = cameras[0]
-        site = SiteConfig(cameras, first.metrics_port, first.metrics_bind)
-    else:
-        try:
-            doc = SiteFile.model_validate(_read_yaml(path))
-        except ValidationError as exc:
-            raise ConfigError(f"{path}: {_problems(exc)}") from None
-        base = path.resolve().parent
-        cameras = []
-        for i, raw in enumerate(doc.cameras):
-            merged = _merge(doc.defaults, raw)
-            if doc.site is not None:
-                merged.setdefault("site", doc.site)
-            cameras.append(_camera(merged, base, str(path), prefix=f"cameras[{i}]{' (' + str(raw['camera_id']) + ')' if 'camera_id' in raw else ''}."))
-        site = SiteConfig(cameras, doc.metrics_port, doc.metrics_bind)
+    if not path.is_dir():
+        return _site(_read_yaml(path), path)
+    files = sorted(p for p in path.iterdir() if p.suffix in (".yaml", ".yml"))
+    if not files:
+        raise ConfigError(f"{path}: no camera files (*.yaml) in this folder")
+    cameras = [load_camera_config(f) for f in files]
+    return _distinct(SiteConfig(cameras, cameras[0].metrics_port, cameras[0].metrics_bind), path)
+
+
+def _site(raw: dict[str, Any], path: Path) -> SiteConfig:
+    try:
+        doc = SiteFile.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(f"{path}: {_problems(exc)}") from None
+    base = path.resolve().parent
+    cameras = []
+    for i, camera in enumerate(doc.cameras):
+        merged = _merge(doc.defaults, camera)
+        if doc.site is not None:
+            merged.setdefault("site", doc.site)
+        name = f" ({camera['camera_id']})" if "camera_id" in camera else ""
+        cameras.append(_camera(merged, base, str(path), prefix=f"cameras[{i}]{name}."))
+    return _distinct(SiteConfig(cameras, doc.metrics_port, doc.metrics_bind), path)
+
+
+def _distinct(site: SiteConfig, path: Path) -> SiteConfig:
+    """Refuse two cameras with one id or one outbox."""
     for what, values in (("camera_id", [c.camera_id for c in site.cameras]), ("outbox.path", [str(c.outbox.path) for c in site.cameras])):
         repeated = sorted({v for v in values if values.count(v) > 1})
         if repeated:

@@ -210,6 +210,7 @@ class Detector:
         self._pad_value = tuple(float(round(m)) for m in spec.mean)
         self._inv_std = (1.0 / np.array(spec.std, np.float32)).reshape(1, 3, 1, 1)
         self._centers: dict[tuple[int, int], dict[int, np.ndarray]] = {}
+        self._layouts: dict[tuple[int, int], tuple[int, int, int, int]] = {}
         self._bins = np.arange(spec.reg_max + 1, dtype=np.float32)
         self._outputs = self._match_outputs()
         log.info("model %s loaded from %s on %s", spec.version, spec.path.name, ", ".join(self.providers))
@@ -245,7 +246,14 @@ class Detector:
         return centers
 
     def layout(self, width: int, height: int) -> tuple[int, int, int, int]:
-        """How a frame of this size is letterboxed: input width and height, left and top padding."""
+        """How a frame of this size is letterboxed: input width and height, left and top padding
+        (worked out once per frame size: preprocess and postprocess both ask, every frame)."""
+        known = self._layouts.get((width, height))
+        if known is None:
+            known = self._layouts[(width, height)] = self._layout(width, height)
+        return known
+
+    def _layout(self, width: int, height: int) -> tuple[int, int, int, int]:
         size = self.spec.input_size
         if not self.letterbox:
             return size, size, 0, 0

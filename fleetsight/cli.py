@@ -124,19 +124,19 @@ def cmd_edge_run(args: argparse.Namespace, settings: EdgeSettings) -> int:
     import signal
 
     from edge.capture import stuck_connections
-    from edge.config import ConfigError, is_site_file, load_camera_config, load_site_config
+    from edge.config import ConfigError, SiteConfig, load_edge_config
     from edge.detector import ModelError
     from edge.node import CameraNode
     from edge.site import Site
 
     runner: CameraNode | Site
     try:
-        if is_site_file(args.config):
-            site = load_site_config(args.config)
-            runner = Site(site, settings, debug_dir=args.debug_dir)
-            log.info("site %s: %d cameras in one process", args.config, len(site.cameras))
+        config = load_edge_config(args.config)
+        if isinstance(config, SiteConfig):
+            runner = Site(config, settings, debug_dir=args.debug_dir)
+            log.info("site %s: %d cameras in one process", args.config, len(config.cameras))
         else:
-            runner = CameraNode(load_camera_config(args.config), settings, debug_dir=args.debug_dir, max_frames=args.max_frames)
+            runner = CameraNode(config, settings, debug_dir=args.debug_dir, max_frames=args.max_frames)
     except (ConfigError, ModelError, OSError) as exc:
         log.error("%s", exc)
         return 2

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from edge.config import ConfigError, is_site_file, load_camera_config, load_site_config
+from edge.config import CameraConfig, ConfigError, SiteConfig, load_camera_config, load_edge_config, load_site_config
 
 GOOD = """
 camera_id: cam-door
@@ -99,7 +99,7 @@ cameras:
 def test_site_file_shares_defaults_and_each_camera_keeps_its_own(tmp_path: Path) -> None:
     path = tmp_path / "site.yaml"
     path.write_text(SITE)
-    assert is_site_file(path) and not is_site_file(write(tmp_path, GOOD))
+    assert isinstance(load_edge_config(path), SiteConfig) and isinstance(load_edge_config(write(tmp_path, GOOD)), CameraConfig)
     site = load_site_config(path)
     gate, dock = site.cameras
     assert (gate.site, dock.site) == ("depot-3", "depot-3b")
