@@ -5,12 +5,18 @@ The annotation is in MOTChallenge format, one box per line::
 
     frame, id, left, top, width, height, considered, ...
 
-(frame 1 is the video's first frame; an id is one real object). The truth
+(frame 1 is the video's first frame; an id is one real object). MOT16 and
+later files have 9 columns, the 8th a class: only pedestrians (class 1) are
+people to count; distractors, occluders, reflections and the rest are places
+where a detection is neither right nor wrong (MOTChallenge's "ignore"
+regions). Older 10-column files (MOT15, PETS) end in world coordinates and
+every row is an object to count. The truth
 runs each annotated object's anchor (bottom centre of its box, as the edge
 uses) through a :class:`~edge.scene.Scene` with the camera's own lines,
 zones and band, at every frame of the clip. The edge side is the camera's
 detector, tracker and scene, fed every ``stride``-th frame (a lower
-detection rate). Tracking metrics (MOTA, IDF1, ID switches, fragmentations)
+detection rate), optionally under a picture condition (``edge/conditions.py``:
+dusk, night, compression, half resolution). Tracking metrics (MOTA, IDF1, ID switches, fragmentations)
 come from py-motmetrics.
 """
 
@@ -27,8 +33,9 @@ import cv2
 import numpy as np
 
 from edge.capture import Frame
+from edge.conditions import CONDITIONS, Condition
 from edge.config import CameraConfig, LineConfig, ZoneConfig
-from edge.detector import build_detector
+from edge.detector import Detections, Detector, build_detector
 from edge.outbox import NewEvent, Outbox
 from edge.pipeline import Pipeline, build_scene
 from edge.scene import Observation, Zone
@@ -37,6 +44,7 @@ from edge.scene import Observation, Zone
 BASE_TS = 1_767_225_600_000
 MINUTE_MS = 60_000
 MOT_METRICS = ("mota", "idf1", "num_switches", "num_fragmentations", "precision", "recall")
+PEDESTRIAN = 1  # MOT16's class column: the only class that is a person to count
 
 
 class AnnotationError(ValueError):
@@ -45,26 +53,35 @@ class AnnotationError(ValueError):
 
 @dataclass(frozen=True)
 class Box:
-    """One annotated object in one frame, in pixels."""
+    """One annotated object in one frame, in pixels; ``counted`` False for an
+    ignore region (a distractor, an occluder, a reflection)."""
 
     identity: int
     left: float
     top: float
     width: float
     height: float
+    counted: bool = True
 
     def anchor(self, frame_w: int, frame_h: int) -> tuple[float, float]:
         return ((self.left + self.width / 2) / frame_w, (self.top + self.height) / frame_h)
 
     def mirrored(self, frame_w: int) -> Box:
-        return Box(self.identity, frame_w - self.left - self.width, self.top, self.width, self.height)
+        return Box(self.identity, frame_w - self.left - self.width, self.top, self.width, self.height, self.counted)
+
+    def scaled(self, k: float) -> Box:
+        return Box(self.identity, self.left * k, self.top * k, self.width * k, self.height * k, self.counted)
 
 
 Annotation = dict[int, list[Box]]  # frame index (0-based) -> boxes
 
 
 def load_annotation(path: Path | str) -> Annotation:
-    """Read a MOTChallenge ``gt.txt``; frame 1 becomes index 0."""
+    """Read a MOTChallenge ``gt.txt``; frame 1 becomes index 0.
+
+    With 9 columns (MOT16 on) the 8th is the class and only pedestrians are
+    counted; other rows are kept as ignore regions (``Box.counted`` False).
+    """
     path = Path(path)
     if not path.is_file():
         raise AnnotationError(f"{path}: no such annotation file")
@@ -74,12 +91,18 @@ def load_annotation(path: Path | str) -> Annotation:
         raise AnnotationError(f"{path}: not comma-separated numbers: {exc}") from None
     if rows.size == 0 or rows.shape[1] < 6:
         raise AnnotationError(f"{path}: expected at least 6 columns (frame, id, left, top, width, height)")
+    classes = rows[:, 7] if rows.shape[1] == 9 else np.full(len(rows), PEDESTRIAN)
     boxes: Annotation = defaultdict(list)
-    for frame, identity, left, top, width, height in rows[:, :6]:
+    for (frame, identity, left, top, width, height), cls in zip(rows[:, :6], classes):
         if frame < 1:
             raise AnnotationError(f"{path}: frame numbers start at 1, found {frame:g}")
-        boxes[int(frame) - 1].append(Box(int(identity), left, top, width, height))
+        boxes[int(frame) - 1].append(Box(int(identity), left, top, width, height, counted=int(cls) == PEDESTRIAN))
     return dict(boxes)
+
+
+def identities(annotation: Annotation) -> int:
+    """How many objects to count the annotation holds (ignore regions left out)."""
+    return len({b.identity for boxes in annotation.values() for b in boxes if b.counted})
 
 
 def mirror_config(config: CameraConfig) -> CameraConfig:
@@ -149,12 +172,12 @@ def truth_counts(
     scene.join_s = 0.0  # annotated identities are exact: nothing to join
     events: list[Any] = []
     for i in range(frames):
-        observations = [Observation(b.identity, class_name, 1.0, b.anchor(w, h)) for b in annotation.get(i, [])]
+        observations = [Observation(b.identity, class_name, 1.0, b.anchor(w, h)) for b in annotation.get(i, []) if b.counted]
         events += scene.update(frame_ts(i, fps), i / fps, observations)
     events += scene.end_all(frame_ts(frames - 1, fps))
     zones = [Zone(z.name, tuple(z.polygon)) for z in config.zones]
     for i in sample_frames:
-        anchors = [b.anchor(w, h) for b in annotation.get(i, [])]
+        anchors = [b.anchor(w, h) for b in annotation.get(i, []) if b.counted]
         for zone in zones:
             inside = sum(zone.contains(p) for p in anchors)
             events.append(NewEvent(frame_ts(i, fps), "occupancy", {"zone": zone.name, "counts": {class_name: inside}}))
@@ -199,6 +222,8 @@ class RateResult:
     mot: dict[str, float]
     detector_runs: int
     mirrored: bool = False
+    condition: str = "daylight"
+    scene: str = ""
 
     @property
     def crossing_error(self) -> float:
@@ -223,13 +248,80 @@ class RateResult:
         return self.counted.tracks / self.identities if self.identities else 0.0
 
 
+class _FrameMemo:
+    """The detector, run at most once per frame however many rates look at it.
+
+    Runs at several rates go over the clip together; every 2nd frame of the
+    10 fps run is a frame of the 5 fps run, and the model's answer for a
+    frame does not depend on who asks.
+    """
+
+    def __init__(self, detector: Detector) -> None:
+        self.detector = detector
+        self.spec = detector.spec
+        self.class_name = detector.class_name
+        self.frame = -1
+        self._memo: Detections | None = None
+
+    def at(self, index: int) -> None:
+        if index != self.frame:
+            self.frame, self._memo = index, None
+
+    def __call__(self, image: np.ndarray) -> Detections:
+        if self._memo is None:
+            self._memo = self.detector(image)
+        return self._memo
+
+
+class _MotTally:
+    """py-motmetrics' accumulator, with MOTChallenge's ignore regions: a box
+    on a distractor, an occluder or a reflection that matches no person is
+    neither a hit nor a false positive."""
+
+    def __init__(self, scale: float) -> None:
+        import motmetrics as mm  # the eval extra; only evaluation needs it
+
+        self.accumulator = mm.MOTAccumulator(auto_id=True)
+        self.scale = scale
+
+    def update(self, gt: list[Box], hyps: list[tuple[int, tuple[float, float, float, float]]]) -> None:
+        people = [b.scaled(self.scale) for b in gt if b.counted]
+        ignored = np.array([[b.left, b.top, b.width, b.height] for b in (b.scaled(self.scale) for b in gt if not b.counted)]).reshape(-1, 4)
+        gt_boxes = np.array([[b.left, b.top, b.width, b.height] for b in people]).reshape(-1, 4)
+        hyp_boxes = np.array([[x1, y1, x2 - x1, y2 - y1] for _, (x1, y1, x2, y2) in hyps]).reshape(-1, 4)
+        dist = _iou_distances(gt_boxes, hyp_boxes)
+        keep = np.ones(len(hyps), bool)
+        if len(ignored) and len(hyps):
+            on_person = ~np.isnan(dist).all(0) if len(people) else np.zeros(len(hyps), bool)
+            keep = on_person | np.isnan(_iou_distances(ignored, hyp_boxes)).all(0)
+        self.accumulator.update([b.identity for b in people], [tid for (tid, _), k in zip(hyps, keep) if k], dist[:, keep])
+
+    def summary(self) -> dict[str, float]:
+        import motmetrics as mm
+
+        summary = mm.metrics.create().compute(self.accumulator, metrics=list(MOT_METRICS), name="edge")
+        return {name: float(summary[name].iloc[0]) for name in MOT_METRICS}
+
+
 def evaluate(
     config: CameraConfig, video: Path | str, annotation: Annotation, *, stride: int = 1, mirror: bool = False,
-    class_name: str = "person", progress: Callable[[int, int], None] | None = None,
+    class_name: str = "person", progress: Callable[[int, int], None] | None = None, condition: Condition | None = None,
 ) -> RateResult:
     """Run the camera's pipeline over ``video`` at every ``stride``-th frame and compare."""
-    import motmetrics as mm  # the eval extra; only this function needs it
+    return evaluate_rates(config, video, annotation, strides=(stride,), mirror=mirror, class_name=class_name,
+                          progress=progress, condition=condition)[0]
 
+
+def evaluate_rates(
+    config: CameraConfig, video: Path | str, annotation: Annotation, *, strides: Iterable[int] = (1, 2), mirror: bool = False,
+    class_name: str = "person", progress: Callable[[int, int], None] | None = None, condition: Condition | None = None,
+    scene: str = "",
+) -> list[RateResult]:
+    """Run the camera's pipeline over ``video`` at several rates at once (every
+    ``stride``-th frame each), the frames shown under ``condition``, and compare
+    each with the annotation. One decode, and one detector run per frame."""
+    condition = condition or CONDITIONS["daylight"]
+    strides = list(strides)
     cap = cv2.VideoCapture(str(video))
     if not cap.isOpened():
         raise FileNotFoundError(f"cannot open video {video}")
@@ -239,13 +331,16 @@ def evaluate(
     if mirror:
         config = mirror_config(config)
         annotation = {i: [b.mirrored(width) for b in boxes] for i, boxes in annotation.items()}
-    detector = build_detector(config)
-    accumulator = mm.MOTAccumulator(auto_id=True)
-    events: list[Any] = []
+    detector = _FrameMemo(build_detector(config))
+    tallies = [_MotTally(condition.scale) for _ in strides]
+    events: list[list[Any]] = [[] for _ in strides]
     frames = 0
     with tempfile.TemporaryDirectory(prefix="fleetsight-eval-") as tmp:
-        outbox = Outbox(Path(tmp) / "outbox.sqlite3", config.camera_id, config.site)
-        pipeline = Pipeline(config, detector, build_scene(config), outbox, fps / stride)
+        outboxes = [Outbox(Path(tmp) / f"outbox-{n}.sqlite3", config.camera_id, config.site) for n in range(len(strides))]
+        pipelines = [
+            Pipeline(config, detector, build_scene(config), outbox, fps / stride)  # type: ignore[arg-type]  # duck-typed detector
+            for stride, outbox in zip(strides, outboxes)
+        ]
         try:
             while True:
                 ok, image = cap.read()
@@ -253,32 +348,41 @@ def evaluate(
                     break
                 index = frames
                 frames += 1
-                if index % stride:
+                if progress:
+                    progress(frames, total)
+                if all(index % stride for stride in strides):
                     continue
                 if mirror:
                     image = cv2.flip(image, 1)
-                events += pipeline.step(Frame(index, frame_ts(index, fps), index / fps, image))
-                if pipeline.tracked is not None:
-                    gt = annotation.get(index, [])
-                    hyps = [t for t in pipeline.tracked if detector.class_name(t.class_id) == class_name]
-                    ids = [pipeline.scene.tracks[t.track_id].track_id for t in hyps]
-                    gt_boxes = np.array([[b.left, b.top, b.width, b.height] for b in gt]).reshape(-1, 4)
-                    hyp_boxes = np.array([[x1, y1, x2 - x1, y2 - y1] for x1, y1, x2, y2 in (t.xyxy for t in hyps)]).reshape(-1, 4)
-                    accumulator.update([b.identity for b in gt], ids, _iou_distances(gt_boxes, hyp_boxes))
-                if progress:
-                    progress(frames, total)
-            events += pipeline.finish(source_ended=True)
+                image = condition.apply(image, index)
+                detector.at(index)
+                for stride, pipeline, tally, out in zip(strides, pipelines, tallies, events):
+                    if index % stride:
+                        continue
+                    out += pipeline.step(Frame(index, frame_ts(index, fps), index / fps, image))
+                    if pipeline.tracked is not None:
+                        hyps = [
+                            (pipeline.scene.tracks[t.track_id].track_id, t.xyxy)
+                            for t in pipeline.tracked if detector.class_name(t.class_id) == class_name
+                        ]
+                        tally.update(annotation.get(index, []), hyps)
+            for pipeline, out in zip(pipelines, events):
+                out += pipeline.finish(source_ended=True)
         finally:
             cap.release()
-            outbox.close()
-    counted = Counts.from_events(events, class_name)
-    samples = sorted({round((e.ts - BASE_TS) * fps / 1000) for e in events if e.type == "occupancy"})
-    truth = truth_counts(annotation, config, frames, fps, (width, height), samples, class_name)
-    summary = mm.metrics.create().compute(accumulator, metrics=list(MOT_METRICS), name="edge")
-    mot = {name: float(summary[name].iloc[0]) for name in MOT_METRICS}
-    identities = len({b.identity for boxes in annotation.values() for b in boxes})
-    label = f"{fps / stride:.3g} fps" + (" mirrored" if mirror else "")
-    return RateResult(label, stride, fps / stride, truth, counted, identities, mot, pipeline.stats.detector_runs, mirror)
+            for outbox in outboxes:
+                outbox.close()
+    people = identities(annotation)
+    results = []
+    for stride, pipeline, tally, out in zip(strides, pipelines, tallies, events):
+        counted = Counts.from_events(out, class_name)
+        samples = sorted({round((e.ts - BASE_TS) * fps / 1000) for e in out if e.type == "occupancy"})
+        truth = truth_counts(annotation, config, frames, fps, (width, height), samples, class_name)
+        label = " ".join(filter(None, [scene, condition.name if condition.name != "daylight" else "", f"{fps / stride:.3g} fps",
+                                       "mirrored" if mirror else ""]))
+        results.append(RateResult(label, stride, fps / stride, truth, counted, people, tally.summary(),
+                                  pipeline.stats.detector_runs, mirror, condition.name, scene))
+    return results
 
 
 def every_nth(n: int) -> str:
