@@ -102,6 +102,10 @@ class TrackingConfig(_Strict):
     join_distance: float = Field(0.05, ge=0, le=1, description="how far from the lost track's predicted place the new one may start, per second lost")
     match_cost: float = Field(0.95, gt=0, lt=1, description="ByteTrack's matching threshold (1 - IoU x score)")
     timeout_s: float = Field(2.0, gt=0, description="unseen this long: the track has ended")
+    cross_s: float = Field(
+        1.0, ge=0, le=10,
+        description="a line crossing counts once the object has stayed this long on the new side (or its track ended there); 0: at once",
+    )
     margin: float = Field(0.02, ge=0, le=0.5, description="band around a line or a zone border that counts as neither side")
 
 

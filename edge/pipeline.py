@@ -68,6 +68,7 @@ def build_scene(config: CameraConfig) -> Scene:
         min_hits=config.tracking.min_hits,
         join_s=config.tracking.join_s,
         join_distance=config.tracking.join_distance,
+        cross_s=config.tracking.cross_s,
         classes=config.detect.classes,
     )
 

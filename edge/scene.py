@@ -13,6 +13,16 @@ the counts honest:
   other (a band of ``margin`` around the line counts as neither), judged on
   the path between those two sightings, so jitter on the line and grazing
   touches count nothing and a jump over the band at a low frame rate does.
+  The crossing counts once the object has stayed on the new side for
+  ``cross_s`` (or its track ends there); back on the old side before that, it
+  counts nothing. A box that hops over a line people walk along (to a
+  neighbour in a group, or as legs are hidden and shown) is no crossing.
+- A box whose bottom is hidden (someone walks in front of the legs, or the
+  person stands at the picture's lower edge) gets shorter while its top
+  stays: its anchor is then where the feet should be, the top plus the
+  height the track had while seen whole, not the bottom of what is seen.
+  So a person walking along a line is not counted across it each time
+  their legs are hidden.
 - A track the tracker lost (occlusion, a missed detection) and a new one
   that starts where the lost one should be by now, with a similar size,
   within ``join_s``, are one object: the new id takes over the old state.
@@ -39,6 +49,10 @@ from edge.outbox import NewEvent
 from schemas import geometry as geometry_version
 
 Point = tuple[float, float]
+
+# A box this much shorter than its track's whole height, its top where it
+# was, has its bottom hidden (by someone in front, or the picture's edge).
+HIDDEN_BOTTOM = 0.8
 
 
 @dataclass(frozen=True)
@@ -114,6 +128,7 @@ class TrackState:
     votes: Counter[str] = field(default_factory=Counter)
     sides: dict[str, int] = field(default_factory=dict)  # line -> last clear side (+1 / -1)
     last_clear: dict[str, Point] = field(default_factory=dict)  # line -> anchor when that side was seen
+    crossing: dict[str, tuple[int, float]] = field(default_factory=dict)  # line -> (new side, since): not yet counted
     zones: dict[str, float] = field(default_factory=dict)  # zone -> time entered
     pending: dict[str, int] = field(default_factory=dict)  # zone -> frames seen across its border
     visited: list[str] = field(default_factory=list)
@@ -121,7 +136,8 @@ class TrackState:
     confirmed: bool = True
     held: list[NewEvent] = field(default_factory=list)  # events of a track not yet confirmed
     velocity: Point = (0.0, 0.0)  # anchor movement per second, smoothed
-    height: float = 0.0  # box height, fraction of the frame (0: unknown)
+    height: float = 0.0  # box height while seen whole, fraction of the frame (0: unknown)
+    top: float = 0.0  # box top at the last sighting
 
     def predicted(self, now: float) -> Point:
         """Where the anchor should be at ``now`` if the object kept its pace."""
@@ -136,7 +152,7 @@ class TrackState:
         return {
             "id": self.track_id, "first": self.first_seen, "last": self.last_seen, "anchor": list(self.anchor),
             "max_conf": self.max_confidence, "votes": dict(self.votes), "sides": self.sides,
-            "zones": self.zones, "visited": self.visited,
+            "zones": self.zones, "visited": self.visited, "crossing": {k: v[0] for k, v in self.crossing.items()},
         }
 
     @classmethod
@@ -145,6 +161,8 @@ class TrackState:
             track_id=d["id"], first_seen=d["first"], last_seen=d["last"], anchor=tuple(d["anchor"]),
             max_confidence=d["max_conf"], votes=Counter(d["votes"]), sides=dict(d["sides"]),
             zones=dict(d["zones"]), visited=list(d["visited"]),
+            # A crossing pending at a restart starts its wait again from the restart.
+            crossing={k: (v, d["last"]) for k, v in d.get("crossing", {}).items()},
         )
 
 
@@ -165,6 +183,7 @@ class Scene:
         min_hits: int = 1,
         join_s: float = 0.0,
         join_distance: float = 0.05,
+        cross_s: float = 0.0,
         classes: Sequence[str] = (),
     ) -> None:
         self.classes = list(classes)  # listed in occupancy reports even at zero
@@ -179,6 +198,7 @@ class Scene:
         self.min_hits = min_hits
         self.join_s = min(join_s, track_timeout_s)  # a lost track is only kept until it times out
         self.join_distance = join_distance
+        self.cross_s = cross_s
         self.tracks: dict[int, TrackState] = {}  # by the tracker's current id
         self._orphans: list[TrackState] = []  # restored after a restart, not yet found again
         self._orphans_until = 0.0
@@ -236,7 +256,7 @@ class Scene:
             if old:
                 data["geometry"] = old
             self._retired.append(NewEvent(0, "zone.exit", data))
-        state.zones, state.sides, state.last_clear, state.pending = {}, {}, {}, {}
+        state.zones, state.sides, state.last_clear, state.pending, state.crossing = {}, {}, {}, {}, {}
 
     # --- per frame ----------------------------------------------------------------
 
@@ -253,6 +273,7 @@ class Scene:
                 if state is None:
                     state = self._start(obs, now, ts, own)
                 self.tracks[obs.track_id] = state
+            obs = self._feet(state, obs)
             dt = now - state.last_seen
             if dt > 0:  # seen before (also under another id): its pace, for finding it again
                 state.hits += 1
@@ -260,11 +281,9 @@ class Scene:
                 state.velocity = (0.5 * (state.velocity[0] + v[0]), 0.5 * (state.velocity[1] + v[1]))
             state.last_seen = now
             state.anchor = obs.anchor
-            if obs.bbox is not None:
-                state.height = obs.bbox[3] - obs.bbox[1]
             state.max_confidence = max(state.max_confidence, obs.confidence)
             state.votes[obs.class_name] += 1
-            self._lines(state, obs, ts, own)
+            self._lines(state, obs, now, ts, own)
             self._zones(state, now, ts, own)
             if state.confirmed:
                 events += own
@@ -311,6 +330,21 @@ class Scene:
         return events
 
     # --- internals ------------------------------------------------------------------
+
+    @staticmethod
+    def _feet(state: TrackState, obs: Observation) -> Observation:
+        """``obs`` with its anchor where the feet are when the box's bottom is hidden
+        (see the module docstring); keeps the track's whole height up to date."""
+        if obs.bbox is None:
+            return obs
+        top, height = obs.bbox[1], obs.bbox[3] - obs.bbox[1]
+        whole = state.height
+        hidden = bool(whole) and height < HIDDEN_BOTTOM * whole and abs(top - state.top) < 0.1 * whole
+        state.top = top
+        if not hidden:
+            state.height = height
+            return obs
+        return Observation(obs.track_id, obs.class_name, obs.confidence, (obs.anchor[0], top + whole), obs.bbox)
 
     def _start(self, obs: Observation, now: float, ts: int, events: list[NewEvent]) -> TrackState:
         # Our own id, not the tracker's: the tracker restarts at 1 with the process.
@@ -380,7 +414,7 @@ class Scene:
         off = line.offset(p)
         return 1 if off > self.margin else -1 if off < -self.margin else 0
 
-    def _lines(self, state: TrackState, obs: Observation, ts: int, events: list[NewEvent]) -> None:
+    def _lines(self, state: TrackState, obs: Observation, now: float, ts: int, events: list[NewEvent]) -> None:
         for line in self.lines:
             side = self._side(line, obs.anchor)
             if not side:
@@ -389,19 +423,33 @@ class Scene:
             state.sides[line.name] = side
             if before is None or before == side:
                 state.last_clear[line.name] = obs.anchor
+                pending = state.crossing.get(line.name)
+                if pending is not None and now - pending[1] >= self.cross_s:
+                    del state.crossing[line.name]
+                    events.append(self._crossed(state, line.name, pending[0], ts))
+                continue
+            state.last_clear.setdefault(line.name, obs.anchor)
+            if state.crossing.pop(line.name, None) is not None:
+                # Back where it came from before the crossing counted: none.
+                state.last_clear[line.name] = obs.anchor
                 continue
             # Where the path met the line must lie on the segment, not its extension.
-            prev = state.last_clear.get(line.name, obs.anchor)
+            prev = state.last_clear[line.name]
             a, b = line.offset(prev), line.offset(obs.anchor)
             k = a / (a - b) if a != b else 0.5
             meet = (prev[0] + k * (obs.anchor[0] - prev[0]), prev[1] + k * (obs.anchor[1] - prev[1]))
             state.last_clear[line.name] = obs.anchor
             t = line.along(meet)
             if -self.extent_tolerance <= t <= 1 + self.extent_tolerance:
-                events.append(NewEvent(ts, "line.cross", self._tag({
-                    "track_id": state.track_id, "class": state.class_name, "line": line.name,
-                    "direction": "in" if side > 0 else "out",
-                })))
+                if self.cross_s <= 0:
+                    events.append(self._crossed(state, line.name, side, ts))
+                else:
+                    state.crossing[line.name] = (side, now)
+
+    def _crossed(self, state: TrackState, line: str, side: int, ts: int) -> NewEvent:
+        return NewEvent(ts, "line.cross", self._tag({
+            "track_id": state.track_id, "class": state.class_name, "line": line, "direction": "in" if side > 0 else "out",
+        }))
 
     def _zones(self, state: TrackState, now: float, ts: int, events: list[NewEvent]) -> None:
         for zone in self.zones:
@@ -428,6 +476,10 @@ class Scene:
                 })))
 
     def _end(self, state: TrackState, ts: int, events: list[NewEvent]) -> None:
+        # A crossing still waiting counts: the object was last seen over the line.
+        for line, (side, _) in sorted(state.crossing.items()):
+            events.append(self._crossed(state, line, side, ts))
+        state.crossing = {}
         for zone, entered in sorted(state.zones.items()):
             events.append(NewEvent(ts, "zone.exit", self._tag({
                 "track_id": state.track_id, "class": state.class_name, "zone": zone,
