@@ -427,10 +427,44 @@ def format_report(results: list[RateResult]) -> str:
         )
     out.append("")
     for r in results:
-        base = next((b for b in results if b.stride == 1 and b.mirrored == r.mirrored), None)
-        if base is not None and r is not base:
+        base = _fastest(results, r)
+        if r is not base:
             out.append(f"- {r.label} against {base.label}: crossing counts differ by {_pct(rate_invariance(base, r))} "
                        f"(per line and direction, summed)")
+    return "\n".join(out) + "\n"
+
+
+def _fastest(results: list[RateResult], r: RateResult) -> RateResult:
+    """The run at the highest rate of the same scene, condition and mirroring as ``r``."""
+    same = [b for b in results if (b.scene, b.condition, b.mirrored) == (r.scene, r.condition, r.mirrored)]
+    return min(same, key=lambda b: b.stride)
+
+
+def format_suite(results: list[RateResult]) -> str:
+    """Markdown: one row per scene, condition and rate, and how far each lower rate is from the highest."""
+    out = ["| scene | condition | rate | crossing error | entry error | exit error | occupancy error | tracks / people | MOTA | IDF1 | vs. the higher rate |",
+           "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for r in results:
+        base = _fastest(results, r)
+        out.append(
+            f"| {r.scene} | {r.condition}{' mirrored' if r.mirrored else ''} | {r.fps:.3g} fps | {_pct(r.crossing_error)} | {_pct(r.entry_error)} | "
+            f"{_pct(r.exit_error)} | {_pct(r.occupancy_error)} | {r.counted.tracks} / {r.identities} ({r.tracks_ratio:.2f}x) | "
+            f"{r.mot['mota']:.3f} | {r.mot['idf1']:.3f} | {'' if r is base else _pct(rate_invariance(base, r))} |"
+        )
+    return "\n".join(out) + "\n"
+
+
+def format_lines(results: list[RateResult]) -> str:
+    """Markdown: per line and direction, truth and what each run counted."""
+    keys = sorted({(r.scene, *k) for r in results for k in set(r.truth.crossings) | set(r.counted.crossings)})
+    runs = sorted({(r.condition, r.fps) for r in results}, key=lambda k: (list(CONDITIONS).index(k[0]) if k[0] in CONDITIONS else 99, -k[1]))
+    out = ["| scene | line | direction | truth | " + " | ".join(f"{c} {f:.3g}" for c, f in runs) + " |",
+           "| --- | --- | --- | ---: | " + " | ".join("---:" for _ in runs) + " |"]
+    by = {(r.scene, r.condition, r.fps): r for r in results if not r.mirrored}
+    for scene, line, direction in keys:
+        truth = next((r.truth.crossings.get((line, direction), 0) for r in results if r.scene == scene), 0)
+        cells = [str(by[(scene, c, f)].counted.crossings.get((line, direction), 0)) if (scene, c, f) in by else "" for c, f in runs]
+        out.append(f"| {scene} | {line} | {direction} | {truth} | " + " | ".join(cells) + " |")
     return "\n".join(out) + "\n"
 
 

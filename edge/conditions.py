@@ -31,8 +31,7 @@ def _dusk(image: np.ndarray, index: int) -> np.ndarray:
 def _night(image: np.ndarray, index: int) -> np.ndarray:
     # An infrared camera at night: no colour, flat contrast around a dim grey,
     # a softer picture and strong sensor noise.
-    gray = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY).astype(np.float32)
-    gray = cv2.GaussianBlur(gray, (3, 3), 0)
+    gray = cv2.GaussianBlur(cv2.cvtColor(image, cv2.COLOR_BGR2GRAY), (3, 3), 0).astype(np.float32)
     flat = 40.0 + gray * 0.35 + _noise(gray.shape, 7.0, index)
     return cv2.cvtColor(np.clip(flat, 0, 255).astype(np.uint8), cv2.COLOR_GRAY2BGR)
 
@@ -40,7 +39,8 @@ def _night(image: np.ndarray, index: int) -> np.ndarray:
 def _compressed(image: np.ndarray, index: int) -> np.ndarray:
     # A cheap encoder at a starved bitrate: blocks, smeared edges, banding.
     ok, data = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 12])
-    return cv2.imdecode(data, cv2.IMREAD_COLOR) if ok else image
+    decoded = cv2.imdecode(data, cv2.IMREAD_COLOR) if ok else None
+    return image if decoded is None else np.asarray(decoded)
 
 
 def _half(image: np.ndarray, index: int) -> np.ndarray:

@@ -224,34 +224,39 @@ def cmd_edge_eval(args: argparse.Namespace, settings: EdgeSettings) -> int:
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
 
-    from edge.accuracy import AnnotationError, evaluate, every_nth, format_report, load_annotation
+    from edge.accuracy import AnnotationError, evaluate_rates, every_nth, format_report, load_annotation
+    from edge.conditions import condition
     from edge.config import ConfigError, load_camera_config
     from edge.detector import ModelError
 
     try:
         config = load_camera_config(args.config)
         annotation = load_annotation(args.annotation)
-    except (ConfigError, AnnotationError) as exc:
+        conditions = [condition(name) for name in args.condition]
+    except (ConfigError, AnnotationError, ValueError) as exc:
         log.error("%s", exc)
         return 2
     if min(args.every + args.mirrored, default=1) < 1:
         log.error("--every and --mirrored take frame steps of 1 or more (1: every frame)")
         return 2
     video = args.video or Path(config.source.uri)
-    runs = [(every, False) for every in args.every] + [(every, True) for every in args.mirrored]
+    runs = [(False, args.every)] + ([(True, args.mirrored)] if args.mirrored else [])
     results = []
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
     try:
         with Progress(*columns, console=Console(stderr=True)) as progress:
-            for every, mirror in runs:
-                task = progress.add_task(f"{every_nth(every)}{' (mirrored)' if mirror else ''}", total=None)
+            for cond in conditions:
+                for mirror, strides in runs:
+                    rates = ", ".join(every_nth(n) for n in strides)
+                    task = progress.add_task(f"{cond.name}: {rates}{' (mirrored)' if mirror else ''}", total=None)
 
-                def advance(done: int, total: int | None, task: TaskID = task) -> None:
-                    progress.update(task, completed=done, total=total)
+                    def advance(done: int, total: int | None, task: TaskID = task) -> None:
+                        progress.update(task, completed=done, total=total)
 
-                results.append(evaluate(
-                    config, video, annotation, stride=every, mirror=mirror, class_name=args.object_class, progress=advance,
-                ))
+                    results += evaluate_rates(
+                        config, video, annotation, strides=strides, mirror=mirror, class_name=args.object_class,
+                        progress=advance, condition=cond,
+                    )
     except (ModelError, FileNotFoundError) as exc:
         log.error("%s", exc)
         return 2
@@ -319,6 +324,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--video", type=Path, help="the annotated video; default: the config's source")
     p.add_argument("--every", type=int, nargs="+", default=[1, 2], help="detection rates to run: every Nth frame (default: 1 2)")
     p.add_argument("--mirrored", type=int, nargs="*", default=[], help="also run these rates on the mirrored clip")
+    p.add_argument(
+        "--condition", nargs="+", default=["daylight"], metavar="NAME",
+        help="show the frames as: daylight (as they are), dusk, night, compressed, half (default: daylight)",
+    )
     p.add_argument("--class", dest="object_class", default="person", help="the class the annotation marks (default: person)")
     p.add_argument("--markdown", type=Path, help="also write the report here")
     p.set_defaults(func=cmd_edge_eval, settings=EdgeSettings)

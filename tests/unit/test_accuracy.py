@@ -57,3 +57,41 @@ def test_rates_are_named_in_words() -> None:
     assert [every_nth(n) for n in (1, 2, 3, 4, 11, 21)] == [
         "every frame", "every 2nd frame", "every 3rd frame", "every 4th frame", "every 11th frame", "every 21st frame",
     ]
+
+
+def test_mot16_rows_other_than_pedestrians_are_ignore_regions(tmp_path: Path) -> None:
+    from edge.accuracy import identities
+
+    gt = tmp_path / "gt.txt"
+    # a pedestrian, a distractor (8), an occluder (9), a reflection (12)
+    gt.write_text("1,1,10,10,20,50,1,1,1.0\n1,2,40,10,20,50,0,8,1.0\n1,3,70,10,20,50,0,9,0.5\n1,4,99,10,20,50,0,12,1.0\n")
+    boxes = load_annotation(gt)[0]
+    assert [b.counted for b in boxes] == [True, False, False, False]
+    assert identities({0: boxes}) == 1
+
+
+def test_conditions_are_deterministic_and_keep_the_geometry() -> None:
+    import numpy as np
+
+    from edge.conditions import CONDITIONS, condition
+
+    image = np.random.default_rng(1).integers(0, 255, (120, 160, 3), dtype=np.uint8)
+    for c in CONDITIONS.values():
+        out = c.apply(image, 7)
+        assert np.array_equal(out, c.apply(image, 7)), c.name
+        assert out.shape == (round(120 * c.scale), round(160 * c.scale), 3)
+    dusk = condition("dusk").apply(image, 7)
+    assert dusk.mean() < image.mean() / 2.5
+    night = condition("night").apply(image, 7)
+    assert np.array_equal(night[..., 0], night[..., 1])  # no colour
+    with pytest.raises(ValueError, match="known: daylight"):
+        condition("fog")
+
+
+def test_cli_refuses_an_unknown_condition(tmp_path: Path, caplog) -> None:
+    config = tmp_path / "cam.yaml"
+    config.write_text("camera_id: c1\nsite: s1\nsource: {uri: clip.avi}\n")
+    gt = tmp_path / "gt.txt"
+    gt.write_text("1,1,10,10,20,50,1,-1,-1,-1\n")
+    assert main(["edge", "eval", "--config", str(config), "--annotation", str(gt), "--condition", "fog"]) == 2
+    assert "unknown condition 'fog'" in caplog.text

@@ -255,3 +255,50 @@ def test_a_restart_with_the_same_geometry_keeps_the_state() -> None:
     after.restore(scene.snapshot(now=0.3), now=0.0)
     again = run(after, [(0.51, 0.72), (0.52, 0.74)], track_id=7)
     assert kinds(again, "zone.exit") == [] and kinds(again, "zone.enter") == [] and kinds(again, "line.cross") == []
+
+
+def test_a_crossing_waits_for_the_object_to_stay_on_the_new_side() -> None:
+    scene = Scene([DOOR], cross_s=1.0)
+    over = run(scene, [(0.5, y) for y in (0.3, 0.4, 0.6, 0.62, 0.64)])  # 0.2 s over the line
+    assert kinds(over, "line.cross") == []
+    stayed = run(scene, [(0.5, 0.65)] * 10, t0=0.5)  # seen there 1 s after it crossed
+    assert [d["direction"] for d in kinds(stayed, "line.cross")] == ["in"]
+
+
+def test_a_box_hopping_over_a_line_and_back_counts_nothing() -> None:
+    # A box that jumps to the other side and back within cross_s (legs hidden,
+    # or the box taken by a neighbour walking along the line) is no crossing.
+    scene = Scene([DOOR], cross_s=1.0)
+    path = [(0.3 + 0.01 * i, 0.45 if (i // 3) % 2 else 0.56) for i in range(33)]  # ends where it began
+    assert kinds(run(scene, path) + scene.end_all(9999), "line.cross") == []
+    assert kinds(run(Scene([DOOR], cross_s=0.0), path), "line.cross")  # counted at once, it would count
+
+
+def test_a_track_that_ends_over_the_line_still_counts_its_crossing() -> None:
+    scene = Scene([DOOR], cross_s=1.0)
+    events = run(scene, [(0.5, y) for y in (0.3, 0.4, 0.6, 0.7)])
+    assert kinds(events, "line.cross") == []
+    assert [d["direction"] for d in kinds(scene.end_all(2000), "line.cross")] == ["in"]
+
+
+def test_a_pending_crossing_survives_a_restart_and_is_counted_once() -> None:
+    scene = Scene([DOOR], cross_s=1.0)
+    run(scene, [(0.5, y) for y in (0.3, 0.4, 0.6)])
+    saved = scene.snapshot(0.2)
+    again = Scene([DOOR], cross_s=1.0)
+    again.restore(saved, 100.0)
+    events = run(again, [(0.5, 0.62)] * 15, track_id=7, t0=100.0)
+    assert [d["direction"] for d in kinds(events, "line.cross")] == ["in"]
+
+
+def test_a_box_with_its_legs_hidden_keeps_its_feet_where_they_were() -> None:
+    # The bottom rises by a third (someone walks in front) while the top
+    # stays: the anchor stays at the feet, so a line just above them is not crossed.
+    scene = Scene([DOOR], cross_s=0.0)
+    whole, hidden = (0.45, 0.3, 0.55, 0.6), (0.45, 0.3, 0.55, 0.4)
+    events = []
+    for i, box in enumerate([whole] * 3 + [hidden] * 3 + [whole] * 3):
+        anchor = ((box[0] + box[2]) / 2, box[3])
+        events += scene.update(1000 + i, i * 0.1, [Observation(1, "person", 0.8, anchor, box)])
+        assert abs(scene.tracks[1].anchor[1] - 0.6) < 1e-9
+    assert kinds(events, "line.cross") == []
