@@ -39,6 +39,7 @@ class MotionGate:
         self.min_area = min_area
         self.max_interval = max_interval
         self._reference: np.ndarray | None = None  # what the detector last saw, small
+        self._level = float(threshold)  # the motion threshold for that picture (worked out once per reference)
         self._since = 0
 
     def _small(self, frame: np.ndarray) -> np.ndarray:
@@ -60,7 +61,7 @@ class MotionGate:
         reference = self._reference
         if reference is None or reference.shape != small.shape:
             return 1.0
-        return float(np.count_nonzero(cv2.absdiff(small, reference) > self.level(reference))) / small.size
+        return float(np.count_nonzero(cv2.absdiff(small, reference) > self._level)) / small.size
 
     def reset(self) -> None:
         """Forget what the detector saw: the next frame runs it."""
@@ -73,6 +74,6 @@ class MotionGate:
         self._since += 1
         if moved or self._since >= self.max_interval:
             self._since = 0
-            self._reference = small
+            self._reference, self._level = small, self.level(small)
             return True
         return False
