@@ -19,8 +19,9 @@ the counts honest:
   neighbour in a group, or as legs are hidden and shown) is no crossing.
 - A box whose bottom is hidden (someone walks in front of the legs, or the
   person stands at the picture's lower edge) gets shorter while its top
-  stays: its anchor is then where the feet should be, the top plus the
-  height the track had while seen whole, not the bottom of what is seen.
+  stays: its anchor is then where the feet should be, the top plus
+  the height the track had while seen whole (for up to a second), not the
+  bottom of what is seen.
   So a person walking along a line is not counted across it each time
   their legs are hidden.
 - A track the tracker lost (occlusion, a missed detection) and a new one
@@ -51,8 +52,13 @@ from schemas import geometry as geometry_version
 Point = tuple[float, float]
 
 # A box this much shorter than its track's whole height, its top where it
-# was, has its bottom hidden (by someone in front, or the picture's edge).
+# was, has its bottom hidden, by someone in front or the picture's edge; for
+# at most HIDDEN_S seconds.
 HIDDEN_BOTTOM = 0.8
+HIDDEN_S = 1.0
+# A lost track may be found again this many of its heights from where its
+# pace puts it (per second lost), when that is farther than join_distance.
+JOIN_HEIGHTS = 0.25
 
 
 @dataclass(frozen=True)
@@ -138,6 +144,7 @@ class TrackState:
     velocity: Point = (0.0, 0.0)  # anchor movement per second, smoothed
     height: float = 0.0  # box height while seen whole, fraction of the frame (0: unknown)
     top: float = 0.0  # box top at the last sighting
+    whole_seen: float = 0.0  # when the box was last seen whole
 
     def predicted(self, now: float) -> Point:
         """Where the anchor should be at ``now`` if the object kept its pace."""
@@ -273,7 +280,7 @@ class Scene:
                 if state is None:
                     state = self._start(obs, now, ts, own)
                 self.tracks[obs.track_id] = state
-            obs = self._feet(state, obs)
+            obs = self._feet(state, obs, now)
             dt = now - state.last_seen
             if dt > 0:  # seen before (also under another id): its pace, for finding it again
                 state.hits += 1
@@ -332,19 +339,33 @@ class Scene:
     # --- internals ------------------------------------------------------------------
 
     @staticmethod
-    def _feet(state: TrackState, obs: Observation) -> Observation:
+    def _feet(state: TrackState, obs: Observation, now: float) -> Observation:
         """``obs`` with its anchor where the feet are when the box's bottom is hidden
-        (see the module docstring); keeps the track's whole height up to date."""
+        (see the module docstring); keeps the track's whole height up to date.
+
+        Hidden legs make a box shorter with its top where it was. A box counts
+        as whole again after ``HIDDEN_S``: a first version kept the old height
+        for good, and a walker occluded once while walking away stayed
+        anchored at their old feet, 0.2 of the picture too low, for the rest
+        of the track. Others also asked for a squarer box, or estimated the
+        feet from the box's width and the track's shape: on the square, where
+        small boxes change shape as people pass each other, the width-based
+        one counted zone entries 21 % off (7 % without), and neither did
+        better at the shop front.
+        """
         if obs.bbox is None:
             return obs
         top, height = obs.bbox[1], obs.bbox[3] - obs.bbox[1]
-        whole = state.height
-        hidden = bool(whole) and height < HIDDEN_BOTTOM * whole and abs(top - state.top) < 0.1 * whole
+        whole, last_top = state.height, state.top
         state.top = top
-        if not hidden:
-            state.height = height
-            return obs
-        return Observation(obs.track_id, obs.class_name, obs.confidence, (obs.anchor[0], top + whole), obs.bbox)
+        hidden = (
+            bool(whole) and now - state.whole_seen <= HIDDEN_S and height < HIDDEN_BOTTOM * whole
+            and abs(top - last_top) < 0.1 * whole
+        )
+        if hidden:
+            return Observation(obs.track_id, obs.class_name, obs.confidence, (obs.anchor[0], top + whole), obs.bbox)
+        state.height, state.whole_seen = height, now
+        return obs
 
     def _start(self, obs: Observation, now: float, ts: int, events: list[NewEvent]) -> TrackState:
         # Our own id, not the tracker's: the tracker restarts at 1 with the process.
@@ -406,7 +427,12 @@ class Scene:
                 continue
             px, py = state.predicted(now)
             d = ((px - obs.anchor[0]) ** 2 + (py - obs.anchor[1]) ** 2) ** 0.5
-            if d <= self.join_distance * (1 + gap) and (best_d is None or d < best_d):
+            # A person close to the lens is tall and moves fast in the picture:
+            # the reach grows with their height (seen: a walker at a shop front,
+            # 0.66 of the picture high, found again 0.1 from where the pace put
+            # them, beyond a fixed 0.08).
+            reach = max(self.join_distance, JOIN_HEIGHTS * state.height) * (1 + gap)
+            if d <= reach and (best_d is None or d < best_d):
                 best_key, best_d = key, d
         return self.tracks.pop(best_key) if best_key is not None else None
 

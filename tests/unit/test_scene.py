@@ -302,3 +302,13 @@ def test_a_box_with_its_legs_hidden_keeps_its_feet_where_they_were() -> None:
         events += scene.update(1000 + i, i * 0.1, [Observation(1, "person", 0.8, anchor, box)])
         assert abs(scene.tracks[1].anchor[1] - 0.6) < 1e-9
     assert kinds(events, "line.cross") == []
+
+
+def test_a_person_walking_away_keeps_the_anchor_at_the_bottom_of_the_box() -> None:
+    # Shrinking with the same shape is distance, not hidden legs.
+    scene = Scene([], cross_s=0.0)
+    for i in range(10):
+        h = 0.5 - 0.03 * i
+        box = (0.5 - h / 6, 0.2, 0.5 + h / 6, 0.2 + h)
+        scene.update(1000 + i, i * 0.1, [Observation(1, "person", 0.8, (0.5, box[3]), box)])
+        assert abs(scene.tracks[1].anchor[1] - box[3]) < 1e-9
