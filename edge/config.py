@@ -99,7 +99,10 @@ class TrackingConfig(_Strict):
     min_hits: int = Field(2, ge=1, description="frames a track is seen before it counts (what it did before is kept)")
     lost_s: float = Field(3.0, gt=0, description="a track the detector lost is kept this long for the object to be found again")
     join_s: float = Field(2.0, ge=0, description="a lost track and a new one where it should be within this long are one object (0: off)")
-    join_distance: float = Field(0.08, ge=0, le=1, description="how far from the lost track's predicted place the new one may start, per second lost (more for a tall person: a quarter of their height)")
+    join_distance: float = Field(
+        0.08, ge=0, le=1,
+        description="how far from the lost track's predicted place the new one may start, per second lost (a tall person: a quarter of their height)",
+    )
     match_cost: float = Field(0.95, gt=0, lt=1, description="ByteTrack's matching threshold (1 - IoU x score)")
     timeout_s: float = Field(2.0, gt=0, description="unseen this long: the track has ended")
     cross_s: float = Field(
