@@ -21,9 +21,8 @@ the counts honest:
   person stands at the picture's lower edge) gets shorter while its top
   stays: its anchor is then where the feet should be, the top plus
   the height the track had while seen whole (for up to a second), not the
-  bottom of what is seen.
-  So a person walking along a line is not counted across it each time
-  their legs are hidden.
+  bottom of what is seen, and a person walking along a line is not counted
+  across it each time their legs are hidden.
 - A track the tracker lost (occlusion, a missed detection) and a new one
   that starts where the lost one should be by now, with a similar size,
   within ``join_s``, are one object: the new id takes over the old state.
