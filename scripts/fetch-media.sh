@@ -5,6 +5,7 @@
 set -euo pipefail
 dest="${1:-$(dirname "$0")/../.services/media}"
 mkdir -p "$dest"
+dest=$(cd "$dest" && pwd)  # absolute: the copy below runs from a temporary folder
 need=(vtest.avi basketball1.png messi5.jpg person.jpg horses.jpg)
 missing=0
 for f in "${need[@]}"; do [ -s "$dest/$f" ] || missing=1; done
