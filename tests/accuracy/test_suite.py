@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from devtools.accuracy_suite import run_suite, scenes
+from devtools.accuracy_suite import EVAL_DIR, run_suite, scenes
 from edge.accuracy import RateResult, evaluate, load_annotation, rate_invariance
 from edge.conditions import CONDITIONS
 from edge.config import load_camera_config
@@ -40,7 +40,9 @@ SHORT_OF_TARGET: dict[tuple[str, str], dict[str, float]] = {
 }
 
 SCENES = scenes()
-missing = [p for s in SCENES for p in s.missing()]
+# The annotated data lies in ../shared/eval; vtest.avi is fetched by the
+# `media` fixture (a clean clone has none yet when tests are collected).
+missing = [p for s in SCENES for p in s.missing() if EVAL_DIR in p.parents]
 pytestmark = pytest.mark.skipif(bool(missing), reason=f"accuracy suite data not found: {missing} (see ../shared/eval)")
 
 
