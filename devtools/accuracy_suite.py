@@ -70,18 +70,13 @@ def run_suite(
     """Every scene under every condition at every rate, in scene, condition, rate order."""
     cases = [(s, c) for s in specs for c in conditions]
     jobs = jobs or min(len(cases), os.cpu_count() or 1)
-    if jobs <= 1:
-        out = []
-        for s, c in cases:
-            out.append(_run_case(s, c, rates, None))
-            if done:
-                done(out[-1])
-        return [r for rs in out for r in rs]
+    # Several at once: each detector on one thread, one per core.
+    threads = 1 if jobs > 1 else None
+    results: list[RateResult] = []
     with ProcessPoolExecutor(jobs) as pool:
-        futures = [pool.submit(_run_case, s, c, rates, 1) for s, c in cases]
-        results = []
-        for f in futures:
-            results.append(f.result())
+        for future in [pool.submit(_run_case, s, c, rates, threads) for s, c in cases]:
+            case = future.result()
+            results += case
             if done:
-                done(results[-1])
-    return [r for rs in results for r in rs]
+                done(case)
+    return results
