@@ -158,15 +158,10 @@ def frame_ts(index: int, fps: float) -> int:
     return BASE_TS + round(index * 1000 / fps)
 
 
-def truth_counts(
-    annotation: Annotation, config: CameraConfig, frames: int, fps: float, size: tuple[int, int],
-    sample_frames: Iterable[int], class_name: str = "person",
-) -> Counts:
-    """Counts the annotation gives through the camera's geometry, every frame.
-
-    Occupancy is sampled at ``sample_frames`` (the frames the edge reported
-    occupancy on), so both sides average the same instants.
-    """
+def truth_events(
+    annotation: Annotation, config: CameraConfig, frames: int, fps: float, size: tuple[int, int], class_name: str = "person",
+) -> list[Any]:
+    """What the camera's scene makes of the annotated people, every frame (tracks, crossings, zones)."""
     w, h = size
     scene = build_scene(config)
     scene.join_s = 0.0  # annotated identities are exact: nothing to join
@@ -174,7 +169,20 @@ def truth_counts(
     for i in range(frames):
         observations = [Observation(b.identity, class_name, 1.0, b.anchor(w, h)) for b in annotation.get(i, []) if b.counted]
         events += scene.update(frame_ts(i, fps), i / fps, observations)
-    events += scene.end_all(frame_ts(frames - 1, fps))
+    return events + scene.end_all(frame_ts(frames - 1, fps))
+
+
+def truth_counts(
+    annotation: Annotation, config: CameraConfig, fps: float, size: tuple[int, int], sample_frames: Iterable[int],
+    scene_events: list[Any], class_name: str = "person",
+) -> Counts:
+    """Counts the annotation gives through the camera's geometry: ``scene_events``
+    (from :func:`truth_events`, the same at every rate) and occupancy sampled at
+    ``sample_frames`` (the frames the edge reported occupancy on), so both sides
+    average the same instants.
+    """
+    w, h = size
+    events = list(scene_events)
     zones = [Zone(z.name, tuple(z.polygon)) for z in config.zones]
     for i in sample_frames:
         anchors = [b.anchor(w, h) for b in annotation.get(i, []) if b.counted]
@@ -381,11 +389,12 @@ def evaluate_rates(
             for outbox in outboxes:
                 outbox.close()
     people = identities(annotation)
+    scene_events = truth_events(annotation, config, frames, fps, (width, height), class_name)
     results = []
     for stride, pipeline, tally, out in zip(strides, pipelines, tallies, events):
         counted = Counts.from_events(out, class_name)
         samples = sorted({round((e.ts - BASE_TS) * fps / 1000) for e in out if e.type == "occupancy"})
-        truth = truth_counts(annotation, config, frames, fps, (width, height), samples, class_name)
+        truth = truth_counts(annotation, config, fps, (width, height), samples, scene_events, class_name)
         label = " ".join(filter(None, [scene, condition.name if condition.name != "daylight" else "", f"{fps / stride:.3g} fps",
                                        "mirrored" if mirror else ""]))
         results.append(RateResult(label, stride, fps / stride, truth, counted, people, tally.summary(),

@@ -53,11 +53,8 @@ class MotionGate:
         lo, hi = np.percentile(small, (1, 99))
         return max(MIN_THRESHOLD, self.threshold * min(1.0, float(hi - lo) / FULL_CONTRAST))
 
-    def moved_fraction(self, frame: np.ndarray) -> float:
-        """Share of low-resolution pixels that changed since the detector last ran."""
-        return self._moved(self._small(frame))
-
     def _moved(self, small: np.ndarray) -> float:
+        """Share of low-resolution pixels that changed since the detector last ran."""
         reference = self._reference
         if reference is None or reference.shape != small.shape:
             return 1.0

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from devtools.accuracy_suite import EVAL_DIR, run_suite, scenes
-from edge.accuracy import RateResult, evaluate, load_annotation, rate_invariance
+from edge.accuracy import RateResult, evaluate, evaluate_rates, load_annotation, rate_invariance
 from edge.conditions import CONDITIONS
 from edge.config import load_camera_config
 
@@ -107,3 +107,12 @@ def test_a_camera_set_to_detect_at_5_fps_counts_as_the_5_fps_run(suite, media: P
     assert r.detector_runs <= 400  # 795 frames at 10 fps: every 2nd
     assert r.crossing_error <= CROSSING_TARGET
     assert rate_invariance(suite[("pets09-s2l1", "daylight", 5.0)], r) <= 0.05
+
+
+def test_a_mirrored_square_counts_as_the_square(suite) -> None:
+    # The same clip in a mirror: lines and zones flip with it, nothing else may change much.
+    spec = SCENES[0]
+    mirrored = evaluate_rates(load_camera_config(spec.config), spec.video, load_annotation(spec.annotation), strides=(1, 2), mirror=True)
+    assert rate_invariance(mirrored[0], mirrored[1]) <= RATE_TARGET
+    assert mirrored[0].truth.entries == suite[("pets09-s2l1", "daylight", 10.0)].truth.entries  # a mirror changes no zone's visitors
+    assert all(r.crossing_error <= CROSSING_TARGET for r in mirrored)
