@@ -36,7 +36,8 @@ from edge.capture import Frame
 from edge.conditions import CONDITIONS, Condition
 from edge.config import CameraConfig, LineConfig, ZoneConfig
 from edge.detector import Detections, Detector, build_detector
-from edge.outbox import NewEvent, Outbox
+from edge.events import NewEvent
+from edge.outbox import Outbox
 from edge.pipeline import Pipeline, build_scene
 from edge.scene import Observation, Zone
 

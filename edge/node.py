@@ -17,6 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from edge import metrics as edge_metrics
 from edge.capture import Frame, VideoSource
 from edge.config import CameraConfig
 from edge.model_store import ModelStore, startup_detector
@@ -152,7 +153,7 @@ class CameraNode:
         loop = asyncio.get_running_loop()
         if serve_metrics:
             metrics.serve(self.config.metrics_port, self.config.metrics_bind)
-        metrics.EDGE_MODEL.labels(self.config.camera_id, self.spec.version).set(1)
+        edge_metrics.EDGE_MODEL.labels(self.config.camera_id, self.spec.version).set(1)
         uplink_stop = asyncio.Event()
         self.updater.start()
         uplink_task = asyncio.create_task(self.uplink.run(uplink_stop))
@@ -192,9 +193,9 @@ class CameraNode:
 
     def update_gauges(self) -> None:
         camera = self.config.camera_id
-        metrics.EDGE_OUTBOX_DEPTH.labels(camera).set(self._uplink_outbox.depth())
-        metrics.EDGE_OUTBOX_DROPPED.labels(camera).set(self._uplink_outbox.dropped)
-        metrics.EDGE_LINK_UP.labels(camera).set(1 if self.uplink.stats.connected else 0)
+        edge_metrics.EDGE_OUTBOX_DEPTH.labels(camera).set(self._uplink_outbox.depth())
+        edge_metrics.EDGE_OUTBOX_DROPPED.labels(camera).set(self._uplink_outbox.dropped)
+        edge_metrics.EDGE_LINK_UP.labels(camera).set(1 if self.uplink.stats.connected else 0)
 
     async def _report(self, progress: bool) -> None:
         """A live line on a terminal; a log line every health interval otherwise."""

@@ -27,10 +27,10 @@ import json
 import sqlite3
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from edge.events import NewEvent
 from schemas.codec import MINUTE_MS, Event
 from schemas.ledger import UNCOUNTED, MinuteLedger, seq_hash
 
@@ -68,15 +68,6 @@ CREATE INDEX IF NOT EXISTS ledger_changed ON ledger(changed, minute);
 
 LEDGER_KEEP_MS = 7 * 24 * 3600 * 1000  # reported minutes older than this are forgotten
 REPORTS_PER_APPEND = 500  # a link back after days: the backlog of reports goes out in slices
-
-
-@dataclass(frozen=True)
-class NewEvent:
-    """An event before it has a seq."""
-
-    ts: int
-    type: str
-    data: dict[str, Any]
 
 
 class Outbox:

@@ -17,15 +17,16 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from edge import metrics as edge_metrics
 from edge.capture import Frame, Idle, VideoSource
 from edge.config import CameraConfig
 from edge.detector import Detector
+from edge.events import NewEvent
 from edge.gate import MotionGate
-from edge.outbox import NewEvent, Outbox
+from edge.outbox import Outbox
 from edge.scene import Line, Observation, Scene, Zone
 from edge.tamper import TamperCheck
 from edge.tracker import TrackedObject, Tracker
-from runtime import metrics
 from schemas.codec import Event
 
 if TYPE_CHECKING:
@@ -124,9 +125,9 @@ class Pipeline:
         self._next_state = start
         self._reported = (0, 0)  # frames and skipped frames at the last health report
         camera = config.camera_id
-        self._m_frames = metrics.EDGE_FRAMES.labels(camera)
-        self._m_skipped = metrics.EDGE_FRAMES_SKIPPED.labels(camera)
-        self._m_inference = metrics.EDGE_INFERENCE.labels(camera)
+        self._m_frames = edge_metrics.EDGE_FRAMES.labels(camera)
+        self._m_skipped = edge_metrics.EDGE_FRAMES_SKIPPED.labels(camera)
+        self._m_inference = edge_metrics.EDGE_INFERENCE.labels(camera)
         # Pixels leave the node only when the operator turned snapshots on.
         self.on_snapshot = on_snapshot if config.snapshots.enabled else None
         self._next_snapshot = start
@@ -290,7 +291,7 @@ class Pipeline:
         stored = self.outbox.append(events, state=self.scene.snapshot(self.now), close_at=self.last_ts or None, close_all=close_all)
         for event in stored:
             self.stats.events[event.type] += 1
-            metrics.EDGE_EVENTS.labels(self.config.camera_id, event.type).inc()
+            edge_metrics.EDGE_EVENTS.labels(self.config.camera_id, event.type).inc()
         if stored and self.on_stored:
             self.on_stored(stored)
         return stored

@@ -45,7 +45,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from edge.outbox import NewEvent
+from edge.events import NewEvent
 from schemas import geometry as geometry_version
 
 Point = tuple[float, float]

@@ -16,7 +16,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from edge.outbox import NewEvent, Outbox
+from edge import metrics as edge_metrics
+from edge.events import NewEvent
+from edge.outbox import Outbox
 from edge.uplink import Uplink
 from runtime import metrics
 from runtime.settings import EdgeSettings
@@ -113,15 +115,15 @@ async def run_simulator(
                 minutes[i] = now_ms // MINUTE_MS
                 # Minutes before now are over: their reconcile events go out.
                 for event in outbox.append(batch, close_at=now_ms):
-                    metrics.EDGE_EVENTS.labels(event.camera_id, event.type).inc()
+                    edge_metrics.EDGE_EVENTS.labels(event.camera_id, event.type).inc()
                     if event.type == "track.start":
                         minute = event.ts - event.ts % MINUTE_MS
                         report.expected[(event.camera_id, event.data["class"], minute)] += 1
                 report.generated += len(batch)
                 uplinks[i].notify()
             for outbox, uplink in zip(outboxes, uplinks):
-                metrics.EDGE_OUTBOX_DEPTH.labels(outbox.camera_id).set(outbox.depth())
-                metrics.EDGE_LINK_UP.labels(outbox.camera_id).set(1 if uplink.stats.connected else 0)
+                edge_metrics.EDGE_OUTBOX_DEPTH.labels(outbox.camera_id).set(outbox.depth())
+                edge_metrics.EDGE_LINK_UP.labels(outbox.camera_id).set(1 if uplink.stats.connected else 0)
             if view:
                 view.update()
             await asyncio.sleep(TICK_S)  # pacing the generator, not synchronisation

@@ -22,11 +22,11 @@ from pathlib import Path
 
 import numpy as np
 
+from edge import metrics as edge_metrics
 from edge.config import CameraConfig
 from edge.detector import Detector, ModelError, ModelSpec, build_detector, model_spec
 from edge.model_store import ModelStore
 from edge.model_switch import ModelSwitch
-from runtime import metrics
 from schemas.rollout import DesiredModel, ModelReport, RolloutError, State
 from schemas.topics import MqttTopics
 
@@ -211,8 +211,8 @@ class ModelUpdater:
         if kept:
             old, self._running = self._running, self.switch.detector.spec
             self.store.set_current(desired, self._running.path)
-            metrics.EDGE_MODEL.labels(self.camera_id, old.version).set(0)
-            metrics.EDGE_MODEL.labels(self.camera_id, desired.version).set(1)
+            edge_metrics.EDGE_MODEL.labels(self.camera_id, old.version).set(0)
+            edge_metrics.EDGE_MODEL.labels(self.camera_id, desired.version).set(1)
             self.report(desired, "active", reason)
         else:
             self._fail(desired, "rolled_back", reason)

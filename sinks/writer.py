@@ -30,6 +30,7 @@ from runtime.retry import retry
 from runtime.settings import SinkSettings
 from runtime.watchdog import Watchdog
 from schemas.aggregates import Row, TableSpec, decode_rows
+from sinks import metrics as sink_metrics
 from sinks.db import make_engine
 from sinks.models import MODELS
 from sinks.reconcile import Reconciler
@@ -84,7 +85,7 @@ async def upsert(engine: AsyncEngine, rows: Iterable[Row]) -> int:
                     )
                 await conn.execute(stmt)
             written += len(values)
-            metrics.SINK_ROWS.labels(table).inc(len(values))
+            sink_metrics.SINK_ROWS.labels(table).inc(len(values))
     return written
 
 
@@ -140,16 +141,16 @@ class Sink:
                         lambda: upsert(engine, rows),  # noqa: B023 (awaited before the loop moves on)
                         what=f"writing {len(rows)} rows to the database",
                         errors=(OperationalError, DBAPIError, OSError), log=log, watchdog=self.watchdog,
-                        stopping=self._stop.is_set, on_retry=metrics.SINK_RETRIES.inc,
+                        stopping=self._stop.is_set, on_retry=sink_metrics.SINK_RETRIES.inc,
                     )
-                    metrics.SINK_WRITE.observe(time.perf_counter() - started)
-                    metrics.SINK_LAG.observe(max(0.0, time.time() - newest / 1000))
+                    sink_metrics.SINK_WRITE.observe(time.perf_counter() - started)
+                    sink_metrics.SINK_LAG.observe(max(0.0, time.time() - newest / 1000))
                 if batches:
                     self.watchdog.busy("committing Kafka offsets")
                     await consumer.commit()
                     self.watchdog.progress()
                 self.backlog = self._behind(consumer)
-                metrics.SINK_BACKLOG.set(self.backlog)
+                sink_metrics.SINK_BACKLOG.set(self.backlog)
         finally:
             self._stop.set()
             await reconciling

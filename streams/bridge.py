@@ -28,6 +28,7 @@ from runtime.settings import BridgeSettings
 from runtime.watchdog import Watchdog
 from schemas.codec import Event, EventError, Reason, decode, decode_ack, encode, encode_ack
 from schemas.deadletter import DeadLetter
+from streams import metrics as stream_metrics
 from streams.acks import AckTracker
 from streams.partitioning import partition_for
 
@@ -214,7 +215,7 @@ class Bridge:
             ]
             await self._pending.put(_Pending(received, generation, msg.mid, msg.qos, futures, outcome))
             self._in_hand = 0
-            metrics.BRIDGE_PENDING.set(self._pending.qsize())
+            stream_metrics.BRIDGE_PENDING.set(self._pending.qsize())
 
     async def _complete(self) -> None:
         """Acknowledge messages to the broker in arrival order, once in Kafka."""
@@ -229,11 +230,11 @@ class Bridge:
             if item.generation == self._generation and item.qos > 0:
                 self._client.ack(item.mid, item.qos)
             outcome = item.outcome
-            metrics.BRIDGE_KAFKA_ACK.observe(time.monotonic() - item.received)
-            metrics.BRIDGE_MESSAGES.labels("events" if outcome.records else "control").inc()
-            metrics.BRIDGE_EVENTS.inc(outcome.forwarded)
+            stream_metrics.BRIDGE_KAFKA_ACK.observe(time.monotonic() - item.received)
+            stream_metrics.BRIDGE_MESSAGES.labels("events" if outcome.records else "control").inc()
+            stream_metrics.BRIDGE_EVENTS.inc(outcome.forwarded)
             for reason in outcome.reasons:
-                metrics.BRIDGE_DEADLETTERS.labels(reason).inc()
+                stream_metrics.BRIDGE_DEADLETTERS.labels(reason).inc()
             for camera_id, seq in outcome.floors:
                 self.acks.raise_floor(camera_id, seq)
             for camera_id, seq in outcome.confirms:

@@ -31,6 +31,7 @@ from runtime.watchdog import Watchdog
 from schemas.aggregates import ALERTS, Row, encode_rows
 from schemas.codec import Event
 from schemas.deadletter import DeadLetter
+from streams import metrics as stream_metrics
 from streams.aggregate import BatchResult, Incoming, MinuteAggregator, bucket_camera
 from streams.gaps import find_gaps
 from streams.partitioning import partition_for
@@ -177,7 +178,7 @@ class Worker:
                 for gap in gaps:
                     log.warning("Faust skipped offsets %d-%d of partition %d; reading them directly", gap.first, gap.last, p)
                     self.watchdog.busy(f"reading skipped offsets {gap.first}-{gap.last} of partition {p}")
-                    metrics.WORKER_SKIPPED_RECORDS.inc(gap.size)
+                    stream_metrics.WORKER_SKIPPED_RECORDS.inc(gap.size)
                     found += await self.reader.read(p, gap.first, gap.last)
             decoded = self.aggregator.read(found + records)
             self.watchdog.busy("reading state from the database")
@@ -235,14 +236,14 @@ class Worker:
     def _observe(self, records: list[Incoming], result: BatchResult, started: float) -> None:
         now_ms = time.time() * 1000
         for record in records:
-            metrics.WORKER_LAG.observe(max(0.0, (now_ms - record.timestamp_ms) / 1000))
-        metrics.WORKER_EVENTS.labels("applied").inc(result.applied)
-        metrics.WORKER_EVENTS.labels("duplicate").inc(result.duplicates)
-        metrics.WORKER_EVENTS.labels("late").inc(len(result.late))
+            stream_metrics.WORKER_LAG.observe(max(0.0, (now_ms - record.timestamp_ms) / 1000))
+        stream_metrics.WORKER_EVENTS.labels("applied").inc(result.applied)
+        stream_metrics.WORKER_EVENTS.labels("duplicate").inc(result.duplicates)
+        stream_metrics.WORKER_EVENTS.labels("late").inc(len(result.late))
         for letter in result.dead:
-            metrics.WORKER_DEADLETTERS.labels(letter.reason).inc()
-        metrics.WORKER_ROWS.inc(len(result.rows))
-        metrics.WORKER_BATCH.observe(time.perf_counter() - started)
+            stream_metrics.WORKER_DEADLETTERS.labels(letter.reason).inc()
+        stream_metrics.WORKER_ROWS.inc(len(result.rows))
+        stream_metrics.WORKER_BATCH.observe(time.perf_counter() - started)
 
     # --- time passing -------------------------------------------------------------------
 

@@ -13,7 +13,8 @@ import signal
 import sys
 import time
 
-from edge.outbox import NewEvent, Outbox
+from edge.events import NewEvent
+from edge.outbox import Outbox
 from edge.uplink import Uplink
 from fleetsight.mqtt_users import camera_login
 from runtime.settings import load_settings

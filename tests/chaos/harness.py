@@ -38,7 +38,8 @@ from devtools import truth
 from devtools.ports import free_port
 from devtools.processes import spawn, stop, wait_bridge_online
 from devtools.services import Kafka, Mosquitto, Postgres, Services
-from edge.outbox import NewEvent, Outbox
+from edge.events import NewEvent
+from edge.outbox import Outbox
 from edge.uplink import Uplink
 from fleetsight.mqtt_users import admin_settings, camera_login, ensure_user
 from runtime.mqtt import make_client

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from edge.outbox import NewEvent, Outbox
+from edge.events import NewEvent
+from edge.outbox import Outbox
 from edge.uplink import Uplink
 from runtime.waiting import wait_for
 from schemas.codec import Event

@@ -5,7 +5,8 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
-from edge.outbox import NewEvent, Outbox
+from edge.events import NewEvent
+from edge.outbox import Outbox
 from schemas.codec import MINUTE_MS, Event, encode, validate
 from schemas.ledger import MinuteLedger, contribution, digest_hex, seq_digest
 from streams.aggregate import Incoming, MinuteAggregator, folds

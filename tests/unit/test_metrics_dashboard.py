@@ -8,7 +8,9 @@ import re
 import yaml
 from prometheus_client import REGISTRY
 
-import runtime.metrics  # noqa: F401  (registers the metrics)
+import edge.metrics  # noqa: F401  (each registers its stage's metrics)
+import sinks.metrics  # noqa: F401
+import streams.metrics  # noqa: F401
 from runtime.settings import REPO_ROOT
 
 GRAFANA = REPO_ROOT / "deploy" / "grafana"

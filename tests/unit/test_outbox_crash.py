@@ -8,13 +8,15 @@ import sys
 import textwrap
 from pathlib import Path
 
-from edge.outbox import NewEvent, Outbox
+from edge.events import NewEvent
+from edge.outbox import Outbox
 from runtime.settings import REPO_ROOT
 
 WRITER = textwrap.dedent(
     """
     import sys
-    from edge.outbox import NewEvent, Outbox
+    from edge.events import NewEvent
+    from edge.outbox import Outbox
     box = Outbox(sys.argv[1], "cam-1", "s")
     i = 0
     while True:

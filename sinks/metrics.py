@@ -1,0 +1,13 @@
+"""Prometheus metrics of the SQL sink (served by ``runtime.metrics.serve``)."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+from runtime.metrics import LATENCY_BUCKETS
+
+SINK_ROWS = Counter("fleetsight_sink_rows_written", "Row values upserted", ["table"])
+SINK_WRITE = Histogram("fleetsight_sink_write_seconds", "Time of one UPSERT transaction", buckets=LATENCY_BUCKETS)
+SINK_LAG = Histogram("fleetsight_sink_record_lag_seconds", "Row record in Kafka to row in SQL", buckets=LATENCY_BUCKETS)
+SINK_RETRIES = Counter("fleetsight_sink_write_retries", "Database writes retried")
+SINK_BACKLOG = Gauge("fleetsight_sink_backlog_records", "Row records in Kafka not yet written")

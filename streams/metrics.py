@@ -1,0 +1,22 @@
+"""Prometheus metrics of the bridge and the stream worker (served by ``runtime.metrics.serve``)."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+from runtime.metrics import LATENCY_BUCKETS
+
+# Bridge
+BRIDGE_MESSAGES = Counter("fleetsight_bridge_messages", "MQTT messages handled", ["kind"])
+BRIDGE_EVENTS = Counter("fleetsight_bridge_events_forwarded", "Events written to Kafka")
+BRIDGE_DEADLETTERS = Counter("fleetsight_bridge_deadletters", "Input sent to the dead-letter topic", ["reason"])
+BRIDGE_KAFKA_ACK = Histogram("fleetsight_bridge_kafka_ack_seconds", "MQTT arrival to Kafka acknowledgement", buckets=LATENCY_BUCKETS)
+BRIDGE_PENDING = Gauge("fleetsight_bridge_pending_messages", "MQTT messages waiting for Kafka")
+
+# Stream worker
+WORKER_EVENTS = Counter("fleetsight_worker_events", "Events seen by the aggregation", ["result"])
+WORKER_BATCH = Histogram("fleetsight_worker_batch_seconds", "Time to apply one batch", buckets=LATENCY_BUCKETS)
+WORKER_LAG = Histogram("fleetsight_worker_event_lag_seconds", "Arrival in Kafka to aggregation", buckets=LATENCY_BUCKETS)
+WORKER_ROWS = Counter("fleetsight_worker_rows_emitted", "Row values sent to the sink")
+WORKER_SKIPPED_RECORDS = Counter("fleetsight_worker_skipped_records_recovered", "Records Faust jumped over, read directly")
+WORKER_DEADLETTERS = Counter("fleetsight_worker_deadletters", "Records sent to the dead-letter topic", ["reason"])
