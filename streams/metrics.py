@@ -18,5 +18,5 @@ WORKER_EVENTS = Counter("fleetsight_worker_events", "Events seen by the aggregat
 WORKER_BATCH = Histogram("fleetsight_worker_batch_seconds", "Time to apply one batch", buckets=LATENCY_BUCKETS)
 WORKER_LAG = Histogram("fleetsight_worker_event_lag_seconds", "Arrival in Kafka to aggregation", buckets=LATENCY_BUCKETS)
 WORKER_ROWS = Counter("fleetsight_worker_rows_emitted", "Row values sent to the sink")
-WORKER_SKIPPED_RECORDS = Counter("fleetsight_worker_skipped_records_recovered", "Records Faust jumped over, read directly")
+WORKER_OFFSET_JUMPS = Counter("fleetsight_worker_offset_jumps", "Batches whose records jumped past an undelivered offset (Faust sent back to it)")
 WORKER_DEADLETTERS = Counter("fleetsight_worker_deadletters", "Records sent to the dead-letter topic", ["reason"])

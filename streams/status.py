@@ -69,8 +69,7 @@ GEOMETRIES_KEPT = 50  # versions per camera in the worker's state (SQL keeps the
 class FleetStatus:
     """Keeps one state record per camera and emits status and alert rows."""
 
-    def __init__(self, table: MutableMapping[str, Any], config: AlertConfig, clock: Callable[[], int]) -> None:
-        self.table = table
+    def __init__(self, config: AlertConfig, clock: Callable[[], int]) -> None:
         self.config = config
         self.clock = clock  # wall clock, ms: versions and the offline sweep
         self._last_version = 0
@@ -80,8 +79,9 @@ class FleetStatus:
         self._last_version = max(self._last_version + 1, self.clock())
         return self._last_version
 
-    def _state(self, camera_id: str, site: str) -> dict[str, Any]:
-        state = self.table.get(camera_id)
+    @staticmethod
+    def _state(cameras: MutableMapping[str, Any], camera_id: str, site: str) -> dict[str, Any]:
+        state = cameras.get(camera_id)
         if state is None:
             return {
                 "site": site, "last_heard_at": 0, "last_event_at": 0, "online": True, "online_since": 0,
@@ -93,23 +93,27 @@ class FleetStatus:
         # .get: states saved before geometry and clocks were kept
         return {**state, "alerts": dict(state["alerts"]), "zones": dict(state["zones"]), "geometries": dict(state.get("geometries", {}))}
 
-    def observe(self, events: Iterable[tuple[Incoming, Event, bool]], late: Iterable[tuple[Incoming, Event]] = ()) -> list[Row]:
-        """Fold a batch of valid events in (each with: is it new?); returns the rows that changed."""
+    def observe(
+        self, cameras: MutableMapping[str, Any], events: Iterable[tuple[Incoming, Event, bool]],
+        late: Iterable[tuple[Incoming, Event]] = (),
+    ) -> list[Row]:
+        """Fold a batch of valid events (each with: is it new?) into ``cameras`` (camera id -> state); the rows that changed."""
         states: dict[str, dict[str, Any]] = {}
+        received: dict[str, SeqSet] = {}  # per camera, while the batch lasts
         rows: list[Row] = []
         geometries: set[tuple[str, str]] = set()  # (camera, version) that changed
         for record, event, fresh in events:
-            state = states.get(event.camera_id) or self._state(event.camera_id, event.site)
-            states[event.camera_id] = state
+            state = states.get(event.camera_id)
+            if state is None:
+                state = states[event.camera_id] = self._state(cameras, event.camera_id, event.site)
+                received[event.camera_id] = SeqSet(state["seqs"])
             state["site"] = event.site
             if record.timestamp_ms > state["last_heard_at"]:
                 state["last_heard_at"] = record.timestamp_ms
             state["last_event_at"] = max(state["last_event_at"], event.ts)
             if not state["online"]:
                 state["online"], state["online_since"] = True, record.timestamp_ms
-            seqs = SeqSet(state["seqs"])
-            seqs.add(event.seq)
-            state["seqs"] = seqs.ranges
+            received[event.camera_id].add(event.seq)
             version = self._geometry(event, state)
             if version:
                 geometries.add((event.camera_id, version))
@@ -128,18 +132,19 @@ class FleetStatus:
         for camera_id, version in sorted(geometries):
             rows.append(self._geometry_row(camera_id, version, states[camera_id]))
         for camera_id, state in states.items():
-            self.table[camera_id] = state  # one state write per camera per batch
+            state["seqs"] = received[camera_id].ranges
+            cameras[camera_id] = state  # one state write per camera per batch
             rows.append(self.status_row(camera_id, state))
         return rows
 
-    def sweep(self, owns: Callable[[str], bool]) -> list[Row]:
-        """Time passing: cameras going offline, offline alerts clearing."""
+    def sweep(self, cameras: MutableMapping[str, Any], owns: Callable[[str], bool]) -> list[Row]:
+        """Time passing in ``cameras``: cameras going offline, offline alerts clearing."""
         now = self.clock()
         rows: list[Row] = []
-        for camera_id, stored in list(self.table.items()):
+        for camera_id, stored in list(cameras.items()):
             if not stored or not owns(camera_id):
                 continue
-            state = self._state(camera_id, stored["site"])
+            state = self._state(cameras, camera_id, stored["site"])
             changed = False
             silent = now - state["last_heard_at"]
             if state["online"] and silent > self.config.offline_after_s * 1000:
@@ -149,7 +154,7 @@ class FleetStatus:
             elif state["online"] and now - state["online_since"] >= self.config.clear_after_s * 1000:
                 changed |= self._close(state, "offline", "", now, rows)
             if changed:
-                self.table[camera_id] = state
+                cameras[camera_id] = state
                 rows.append(self.status_row(camera_id, state))
         return rows
 

@@ -69,8 +69,8 @@ async def fill(stack: Stack) -> None:
         for i, (t, d) in enumerate(bodies, start=1)
     ]
     records.append(Incoming(0, now, encode([validate({"v": 1, "camera_id": "cam-g", "site": "s", "seq": 99, "ts": now - 30 * 3600_000, "type": "health", "data": {"uptime_s": 1.0}})])))
-    result = MinuteAggregator({}, 24 * 3600_000).process(records)
-    rows = list(result.rows.values()) + FleetStatus({}, AlertConfig(), lambda: now).observe(result.events, result.late)
+    result = MinuteAggregator(24 * 3600_000).process(records, {})
+    rows = list(result.rows.values()) + FleetStatus(AlertConfig(), lambda: now).observe({}, result.events, result.late)
     engine = create_async_engine(stack.settings.database_url)
     try:
         await upsert(engine, rows)

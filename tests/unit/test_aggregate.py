@@ -44,10 +44,10 @@ def test_seqset_matches_a_python_set() -> None:
 
 def test_duplicates_are_dropped_across_batches() -> None:
     table: dict = {}
-    agg = MinuteAggregator(table, 24 * HOUR)
-    first = agg.process([rec(1, T0), rec(2, T0), rec(2, T0)])
+    agg = MinuteAggregator(24 * HOUR)
+    first = agg.process([rec(1, T0), rec(2, T0), rec(2, T0)], table)
     assert (first.applied, first.duplicates) == (2, 1)
-    again = agg.process([rec(1, T0), rec(3, T0 + 10)])
+    again = agg.process([rec(1, T0), rec(3, T0 + 10)], table)
     assert (again.applied, again.duplicates) == (1, 1)
     # Every batch re-emits the absolute value of the rows it touched.
     [row] = rows(again, "camera_minute_counts").values()
@@ -55,10 +55,10 @@ def test_duplicates_are_dropped_across_batches() -> None:
 
 
 def test_every_event_type_lands_in_its_table() -> None:
-    agg = MinuteAggregator({}, 24 * HOUR)
+    agg, table = MinuteAggregator(24 * HOUR), {}
     batch = [rec(seq, T0 + seq, type_=t) for seq, t in enumerate(BODIES, start=1)]
     batch += [rec(10, T0 + 10, type_="zone.exit"), rec(12, T0 + 12, type_="line.cross"), rec(13, T0 + 13, type_="occupancy")]
-    result = agg.process(batch + batch)  # everything twice: duplicates change nothing
+    result = agg.process(batch + batch, table)  # everything twice: duplicates change nothing
     assert result.applied == 10 and result.duplicates == 10
     [counts] = rows(result, "camera_minute_counts").values()
     assert (counts["objects"], counts["tracks_ended"], counts["dwell_mean_s"], counts["dwell_max_s"]) == (1, 1, 2.0, 2.0)
@@ -74,16 +74,16 @@ def test_every_event_type_lands_in_its_table() -> None:
 
 
 def test_events_count_in_their_event_time_minute_even_hours_late() -> None:
-    agg = MinuteAggregator({}, 24 * HOUR)
+    agg, table = MinuteAggregator(24 * HOUR), {}
     now = T0 + 5 * HOUR
-    result = agg.process([rec(1, now, arrived=now), rec(2, now - 2 * HOUR, "car", arrived=now), rec(3, now - 2 * HOUR + 59_999, "car", arrived=now)])
+    result = agg.process([rec(1, now, arrived=now), rec(2, now - 2 * HOUR, "car", arrived=now), rec(3, now - 2 * HOUR + 59_999, "car", arrived=now)], table)
     got = {(k[1], k[2], v["objects"]) for k, v in rows(result, "camera_minute_counts").items()}
     assert got == {("person", now, 1), ("car", now - 2 * HOUR, 2)}
 
 
 def test_too_late_goes_to_dead_letter_with_reason() -> None:
-    agg = MinuteAggregator({}, 24 * HOUR, "events")
-    result = agg.process([rec(1, T0, arrived=T0 + 25 * HOUR), rec(2, T0, arrived=T0 + 23 * HOUR)])
+    agg, table = MinuteAggregator(24 * HOUR, "events"), {}
+    result = agg.process([rec(1, T0, arrived=T0 + 25 * HOUR), rec(2, T0, arrived=T0 + 23 * HOUR)], table)
     assert result.applied == 1
     [letter] = result.dead
     assert letter.reason == "late" and letter.seq == 1 and letter.camera_id == "cam-1"
@@ -92,7 +92,7 @@ def test_too_late_goes_to_dead_letter_with_reason() -> None:
 
 
 def test_unreadable_record_is_dead_lettered() -> None:
-    result = MinuteAggregator({}, HOUR).process([Incoming(0, T0, b"not json")])
+    result = MinuteAggregator(HOUR).process([Incoming(0, T0, b"not json")], {})
     assert [d.reason for d in result.dead] == ["malformed"]
 
 
@@ -103,7 +103,7 @@ def test_a_record_of_several_events_folds_each_once() -> None:
     import json
 
     value = json.dumps([e.to_dict() for e in events] + [bad]).encode()
-    result = MinuteAggregator({}, HOUR).process([Incoming(0, T0 + 1000, value), Incoming(0, T0 + 1000, value)])
+    result = MinuteAggregator(HOUR).process([Incoming(0, T0 + 1000, value), Incoming(0, T0 + 1000, value)], {})
     assert (result.applied, result.duplicates) == (3, 3)
     assert [d.reason for d in result.dead] == ["invalid", "invalid"]
     [row] = rows(result, "camera_minute_counts").values()
@@ -112,14 +112,14 @@ def test_a_record_of_several_events_folds_each_once() -> None:
 
 def test_prune_only_closes_buckets_no_accepted_event_can_reach() -> None:
     table: dict = {}
-    agg = MinuteAggregator(table, HOUR)
-    agg.process([rec(1, T0, arrived=T0), rec(2, T0 + 30 * MINUTE_MS, arrived=T0 + 30 * MINUTE_MS)])
-    assert agg.prune(0, lambda k: True) == []
+    agg = MinuteAggregator(HOUR)
+    agg.process([rec(1, T0, arrived=T0), rec(2, T0 + 30 * MINUTE_MS, arrived=T0 + 30 * MINUTE_MS)], table)
+    assert agg.prune(table, 0, lambda k: True) == []
     later = T0 + HOUR + 3 * MINUTE_MS
-    agg.process([rec(3, later, arrived=later)])
-    pruned = agg.prune(0, lambda k: True)  # its object count and its events row
+    agg.process([rec(3, later, arrived=later)], table)
+    pruned = agg.prune(table, 0, lambda k: True)  # its object count and its events row
     assert len(pruned) == 2 and all(key.endswith(f"|{T0}") for key in pruned)
-    assert agg.prune(0, lambda k: False) == []
+    assert agg.prune(table, 0, lambda k: False) == []
     # An event for the closed minute is now late, never a fresh count of 1.
-    result = agg.process([rec(1, T0, arrived=later)])
+    result = agg.process([rec(1, T0, arrived=later)], table)
     assert [d.reason for d in result.dead] == ["late"] and not result.rows

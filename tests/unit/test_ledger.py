@@ -104,7 +104,7 @@ def test_the_ledger_names_exactly_the_cells_the_worker_folds_into() -> None:
         # One event, one count per cell it folds into (besides the minute's events row).
         cells = [t.name for t, _, _ in folds(event)][1:]
         assert len(cells) == sum(contribution(type_, event.data).values()), type_
-    result = MinuteAggregator({}, 3600_000).process(records)
+    result = MinuteAggregator(3600_000).process(records, {})
     [events] = [r.values for r in result.rows.values() if r.table == "camera_minute_events"]
     assert (events["events"], events["seq_digest"], events["seq_first"], events["seq_last"]) == (199, digest_hex(ledger.digest), 1, 199)
     cloud: dict[str, int] = {}
@@ -131,7 +131,7 @@ def test_a_reconcile_event_becomes_the_ledger_row_and_the_newest_report_wins() -
         return Incoming(0, arrived, encode([event]))
 
     # Reports are never late: one sent after a two-day outage still lands.
-    result = MinuteAggregator({}, 3600_000).process([report(3, 2, T0 + 2 * 86_400_000), report(9, 5, T0 + 2 * 86_400_000)])
+    result = MinuteAggregator(3600_000).process([report(3, 2, T0 + 2 * 86_400_000), report(9, 5, T0 + 2 * 86_400_000)], {})
     [row] = result.rows.values()
     assert row.table == "camera_minute_ledger" and (row.values["events"], row.version, row.values["minute"]) == (5, 9, T0)
     assert not result.dead

@@ -40,154 +40,167 @@ def status(rows):
 
 
 def test_status_tracks_seqs_gaps_backlog_and_model() -> None:
-    fleet = FleetStatus({}, AlertConfig(), Clock(T0))
-    rows = fleet.observe([health(1, T0, 5, model_version="m@1", dropped_events=2), health(2, T0 + SEC, 3), health(5, T0 + 2 * SEC, 4)])
+    fleet = FleetStatus(AlertConfig(), Clock(T0))
+    cameras: dict = {}
+    rows = fleet.observe(cameras, [health(1, T0, 5, model_version="m@1", dropped_events=2), health(2, T0 + SEC, 3), health(5, T0 + 2 * SEC, 4)])
     s = status(rows)
     assert (s["seq_first"], s["seq_last"], s["seq_received"], s["seq_gaps"]) == (1, 5, 3, 2)
     assert (s["outbox_backlog"], s["model_version"], s["dropped_events"], s["online"]) == (4, "m@1", 2, True)
     # Replaying the same events changes nothing but the version.
-    again = status(fleet.observe([health(1, T0, 5), health(2, T0 + SEC, 3)]))
+    again = status(fleet.observe(cameras, [health(1, T0, 5), health(2, T0 + SEC, 3)]))
     assert {k: v for k, v in again.items() if k != "version"} == {k: v for k, v in s.items() if k != "version"}
     assert again["version"] > s["version"]
 
 
 def test_an_older_health_report_does_not_overwrite_a_newer_one() -> None:
-    fleet = FleetStatus({}, AlertConfig(), Clock(T0))
-    fleet.observe([health(9, T0 + 60 * SEC, 7)])
-    assert status(fleet.observe([health(3, T0, 500)]))["outbox_backlog"] == 7
+    fleet = FleetStatus(AlertConfig(), Clock(T0))
+    cameras: dict = {}
+    fleet.observe(cameras, [health(9, T0 + 60 * SEC, 7)])
+    assert status(fleet.observe(cameras, [health(3, T0, 500)]))["outbox_backlog"] == 7
 
 
 def test_offline_opens_once_and_clears_after_the_camera_is_back_for_a_while() -> None:
     clock = Clock(T0)
-    fleet = FleetStatus({}, AlertConfig(offline_after_s=120, clear_after_s=60), clock)
-    fleet.observe([health(1, T0, 0)])
+    fleet = FleetStatus(AlertConfig(offline_after_s=120, clear_after_s=60), clock)
+    cameras: dict = {}
+    fleet.observe(cameras, [health(1, T0, 0)])
     clock.now = T0 + 100 * SEC
-    assert fleet.sweep(lambda c: True) == []
+    assert fleet.sweep(cameras, lambda c: True) == []
     clock.now = T0 + 130 * SEC
-    rows = fleet.sweep(lambda c: True)
+    rows = fleet.sweep(cameras, lambda c: True)
     assert alerts(rows) == [("offline", "", "open")] and status(rows)["online"] is False
     clock.now = T0 + 200 * SEC
-    assert fleet.sweep(lambda c: True) == []  # still offline: no second alert
-    back = fleet.observe([health(2, T0 + 210 * SEC, 0)])
+    assert fleet.sweep(cameras, lambda c: True) == []  # still offline: no second alert
+    back = fleet.observe(cameras, [health(2, T0 + 210 * SEC, 0)])
     assert status(back)["online"] is True and alerts(back) == []
     clock.now = T0 + 240 * SEC
-    assert fleet.sweep(lambda c: True) == []  # back for 30 s only
+    assert fleet.sweep(cameras, lambda c: True) == []  # back for 30 s only
     clock.now = T0 + 280 * SEC
-    assert alerts(fleet.sweep(lambda c: True)) == [("offline", "", "closed")]
+    assert alerts(fleet.sweep(cameras, lambda c: True)) == [("offline", "", "closed")]
 
 
 def test_sweep_leaves_cameras_of_other_workers_alone() -> None:
     clock = Clock(T0)
-    fleet = FleetStatus({}, AlertConfig(offline_after_s=1), clock)
-    fleet.observe([health(1, T0, 0)])
+    fleet = FleetStatus(AlertConfig(offline_after_s=1), clock)
+    cameras: dict = {}
+    fleet.observe(cameras, [health(1, T0, 0)])
     clock.now = T0 + 60 * SEC
-    assert fleet.sweep(lambda c: False) == []
+    assert fleet.sweep(cameras, lambda c: False) == []
 
 
 def test_backlog_alert_needs_rising_depth_over_the_minimum() -> None:
-    fleet = FleetStatus({}, AlertConfig(backlog_min=100, backlog_reports=3), Clock(T0))
-    assert alerts(fleet.observe([health(1, T0, 50), health(2, T0 + 1, 150), health(3, T0 + 2, 140)])) == []
-    opened = fleet.observe([health(4, T0 + 3, 200), health(5, T0 + 4, 300)])
+    fleet = FleetStatus(AlertConfig(backlog_min=100, backlog_reports=3), Clock(T0))
+    cameras: dict = {}
+    assert alerts(fleet.observe(cameras, [health(1, T0, 50), health(2, T0 + 1, 150), health(3, T0 + 2, 140)])) == []
+    opened = fleet.observe(cameras, [health(4, T0 + 3, 200), health(5, T0 + 4, 300)])
     assert alerts(opened) == [("backlog", "", "open")]
-    assert alerts(fleet.observe([health(6, T0 + 5, 400), health(7, T0 + 6, 500)])) == []  # still the same episode
-    assert alerts(fleet.observe([health(8, T0 + 7, 20)])) == [("backlog", "", "closed")]
+    assert alerts(fleet.observe(cameras, [health(6, T0 + 5, 400), health(7, T0 + 6, 500)])) == []  # still the same episode
+    assert alerts(fleet.observe(cameras, [health(8, T0 + 7, 20)])) == [("backlog", "", "closed")]
 
 
 def test_occupancy_alert_with_hysteresis_does_not_storm_on_flapping() -> None:
     rule = OccupancyRule(zone="till", max=3, for_s=60)
-    fleet = FleetStatus({}, AlertConfig(occupancy=(rule,)), Clock(T0))
+    fleet = FleetStatus(AlertConfig(occupancy=(rule,)), Clock(T0))
+    cameras: dict = {}
     # Over the limit for 50 s, under for 10 s, over again: never 60 s in a row.
     flapping = [occupancy(i, T0 + i * 10 * SEC, 5 if i % 6 else 1) for i in range(1, 12)]
-    assert alerts(fleet.observe(flapping)) == []
+    assert alerts(fleet.observe(cameras, flapping)) == []
     steady = [occupancy(20 + i, T0 + (200 + i * 10) * SEC, 6) for i in range(8)]
-    assert alerts(fleet.observe(steady)) == [("occupancy", "till", "open")]
+    assert alerts(fleet.observe(cameras, steady)) == [("occupancy", "till", "open")]
     dip = [occupancy(40 + i, T0 + (300 + i * 10) * SEC, 2 if i % 3 else 9) for i in range(9)]
-    assert alerts(fleet.observe(dip)) == []  # under the limit, but never 60 s in a row
+    assert alerts(fleet.observe(cameras, dip)) == []  # under the limit, but never 60 s in a row
     calm = [occupancy(60 + i, T0 + (400 + i * 10) * SEC, 1) for i in range(8)]
-    closed = alerts(fleet.observe(calm))
+    closed = alerts(fleet.observe(cameras, calm))
     assert closed == [("occupancy", "till", "closed")]
 
 
 def test_duplicates_and_stragglers_do_not_move_the_alert_rules() -> None:
     rule = OccupancyRule(zone="till", max=3, for_s=60)
-    fleet = FleetStatus({}, AlertConfig(occupancy=(rule,)), Clock(T0))
+    fleet = FleetStatus(AlertConfig(occupancy=(rule,)), Clock(T0))
+    cameras: dict = {}
     steady = [occupancy(i, T0 + i * 30 * SEC, 6) for i in range(1, 5)]
-    assert alerts(fleet.observe(steady)) == [("occupancy", "till", "open")]
+    assert alerts(fleet.observe(cameras, steady)) == [("occupancy", "till", "open")]
     # Old quiet readings come again (a resend) and out of order: no close.
     stragglers = [occupancy(i, T0 - i * 30 * SEC, 0) for i in range(1, 6)]
     stale = [(r, e, False) for r, e, _ in [occupancy(i, T0 + i * 30 * SEC, 0) for i in range(1, 5)]]
-    assert alerts(fleet.observe(stragglers + stale)) == []
+    assert alerts(fleet.observe(cameras, stragglers + stale)) == []
 
 
 def test_late_events_become_rows() -> None:
-    fleet = FleetStatus({}, AlertConfig(), Clock(T0))
+    fleet = FleetStatus(AlertConfig(), Clock(T0))
+    cameras: dict = {}
     _, event, _ = health(4, T0, 0)
-    rows = fleet.observe([], late=[(Incoming(0, T0 + 90_000 * SEC, b""), event)])
+    rows = fleet.observe(cameras, [], late=[(Incoming(0, T0 + 90_000 * SEC, b""), event)])
     [late] = [r.values for r in rows if r.table == "late_events"]
     assert (late["camera_id"], late["seq"], late["type"], late["age_s"]) == ("cam-1", 4, "health", 90000.0)
 
 
 def test_clock_skew_from_the_nodes_own_estimate_opens_and_closes_an_alert() -> None:
-    fleet = FleetStatus({}, AlertConfig(clock_skew_s=5.0), Clock(T0))
-    rows = fleet.observe([health(1, T0, 0, clock_offset_s=-7.25, clock_error_s=0.01)])
+    fleet = FleetStatus(AlertConfig(clock_skew_s=5.0), Clock(T0))
+    cameras: dict = {}
+    rows = fleet.observe(cameras, [health(1, T0, 0, clock_offset_s=-7.25, clock_error_s=0.01)])
     assert alerts(rows) == [("clock_skew", "", "open")] and status(rows)["clock_offset_s"] == -7.25
     assert "7.2 s behind" in [r.values["detail"] for r in rows if r.table == "alerts"][0]
-    assert alerts(fleet.observe([health(2, T0 + SEC, 0, clock_offset_s=4.5)])) == []  # hysteresis: not yet below 4 s
-    assert alerts(fleet.observe([health(3, T0 + 2 * SEC, 0, clock_offset_s=0.2)])) == [("clock_skew", "", "closed")]
+    assert alerts(fleet.observe(cameras, [health(2, T0 + SEC, 0, clock_offset_s=4.5)])) == []  # hysteresis: not yet below 4 s
+    assert alerts(fleet.observe(cameras, [health(3, T0 + 2 * SEC, 0, clock_offset_s=0.2)])) == [("clock_skew", "", "closed")]
 
 
 def test_clock_offset_from_live_health_reports_takes_the_least_delayed_and_ignores_backlog() -> None:
-    fleet = FleetStatus({}, AlertConfig(clock_skew_s=5.0), Clock(T0))
+    fleet = FleetStatus(AlertConfig(clock_skew_s=5.0), Clock(T0))
+    cameras: dict = {}
 
     def sent(seq: int, ts: int, arrived: int, age: float):
         _, event, fresh = health(seq, ts, 0, outbox_age_s=age)
         return Incoming(0, arrived, b""), event, fresh
 
     # A camera 8 s ahead: its reports arrive 0.2-2 s after they were made, by the cloud's clock.
-    rows = fleet.observe([sent(1, T0 + 8000, T0 + 2000, 0.1), sent(2, T0 + 38_000, T0 + 30_200, 0.3)])
+    rows = fleet.observe(cameras, [sent(1, T0 + 8000, T0 + 2000, 0.1), sent(2, T0 + 38_000, T0 + 30_200, 0.3)])
     assert status(rows)["clock_offset_s"] == 7.8 and alerts(rows) == [("clock_skew", "", "open")]
     # A report that waited in the outbox (made with a backlog) says nothing about the clock.
-    rows = fleet.observe([sent(3, T0 + 60_000, T0 + 3_600_000, 600.0)])
+    rows = fleet.observe(cameras, [sent(3, T0 + 60_000, T0 + 3_600_000, 600.0)])
     assert status(rows)["clock_offset_s"] == 7.8
 
 
 def test_geometry_versions_are_kept_with_their_lines_and_first_and_last_seen() -> None:
-    fleet = FleetStatus({}, AlertConfig(), Clock(T0))
+    fleet = FleetStatus(AlertConfig(), Clock(T0))
+    cameras: dict = {}
     version = "0123456789abcdef"
     geometry = {"version": version, "lines": [{"name": "door", "a": [0.1, 0.5], "b": [0.9, 0.5]}], "zones": []}
     cross = {"track_id": 1, "class": "person", "line": "door", "direction": "in", "geometry": version}
-    rows = fleet.observe([ev(1, T0, "geometry", geometry), ev(2, T0 + 5 * SEC, "line.cross", cross)])
+    rows = fleet.observe(cameras, [ev(1, T0, "geometry", geometry), ev(2, T0 + 5 * SEC, "line.cross", cross)])
     [row] = [r.values for r in rows if r.table == "camera_geometry"]
     assert (row["geometry"], row["first_seen"], row["last_seen"]) == (version, T0, T0 + 5 * SEC)
     assert row["definition"] == {"lines": geometry["lines"], "zones": []}
     # A replay changes nothing, so no row.
-    assert [r for r in fleet.observe([ev(2, T0 + 5 * SEC, "line.cross", cross)]) if r.table == "camera_geometry"] == []
+    assert [r for r in fleet.observe(cameras, [ev(2, T0 + 5 * SEC, "line.cross", cross)]) if r.table == "camera_geometry"] == []
 
 
 def test_video_down_opens_on_a_stall_and_closes_when_video_is_back() -> None:
-    fleet = FleetStatus({}, AlertConfig(), Clock(T0))
-    rows = fleet.observe([health(1, T0, 0, video_state="ok", video_reconnects=0, video_lost_s=0.0)])
+    fleet = FleetStatus(AlertConfig(), Clock(T0))
+    cameras: dict = {}
+    rows = fleet.observe(cameras, [health(1, T0, 0, video_state="ok", video_reconnects=0, video_lost_s=0.0)])
     assert alerts(rows) == [] and status(rows)["video_state"] == "ok"
-    rows = fleet.observe([health(2, T0 + SEC, 0, video_state="stalled", video_reconnects=0, video_lost_s=2.1)])
+    rows = fleet.observe(cameras, [health(2, T0 + SEC, 0, video_state="stalled", video_reconnects=0, video_lost_s=2.1)])
     assert alerts(rows) == [("video_down", "", "open")]
     # Still down, now refused: the same episode, no second alert.
-    rows = fleet.observe([health(3, T0 + 5 * SEC, 0, video_state="down", video_reconnects=3, video_lost_s=6.0)])
+    rows = fleet.observe(cameras, [health(3, T0 + 5 * SEC, 0, video_state="down", video_reconnects=3, video_lost_s=6.0)])
     assert alerts(rows) == []
     s = status(rows)
     assert (s["video_state"], s["video_reconnects"], s["video_lost_s"]) == ("down", 3, 6.0)
-    rows = fleet.observe([health(4, T0 + 9 * SEC, 0, video_state="ok", video_reconnects=4, video_lost_s=8.5)])
+    rows = fleet.observe(cameras, [health(4, T0 + 9 * SEC, 0, video_state="ok", video_reconnects=4, video_lost_s=8.5)])
     assert alerts(rows) == [("video_down", "", "closed")] and status(rows)["video_state"] == "ok"
 
 
 def test_tamper_alert_per_kind_opens_and_closes_with_the_reports() -> None:
-    fleet = FleetStatus({}, AlertConfig(), Clock(T0))
-    assert alerts(fleet.observe([health(1, T0, 0, tamper=[])])) == []
-    rows = fleet.observe([health(2, T0 + SEC, 0, tamper=["moved"])])
+    fleet = FleetStatus(AlertConfig(), Clock(T0))
+    cameras: dict = {}
+    assert alerts(fleet.observe(cameras, [health(1, T0, 0, tamper=[])])) == []
+    rows = fleet.observe(cameras, [health(2, T0 + SEC, 0, tamper=["moved"])])
     assert alerts(rows) == [("tamper", "moved", "open")] and status(rows)["tamper"] == "moved"
-    rows = fleet.observe([health(3, T0 + 2 * SEC, 0, tamper=["blocked", "moved"])])
+    rows = fleet.observe(cameras, [health(3, T0 + 2 * SEC, 0, tamper=["blocked", "moved"])])
     assert alerts(rows) == [("tamper", "blocked", "open")] and status(rows)["tamper"] == "blocked,moved"
-    rows = fleet.observe([health(4, T0 + 3 * SEC, 0, tamper=[])])
+    rows = fleet.observe(cameras, [health(4, T0 + 3 * SEC, 0, tamper=[])])
     assert sorted(alerts(rows)) == [("tamper", "blocked", "closed"), ("tamper", "moved", "closed")]
     assert status(rows)["tamper"] is None
     # A report that says nothing of tamper (an older node) changes nothing.
-    assert alerts(fleet.observe([health(5, T0 + 4 * SEC, 0)])) == []
+    assert alerts(fleet.observe(cameras, [health(5, T0 + 4 * SEC, 0)])) == []
