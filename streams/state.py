@@ -19,11 +19,11 @@ record the stream framework jumped over (``streams.gaps``).
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
 from typing import Any
 
+import msgspec
 from sqlalchemy import BigInteger, Column, DateTime, Index, Integer, MetaData, String, Table, Text, and_, any_, bindparam, func, select, text
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -79,6 +79,10 @@ _UPSERT_CAMERAS = text("""
     FROM unnest(CAST(:ids AS text[]), CAST(:partitions AS int[]), CAST(:states AS text[])) AS u(c, p, s)
     ON CONFLICT (app, camera_id) DO UPDATE SET state = excluded.state
 """)
+
+
+def _json(value: Any) -> str:
+    return msgspec.json.encode(value).decode()
 
 
 class Recorder(dict):
@@ -142,7 +146,7 @@ class Batch:
         if keys:
             await self.conn.execute(_UPSERT_BUCKETS, {
                 "app": self.app, "keys": keys, "partitions": [partition_of(k) for k in keys],
-                "minutes": [buckets[k]["minute"] for k in keys], "states": [json.dumps(buckets[k]) for k in keys],
+                "minutes": [buckets[k]["minute"] for k in keys], "states": [_json(buckets[k]) for k in keys],
             })
 
     async def save_cameras(self, cameras: Recorder, partition_of: Callable[[str], int]) -> None:
@@ -150,7 +154,7 @@ class Batch:
         if ids:
             await self.conn.execute(_UPSERT_CAMERAS, {
                 "app": self.app, "ids": ids, "partitions": [partition_of(c) for c in ids],
-                "states": [json.dumps(cameras[c]) for c in ids],
+                "states": [_json(cameras[c]) for c in ids],
             })
 
     async def advance(self, partition: int, next_offset: int | None, stream_time: int) -> None:
@@ -187,7 +191,11 @@ class StateStore:
     @classmethod
     def connect(cls, dsn: str, app: str, topic: str) -> StateStore:
         # pool_pre_ping: a connection PostgreSQL dropped (a restart) is not handed out.
-        return cls(create_async_engine(dsn, pool_size=2, max_overflow=2, pool_pre_ping=True), app, topic)
+        # msgspec reads and writes the JSONB states: about 4x json's speed on them.
+        engine = create_async_engine(
+            dsn, pool_size=2, max_overflow=2, pool_pre_ping=True, json_serializer=_json, json_deserializer=msgspec.json.decode,
+        )
+        return cls(engine, app, topic)
 
     @asynccontextmanager
     async def batch(self, partitions: Iterable[int]) -> AsyncIterator[Batch]:
