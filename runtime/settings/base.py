@@ -1,17 +1,4 @@
-"""Settings of each FleetSight process, built from one typed base.
-
-Each process reads only what it uses: the edge (:class:`EdgeSettings`), the
-bridge (:class:`BridgeSettings`), the stream worker (:class:`WorkerSettings`)
-and the sink (:class:`SinkSettings`) share the groups they have in common
-(MQTT, Kafka, the database). :class:`Settings` holds them all, for the
-commands that start or manage several processes.
-
-Values come from, highest priority first: environment variables
-(``FLEETSIGHT_<FIELD>``), the YAML file named by ``FLEETSIGHT_CONFIG``, and
-the defaults below, which point at the local services that
-``python -m devtools services up`` starts. Names are the same in every class,
-so one environment or file configures a whole deployment.
-"""
+"""What the processes' settings share: the typed base, the sources, MQTT, Kafka, the database."""
 
 from __future__ import annotations
 
@@ -19,7 +6,6 @@ import json
 import os
 from functools import cached_property
 from pathlib import Path
-from typing import Any
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 from pydantic import Field, field_validator, model_validator
@@ -32,7 +18,7 @@ from pydantic_settings import (
 
 from schemas.topics import KafkaTopics, MqttTopics
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parent.parent.parent
 
 # Ports of the local services: not the well-known ones, so a system broker or
 # cluster on the same machine cannot clash with ours.
@@ -196,66 +182,6 @@ class SupervisedSettings(BaseConfig):
     stall_timeout_s: float = Field(60.0, ge=2)
 
 
-class EdgeSettings(MqttSettings):
-    """A camera node or the simulated fleet."""
-
-    simulator_metrics_port: int | None = 9104
-
-
-class BridgeSettings(MqttSettings, KafkaSettings, SupervisedSettings):
-    """The MQTT -> Kafka bridge: what counts as bad input."""
-
-    max_payload_bytes: int = Field(256 * 1024, ge=1024)
-    max_clock_skew_s: float = Field(300.0, ge=0)
-    ack_interval_s: float = Field(0.2, gt=0)
-    bridge_metrics_port: int | None = 9101
-
-
-class WorkerSettings(KafkaSettings, DatabaseSettings, SupervisedSettings):
-    """The stream worker: dedupe, aggregates, camera status and alerts."""
-
-    # Faust application id: names the consumer group and keys the worker's state in PostgreSQL.
-    stream_app_id: str = Field("fleetsight", pattern=r"^[A-Za-z0-9_.-]+$")
-    # How soon the group notices a dead worker and hands its partitions over.
-    stream_session_timeout_s: float = Field(15.0, ge=6)
-    # Events older than this (event time against arrival time in Kafka) go to
-    # the dead-letter topic instead of reopening their minute.
-    late_after_s: float = Field(24 * 3600.0, gt=0)
-    worker_metrics_port: int | None = 9102
-
-    # Camera status and alerts (see streams/status.py).
-    offline_after_s: float = Field(120.0, gt=0)
-    alert_clear_s: float = Field(60.0, ge=0)
-    backlog_alert_min: int = Field(100, ge=1)
-    backlog_alert_reports: int = Field(3, ge=2)
-    status_sweep_s: float = Field(10.0, gt=0)
-    # A camera clock further than this off the cloud's opens a clock_skew alert.
-    clock_skew_alert_s: float = Field(5.0, gt=0)
-    # e.g. [{"zone": "checkout", "max": 8, "for_s": 120}]; optional camera_id, object_class
-    occupancy_alerts: list[dict[str, Any]] = Field(default_factory=list)
-
-
-class SinkSettings(KafkaSettings, DatabaseSettings, SupervisedSettings):
-    """The Kafka -> PostgreSQL writer, and the reconciler beside it (sinks/reconcile.py)."""
-
-    sink_metrics_port: int | None = 9103
-    # How often the camera-minutes of the last reconcile_window_s (and any
-    # whose figures changed in it) are checked against the cameras' ledgers.
-    reconcile_every_s: float = Field(30.0, gt=0)
-    reconcile_window_s: float = Field(2 * 3600.0, gt=0)
-    # A difference younger than this is "pending" (rows still on their way);
-    # older, "mismatch", and an alert for its camera.
-    reconcile_grace_s: float = Field(300.0, ge=0)
-
-
-class Settings(EdgeSettings, BridgeSettings, WorkerSettings, SinkSettings):
-    """Every process's settings, for the commands that start or manage several
-    (the CLI, rollout, local tooling, tests); one of these is also each process's."""
-
-    # The operator's login, for `fleetsight model ...` (it writes to every camera's control topics).
-    mqtt_admin_password_file: Path | None = None  # default: <services_dir>/secrets/fleetsight-admin.password
-
-
 def with_password(url: str, password: str | None) -> str:
     """``url`` with its password replaced (``None``: removed)."""
     parts = urlsplit(url)
@@ -266,8 +192,3 @@ def with_password(url: str, password: str | None) -> str:
     else:
         login = f"{user}@" if user else ""
     return urlunsplit(parts._replace(netloc=login + host))
-
-
-def load_settings(**overrides: Any) -> Settings:
-    """Read all the settings from the environment and the optional YAML file."""
-    return Settings(**overrides)
