@@ -8,7 +8,9 @@ of its own and removes them afterwards).
    in arrival order: what an outage leaves behind); events/s through the Faust
    aggregation (one worker, measured from its first to its last offset
    commit) divided by events/s of a bare aiokafka consumer that reads and
-   JSON-decodes the same topic.
+   JSON-decodes the same topic. For scale, also a Faust app that only
+   receives the same records in the worker's batches (no decoding, no
+   work): what Faust's delivery alone allows on this machine.
 2. The same backlog with two workers against one.
 3. Event-to-SQL latency at a steady load through the whole pipeline
    (MQTT -> bridge -> Kafka -> worker -> sink -> PostgreSQL): probe events
@@ -21,8 +23,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import random
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -138,6 +142,40 @@ async def committed(settings: Settings, group: str) -> int:
         await admin.close()
 
 
+def faust_alone(topic: str, bootstrap: str, records: int) -> None:
+    """Run in a child process: a Faust app that takes the topic's records in the worker's batches and nothing more."""
+    import faust
+
+    from streams.worker import BATCH_MAX, BATCH_WITHIN_S
+
+    app = faust.App(f"faust-alone-{uuid.uuid4().hex[:6]}", broker=f"kafka://{bootstrap}", store="memory://", web_enabled=False,
+                    consumer_auto_offset_reset="earliest", consumer_max_fetch_size=8 * 1024 * 1024, stream_buffer_maxsize=16384)
+    seen = {"n": 0, "first": 0.0}
+
+    @app.agent(app.topic(topic, key_serializer="raw", value_serializer="raw", acks=False), concurrency=1)
+    async def take(stream: faust.StreamT) -> None:
+        async for batch in stream.take_events(BATCH_MAX, within=BATCH_WITHIN_S):  # type: ignore[attr-defined]
+            seen["first"] = seen["first"] or time.perf_counter()
+            seen["n"] += len(batch)
+            if seen["n"] >= records:
+                print(f"RECORDS/S {(seen['n'] - BATCH_MAX) / (time.perf_counter() - seen['first']):.1f}", flush=True)
+                os._exit(0)
+
+    faust.Worker(app, loglevel="warning", quiet=True).execute_from_commandline()
+
+
+def faust_alone_rate(settings: Settings, records: int, per_record: float) -> float:
+    """Events/s of :func:`faust_alone` on the events topic (from its first batch to its last)."""
+    out = subprocess.run(
+        [sys.executable, __file__, "--faust-alone", settings.kafka_topics.events, settings.kafka_bootstrap, str(records)],
+        capture_output=True, text=True, timeout=300, cwd=ROOT,
+    )
+    line = next((x for x in out.stdout.splitlines() + out.stderr.splitlines() if "RECORDS/S" in x), None)
+    if line is None:
+        raise RuntimeError(f"the Faust-alone run printed no rate: {out.stderr[-2000:]}")
+    return float(line.split("RECORDS/S")[1].split()[0]) * per_record
+
+
 def faust_rate(settings: Settings, n: int, workers: int, logs: Path, per_record: float) -> float:
     """Events/s from the first offset commit to the last, with ``workers`` workers
     (``n`` records of ``per_record`` events on average)."""
@@ -221,7 +259,12 @@ def main() -> None:
     parser.add_argument("--per-record", type=int, default=50, help="events per Kafka record (the edge batch size the bridge passes on)")
     parser.add_argument("--latency-s", type=float, default=30.0)
     parser.add_argument("--rate", type=float, default=200.0, help="events/s of background load in part 3")
+    parser.add_argument("--faust-alone", nargs=3, metavar=("TOPIC", "BOOTSTRAP", "RECORDS"), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.faust_alone:
+        topic, bootstrap, records = args.faust_alone
+        faust_alone(topic, bootstrap, int(records))
+        return
 
     base = load_settings()
     Services(base).up()
@@ -244,11 +287,13 @@ def main() -> None:
         per_record = len(events) / records
         asyncio.run(produce_backlog(settings, events, args.per_record))
         bare = asyncio.run(bare_consumer(settings, len(events)))
+        alone = faust_alone_rate(settings, records, per_record)
         one = faust_rate(settings, records, 1, logs, per_record)
         print(f"1. {len(events)} events in a backlog, {records} records ({per_record:.1f} events each), {settings.kafka_partitions} partitions")
         print(f"   bare aiokafka consumer (read + JSON decode): {bare:9.0f} events/s")
+        print(f"   Faust delivering the records, nothing else: {alone:9.0f} events/s  ({alone / bare:.3f} of bare)")
         print(f"   Faust aggregation, one worker:              {one:9.0f} events/s")
-        print(f"   ratio: {one / bare:.3f}")
+        print(f"   ratio: {one / bare:.3f}  (against Faust alone: {one / alone:.3f})")
         two = faust_rate(settings, records, 2, logs, per_record)
         print(f"2. two workers: {two:.0f} events/s, against one: {one:.0f} events/s; ratio {two / one:.2f}")
         lat = asyncio.run(latency(settings, args.latency_s, args.rate, logs))
