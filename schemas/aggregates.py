@@ -14,6 +14,8 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+import msgspec
+
 
 @dataclass(frozen=True)
 class TableSpec:
@@ -161,12 +163,16 @@ class Row:
 
 def encode_rows(rows: list[Row]) -> bytes:
     """Many rows in one Kafka record: per-record overhead, not per-row, is
-    what limits a stream processor's output."""
-    return json.dumps({"v": 1, "rows": [r.to_dict() for r in rows]}, separators=(",", ":")).encode()
+    what limits a stream processor's output. (msgspec: compact JSON, several
+    times json's speed; the worker sends every row a batch touches.)"""
+    return msgspec.json.encode({"v": 1, "rows": [r.to_dict() for r in rows]})
 
 
 def decode_rows(value: bytes) -> list[Row]:
-    obj = json.loads(value)
+    try:
+        obj = msgspec.json.decode(value)
+    except msgspec.DecodeError as exc:
+        raise ValueError(f"not JSON: {exc}") from None
     if not isinstance(obj, dict) or obj.get("v") != 1 or not isinstance(obj.get("rows"), list):
         raise ValueError("not a row batch of version 1")
     return [Row.from_dict(r) for r in obj["rows"]]
