@@ -138,3 +138,23 @@ def test_decode_validated_agrees_with_decode_and_keeps_the_full_reasons() -> Non
     fast, full = decode_validated(payload), decode(payload)
     assert fast[:2] == full[:2] and all(isinstance(e, Event) for e in fast[:2])
     assert [(e.reason, e.detail) for e in fast[2:]] == [(e.reason, e.detail) for e in full[2:]]
+
+
+@pytest.mark.parametrize("change", [
+    {"extra": 1},  # a field the envelope does not have
+    {"v": None},  # no version
+    {"seq": 5.0},  # a float where an int goes
+    {"ts": True},
+    {"camera_id": None},
+])
+def test_decode_validated_takes_the_exact_path_for_records_the_fast_decoder_refuses(change: dict) -> None:
+    """A JSON record msgspec will not read as typed envelopes decodes as it always did (as MessagePack, which never takes that path, does)."""
+    from schemas.codec import decode_validated
+
+    odd = {k: v for k, v in {**good(seq=6), **change}.items() if v is not None}
+    fast, exact = decode_validated(json.dumps([good(), odd]).encode()), decode_validated(msgpack.packb([good(), odd]))
+    assert fast[0] == exact[0] == validate(good())
+    if isinstance(exact[1], EventError):
+        assert isinstance(fast[1], EventError) and (fast[1].reason, fast[1].detail) == (exact[1].reason, exact[1].detail)
+    else:
+        assert fast[1] == exact[1]
