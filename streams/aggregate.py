@@ -227,7 +227,7 @@ class Decoded:
     items: list[Event | EventError]
     # Per item: its folds with their bucket keys (worked out once, for
     # :meth:`MinuteAggregator.keys` and :meth:`MinuteAggregator.apply`); None for an error.
-    plans: list[list[Planned] | None] = field(default_factory=list)
+    plans: list[list[Planned] | None]
 
 
 def plan(event: Event) -> list[Planned]:
