@@ -13,8 +13,9 @@ workers that both believe they own a partition during a rebalance wait for
 each other instead of interleaving, and cannot deadlock), reads the state of
 the keys the batch touches, and writes back the new state together with the
 next offset of each partition. The worker is at-least-once; the seqs kept in
-each bucket make the database exactly-once, and the stored offsets show any
-record the stream framework jumped over (``streams.gaps``).
+each bucket make the database exactly-once, and the stored offsets are
+where a worker given a partition starts and what it commits to the
+consumer group (``streams.worker``, ``streams.offsets``).
 """
 
 from __future__ import annotations

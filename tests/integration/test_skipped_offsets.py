@@ -17,6 +17,7 @@ import time
 
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.structs import OffsetAndMetadata
 
 from runtime.waiting import wait_for
@@ -41,6 +42,18 @@ async def log_end(stack: Stack) -> int:
         return int((await consumer.end_offsets([tp]))[tp])
     finally:
         await consumer.stop()
+
+
+async def group_offset(stack: Stack) -> int | None:
+    """The worker group's committed offset in the camera's partition."""
+    tp = camera_partition(stack)
+    admin = AIOKafkaAdminClient(bootstrap_servers=stack.settings.kafka_bootstrap)
+    await admin.start()
+    try:
+        offsets = await admin.list_consumer_group_offsets(stack.settings.stream_app_id, partitions=[tp])
+        return offsets[tp].offset if tp in offsets else None
+    finally:
+        await admin.close()
 
 
 async def skip_to_end(stack: Stack) -> int:
@@ -101,3 +114,13 @@ async def test_records_the_group_committed_past_are_applied(stack: Stack) -> Non
     stack.start("worker")
     await wait_for(lambda: reaches(36), 120, "36 events after the tail was read")
     assert await counted() == 36
+
+    # The group's offset follows the database: Faust's acks are off, the worker commits what each transaction stored.
+    send(3)
+    await wait_for(lambda: reaches(39), 60, "39 events")
+
+    async def group_offset_is_the_databases() -> bool:
+        rows = await stack.query("SELECT next_offset FROM stream_offsets WHERE partition = $1", camera_partition(stack).partition)
+        return bool(rows) and rows[0]["next_offset"] == await log_end(stack) == await group_offset(stack)
+
+    await wait_for(group_offset_is_the_databases, 30, "the group's committed offset at the database's")
