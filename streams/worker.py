@@ -147,7 +147,7 @@ class Worker:
         tps = sorted((tp for tp in self.app.consumer.assignment() if tp.topic == self.topics.events), key=lambda tp: tp.partition)
         if not tps:
             return
-        self.watchdog.busy("reading the applied offsets of newly assigned partitions")
+        self.watchdog.busy("reading the applied offsets of the assigned partitions")
         applied = await retry(
             self.store.applied, what="reading the applied offsets", errors=DB_ERRORS, log=log, watchdog=self.watchdog,
         )
