@@ -146,10 +146,10 @@ def faust_alone(topic: str, bootstrap: str, records: int) -> None:
     """Run in a child process: a Faust app that takes the topic's records in the worker's batches and nothing more."""
     import faust
 
-    from streams.worker import BATCH_MAX, BATCH_WITHIN_S
+    from streams.worker import BATCH_MAX, BATCH_WITHIN_S, FETCH_BYTES, STREAM_BUFFER
 
     app = faust.App(f"faust-alone-{uuid.uuid4().hex[:6]}", broker=f"kafka://{bootstrap}", store="memory://", web_enabled=False,
-                    consumer_auto_offset_reset="earliest", consumer_max_fetch_size=8 * 1024 * 1024, stream_buffer_maxsize=16384)
+                    consumer_auto_offset_reset="earliest", consumer_max_fetch_size=FETCH_BYTES, stream_buffer_maxsize=STREAM_BUFFER)
     seen = {"n": 0, "first": 0.0}
 
     @app.agent(app.topic(topic, key_serializer="raw", value_serializer="raw", acks=False), concurrency=1)

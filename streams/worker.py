@@ -56,6 +56,8 @@ ROWS_PER_RECORD = 500
 # A batch is made of what came within this long, up to BATCH_MAX records:
 # the longest an event waits for its batch when the load is light.
 BATCH_WITHIN_S = 0.2
+FETCH_BYTES = 8 * 1024 * 1024  # a partition's fetch (Faust's consumer_max_fetch_size), see create_app
+STREAM_BUFFER = 16384  # records Faust buffers for the agent (stream_buffer_maxsize)
 PRUNE_EVERY_S = 60.0
 PROBE_EVERY_S = 5.0
 KAFKA_TIMEOUT_S = 30.0
@@ -350,8 +352,8 @@ def create_app(settings: WorkerSettings) -> StreamApp:
         # backlog then came in batches of 300-900 records after waiting the
         # whole BATCH_WITHIN_S for more. With these, full batches follow each
         # other (measured: one worker 48,000 -> 109,000 events/s).
-        consumer_max_fetch_size=8 * 1024 * 1024,
-        stream_buffer_maxsize=16384,
+        consumer_max_fetch_size=FETCH_BYTES,
+        stream_buffer_maxsize=STREAM_BUFFER,
     )
     watchdog = Watchdog("worker", settings.stall_timeout_s, waiting=lambda: worker.waiting)
     worker = Worker(settings, app, watchdog)
