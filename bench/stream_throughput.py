@@ -148,8 +148,9 @@ def faust_alone(topic: str, bootstrap: str, records: int) -> None:
 
     from streams.worker import BATCH_MAX, BATCH_WITHIN_S, FETCH_BYTES, STREAM_BUFFER
 
+    # datadir in a temporary folder: by default Faust leaves one in the working directory.
     app = faust.App(f"faust-alone-{uuid.uuid4().hex[:6]}", broker=f"kafka://{bootstrap}", store="memory://", web_enabled=False,
-                    consumer_auto_offset_reset="earliest", consumer_max_fetch_size=FETCH_BYTES, stream_buffer_maxsize=STREAM_BUFFER)
+                    datadir=tempfile.mkdtemp(prefix="faust-alone-"), consumer_auto_offset_reset="earliest", consumer_max_fetch_size=FETCH_BYTES, stream_buffer_maxsize=STREAM_BUFFER)
     seen = {"n": 0, "first": 0.0}
 
     @app.agent(app.topic(topic, key_serializer="raw", value_serializer="raw", acks=False), concurrency=1)

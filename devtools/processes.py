@@ -13,6 +13,7 @@ import paho.mqtt.client as mqtt
 
 from runtime.mqtt import make_client
 from runtime.settings import REPO_ROOT, Settings
+from schemas.topics import SHARDS
 
 COMPONENTS = ("bridge", "worker", "sink")
 
@@ -43,16 +44,18 @@ def stop(procs: list[subprocess.Popen], timeout: float = 20.0) -> None:
 
 
 def wait_bridge_online(settings: Settings, timeout: float = 60.0) -> bool:
-    """True once the bridge's retained status says ``online`` (it has subscribed)."""
+    """True once every shard's bridge lane says ``online`` (retained status): the
+    bridges have subscribed to every camera."""
+    lanes: dict[str, bytes] = {}
     online = threading.Event()
     client = make_client(settings, f"{settings.mqtt_topic_root}-probe-{uuid.uuid4().hex[:6]}", persistent=False)
-    status = settings.mqtt_topics.bridge_status
 
     def on_message(c: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
-        if msg.payload == b"online":
+        lanes[msg.topic] = bytes(msg.payload)
+        if sum(payload == b"online" for payload in lanes.values()) == SHARDS + 1:
             online.set()
 
-    client.on_connect = lambda c, u, f, rc, p: c.subscribe(status, qos=1)
+    client.on_connect = lambda c, u, f, rc, p: c.subscribe(settings.mqtt_topics.all_bridge_status, qos=1)
     client.on_message = on_message
     client.connect_async(settings.mqtt.host, settings.mqtt.port)
     client.loop_start()

@@ -5,8 +5,9 @@ Each camera may only use its own topics.
 The broker's ACL file (the same rules ship in ``deploy/mosquitto/acl``):
 
 - a camera logs in with its camera id as user name and may publish only to
-  ``<root>/cameras/<its id>/{events,outbox,snapshot,model}`` and read only its
-  own ``ack`` and ``control`` topics (plus the sites' model instructions and
+  its own ``events`` and ``outbox`` topics (under any shard, and in the
+  layout from before shards) and ``<root>/cameras/<its id>/{snapshot,model}``,
+  and read only its own ``ack`` and ``control`` topics (plus the sites' model instructions and
   the model files, which are not secret); the bridge then checks that every event's
   ``camera_id`` matches the topic it came on, so the MQTT user owns the
   camera id in the payload;
@@ -35,16 +36,24 @@ ADMIN_USER = "fleetsight-admin"
 
 ACL = f"""\
 # Written by FleetSight. Pattern rules apply to every user; %u is the user name,
-# which for a camera is its camera id. The first level is the topic root.
+# which for a camera is its camera id. The first level is the topic root; the
+# camera topics under shards/+/ are today's, the ones without are what edges
+# from before bridge shards use.
 user {BRIDGE_USER}
+topic read +/shards/+/cameras/+/events
+topic read +/shards/+/cameras/+/outbox
+topic readwrite +/shards/+/cameras/+/ack
 topic read +/cameras/+/events
 topic read +/cameras/+/outbox
 topic readwrite +/cameras/+/ack
-topic readwrite +/bridge/status
+topic readwrite +/bridge/status/+
 
 user {ADMIN_USER}
 topic readwrite #
 
+pattern write +/shards/+/cameras/%u/events
+pattern write +/shards/+/cameras/%u/outbox
+pattern read +/shards/+/cameras/%u/ack
 pattern write +/cameras/%u/events
 pattern write +/cameras/%u/outbox
 pattern write +/cameras/%u/snapshot
@@ -53,7 +62,7 @@ pattern read +/cameras/%u/ack
 pattern read +/cameras/%u/control/#
 pattern read +/sites/+/control/#
 pattern read +/models/#
-pattern read +/bridge/status
+pattern read +/bridge/status/+
 """
 
 

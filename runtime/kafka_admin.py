@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaConnectionError, TopicAlreadyExistsError
 
 from runtime.retry import retry
 from runtime.settings import KafkaSettings
+from schemas.topics import SHARDS
 
 log = logging.getLogger("fleetsight.kafka_admin")
 
@@ -19,26 +21,43 @@ class TopicMismatch(RuntimeError):
     """An existing topic does not have the partition count we need."""
 
 
-def topic_specs(settings: KafkaSettings) -> list[NewTopic]:
+def replication(brokers: int) -> tuple[int, dict[str, str]]:
+    """Replication factor and topic configs for a cluster of ``brokers``:
+    3 copies with 2 in sync for a write (one broker may be down) from 3
+    brokers on, else one copy (a single broker; nothing to replicate to)."""
+    factor = min(3, brokers)
+    return factor, {"min.insync.replicas": "2" if factor >= 3 else "1"}
+
+
+def topic_specs(settings: KafkaSettings, brokers: int = 1) -> list[NewTopic]:
     topics = settings.kafka_topics
     n = settings.kafka_partitions
+    rf, replicated = replication(brokers)
     return [
         # LogAppendTime: the broker stamps arrival time, monotonic per
         # partition, and the worker measures lateness against it, so a
         # replayed record is judged exactly as it was the first time.
-        NewTopic(topics.events, n, 1, topic_configs={
+        NewTopic(topics.events, n, rf, topic_configs={
+            **replicated,
             "message.timestamp.type": "LogAppendTime",
             "retention.ms": str(7 * DAY_MS),
         }),
-        NewTopic(topics.deadletter, n, 1, topic_configs={"retention.ms": str(30 * DAY_MS)}),
+        NewTopic(topics.deadletter, n, rf, topic_configs={**replicated, "retention.ms": str(30 * DAY_MS)}),
         # Batches of absolute row values; replaying any suffix of them is harmless.
-        NewTopic(topics.rows, n, 1, topic_configs={"retention.ms": str(7 * DAY_MS)}),
-        NewTopic(topics.alerts, n, 1, topic_configs={"retention.ms": str(30 * DAY_MS)}),
+        NewTopic(topics.rows, n, rf, topic_configs={**replicated, "retention.ms": str(7 * DAY_MS)}),
+        NewTopic(topics.alerts, n, rf, topic_configs={**replicated, "retention.ms": str(30 * DAY_MS)}),
+        # Never written: the bridges' consumer group deals its partitions out
+        # as MQTT shards (streams/shards.py); one more for the legacy layout.
+        NewTopic(topics.bridge_shards, SHARDS + 1, rf, topic_configs=replicated),
     ]
 
 
-async def ensure_topics(settings: KafkaSettings, timeout: float = 60.0, extra: list[NewTopic] | None = None) -> None:
-    """Create missing topics (ours, and ``extra``); fail clearly if one exists with other partitions."""
+async def ensure_topics(
+    settings: KafkaSettings, timeout: float = 60.0, extra: Callable[[int], list[NewTopic]] | None = None
+) -> int:
+    """Create missing topics (ours, and ``extra(brokers)``), replicated as the
+    cluster's size allows; fail clearly if one exists with other partitions.
+    Returns the number of brokers."""
     async def connect() -> AIOKafkaAdminClient:
         admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap, request_timeout_ms=10000)
         try:
@@ -56,9 +75,18 @@ async def ensure_topics(settings: KafkaSettings, timeout: float = 60.0, extra: l
     except KafkaConnectionError as exc:
         raise RuntimeError(f"Kafka at {settings.kafka_bootstrap} does not answer: {exc}") from exc
     try:
-        specs = topic_specs(settings) + list(extra or [])
+        brokers = len((await admin.describe_cluster())["brokers"])
+        specs = topic_specs(settings, brokers) + (extra(brokers) if extra else [])
         existing = await admin.describe_topics([s.name for s in specs])
-        partitions = {t["topic"]: len(t["partitions"]) for t in existing if t.get("error_code", 0) == 0}
+        found = [t for t in existing if t.get("error_code", 0) == 0]
+        partitions = {t["topic"]: len(t["partitions"]) for t in found}
+        rf = replication(brokers)[0]
+        for t in found:
+            have_rf = min((len(p["replicas"]) for p in t["partitions"]), default=rf)
+            if have_rf < rf:
+                # Kafka does not re-replicate a topic by itself when brokers are added.
+                log.warning("topic %s has %d replicas on a cluster of %d brokers (want %d): raise it with "
+                            "kafka-reassign-partitions", t["topic"], have_rf, brokers, rf)
         missing = [s for s in specs if s.name not in partitions]
         for spec in specs:
             have = partitions.get(spec.name)
@@ -72,6 +100,7 @@ async def ensure_topics(settings: KafkaSettings, timeout: float = 60.0, extra: l
                 await admin.create_topics(missing)
             except TopicAlreadyExistsError:
                 pass  # another process created it at the same moment
-            log.info("created Kafka topics: %s", ", ".join(s.name for s in missing))
+            log.info("created Kafka topics (replication %d): %s", replication(brokers)[0], ", ".join(s.name for s in missing))
     finally:
         await admin.close()
+    return brokers

@@ -7,18 +7,38 @@ else. A camera id is one MQTT topic level, which is why the schema forbids
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass
+
+# Bridges share the cameras by shard: each camera's events, outbox head and
+# ack watermark travel under ``{root}/shards/{shard}/...``, and a bridge
+# subscribes to whole shards, so one camera's messages always reach one
+# bridge and its watermark stays contiguous (Mosquitto's shared
+# subscriptions hand messages round-robin, which would split a camera).
+# The count is part of the contract: edges and bridges compute the same
+# shard from the camera id alone, with no setting to disagree on. 16 lets
+# up to 16 bridges share a fleet.
+SHARDS = 16
+
+
+def shard_of(camera_id: str) -> int:
+    """The shard a camera's uplink topics live under (CRC-32 of its id, stable everywhere)."""
+    return zlib.crc32(camera_id.encode()) % SHARDS
 
 
 @dataclass(frozen=True)
 class MqttTopics:
     """MQTT topics under one root (default ``fleetsight``).
 
-    ``{root}/cameras/{camera_id}/events``  edge -> bridge, events (QoS 1)
-    ``{root}/cameras/{camera_id}/outbox``  edge -> bridge, retained: oldest
-                                           seq the edge still holds
-    ``{root}/cameras/{camera_id}/ack``     bridge -> edge, retained: ack
-                                           watermark
+    ``{root}/shards/{k}/cameras/{camera_id}/events``  edge -> bridge, events
+                                           (QoS 1); k is ``shard_of(camera_id)``
+    ``{root}/shards/{k}/cameras/{camera_id}/outbox``  edge -> bridge, retained:
+                                           oldest seq the edge still holds
+    ``{root}/shards/{k}/cameras/{camera_id}/ack``     bridge -> edge, retained:
+                                           ack watermark
+    ``{root}/cameras/{camera_id}/{events,outbox,ack}``  the same, as edges
+                                           before shards sent them ("legacy");
+                                           bridges still carry them
     ``{root}/cameras/{camera_id}/snapshot`` edge, retained, only if the operator
                                            turns snapshots on: a small JPEG
     ``{root}/cameras/{camera_id}/control/model`` cloud -> edge, retained:
@@ -29,19 +49,41 @@ class MqttTopics:
                                            model a whole site should run
     ``{root}/models/{sha256}/{i}``         cloud, retained: chunk i of a
                                            model file (see ``schemas.rollout``)
-    ``{root}/bridge/status``               retained ``online``/``offline``
+    ``{root}/bridge/status/{lane}``        retained ``online``/``offline`` of
+                                           each shard's bridge lane (``0``..
+                                           ``15``, ``legacy``)
     """
 
     root: str = "fleetsight"
 
+    def _uplink(self, camera_id: str, kind: str) -> str:
+        return f"{self.root}/shards/{shard_of(camera_id)}/cameras/{camera_id}/{kind}"
+
     def events(self, camera_id: str) -> str:
-        return f"{self.root}/cameras/{camera_id}/events"
+        return self._uplink(camera_id, "events")
 
     def outbox(self, camera_id: str) -> str:
-        return f"{self.root}/cameras/{camera_id}/outbox"
+        return self._uplink(camera_id, "outbox")
 
     def ack(self, camera_id: str) -> str:
+        return self._uplink(camera_id, "ack")
+
+    def legacy_events(self, camera_id: str) -> str:
+        """Where edges from before shards publish events (still bridged)."""
+        return f"{self.root}/cameras/{camera_id}/events"
+
+    def legacy_ack(self, camera_id: str) -> str:
         return f"{self.root}/cameras/{camera_id}/ack"
+
+    def lane_filters(self, lane: int | None) -> list[str]:
+        """What the bridge lane of shard ``lane`` subscribes to (None: the legacy lane)."""
+        base = f"{self.root}/cameras" if lane is None else f"{self.root}/shards/{lane}/cameras"
+        # Outbox heads and acks first: they set the watermark's floor.
+        return [f"{base}/+/outbox", f"{base}/+/ack", f"{base}/+/events"]
+
+    def lane_ack(self, lane: int | None, camera_id: str) -> str:
+        """The ack topic of ``camera_id`` as the lane that carries it publishes it."""
+        return self.legacy_ack(camera_id) if lane is None else self.ack(camera_id)
 
     def snapshot(self, camera_id: str) -> str:
         return f"{self.root}/cameras/{camera_id}/snapshot"
@@ -61,25 +103,32 @@ class MqttTopics:
     def model_chunk(self, sha256: str, index: int) -> str:
         return f"{self.root}/models/{sha256}/{index}"
 
+    def bridge_status(self, lane: int | None) -> str:
+        return f"{self.root}/bridge/status/{'legacy' if lane is None else lane}"
+
     @property
-    def bridge_status(self) -> str:
-        return f"{self.root}/bridge/status"
+    def all_bridge_status(self) -> str:
+        return f"{self.root}/bridge/status/+"
 
     def all_events(self) -> str:
-        return f"{self.root}/cameras/+/events"
-
-    def all_outbox(self) -> str:
-        return f"{self.root}/cameras/+/outbox"
+        return f"{self.root}/shards/+/cameras/+/events"
 
     def all_acks(self) -> str:
-        return f"{self.root}/cameras/+/ack"
+        return f"{self.root}/shards/+/cameras/+/ack"
 
-    def parse(self, topic: str) -> tuple[str, str] | None:
-        """Return ``(camera_id, kind)`` for a camera topic, else None."""
+    def parse(self, topic: str) -> tuple[str, str, int | None] | None:
+        """Return ``(camera_id, kind, shard)`` for a camera topic (shard None
+        in the legacy layout), else None."""
         parts = topic.split("/")
-        if len(parts) != 4 or parts[0] != self.root or parts[1] != "cameras" or not parts[2]:
+        if parts[0] != self.root:
             return None
-        return parts[2], parts[3]
+        shard: int | None = None
+        if len(parts) == 6 and parts[1] == "shards" and parts[2].isdigit():
+            shard = int(parts[2])
+            parts = parts[:1] + parts[3:]
+        if len(parts) != 4 or parts[1] != "cameras" or not parts[2]:
+            return None
+        return parts[2], parts[3], shard
 
 
 @dataclass(frozen=True)
@@ -102,6 +151,12 @@ class KafkaTopics:
     def rows(self) -> str:
         """Batches of absolute SQL row values (see ``schemas.aggregates``)."""
         return f"{self.prefix}.agg.rows"
+
+    @property
+    def bridge_shards(self) -> str:
+        """Empty; its partitions stand for the MQTT shards (and the last for
+        the legacy layout), and the bridges' consumer group deals them out."""
+        return f"{self.prefix}.bridge.shards"
 
     @property
     def alerts(self) -> str:

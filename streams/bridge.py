@@ -8,6 +8,15 @@ acknowledge it to the broker (manual QoS 1 ack on a persistent session).
 A crash at any point leaves the message unacknowledged, and the broker hands
 it over again. Per camera the bridge then publishes the ack watermark, a
 retained message the edge uses to trim its outbox.
+
+Bridges share the cameras by shard (``schemas.topics``): a shard's messages
+travel on one MQTT session of its own (a *lane*) under a client id fixed by
+the shard, so whichever bridge Kafka's consumer group gives the shard to
+(``streams.shards``) resumes that session and the messages queued in it. A
+bridge that gives a shard up finishes what Kafka is writing for it, acks
+that, and disconnects before the group hands it on; one that only thinks it
+still has it (frozen, cut off) is thrown off the broker when the new owner
+connects with the same client id (MQTT session takeover).
 """
 
 from __future__ import annotations
@@ -16,7 +25,9 @@ import asyncio
 import logging
 import signal
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 import paho.mqtt.client as mqtt
 from aiokafka import AIOKafkaProducer
@@ -28,9 +39,11 @@ from runtime.settings import BridgeSettings
 from runtime.watchdog import Watchdog
 from schemas.codec import Event, EventError, Reason, decode, decode_ack, encode, encode_ack
 from schemas.deadletter import DeadLetter
+from schemas.topics import SHARDS, shard_of
 from streams import metrics as stream_metrics
 from streams.acks import AckTracker
 from streams.partitioning import partition_for
+from streams.shards import LaneId, hold_shards, lane_name
 
 log = logging.getLogger("fleetsight.bridge")
 
@@ -67,6 +80,157 @@ class _Pending:
     outcome: Outcome
 
 
+class Lane:
+    """One shard's MQTT session and the messages in flight on it.
+
+    The client id is the shard's, not the process's, and the session is
+    persistent: what the broker queued for the shard while no bridge had it
+    comes to the next one that connects.
+    """
+
+    def __init__(self, bridge: Bridge, lane: LaneId) -> None:
+        self.bridge = bridge
+        self.lane = lane
+        settings = bridge.settings
+        root = settings.mqtt_topic_root
+        # The legacy lane keeps the id the single bridge had before shards,
+        # so its session (and what was queued in it) carries over.
+        self.client_id = f"{root}-bridge" if lane is None else f"{root}-bridge-{lane}"
+        self.acks = AckTracker()
+        self.generation = 0
+        self.inbox: asyncio.Queue[tuple[float, int, mqtt.MQTTMessage]] = asyncio.Queue()
+        self.pending: asyncio.Queue[_Pending | None] = asyncio.Queue(maxsize=10_000)
+        self.in_hand = 0  # the message _forward holds (taken from the inbox, not yet pending)
+        self._acks_changed = asyncio.Event()
+        self._loop = asyncio.get_running_loop()
+        self._status = bridge.mqtt_topics.bridge_status(lane)
+        self.client = make_client(settings, self.client_id, persistent=True, manual_ack=True)
+        self.client.will_set(self._status, b"offline", qos=1, retain=True)
+        self.client.on_connect = self._on_connect
+        self.client.on_disconnect = self._on_disconnect
+        self.client.on_message = self._on_message
+        self.tasks: list[asyncio.Task] = []
+
+    def backlog(self) -> int:
+        return self.inbox.qsize() + self.in_hand + self.pending.qsize()
+
+    def start(self) -> None:
+        settings = self.bridge.settings
+        self.client.connect_async(settings.mqtt.host, settings.mqtt.port, keepalive=30)
+        self.client.loop_start()
+        name = lane_name(self.lane)
+        self.tasks = [
+            asyncio.create_task(self._forward(), name=f"forward-{name}"),
+            asyncio.create_task(self._complete(), name=f"complete-{name}"),
+            asyncio.create_task(self._publish_acks(), name=f"acks-{name}"),
+        ]
+        for task in self.tasks:
+            task.add_done_callback(self.bridge.lane_task_done)
+
+    async def stop(self, timeout: float) -> None:
+        """Finish what Kafka is writing (up to ``timeout``), ack it, publish the
+        watermarks and disconnect; whatever is not acked comes again to the next owner."""
+        forward, complete, publisher = self.tasks
+        forward.cancel()
+        await self.pending.put(None)
+        try:
+            await asyncio.wait_for(asyncio.shield(complete), timeout)
+        except TimeoutError:
+            log.warning("lane %s: Kafka did not confirm within %.0f s; the broker resends the rest", lane_name(self.lane), timeout)
+        except Exception:
+            pass  # already reported by the bridge; nothing more is acked
+        publisher.cancel()
+        self.publish_acks()
+        info = self.client.publish(self._status, b"offline", qos=1, retain=True)
+        try:
+            await asyncio.wait_for(asyncio.to_thread(info.wait_for_publish, 5), 6)
+        except (TimeoutError, RuntimeError, ValueError):
+            pass  # the will says offline if this did not get through
+        for task in self.tasks:
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+        self.client.disconnect()
+        await asyncio.to_thread(self.client.loop_stop)
+
+    # --- MQTT callbacks (paho's network thread) ----------------------------
+
+    def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
+        if reason_code.is_failure:
+            log.error("lane %s: MQTT connection refused: %s", lane_name(self.lane), reason_code)
+            return
+        client.subscribe([(f, 1) for f in self.bridge.mqtt_topics.lane_filters(self.lane)])
+        client.publish(self._status, b"online", qos=1, retain=True)
+        log.info("lane %s connected to MQTT as %s", lane_name(self.lane), self.client_id)
+
+    def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
+        # Acks for messages of the old connection must not be sent on the new
+        # one (their packet ids may be reused): the broker resends them anyway.
+        self.generation += 1
+        if reason_code.is_failure:
+            log.warning("lane %s: MQTT disconnected (%s); unacknowledged messages will come again",
+                        lane_name(self.lane), reason_code)
+
+    def _on_message(self, client, userdata, msg: mqtt.MQTTMessage) -> None:
+        self._loop.call_soon_threadsafe(self.inbox.put_nowait, (time.monotonic(), self.generation, msg))
+
+    # --- asyncio side -------------------------------------------------------
+
+    async def _forward(self) -> None:
+        producer = self.bridge.producer
+        watchdog = self.bridge.watchdog
+        while True:
+            received, generation, msg = await self.inbox.get()
+            self.in_hand = 1
+            outcome = self.bridge.handle(msg.topic, bytes(msg.payload), lane=self.lane)  # bytes already: no copy
+            watchdog.busy("handing a message's records to the Kafka producer")
+            futures = [
+                await producer.send(r.topic, r.value, key=r.key, partition=r.partition) for r in outcome.records
+            ]
+            await self.pending.put(_Pending(received, generation, msg.mid, msg.qos, futures, outcome))
+            self.in_hand = 0
+            stream_metrics.BRIDGE_PENDING.set(self.bridge.backlog())
+
+    async def _complete(self) -> None:
+        """Acknowledge messages to the broker in arrival order, once in Kafka."""
+        watchdog = self.bridge.watchdog
+        while True:
+            item = await self.pending.get()
+            if item is None:
+                return
+            if item.futures:
+                watchdog.busy(f"waiting for Kafka to acknowledge {len(item.futures)} records")
+                await asyncio.gather(*item.futures)  # raises if Kafka refused: we stop, unacked
+            if item.generation == self.generation and item.qos > 0:
+                self.client.ack(item.mid, item.qos)
+            outcome = item.outcome
+            stream_metrics.BRIDGE_KAFKA_ACK.observe(time.monotonic() - item.received)
+            stream_metrics.BRIDGE_MESSAGES.labels("events" if outcome.records else "control").inc()
+            stream_metrics.BRIDGE_EVENTS.inc(outcome.forwarded)
+            for reason in outcome.reasons:
+                stream_metrics.BRIDGE_DEADLETTERS.labels(reason).inc()
+            for camera_id, seq in outcome.floors:
+                self.acks.raise_floor(camera_id, seq)
+            for camera_id, seq in outcome.confirms:
+                self.acks.confirm(camera_id, seq)
+            self.bridge.forwarded += outcome.forwarded
+            self.bridge.rejected += outcome.rejected
+            self._acks_changed.set()
+            watchdog.progress()
+
+    async def _publish_acks(self) -> None:
+        while True:
+            await self._acks_changed.wait()
+            self._acks_changed.clear()
+            self.publish_acks()
+            # Throttle: one retained message per camera per interval at most.
+            await asyncio.sleep(self.bridge.settings.ack_interval_s)
+
+    def publish_acks(self) -> None:
+        topics = self.bridge.mqtt_topics
+        for camera_id, seq in self.acks.take_changed().items():
+            self.client.publish(topics.lane_ack(self.lane, camera_id), encode_ack(camera_id, seq), qos=1, retain=True)
+
+
 class Bridge:
     """Moves events from the MQTT broker into Kafka; see the module docstring."""
 
@@ -74,28 +238,26 @@ class Bridge:
         self.settings = settings
         self.mqtt_topics = settings.mqtt_topics
         self.kafka_topics = settings.kafka_topics
-        self.acks = AckTracker()
         self.forwarded = 0
         self.rejected = 0
-        self._generation = 0
-        self._connected = asyncio.Event()
+        self.lanes: dict[LaneId, Lane] = {}
         self._stop = asyncio.Event()
-        self._inbox: asyncio.Queue[tuple[float, int, mqtt.MQTTMessage]] = asyncio.Queue()
-        self._pending: asyncio.Queue[_Pending | None] = asyncio.Queue(maxsize=10_000)
-        self._acks_changed = asyncio.Event()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._client: mqtt.Client | None = None
+        self._failed: asyncio.Future[None] | None = None
         self._producer: AIOKafkaProducer | None = None
-        self._in_hand = 0  # the message _forward holds (taken from the inbox, not yet pending)
         self.watchdog = Watchdog("bridge", settings.stall_timeout_s, waiting=self.backlog)
+
+    @property
+    def producer(self) -> AIOKafkaProducer:
+        assert self._producer is not None, "the bridge is not running"
+        return self._producer
 
     def backlog(self) -> int:
         """MQTT messages received and not yet in Kafka."""
-        return self._inbox.qsize() + self._in_hand + self._pending.qsize()
+        return sum(lane.backlog() for lane in list(self.lanes.values()))
 
     # --- turning one message into records (pure, no I/O) -------------------
 
-    def handle(self, topic: str, payload: bytes, now_ms: int | None = None) -> Outcome:
+    def handle(self, topic: str, payload: bytes, now_ms: int | None = None, lane: LaneId = None) -> Outcome:
         """Decide what to write to Kafka for one MQTT message."""
         now_ms = int(time.time() * 1000) if now_ms is None else now_ms
         out = Outcome()
@@ -103,7 +265,15 @@ class Bridge:
         if parsed is None:
             self._reject(out, EventError(Reason.BAD_TOPIC, f"not a camera topic: {topic!r}"), payload, topic, None)
             return out
-        camera_id, kind = parsed
+        camera_id, kind, shard = parsed
+        if shard is not None and shard != shard_of(camera_id):
+            # Its messages would split between two bridges and hold its watermark back.
+            if kind == "events":
+                error = EventError(Reason.BAD_TOPIC, f"camera {camera_id!r} belongs to shard {shard_of(camera_id)}, not {shard}")
+                self._reject(out, error, payload, topic, None)
+            else:
+                log.warning("ignoring %s message of %s on shard %d: it belongs to shard %d", kind, camera_id, shard, shard_of(camera_id))
+            return out
         if kind in ("ack", "outbox"):
             try:
                 claimed, seq, _ = decode_ack(payload)
@@ -175,92 +345,32 @@ class Bridge:
         if camera_id is not None and claimed_seq is not None and claimed_seq >= 1:
             out.confirms.append((camera_id, claimed_seq))
 
-    # --- MQTT callbacks (paho's network thread) ----------------------------
+    # --- lanes, as the bridges' group deals them out -------------------------
 
-    def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
-        if reason_code.is_failure:
-            log.error("MQTT connection refused: %s", reason_code)
+    async def _revoke(self, lanes: set[LaneId]) -> None:
+        gone = [self.lanes.pop(lane) for lane in lanes if lane in self.lanes]
+        if gone:
+            await asyncio.gather(*(lane.stop(self.settings.bridge_drain_timeout_s) for lane in gone))
+            log.info("gave up shards %s", _names(lane.lane for lane in gone))
+
+    async def _assign(self, lanes: set[LaneId]) -> None:
+        new = [lane for lane in lanes if lane not in self.lanes]
+        for lane in new:
+            self.lanes[lane] = Lane(self, lane)
+            self.lanes[lane].start()
+        log.info("carrying shards %s", _names(self.lanes))
+
+    def lane_task_done(self, task: asyncio.Task) -> None:
+        """A lane's task ended: unless cancelled (a lane stopping), the bridge fails with it."""
+        if task.cancelled() or self._failed is None or self._failed.done():
             return
-        client.subscribe(
-            [(self.mqtt_topics.all_outbox(), 1), (self.mqtt_topics.all_acks(), 1), (self.mqtt_topics.all_events(), 1)]
-        )
-        client.publish(self.mqtt_topics.bridge_status, b"online", qos=1, retain=True)
-        log.info("connected to MQTT %s:%s", self.settings.mqtt.host, self.settings.mqtt.port)
-        assert self._loop is not None
-        self._loop.call_soon_threadsafe(self._connected.set)
-
-    def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
-        # Acks for messages of the old connection must not be sent on the new
-        # one (their packet ids may be reused): the broker resends them anyway.
-        self._generation += 1
-        log.warning("MQTT disconnected (%s); unacknowledged messages will come again", reason_code)
-        assert self._loop is not None
-        self._loop.call_soon_threadsafe(self._connected.clear)
-
-    def _on_message(self, client, userdata, msg: mqtt.MQTTMessage) -> None:
-        assert self._loop is not None
-        self._loop.call_soon_threadsafe(self._inbox.put_nowait, (time.monotonic(), self._generation, msg))
-
-    # --- asyncio side -------------------------------------------------------
-
-    async def _forward(self) -> None:
-        assert self._producer is not None
-        while True:
-            received, generation, msg = await self._inbox.get()
-            self._in_hand = 1
-            outcome = self.handle(msg.topic, bytes(msg.payload))  # bytes already: no copy
-            self.watchdog.busy("handing a message's records to the Kafka producer")
-            futures = [
-                await self._producer.send(r.topic, r.value, key=r.key, partition=r.partition) for r in outcome.records
-            ]
-            await self._pending.put(_Pending(received, generation, msg.mid, msg.qos, futures, outcome))
-            self._in_hand = 0
-            stream_metrics.BRIDGE_PENDING.set(self._pending.qsize())
-
-    async def _complete(self) -> None:
-        """Acknowledge messages to the broker in arrival order, once in Kafka."""
-        assert self._client is not None
-        while True:
-            item = await self._pending.get()
-            if item is None:
-                return
-            if item.futures:
-                self.watchdog.busy(f"waiting for Kafka to acknowledge {len(item.futures)} records")
-                await asyncio.gather(*item.futures)  # raises if Kafka refused: we stop, unacked
-            if item.generation == self._generation and item.qos > 0:
-                self._client.ack(item.mid, item.qos)
-            outcome = item.outcome
-            stream_metrics.BRIDGE_KAFKA_ACK.observe(time.monotonic() - item.received)
-            stream_metrics.BRIDGE_MESSAGES.labels("events" if outcome.records else "control").inc()
-            stream_metrics.BRIDGE_EVENTS.inc(outcome.forwarded)
-            for reason in outcome.reasons:
-                stream_metrics.BRIDGE_DEADLETTERS.labels(reason).inc()
-            for camera_id, seq in outcome.floors:
-                self.acks.raise_floor(camera_id, seq)
-            for camera_id, seq in outcome.confirms:
-                self.acks.confirm(camera_id, seq)
-            self.forwarded += outcome.forwarded
-            self.rejected += outcome.rejected
-            self._acks_changed.set()
-            self.watchdog.progress()
-
-    async def _publish_acks(self) -> None:
-        assert self._client is not None
-        while True:
-            await self._acks_changed.wait()
-            self._acks_changed.clear()
-            self.publish_acks()
-            # Throttle: one retained message per camera per interval at most.
-            await asyncio.sleep(self.settings.ack_interval_s)
-
-    def publish_acks(self) -> None:
-        assert self._client is not None
-        for camera_id, seq in self.acks.take_changed().items():
-            self._client.publish(self.mqtt_topics.ack(camera_id), encode_ack(camera_id, seq), qos=1, retain=True)
+        exc = task.exception()
+        if exc is not None:
+            self._failed.set_exception(exc)
 
     async def run(self) -> None:
         """Run until :meth:`stop`; raises if Kafka fails for good."""
-        self._loop = asyncio.get_running_loop()
+        self._failed = asyncio.get_running_loop().create_future()
         await ensure_topics(self.settings)
         self._producer = AIOKafkaProducer(
             bootstrap_servers=self.settings.kafka_bootstrap,
@@ -270,42 +380,39 @@ class Bridge:
             max_request_size=4 * 1024 * 1024,
         )
         await self._producer.start()
-        client = make_client(
-            self.settings, f"{self.settings.mqtt_topic_root}-bridge", persistent=True, manual_ack=True
-        )
-        self._client = client
-        client.will_set(self.mqtt_topics.bridge_status, b"offline", qos=1, retain=True)
-        client.on_connect = self._on_connect
-        client.on_disconnect = self._on_disconnect
-        client.on_message = self._on_message
-        client.connect_async(self.settings.mqtt.host, self.settings.mqtt.port, keepalive=30)
-        client.loop_start()
-        forward = asyncio.create_task(self._forward(), name="forward")
-        complete = asyncio.create_task(self._complete(), name="complete")
-        publisher = asyncio.create_task(self._publish_acks(), name="acks")
+        leave = asyncio.Event()
+        group = asyncio.create_task(hold_shards(self.settings, self._revoke, self._assign, leave), name="shards")
         stop = asyncio.create_task(self._stop.wait(), name="stop")
+        waiters: set[asyncio.Future[Any]] = {group, stop, self._failed}
         try:
-            done, _ = await asyncio.wait({forward, complete, publisher, stop}, return_when=asyncio.FIRST_COMPLETED)
-            for task in done:
-                if task is not stop and task.exception() is not None:
-                    raise task.exception()  # type: ignore[misc]
-            # Graceful stop: no new messages; finish what is already in Kafka.
-            forward.cancel()
-            await self._pending.put(None)
-            await asyncio.wait_for(complete, timeout=30)
-            self.publish_acks()
-            info = client.publish(self.mqtt_topics.bridge_status, b"offline", qos=1, retain=True)
-            await asyncio.to_thread(info.wait_for_publish, 5)
+            done, _ = await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+            for future in done:
+                if future is not stop and (exc := future.exception()) is not None:
+                    raise exc
+            # Graceful stop: no new messages; finish what is already in Kafka,
+            # then leave the group so the others take the shards at once.
+            await self._revoke(set(self.lanes))
+            leave.set()
+            await asyncio.wait_for(group, timeout=30)
         finally:
-            for task in (forward, complete, publisher, stop):
+            for task in (group, stop):
                 task.cancel()
-            client.disconnect()
-            client.loop_stop()
+            for lane in list(self.lanes.values()):
+                for task in lane.tasks:
+                    task.cancel()
+                lane.client.disconnect()
+                lane.client.loop_stop()
+            self.lanes.clear()
             await self._producer.stop()
             log.info("bridge stopped: %d events forwarded, %d rejected", self.forwarded, self.rejected)
 
     def stop(self) -> None:
         self._stop.set()
+
+
+def _names(lanes: Iterable[LaneId]) -> str:
+    names = sorted(lanes, key=lambda lane: SHARDS if lane is None else lane)
+    return ", ".join(lane_name(lane) for lane in names) or "none"
 
 
 async def run_bridge(settings: BridgeSettings) -> int:

@@ -26,16 +26,18 @@ import asyncio
 import gc
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import faust
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import NewTopic
 from faust.types import TP
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from runtime import metrics
-from runtime.kafka_admin import ensure_topics
+from runtime.kafka_admin import ensure_topics, replication
 from runtime.retry import retry
 from runtime.settings import WorkerSettings
 from runtime.watchdog import Watchdog
@@ -332,16 +334,16 @@ class StreamApp:
     watchdog: Watchdog
 
 
-def create_app(settings: WorkerSettings) -> StreamApp:
+def create_app(settings: WorkerSettings, brokers: int = 1) -> StreamApp:
     """The Faust app with its topic, agent, timers, and the worker and watchdog behind them."""
     datadir = settings.services_dir / "streams" / settings.stream_app_id
     datadir.mkdir(parents=True, exist_ok=True)
     app = faust.App(
         settings.stream_app_id,
-        broker=f"kafka://{settings.kafka_bootstrap}",
+        broker=";".join(f"kafka://{address.strip()}" for address in settings.kafka_bootstrap.split(",")),
         store="memory://",
         topic_partitions=settings.kafka_partitions,
-        topic_replication_factor=1,
+        topic_replication_factor=replication(brokers)[0],
         web_enabled=False,
         consumer_auto_offset_reset="earliest",
         producer_acks=-1,
@@ -386,13 +388,22 @@ def create_app(settings: WorkerSettings) -> StreamApp:
     return StreamApp(app, worker, watchdog)
 
 
+def faust_topics(app_id: str) -> Callable[[int], list[NewTopic]]:
+    """Faust's own topic, made by us: Faust 0.15 declares ``<id>-__assignor-__leader``
+    with one replica whatever the cluster (faust-streaming #449)."""
+    def specs(brokers: int) -> list[NewTopic]:
+        rf, configs = replication(brokers)
+        return [NewTopic(f"{app_id}-__assignor-__leader", 1, rf, topic_configs=configs)]
+    return specs
+
+
 def run_worker(settings: WorkerSettings, loglevel: str = "info") -> int:
     """Entry point of ``fleetsight worker``: Faust's worker, started from code."""
-    asyncio.run(ensure_topics(settings))
+    brokers = asyncio.run(ensure_topics(settings, extra=faust_topics(settings.stream_app_id)))
     # asyncio.run closed its loop; Faust needs a current one of its own.
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
-    stream = create_app(settings)
+    stream = create_app(settings, brokers)
     metrics.watch(stream.watchdog)
     metrics.serve(settings.worker_metrics_port, settings.metrics_bind)
     stream.watchdog.start(loop)
