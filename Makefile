@@ -59,6 +59,7 @@ demo: deps venv
 
 compose-check:
 	docker-compose -f docker-compose.yml config -q
+	docker-compose -f docker-compose.yml -f docker-compose.cluster.yml config -q
 
 # docker-compose.yml run for real in containers (part of `make test` too):
 # starts dockerd if none runs, builds the images (cached by the engine).

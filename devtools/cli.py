@@ -26,9 +26,30 @@ def _print_status(statuses: list) -> None:
     Console().print(table)
 
 
+def _cluster_settings(args: argparse.Namespace, settings: Settings) -> Settings:
+    """The settings with the bootstrap list of a loopback Kafka cluster of
+    ``--kafka-brokers`` nodes; without the flag, of the cluster ``up`` last made."""
+    from devtools.services import cluster_bootstrap, kafka_ports
+
+    remembered = settings.services_dir / "kafka-cluster" / "bootstrap"
+    if args.kafka_brokers is None:
+        if remembered.exists() and len(kafka_ports(settings)) == 1:
+            return settings.model_copy(update={"kafka_bootstrap": remembered.read_text().strip()})
+        return settings
+    bootstrap = cluster_bootstrap(args.kafka_brokers, kafka_ports(settings)[0])
+    if args.action == "up":
+        if args.kafka_brokers == 1:
+            remembered.unlink(missing_ok=True)
+        else:
+            remembered.parent.mkdir(parents=True, exist_ok=True)
+            remembered.write_text(bootstrap)
+    return settings.model_copy(update={"kafka_bootstrap": bootstrap})
+
+
 def cmd_services(args: argparse.Namespace, settings: Settings) -> int:
     from devtools.services import ServiceError, Services
 
+    settings = _cluster_settings(args, settings)
     services = Services(settings)
     try:
         if args.action == "up":
@@ -41,6 +62,8 @@ def cmd_services(args: argparse.Namespace, settings: Settings) -> int:
         log.error("%s", exc)
         return 1
     _print_status(statuses)
+    if args.action == "up" and "," in settings.kafka_bootstrap:
+        print(f"Kafka is a cluster: give FleetSight's processes\n  export FLEETSIGHT_KAFKA_BOOTSTRAP={settings.kafka_bootstrap}")
     if args.action == "status":
         return 0 if all(s.running for s in statuses) else 3
     return 0
@@ -59,6 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("services", help="local Mosquitto, Kafka and PostgreSQL on loopback")
     p.add_argument("action", choices=["up", "down", "status"])
     p.add_argument("--purge", action="store_true", help="with down: also delete their data")
+    p.add_argument("--kafka-brokers", type=int, choices=[1, 3], metavar="N",
+                   help="Kafka as a cluster of N KRaft nodes (1 or 3; default: what `up` last started, else 1)")
     p.set_defaults(func=cmd_services, settings=Settings)
 
     p = sub.add_parser("demo", help="everything at once: services, pipeline, camera nodes on a sample video, SQL, an HTML report")

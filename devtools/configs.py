@@ -15,6 +15,7 @@ from runtime.settings import REPO_ROOT
 DEPLOY = REPO_ROOT / "deploy"
 MOSQUITTO_CONF = DEPLOY / "mosquitto" / "mosquitto.conf"
 KAFKA_ENV = DEPLOY / "kafka" / "kafka.env"
+KAFKA_CLUSTER_ENV = DEPLOY / "kafka" / "cluster.env"
 
 Overrides = dict[str, "str | None"]
 

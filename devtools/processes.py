@@ -7,6 +7,7 @@ import subprocess
 import sys
 import threading
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
@@ -43,24 +44,29 @@ def stop(procs: list[subprocess.Popen], timeout: float = 20.0) -> None:
             proc.wait(timeout=10)
 
 
-def wait_bridge_online(settings: Settings, timeout: float = 60.0) -> bool:
-    """True once every shard's bridge lane says ``online`` (retained status): the
-    bridges have subscribed to every camera."""
+def wait_bridge_lanes(settings: Settings, want: Callable[[dict[str, bytes]], bool], timeout: float = 60.0) -> bool:
+    """True once the bridge lanes' retained statuses (topic -> ``online``/``offline``) satisfy ``want``."""
     lanes: dict[str, bytes] = {}
-    online = threading.Event()
+    met = threading.Event()
     client = make_client(settings, f"{settings.mqtt_topic_root}-probe-{uuid.uuid4().hex[:6]}", persistent=False)
 
     def on_message(c: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
         lanes[msg.topic] = bytes(msg.payload)
-        if sum(payload == b"online" for payload in lanes.values()) == SHARDS + 1:
-            online.set()
+        if want(dict(lanes)):
+            met.set()
 
     client.on_connect = lambda c, u, f, rc, p: c.subscribe(settings.mqtt_topics.all_bridge_status, qos=1)
     client.on_message = on_message
     client.connect_async(settings.mqtt.host, settings.mqtt.port)
     client.loop_start()
     try:
-        return online.wait(timeout)
+        return met.wait(timeout)
     finally:
         client.disconnect()
         client.loop_stop()
+
+
+def wait_bridge_online(settings: Settings, timeout: float = 60.0) -> bool:
+    """True once every shard's bridge lane says ``online``: the bridges have
+    subscribed to every camera."""
+    return wait_bridge_lanes(settings, lambda lanes: sum(v == b"online" for v in lanes.values()) == SHARDS + 1, timeout)

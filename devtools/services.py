@@ -23,10 +23,10 @@ from pathlib import Path
 from typing import Protocol
 from urllib.parse import urlsplit
 
-from devtools.configs import kafka_properties, mosquitto_conf
+from devtools.configs import KAFKA_CLUSTER_ENV, kafka_env, kafka_properties, mosquitto_conf
 from devtools.ports import port_open
 from fleetsight.mqtt_users import ACL, ADMIN_USER, ensure_user, give_to_broker, reload_broker
-from runtime.settings import BRIDGE_USER, REPO_ROOT, Settings
+from runtime.settings import BRIDGE_USER, REPO_ROOT, KafkaSettings, Settings
 from runtime.waiting import WaitAborted, WaitTimeout, wait_until
 
 log = logging.getLogger("fleetsight.services")
@@ -120,8 +120,9 @@ class _Process:
         self.pid_file.write_text(str(proc.pid))
         return proc
 
-    def _terminate(self, timeout: float = 30.0) -> None:
-        pid = self.pid()
+    def _terminate(self, timeout: float = 30.0, signalled: int | None = None) -> None:
+        """SIGTERM (unless ``signalled`` already got it), wait, then SIGKILL."""
+        pid = signalled or self.pid()
         if pid is None:
             self.pid_file.unlink(missing_ok=True)
             return
@@ -130,7 +131,8 @@ class _Process:
             _reap(pid)
             return not _pid_alive(pid, self.marker)
 
-        os.kill(pid, signal.SIGTERM)
+        if signalled is None:
+            os.kill(pid, signal.SIGTERM)
         try:
             wait_until(gone, timeout, f"{self.name} to exit", interval=0.1)
         except WaitTimeout:
@@ -204,16 +206,31 @@ class Mosquitto(_Process):
 
 
 class Kafka(_Process):
-    name = "kafka"
+    """One Kafka node (broker and KRaft controller in one process).
+
+    A single node lives in ``.services/kafka``; the nodes of a cluster in
+    ``.services/kafka-cluster/<id>``, one per address in the bootstrap list,
+    each with its controller on the port after its broker's.
+    """
+
     marker = "kafka.Kafka"
+
+    def __init__(self, settings: Settings, node: int = 1) -> None:
+        self.ports = kafka_ports(settings)
+        self.node = node
+        self.name = "kafka" if len(self.ports) == 1 else f"kafka-{node}"
+        super().__init__(settings)
+        if len(self.ports) > 1:
+            self.dir = settings.services_dir / "kafka-cluster" / str(node)
+            self.pid_file, self.log_file = self.dir / "pid", self.dir / "kafka.log"
 
     @property
     def port(self) -> int:
-        return int(self.settings.kafka_bootstrap.split(",")[0].rsplit(":", 1)[1])
+        return self.ports[self.node - 1]
 
     @property
     def lib(self) -> Path:
-        return self.dir / "lib"
+        return self.settings.services_dir / "kafka" / "lib"
 
     def status(self) -> Status:
         pid = self.pid()
@@ -227,7 +244,7 @@ class Kafka(_Process):
         shared = REPO_ROOT / ".services" / "kafka" / "lib"
         if (shared / ".complete").exists() and shared.resolve() != self.lib.resolve():
             # Another services folder (a test's own stack) reuses the checkout's jars.
-            self.dir.mkdir(parents=True, exist_ok=True)
+            self.lib.parent.mkdir(parents=True, exist_ok=True)
             if self.lib.exists() or self.lib.is_symlink():
                 shutil.rmtree(self.lib, ignore_errors=True)
             self.lib.symlink_to(shared)
@@ -250,30 +267,37 @@ class Kafka(_Process):
             raise ServiceError("Java 17+ is needed to run Kafka: run `make deps` (Debian package openjdk-17-jre-headless)")
         return [java, "-cp", f"{self.lib}/*", *args]
 
-    def up(self) -> None:
-        if self.status().running:
-            return
+    def properties(self) -> str:
+        """This node's ``server.properties``: ``deploy/kafka/kafka.env``, then
+        what a cluster changes (``deploy/kafka/cluster.env``), then loopback."""
+        overrides: dict[str, str | None] = dict(kafka_env(KAFKA_CLUSTER_ENV)) if len(self.ports) > 1 else {}
+        overrides.update({
+            "node.id": str(self.node),
+            "listeners": f"PLAINTEXT://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{self.port + 1}",
+            "advertised.listeners": f"PLAINTEXT://127.0.0.1:{self.port}",
+            "controller.quorum.voters": ",".join(f"{i}@127.0.0.1:{p + 1}" for i, p in enumerate(self.ports, 1)),
+            "log.dirs": str(self.dir / "data"),
+            "num.partitions": str(self.settings.kafka_partitions),
+        })
+        return kafka_properties(overrides)
+
+    def start(self, cluster_id: Callable[[], str]) -> subprocess.Popen | None:
+        """Spawn the node unless it runs; format its storage first if new."""
+        if self.status().running or self.pid() is not None:
+            return None
         self.fetch_jars()
         data = self.dir / "data"
         props = self.dir / "server.properties"
-        props.write_text(kafka_properties({
-            "listeners": f"PLAINTEXT://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{self.port + 1}",
-            "advertised.listeners": f"PLAINTEXT://127.0.0.1:{self.port}",
-            "controller.quorum.voters": f"1@127.0.0.1:{self.port + 1}",
-            "log.dirs": str(data),
-            "num.partitions": str(self.settings.kafka_partitions),
-        }))
+        self.dir.mkdir(parents=True, exist_ok=True)
+        props.write_text(self.properties())
         if not (data / "meta.properties").exists():
-            cluster_id = subprocess.run(
-                self._java("kafka.tools.StorageTool", "random-uuid"), capture_output=True, text=True, check=True
-            ).stdout.strip()
             result = subprocess.run(
-                self._java("kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(props), "--ignore-formatted"),
+                self._java("kafka.tools.StorageTool", "format", "-t", cluster_id(), "-c", str(props), "--ignore-formatted"),
                 capture_output=True, text=True,
             )
             if result.returncode != 0:
                 raise ServiceError(f"kafka storage format failed:\n{result.stdout}{result.stderr}")
-        proc = self._spawn(
+        return self._spawn(
             self._java(
                 "-Xms256m", "-Xmx512m", "-XX:+UseG1GC", "-Djava.awt.headless=true",
                 "-Dorg.slf4j.simpleLogger.defaultLogLevel=info",
@@ -281,22 +305,100 @@ class Kafka(_Process):
                 "kafka.Kafka", str(props),
             )
         )
-        _wait(lambda: port_open(self.port), "kafka", 60, proc, self.log_file)
-        _wait(lambda: asyncio.run(kafka_ready(self.settings.kafka_bootstrap)), "kafka metadata", 60, proc, self.log_file)
+
+    def new_cluster_id(self) -> str:
+        return subprocess.run(
+            self._java("kafka.tools.StorageTool", "random-uuid"), capture_output=True, text=True, check=True
+        ).stdout.strip()
+
+    def wait_up(self, proc: subprocess.Popen | None, timeout: float = 60) -> None:
+        """Wait until the node's broker listener answers (it opens once the node has the metadata)."""
+        _wait(lambda: port_open(self.port), self.name, timeout, proc, self.log_file)
+
+    def up(self) -> None:
+        """Start this node alone (the others of a cluster must be up for it to join)."""
+        self.wait_up(self.start(self._cluster_id))
+
+    def _cluster_id(self) -> str:
+        if len(self.ports) == 1:
+            return self.new_cluster_id()
+        return KafkaCluster(self.settings).cluster_id()
 
     def down(self) -> None:
         self._terminate(30)
 
 
-async def kafka_ready(bootstrap: str) -> bool:
-    """True when the broker answers a metadata request with itself in it."""
+def kafka_ports(settings: KafkaSettings) -> list[int]:
+    """The broker ports of the loopback cluster: one per bootstrap address."""
+    return [int(address.strip().rsplit(":", 1)[1]) for address in settings.kafka_bootstrap.split(",") if address.strip()]
+
+
+def cluster_bootstrap(brokers: int, first_port: int) -> str:
+    """Bootstrap list of a loopback cluster of ``brokers`` nodes from ``first_port``
+    (every other port: each controller takes the port after its broker)."""
+    return ",".join(f"127.0.0.1:{first_port + 2 * i}" for i in range(brokers))
+
+
+class KafkaCluster:
+    """The Kafka nodes of the local services, started and stopped together
+    (a KRaft quorum only elects a leader once a majority of them runs)."""
+
+    name = "kafka"
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.nodes = [Kafka(settings, i) for i in range(1, len(kafka_ports(settings)) + 1)]
+        self.dir = self.nodes[0].dir if len(self.nodes) == 1 else settings.services_dir / "kafka-cluster"
+
+    def cluster_id(self) -> str:
+        """One id for every node of the cluster, made once and kept in its folder."""
+        if len(self.nodes) == 1:
+            return self.nodes[0].new_cluster_id()
+        path = self.dir / "cluster-id"
+        if not path.exists():
+            self.dir.mkdir(parents=True, exist_ok=True)
+            path.write_text(self.nodes[0].new_cluster_id())
+        return path.read_text().strip()
+
+    def status(self) -> Status:
+        states = [node.status() for node in self.nodes]
+        address = self.settings.kafka_bootstrap + (" (KRaft)" if len(states) == 1 else f" ({len(states)} KRaft nodes)")
+        pids = [s.pid for s in states if s.pid is not None]
+        return Status(self.name, address, all(s.running for s in states), pids[0] if len(pids) == 1 else None,
+                      ", ".join(f"{s.name} {'up' if s.running else 'down'}" for s in states))
+
+    def up(self) -> None:
+        if self.status().running:
+            return
+        self.nodes[0].fetch_jars()
+        started = [(node, node.start(self.cluster_id)) for node in self.nodes]
+        for node, proc in started:
+            node.wait_up(proc, 90)
+        brokers = len(self.nodes)
+        _wait(lambda: asyncio.run(kafka_ready(self.settings.kafka_bootstrap, brokers)), "kafka metadata", 60,
+              started[0][1], self.nodes[0].log_file)
+
+    def down(self) -> None:
+        # All at once: a node left alone without a quorum waits for a
+        # controller to let it shut down (seen: the last of three ignored
+        # SIGTERM for 30 s when they were stopped one after another).
+        pids = [node.pid() for node in self.nodes]
+        for pid in pids:
+            if pid is not None:
+                os.kill(pid, signal.SIGTERM)
+        for node, pid in zip(self.nodes, pids, strict=True):
+            node._terminate(30, signalled=pid)
+
+
+async def kafka_ready(bootstrap: str, brokers: int = 1) -> bool:
+    """True when the cluster answers a metadata request with ``brokers`` brokers in it."""
     from aiokafka.client import AIOKafkaClient
 
     client = AIOKafkaClient(bootstrap_servers=bootstrap, request_timeout_ms=2000)
     try:
         await client.bootstrap()
         metadata = await client.fetch_all_metadata()
-        return bool(metadata.brokers())
+        return len(metadata.brokers()) >= brokers
     except Exception:  # any failure means "not yet"
         return False
     finally:
@@ -425,7 +527,7 @@ class Services:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.all: list[Service] = [Mosquitto(settings), Kafka(settings), Postgres(settings)]
+        self.all: list[Service] = [Mosquitto(settings), KafkaCluster(settings), Postgres(settings)]
 
     def up(self) -> list[Status]:
         self.settings.services_dir.mkdir(parents=True, exist_ok=True)
@@ -442,9 +544,10 @@ class Services:
             service.down()
         if purge:
             for service in self.all:
-                data = service.dir / "data"
-                if data.exists():
-                    shutil.rmtree(data)
+                for data in (service.dir / "data", *service.dir.glob("*/data")):
+                    if data.exists():
+                        shutil.rmtree(data)
+                (service.dir / "cluster-id").unlink(missing_ok=True)
         return self.status()
 
     def status(self) -> list[Status]:

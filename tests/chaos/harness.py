@@ -35,9 +35,9 @@ import asyncpg
 import yaml
 
 from devtools import truth
-from devtools.ports import free_port
-from devtools.processes import spawn, stop, wait_bridge_online
-from devtools.services import Kafka, Mosquitto, Postgres, Services
+from devtools.ports import free_port, free_port_run
+from devtools.processes import spawn, stop, wait_bridge_lanes, wait_bridge_online
+from devtools.services import Kafka, KafkaCluster, Mosquitto, Postgres, Services, cluster_bootstrap
 from edge.events import NewEvent
 from edge.outbox import Outbox
 from edge.uplink import Uplink
@@ -52,6 +52,11 @@ SENTINEL = "zz-sentinel"
 PROBE_CAMERA = "chaos-probe"
 PIPELINE = ("bridge", "worker", "sink")
 PARTS = ("edge", "edge-in-outage", "mosquitto", "bridge", "kafka", "worker", "sink", "postgres", "link")
+# Faults of a run on a 3-node Kafka cluster with two bridges (Chaos(cluster=True)):
+# one node killed and brought back, two nodes down at once, one of the two
+# bridges killed while the other takes over its shards.
+CLUSTER_PARTS = ("kafka-node", "kafka-two-nodes", "bridge-of-two")
+SECOND_BRIDGE = "bridge-b"
 
 
 class LinkProxy:
@@ -107,6 +112,7 @@ class Fault:
     started: float
     down_s: float
     recovered_s: float | None = None  # fault to first new event visible in SQL
+    restarts: int = 0  # pipeline processes that died on their own until it recovered
 
 
 @dataclass
@@ -115,6 +121,7 @@ class Report:
     cameras: int = 0
     faults: list[Fault] = field(default_factory=list)
     crash_restarts: Counter = field(default_factory=Counter)
+    takeover_s: list[float] = field(default_factory=list)  # a bridge killed -> all shards online on the other
     lost: int = 0
     double: int = 0
     late_routed: int = 0
@@ -126,17 +133,22 @@ class Report:
             f"faults injected: {dict(Counter(f.part for f in self.faults))}",
             f"restarts after a crash of their own: {dict(self.crash_restarts) or 'none'}",
             f"lost: {self.lost}   double-counted: {self.double}   late-routed: {self.late_routed}",
+            *([f"bridge takeover (kill -> every shard online again): {', '.join(f'{t:.1f} s' for t in self.takeover_s)}"]
+              if self.takeover_s else []),
             "recovery per fault (fault -> first new event in SQL):",
         ]
         for f in self.faults:
             rec = f"{f.recovered_s:.1f} s" if f.recovered_s is not None else "not measured"
-            lines.append(f"  {f.part:<15} down {f.down_s:5.1f} s, recovered after {rec}")
+            restarts = f", {f.restarts} restart(s) of a crashed process" if f.restarts else ""
+            lines.append(f"  {f.part:<15} down {f.down_s:5.1f} s, recovered after {rec}{restarts}")
         lines += [f"  mismatch: {m}" for m in self.mismatches[:20]]
         return "\n".join(lines)
 
 
 class Chaos:
-    def __init__(self, root: Path, seed: int, sim_cameras: int = 3, rate: float = 20.0, video: bool = True) -> None:
+    def __init__(
+        self, root: Path, seed: int, sim_cameras: int = 3, rate: float = 20.0, video: bool = True, cluster: bool = False
+    ) -> None:
         self.root = root
         self.rng = random.Random(seed)
         self.seed = seed
@@ -144,12 +156,15 @@ class Chaos:
         self.rate = rate
         self.video = video
         self.report = Report()
-        ports = {"mqtt": free_port(), "kafka": free_port(), "pg": free_port()}
-        while ports["kafka"] + 1 in ports.values():
-            ports["kafka"] = free_port()
+        self.cluster = cluster
+        brokers = 3 if cluster else 1
+        ports = {"mqtt": free_port(), "kafka": free_port_run(2 * brokers), "pg": free_port()}
+        while set(range(ports["kafka"], ports["kafka"] + 2 * brokers)) & {ports["mqtt"], ports["pg"]}:
+            ports["kafka"] = free_port_run(2 * brokers)
+        self.pipeline = PIPELINE + ((SECOND_BRIDGE,) if cluster else ())
         self.settings = Settings(
             mqtt_url=f"mqtt://127.0.0.1:{ports['mqtt']}",
-            kafka_bootstrap=f"127.0.0.1:{ports['kafka']}",
+            kafka_bootstrap=cluster_bootstrap(brokers, ports["kafka"]),
             database_url=f"postgresql+asyncpg://fleetsight@127.0.0.1:{ports['pg']}/fleetsight",
             services_dir=root / "services",
             mqtt_topic_root="chaos",
@@ -169,7 +184,10 @@ class Chaos:
     # --- processes ------------------------------------------------------------
 
     def _spawn_pipeline(self, name: str) -> None:
-        self.procs[name] = spawn(name, self.settings, self.logs / f"{name}.log")
+        settings = self.settings
+        if name == SECOND_BRIDGE:  # a second bridge on this host: its own metrics port
+            settings = settings.model_copy(update={"bridge_metrics_port": free_port()})
+        self.procs[name] = spawn(name.split("-")[0], settings, self.logs / f"{name}.log")
 
     async def state(self, conn: asyncpg.Connection) -> str:
         """Where events stand: last SQL change per camera, consumer lag per partition."""
@@ -244,7 +262,7 @@ class Chaos:
         """Restart pipeline processes that died on their own, as `restart: unless-stopped` would."""
         while True:
             await asyncio.sleep(0.5)  # supervision period
-            for name in PIPELINE:
+            for name in self.pipeline:
                 proc = self.procs.get(name)
                 if proc is not None and proc.poll() is not None and name not in self.killed:
                     self.report.crash_restarts[name] += 1
@@ -262,7 +280,7 @@ class Chaos:
         self.proxy = LinkProxy(self.settings.mqtt.port)
         await self.proxy.start()
         self.edge_settings = self.settings.model_copy(update={"mqtt_url": f"mqtt://127.0.0.1:{self.proxy.port}"})
-        for name in PIPELINE:
+        for name in self.pipeline:
             self._spawn_pipeline(name)
         assert await asyncio.to_thread(wait_bridge_online, self.settings, 90), "bridge did not come online"
         for camera in self.sim_cameras:
@@ -290,6 +308,18 @@ class Chaos:
             await self.proxy.cut()
             await asyncio.sleep(down_s)
             await self.proxy.restore()
+        elif part == "bridge-of-two":
+            await self._kill_one_bridge(fault, down_s)
+        elif part in ("kafka-node", "kafka-two-nodes"):
+            nodes = KafkaCluster(self.settings).nodes
+            victims = self.rng.sample(nodes, 1 if part == "kafka-node" else 2)
+            for node in victims:
+                pid = node.pid()
+                assert pid is not None, f"{node.name} is not running"
+                os.kill(pid, signal.SIGKILL)
+            await asyncio.sleep(down_s)
+            for node in victims:
+                await self._restart_service(node)
         elif part in PIPELINE:
             self.killed.add(part)
             self.procs[part].send_signal(signal.SIGKILL)
@@ -310,6 +340,26 @@ class Chaos:
         else:
             await self.wait_probe(part, fault.started, fault=fault)
         return fault
+
+    async def _kill_one_bridge(self, fault: Fault, down_s: float) -> None:
+        """SIGKILL the second bridge; time until the first carries every shard; restart it after ``down_s``."""
+        self.killed.add(SECOND_BRIDGE)
+        self.procs[SECOND_BRIDGE].send_signal(signal.SIGKILL)
+        self.procs[SECOND_BRIDGE].wait()
+        # Its lanes' wills say offline at once (the broker sees the sockets
+        # close); they say online again when the other bridge has them.
+        assert await asyncio.to_thread(wait_bridge_lanes, self.settings, lambda lanes: b"offline" in lanes.values(), 30), (
+            "no bridge lane went offline after the kill"
+        )
+        assert await asyncio.to_thread(wait_bridge_online, self.settings, 120), (
+            f"the other bridge did not take every shard over\n{self.tails('bridge')}"
+        )
+        self.report.takeover_s.append(time.monotonic() - fault.started)
+        for camera in self.sim_cameras:  # every camera flows again, whichever bridge it had
+            await self.wait_camera(camera, time.time(), Fault(f"{camera} after takeover", time.monotonic(), 0))
+        await asyncio.sleep(max(0.0, down_s - (time.monotonic() - fault.started)))
+        self._spawn_pipeline(SECOND_BRIDGE)
+        self.killed.discard(SECOND_BRIDGE)
 
     async def wait_camera(self, camera: str, since_wall: float, fault: Fault, deadline: float = 240) -> None:
         """Wait until a row of ``camera`` changes after ``since_wall``."""
@@ -385,20 +435,27 @@ class Chaos:
             if conn is not None:
                 await conn.close()
 
-    async def run(self, faults: int, gap_s: float, link_cut_s: float, down_s: tuple[float, float] = (3, 8)) -> Report:
+    async def run(
+        self, faults: int, gap_s: float, link_cut_s: float, down_s: tuple[float, float] = (3, 8), parts: tuple[str, ...] = PARTS,
+        shuffle: bool = True,
+    ) -> Report:
         supervisor: asyncio.Task[None] | None = None
         try:
             # Inside the try: a stack that fails to start is torn down too
             # (seen: cameras and a broker left running after a failed start).
             await self.setup()
             supervisor = asyncio.create_task(self.supervise())
-            order = list(PARTS)
-            self.rng.shuffle(order)
+            order = list(parts)
+            if shuffle:
+                self.rng.shuffle(order)
             schedule = (order * (faults // len(order) + 1))[:faults]
             for part in schedule:
                 await asyncio.sleep(gap_s)  # traffic between faults
                 down = link_cut_s if part == "link" else self.rng.uniform(*down_s)
-                self.report.faults.append(await self.inject(part, down))
+                before = sum(self.report.crash_restarts.values())
+                fault = await self.inject(part, down)
+                fault.restarts = sum(self.report.crash_restarts.values()) - before
+                self.report.faults.append(fault)
             await self.drain()
         finally:
             if supervisor is not None:

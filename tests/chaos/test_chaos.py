@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import pytest
@@ -13,16 +11,6 @@ import pytest
 from tests.chaos.harness import PARTS, Chaos
 
 pytestmark = pytest.mark.chaos
-
-
-@pytest.fixture
-def chaos_root():
-    # Not pytest's tmp_path: its parents are private, and the broker and the
-    # database run as their own users.
-    root = Path(tempfile.mkdtemp(prefix="fleetsight-chaos-"))
-    os.chmod(root, 0o755)
-    yield root
-    shutil.rmtree(root, ignore_errors=True)
 
 
 async def test_short_chaos_run_is_exact(chaos_root: Path, media: Path) -> None:

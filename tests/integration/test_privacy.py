@@ -30,11 +30,12 @@ async def run_node(stack: Stack, media: Path, tmp: Path, camera: str, snapshots:
         snapshots=SnapshotConfig(enabled=snapshots, every_s=2),
     )
     stack.camera_login(camera)
-    sniffer = MqttWatcher(stack.settings, f"{stack.settings.mqtt_topics.root}/cameras/{camera}/#")
+    sniffer = MqttWatcher(stack.settings, f"{stack.settings.mqtt_topics.root}/#")  # its shard's topics and its own
     try:
         node = CameraNode(config, stack.settings, max_frames=80)
         assert await asyncio.wait_for(node.run(asyncio.Event(), drain_timeout_s=60), 180)
-        return [m for m in list(sniffer.messages) if not m.topic.endswith("/ack")]  # acks come from the cloud
+        return [m for m in list(sniffer.messages)
+                if f"/cameras/{camera}/" in m.topic and not m.topic.endswith("/ack")]  # acks come from the cloud
     finally:
         sniffer.close()
 

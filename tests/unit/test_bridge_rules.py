@@ -57,3 +57,24 @@ def test_unparseable_message_has_no_seq_to_settle() -> None:
     out = bridge().handle("fleetsight/cameras/cam-1/events", b"\xff\xfe", NOW)
     assert [DeadLetter.from_record(r.value).reason for r in out.records] == ["malformed"]
     assert out.confirms == []
+
+
+def test_a_camera_on_its_shard_is_forwarded_as_in_the_legacy_layout() -> None:
+    b = bridge()
+    payload = json.dumps([ev("cam-1", 1)]).encode()
+    sharded = b.handle(b.mqtt_topics.events("cam-1"), payload, NOW)
+    legacy = b.handle(b.mqtt_topics.legacy_events("cam-1"), payload, NOW)
+    assert sharded.records == legacy.records and sharded.confirms == [("cam-1", 1)]
+
+
+def test_a_camera_on_another_shard_is_dead_lettered() -> None:
+    from schemas.topics import SHARDS, shard_of
+
+    b = bridge()
+    wrong = (shard_of("cam-1") + 1) % SHARDS
+    out = b.handle(f"fleetsight/shards/{wrong}/cameras/cam-1/events", json.dumps([ev("cam-1", 1)]).encode(), NOW)
+    [record] = out.records
+    assert record.topic == "fleetsight.deadletter" and out.reasons == ["bad_topic"]
+    # Not confirmed: the edge keeps it until it sends it where it belongs.
+    assert out.confirms == []
+    assert b.handle(f"fleetsight/shards/{wrong}/cameras/cam-1/outbox", encode_ack("cam-1", 10), NOW).floors == []

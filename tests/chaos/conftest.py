@@ -1,0 +1,21 @@
+"""The chaos runs' folder."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture
+def chaos_root() -> Iterator[Path]:
+    # Not pytest's tmp_path: its parents are private, and the broker and the
+    # database run as their own users.
+    root = Path(tempfile.mkdtemp(prefix="fleetsight-chaos-"))
+    os.chmod(root, 0o755)
+    yield root
+    shutil.rmtree(root, ignore_errors=True)
