@@ -8,6 +8,7 @@ SIGUSR1: stop making events (keep sending); SIGTERM: exit.
 from __future__ import annotations
 
 import asyncio
+import os
 import random
 import signal
 import sys
@@ -18,8 +19,25 @@ from edge.outbox import Outbox
 from edge.uplink import Uplink
 from fleetsight.mqtt_users import camera_login
 from runtime.settings import load_settings
+from schemas.topics import MqttTopics
 
 CLASSES = ("person", "person", "car", "bicycle")
+
+
+LEGACY_ENV = "FLEETSIGHT_CHAOS_LEGACY_TOPICS"
+
+
+class LegacyTopics(MqttTopics):
+    """The uplink topics of an edge from before bridge shards (a camera not yet upgraded)."""
+
+    def events(self, camera_id: str) -> str:
+        return self.legacy_events(camera_id)
+
+    def outbox(self, camera_id: str) -> str:
+        return f"{self.root}/cameras/{camera_id}/outbox"
+
+    def ack(self, camera_id: str) -> str:
+        return self.legacy_ack(camera_id)
 
 
 def events_for(rng: random.Random, track: int, ts: int) -> list[NewEvent]:
@@ -43,6 +61,8 @@ async def main(camera_id: str, path: str, rate: float, seed: int) -> None:
     settings = load_settings()
     outbox = Outbox(path, camera_id, "chaos", keep_confirmed=True)
     uplink = Uplink(settings, outbox, batch_max=50, resend_after_s=5, username=camera_id, password=camera_login(settings, camera_id))
+    if os.environ.get(LEGACY_ENV):
+        uplink.topics = LegacyTopics(settings.mqtt_topic_root)
     stop, generate = asyncio.Event(), asyncio.Event()
     generate.set()
     loop = asyncio.get_running_loop()

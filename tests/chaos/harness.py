@@ -47,6 +47,8 @@ from runtime.retry import retry
 from runtime.settings import REPO_ROOT, Settings
 from runtime.waiting import WaitTimeout, wait_for
 from schemas.codec import Event
+from schemas.topics import shard_of
+from tests.chaos.camera import LEGACY_ENV
 
 SENTINEL = "zz-sentinel"
 PROBE_CAMERA = "chaos-probe"
@@ -113,6 +115,7 @@ class Fault:
     down_s: float
     recovered_s: float | None = None  # fault to first new event visible in SQL
     restarts: int = 0  # pipeline processes that died on their own until it recovered
+    flowing_s: float | None = None  # fault to an event through the pipeline while the part is still down
 
 
 @dataclass
@@ -122,6 +125,7 @@ class Report:
     faults: list[Fault] = field(default_factory=list)
     crash_restarts: Counter = field(default_factory=Counter)
     takeover_s: list[float] = field(default_factory=list)  # a bridge killed -> all shards online on the other
+    moved_cameras: int = 0  # cameras on the killed bridge's shards
     lost: int = 0
     double: int = 0
     late_routed: int = 0
@@ -133,13 +137,16 @@ class Report:
             f"faults injected: {dict(Counter(f.part for f in self.faults))}",
             f"restarts after a crash of their own: {dict(self.crash_restarts) or 'none'}",
             f"lost: {self.lost}   double-counted: {self.double}   late-routed: {self.late_routed}",
-            *([f"bridge takeover (kill -> every shard online again): {', '.join(f'{t:.1f} s' for t in self.takeover_s)}"]
+            *([f"bridge takeover (kill -> every shard online again): {', '.join(f'{t:.1f} s' for t in self.takeover_s)}"
+               f" ({self.moved_cameras} cameras moved)"]
               if self.takeover_s else []),
             "recovery per fault (fault -> first new event in SQL):",
         ]
         for f in self.faults:
             rec = f"{f.recovered_s:.1f} s" if f.recovered_s is not None else "not measured"
             restarts = f", {f.restarts} restart(s) of a crashed process" if f.restarts else ""
+            if f.flowing_s is not None:
+                restarts += f", events flowed {f.flowing_s:.1f} s after it went down"
             lines.append(f"  {f.part:<15} down {f.down_s:5.1f} s, recovered after {rec}{restarts}")
         lines += [f"  mismatch: {m}" for m in self.mismatches[:20]]
         return "\n".join(lines)
@@ -147,12 +154,17 @@ class Report:
 
 class Chaos:
     def __init__(
-        self, root: Path, seed: int, sim_cameras: int = 3, rate: float = 20.0, video: bool = True, cluster: bool = False
+        self, root: Path, seed: int, sim_cameras: int = 3, rate: float = 20.0, video: bool = True, cluster: bool = False,
+        legacy_cameras: int = 0,
     ) -> None:
         self.root = root
         self.rng = random.Random(seed)
         self.seed = seed
         self.sim_cameras = [f"chaos-{i}" for i in range(1, sim_cameras + 1)]
+        # Cameras on the MQTT layout from before bridge shards; the drain at
+        # the end sends what they hold on today's (an edge upgraded with a backlog).
+        self.legacy = {f"chaos-old-{i}" for i in range(1, legacy_cameras + 1)}
+        self.sim_cameras += sorted(self.legacy)
         self.rate = rate
         self.video = video
         self.report = Report()
@@ -232,6 +244,8 @@ class Chaos:
     def _spawn_camera(self, camera: str) -> None:
         assert self.edge_settings is not None
         env = {**os.environ, **self.edge_settings.env(), "PYTHONUNBUFFERED": "1"}
+        if camera in self.legacy:
+            env[LEGACY_ENV] = "1"
         with open(self.logs / f"{camera}.log", "ab") as out:
             self.procs[camera] = subprocess.Popen(
                 [sys.executable, "-m", "tests.chaos.camera", camera, str(self.root / f"{camera}.sqlite3"), str(self.rate), str(self.seed)],
@@ -317,7 +331,12 @@ class Chaos:
                 pid = node.pid()
                 assert pid is not None, f"{node.name} is not running"
                 os.kill(pid, signal.SIGKILL)
-            await asyncio.sleep(down_s)
+            if part == "kafka-node":
+                # Two copies of everything remain: events must flow on while
+                # the node is down, no producer or consumer stuck waiting for it.
+                await self.wait_probe("one-kafka-node-down", fault.started, deadline=45)
+                fault.flowing_s = time.monotonic() - fault.started
+            await asyncio.sleep(max(0.0, down_s - (time.monotonic() - fault.started)))  # the node stays down this long
             for node in victims:
                 await self._restart_service(node)
         elif part in PIPELINE:
@@ -343,6 +362,12 @@ class Chaos:
 
     async def _kill_one_bridge(self, fault: Fault, down_s: float) -> None:
         """SIGKILL the second bridge; time until the first carries every shard; restart it after ``down_s``."""
+        carried = [line for line in (self.logs / f"{SECOND_BRIDGE}.log").read_text().splitlines() if "carrying shards" in line]
+        assert carried, f"{SECOND_BRIDGE} never said which shards it carries"
+        lanes = set(carried[-1].split("carrying shards ", 1)[1].split(", "))
+        moving = [c for c in self.sim_cameras if ("legacy" if c in self.legacy else str(shard_of(c))) in lanes]
+        assert moving, f"no camera on {SECOND_BRIDGE}'s shards ({sorted(lanes)}): its kill would test nothing"
+        self.report.moved_cameras = len(moving)
         self.killed.add(SECOND_BRIDGE)
         self.procs[SECOND_BRIDGE].send_signal(signal.SIGKILL)
         self.procs[SECOND_BRIDGE].wait()
