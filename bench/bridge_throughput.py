@@ -48,9 +48,10 @@ from schemas.codec import Event, encode  # noqa: E402
 from schemas.topics import SHARDS, MqttTopics  # noqa: E402
 
 
-def backlog(root: str, cameras: int, messages: int, per_message: int, first_seq: int) -> list[tuple[str, bytes]]:
+def backlog(root: str, cameras: int, messages: int, per_message: int, first_seq: int, legacy: bool) -> list[tuple[str, bytes]]:
     """(topic, payload) pairs: each camera's events in seq order, round-robin over cameras."""
     topics = MqttTopics(root)
+    where = topics.legacy_events if legacy else topics.events
     now = int(time.time() * 1000)
     out = []
     for m in range(messages):
@@ -60,7 +61,7 @@ def backlog(root: str, cameras: int, messages: int, per_message: int, first_seq:
             Event(camera, "bench", seq0 + i, now, "track.start", {"track_id": seq0 + i, "class": "person", "confidence": 0.8})
             for i in range(per_message)
         ]
-        out.append((topics.events(camera), encode(events)))
+        out.append((where(camera), encode(events)))
     return out
 
 
@@ -102,7 +103,7 @@ def bare_rate(settings: Settings, items: list[tuple[str, bytes]], per_message: i
     client = make_client(admin_settings(settings), f"bench-bare-{uuid.uuid4().hex[:6]}", persistent=True)
     client.on_message = on_message
     client.on_subscribe = lambda *args: subscribed.set()
-    client.on_connect = lambda c, u, f, rc, p: c.subscribe(settings.mqtt_topics.all_events(), qos=1)
+    client.on_connect = lambda c, u, f, rc, p: c.subscribe([(settings.mqtt_topics.all_events(), 1), (f"{settings.mqtt_topic_root}/cameras/+/events", 1)])
     client.connect(settings.mqtt.host, settings.mqtt.port)
     client.loop_start()
     publisher = Publisher(settings)
@@ -173,6 +174,8 @@ def main() -> None:
     parser.add_argument("--messages", type=int, default=3000)
     parser.add_argument("--per-message", type=int, default=50, help="events per MQTT message (the edge's batch)")
     parser.add_argument("--cameras", type=int, default=200)
+    parser.add_argument("--legacy", action="store_true",
+                        help="cameras on the layout from before shards: one lane (one MQTT session) carries them all")
     args = parser.parse_args()
     base = load_settings()
     Services(base).up()
@@ -180,9 +183,11 @@ def main() -> None:
     settings = base.model_copy(update={"mqtt_topic_root": name, "kafka_topic_prefix": name})
     asyncio.run(ensure_topics(settings))
     logs = Path(tempfile.mkdtemp(prefix="fleetsight-bridge-bench-"))
-    rounds = [backlog(name, args.cameras, args.messages, args.per_message, 1 + r * args.messages * args.per_message) for r in range(3)]
+    rounds = [backlog(name, args.cameras, args.messages, args.per_message, 1 + r * args.messages * args.per_message, args.legacy)
+              for r in range(3)]
     events = args.messages * args.per_message
-    print(f"{args.messages} messages of {args.per_message} events ({events} events) from {args.cameras} cameras, a round")
+    layout = "the legacy layout (one lane)" if args.legacy else f"{SHARDS} shards"
+    print(f"{args.messages} messages of {args.per_message} events ({events} events) from {args.cameras} cameras on {layout}, a round")
     bare = bare_rate(settings, rounds[0], args.per_message)
     print(f"  bare QoS 1 subscriber (JSON decode): {bare:9.0f} events/s")
     one = bridge_rate(settings, rounds[1], args.per_message, 1, logs)
