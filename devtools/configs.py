@@ -16,6 +16,7 @@ DEPLOY = REPO_ROOT / "deploy"
 MOSQUITTO_CONF = DEPLOY / "mosquitto" / "mosquitto.conf"
 KAFKA_ENV = DEPLOY / "kafka" / "kafka.env"
 KAFKA_CLUSTER_ENV = DEPLOY / "kafka" / "cluster.env"
+KAFKA_SECURE_ENV = DEPLOY / "kafka" / "secure.env"
 
 Overrides = dict[str, "str | None"]
 
@@ -55,8 +56,15 @@ def kafka_env(source: Path = KAFKA_ENV) -> dict[str, str]:
         text = raw.strip()
         if text and not text.startswith("#"):
             name, _, value = text.partition("=")
-            props[name.removeprefix("KAFKA_").lower().replace("_", ".")] = value
+            props[property_name(name)] = value
     return props
+
+
+def property_name(variable: str) -> str:
+    """``server.properties`` key of an apache/kafka image variable: ``_`` is
+    ``.``, ``__`` is ``_`` and ``___`` is ``-`` (the image's own rule)."""
+    body = variable.removeprefix("KAFKA_").lower()
+    return body.replace("___", "-").replace("__", "\0").replace("_", ".").replace("\0", "_")
 
 
 def kafka_properties(overrides: Overrides, source: Path = KAFKA_ENV) -> str:

@@ -215,9 +215,16 @@ class Kafka(_Process):
 
     marker = "kafka.Kafka"
 
-    def __init__(self, settings: Settings, node: int = 1) -> None:
+    def __init__(
+        self, settings: Settings, node: int = 1, overrides: dict[str, str | None] | None = None,
+        scram_users: dict[str, str] | None = None,
+    ) -> None:
         self.ports = kafka_ports(settings)
         self.node = node
+        # A node of a test's own can change more (a secured listener) and
+        # have SCRAM users made when its storage is formatted.
+        self.overrides = dict(overrides or {})
+        self.scram_users = dict(scram_users or {})
         self.name = "kafka" if len(self.ports) == 1 else f"kafka-{node}"
         super().__init__(settings)
         if len(self.ports) > 1:
@@ -279,6 +286,7 @@ class Kafka(_Process):
             "log.dirs": str(self.dir / "data"),
             "num.partitions": str(self.settings.kafka_partitions),
         })
+        overrides.update(self.overrides)
         return kafka_properties(overrides)
 
     def start(self, cluster_id: Callable[[], str]) -> subprocess.Popen | None:
@@ -291,8 +299,10 @@ class Kafka(_Process):
         self.dir.mkdir(parents=True, exist_ok=True)
         props.write_text(self.properties())
         if not (data / "meta.properties").exists():
+            scram = [arg for user, password in self.scram_users.items()
+                     for arg in ("--add-scram", f"SCRAM-SHA-512=[name={user},password={password}]")]
             result = subprocess.run(
-                self._java("kafka.tools.StorageTool", "format", "-t", cluster_id(), "-c", str(props), "--ignore-formatted"),
+                self._java("kafka.tools.StorageTool", "format", "-t", cluster_id(), "-c", str(props), "--ignore-formatted", *scram),
                 capture_output=True, text=True,
             )
             if result.returncode != 0:
@@ -305,6 +315,14 @@ class Kafka(_Process):
                 "kafka.Kafka", str(props),
             )
         )
+
+    def tool(self, main_class: str, *args: str) -> str:
+        """Run one of Kafka's own command-line tools (``kafka.admin.AclCommand`` is
+        ``kafka-acls.sh``) from the jars; its output, or a ServiceError."""
+        result = subprocess.run(self._java(main_class, *args), capture_output=True, text=True)
+        if result.returncode != 0:
+            raise ServiceError(f"{main_class} failed:\n{result.stdout[-2000:]}{result.stderr[-2000:]}")
+        return result.stdout
 
     def new_cluster_id(self) -> str:
         return subprocess.run(

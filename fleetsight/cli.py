@@ -181,6 +181,13 @@ def cmd_mqtt(args: argparse.Namespace, settings: MqttSettings) -> int:
     return 0
 
 
+def cmd_kafka(args: argparse.Namespace, settings: Settings) -> int:
+    from fleetsight.kafka_users import acl_script
+
+    print(acl_script(settings, args.command_config), end="")
+    return 0
+
+
 def cmd_model(args: argparse.Namespace, settings: Settings) -> int:
     from rich.console import Console
     from rich.table import Table
@@ -281,6 +288,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("action", choices=["add-camera", "add-user", "acl"])
     p.add_argument("name", nargs="?", help="camera id (its MQTT user name) or user name")
     p.set_defaults(func=cmd_mqtt, settings=MqttSettings)
+
+    p = sub.add_parser("kafka", help="Kafka users: what each process may touch")
+    p.add_argument("action", choices=["acls"], help="print the ACLs as kafka-acls.sh commands")
+    p.add_argument("--command-config", default="admin.properties", help="the admin login file kafka-acls.sh is given")
+    p.set_defaults(func=cmd_kafka, settings=Settings)
 
     p = sub.add_parser("db", help="database schema")
     p.add_argument("action", choices=["upgrade"])

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaConnectionError, TopicAlreadyExistsError
 
+from runtime.kafka_client import kafka_security
 from runtime.retry import retry
 from runtime.settings import KafkaSettings
 from schemas.topics import SHARDS
@@ -59,7 +60,7 @@ async def ensure_topics(
     cluster's size allows; fail clearly if one exists with other partitions.
     Returns the number of brokers."""
     async def connect() -> AIOKafkaAdminClient:
-        admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap, request_timeout_ms=10000)
+        admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap, request_timeout_ms=10000, **kafka_security(settings))
         try:
             await admin.start()
         except BaseException:

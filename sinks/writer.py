@@ -26,6 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from runtime import metrics
 from runtime.kafka_admin import ensure_topics
+from runtime.kafka_client import kafka_security
 from runtime.retry import retry
 from runtime.settings import SinkSettings
 from runtime.watchdog import Watchdog
@@ -112,6 +113,7 @@ class Sink:
             group_id=f"{self.settings.kafka_topic_prefix}-sink",
             enable_auto_commit=False,
             auto_offset_reset="earliest",
+            **kafka_security(self.settings),
         )
         await consumer.start()
         log.info("sink: %s -> %s", self.settings.kafka_topics.rows, engine.url.render_as_string(hide_password=True))

@@ -34,6 +34,7 @@ from aiokafka import AIOKafkaProducer
 
 from runtime import metrics
 from runtime.kafka_admin import ensure_topics
+from runtime.kafka_client import kafka_security
 from runtime.mqtt import make_client
 from runtime.settings import BridgeSettings
 from runtime.watchdog import Watchdog
@@ -374,6 +375,7 @@ class Bridge:
         await ensure_topics(self.settings)
         self._producer = AIOKafkaProducer(
             bootstrap_servers=self.settings.kafka_bootstrap,
+            **kafka_security(self.settings),
             acks="all",
             enable_idempotence=True,
             linger_ms=5,

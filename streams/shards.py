@@ -20,6 +20,7 @@ from collections.abc import Awaitable, Callable
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 
+from runtime.kafka_client import kafka_security
 from runtime.settings import BridgeSettings
 from schemas.topics import SHARDS
 
@@ -60,6 +61,7 @@ async def hold_shards(settings: BridgeSettings, revoke: LaneHandler, assign: Lan
         enable_auto_commit=False,
         session_timeout_ms=session_ms,
         heartbeat_interval_ms=max(500, session_ms // 6),
+        **kafka_security(settings),
     )
     consumer.subscribe([settings.kafka_topics.bridge_shards], listener=_Listener(revoke, assign))
     await consumer.start()

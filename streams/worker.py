@@ -38,6 +38,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 
 from runtime import metrics
 from runtime.kafka_admin import ensure_topics, replication
+from runtime.kafka_client import kafka_security
 from runtime.retry import retry
 from runtime.settings import WorkerSettings
 from runtime.watchdog import Watchdog
@@ -81,7 +82,9 @@ class LogEnds:
 
     async def ends(self, partitions: list[int]) -> tuple[dict[int, int], dict[int, int]]:
         if self._consumer is None:
-            consumer = AIOKafkaConsumer(bootstrap_servers=self.settings.kafka_bootstrap, enable_auto_commit=False)
+            consumer = AIOKafkaConsumer(
+                bootstrap_servers=self.settings.kafka_bootstrap, enable_auto_commit=False, **kafka_security(self.settings)
+            )
             await asyncio.wait_for(consumer.start(), KAFKA_TIMEOUT_S)
             self._consumer = consumer
         tps = [TopicPartition(self.topic, p) for p in partitions]
@@ -350,6 +353,7 @@ def create_app(settings: WorkerSettings, brokers: int = 1) -> StreamApp:
         broker_session_timeout=settings.stream_session_timeout_s,
         broker_heartbeat_interval=min(3.0, settings.stream_session_timeout_s / 3),
         datadir=str(datadir),
+        broker_credentials=faust_credentials(settings),
         # Faust fetched 1 MB a partition and buffered 4,096 records: a
         # backlog then came in batches of 300-900 records after waiting the
         # whole BATCH_WITHIN_S for more. With these, full batches follow each
@@ -386,6 +390,17 @@ def create_app(settings: WorkerSettings, brokers: int = 1) -> StreamApp:
         await worker.probe()
 
     return StreamApp(app, worker, watchdog)
+
+
+def faust_credentials(settings: WorkerSettings) -> faust.SASLCredentials | None:
+    """The process's Kafka login (``runtime.kafka_client``) as Faust takes it."""
+    security = kafka_security(settings)
+    if not security:
+        return None
+    return faust.SASLCredentials(
+        username=security["sasl_plain_username"], password=security["sasl_plain_password"],
+        ssl_context=security["ssl_context"], mechanism=security["sasl_mechanism"],
+    )
 
 
 def faust_topics(app_id: str) -> Callable[[int], list[NewTopic]]:

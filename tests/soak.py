@@ -1,12 +1,14 @@
 """The soak run: failover and chaos back to back, many times (``make soak``; not in ``make test``).
 
-    python -m tests.soak [--scale-out 30] [--chaos 10] [--first-seed 1]
+    python -m tests.soak [--scale-out 30] [--chaos 10] [--cluster 10] [--first-seed 1]
 
 Runs the scale-out failover test (two workers, one SIGKILLed mid-run)
-``--scale-out`` times and the short chaos run on ``--chaos`` different
-seeds, each in its own pytest process with a deadline, and prints a line
-per run (pass / fail / hang, failover seconds, lost, double-counted) and a
-summary with the failover p50 and p99. Exits non-zero if any run did not
+``--scale-out`` times, the short chaos run on ``--chaos`` different seeds,
+and the cluster run (a Kafka node killed, one of two bridges killed, two
+Kafka nodes down) on ``--cluster`` seeds, each in its own pytest process
+with a deadline, and prints a line per run (pass / fail / hang, failover or
+bridge takeover seconds, lost, double-counted) and a summary with the
+failover and takeover p50 and p99. Exits non-zero if any run did not
 pass. A hang is a run that went past its deadline: a bug, however rare.
 """
 
@@ -88,10 +90,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--scale-out", type=int, default=30, help="failover runs")
     parser.add_argument("--chaos", type=int, default=10, help="chaos runs, one seed each")
+    parser.add_argument("--cluster", type=int, default=10, help="cluster runs (Kafka nodes and a bridge killed), one seed each")
     parser.add_argument("--first-seed", type=int, default=1)
     args = parser.parse_args()
     logs = Path(tempfile.mkdtemp(prefix="fleetsight-soak-"))
-    print(f"soak: {args.scale_out} failover runs, {args.chaos} chaos runs; logs in {logs}", flush=True)
+    print(f"soak: {args.scale_out} failover runs, {args.chaos} chaos runs, {args.cluster} cluster runs; logs in {logs}", flush=True)
     runs: list[Run] = []
     for n in range(1, args.scale_out + 1):
         runs.append(run_one("failover", n, "tests/integration/test_scale_out.py", 420, {}, logs))
@@ -100,7 +103,12 @@ def main() -> None:
         seed = args.first_seed + n
         runs.append(run_one("chaos", seed, "tests/chaos/test_chaos.py", 600, {"FLEETSIGHT_CHAOS_SEED": str(seed)}, logs))
         print(runs[-1].line(), flush=True)
+    for n in range(args.cluster):
+        seed = args.first_seed + n
+        runs.append(run_one("cluster", seed, "tests/chaos/test_cluster.py", 600, {"FLEETSIGHT_CHAOS_SEED": str(seed)}, logs))
+        print(runs[-1].line(), flush=True)
     failovers = [r.failover_s for r in runs if r.kind == "failover" and r.failover_s is not None]
+    takeovers = [r.failover_s for r in runs if r.kind == "cluster" and r.failover_s is not None]
     outcomes = {o: sum(r.outcome == o for r in runs) for o in ("pass", "fail", "hang")}
     print(
         f"summary: {len(runs)} runs: {outcomes['pass']} passed, {outcomes['fail']} failed, {outcomes['hang']} hung; "
@@ -110,6 +118,11 @@ def main() -> None:
         print(
             f"failover (SIGKILL to the dead worker's cameras moving in SQL), {len(failovers)} runs: "
             f"p50 {percentile(failovers, 0.5):.1f} s, p99 {percentile(failovers, 0.99):.1f} s, max {max(failovers):.1f} s"
+        )
+    if takeovers:
+        print(
+            f"bridge takeover (SIGKILL to every shard online on the other bridge), {len(takeovers)} runs: "
+            f"p50 {percentile(takeovers, 0.5):.1f} s, p99 {percentile(takeovers, 0.99):.1f} s, max {max(takeovers):.1f} s"
         )
     sys.exit(0 if outcomes["pass"] == len(runs) else 1)
 

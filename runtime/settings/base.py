@@ -137,10 +137,23 @@ class KafkaSettings(BaseConfig):
     kafka_bootstrap: str = f"127.0.0.1:{KAFKA_PORT}"
     kafka_topic_prefix: str = Field("fleetsight", pattern=r"^[A-Za-z0-9_.-]+$")
     kafka_partitions: int = Field(8, ge=1)
+    # Beyond one machine: with a user name, this process logs in to Kafka with
+    # SASL/SCRAM-SHA-512 over TLS as that user (each process its own; what
+    # each may touch: `fleetsight kafka acls`). Without, plain TCP, for a
+    # cluster on loopback or a private network of its own.
+    kafka_username: str | None = None
+    kafka_password_file: Path | None = None
+    kafka_ca_file: Path | None = Field(None, description="CA bundle to verify the brokers' certificates with (default: the system's)")
 
     @cached_property
     def kafka_topics(self) -> KafkaTopics:
         return KafkaTopics(self.kafka_topic_prefix)
+
+    @model_validator(mode="after")
+    def _kafka_login(self) -> KafkaSettings:
+        if self.kafka_username and self.kafka_password_file is None:
+            raise ValueError("kafka_username is set: kafka_password_file must name the file with its password")
+        return self
 
 
 class DatabaseSettings(BaseConfig):

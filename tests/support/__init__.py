@@ -24,6 +24,7 @@ from devtools.configs import mosquitto_conf
 from devtools.ports import free_port, port_open
 from devtools.processes import spawn, stop, wait_bridge_online
 from fleetsight.mqtt_users import admin_settings, ensure_user, password_file
+from runtime.kafka_client import kafka_security
 from runtime.mqtt import make_client, publish_confirmed, read_retained
 from runtime.settings import Settings
 from runtime.waiting import wait_for, wait_until
@@ -72,12 +73,12 @@ class Stack:
 
         await asyncio.to_thread(upgrade, self.settings.database_url)
 
-    def start(self, component: str, name: str | None = None) -> subprocess.Popen:
-        """Run ``fleetsight <component>``; ``name`` tells two of a kind apart."""
+    def start(self, component: str, name: str | None = None, settings: Settings | None = None) -> subprocess.Popen:
+        """Run ``fleetsight <component>`` (with ``settings`` of its own, if given); ``name`` tells two of a kind apart."""
         name = name or component
         log_path = self.tmp / f"{name}.log"
         self.logs[name] = log_path
-        proc = self.procs[name] = spawn(component, self.settings, log_path)
+        proc = self.procs[name] = spawn(component, settings or self.settings, log_path)
         return proc
 
     def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
@@ -108,7 +109,7 @@ class Stack:
             await conn.execute(f'DROP DATABASE IF EXISTS "{self.db_name}" WITH (FORCE)')
         finally:
             await conn.close()
-        admin = AIOKafkaAdminClient(bootstrap_servers=self.settings.kafka_bootstrap)
+        admin = AIOKafkaAdminClient(bootstrap_servers=self.settings.kafka_bootstrap, **kafka_security(self.settings))
         await admin.start()
         try:
             ours = [t for t in await admin.list_topics() if t.startswith(self.name)]
