@@ -14,7 +14,9 @@ from pathlib import Path
 @dataclass(frozen=True)
 class Certs:
     ca: Path  # the CA's certificate: what clients verify servers with
-    keystore: Path  # the server's key and certificate, one PEM file
+    cert: Path  # the server's certificate
+    key: Path  # its private key
+    keystore: Path  # both in one PEM file (the key as PKCS#8), as Kafka reads them
 
 
 def _openssl(*args: str) -> None:
@@ -38,4 +40,5 @@ def make_certs(folder: Path, common_name: str, ips: tuple[str, ...] = ("127.0.0.
     pkcs8 = subprocess.run(["openssl", "pkcs8", "-topk8", "-nocrypt", "-in", str(key)], check=True, capture_output=True, text=True).stdout
     keystore.write_text(pkcs8 + cert.read_text())
     keystore.chmod(0o600)
-    return Certs(ca, keystore)
+    key.chmod(0o600)
+    return Certs(ca, cert, key, keystore)

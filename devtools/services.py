@@ -426,8 +426,11 @@ async def kafka_ready(bootstrap: str, brokers: int = 1) -> bool:
 class Postgres:
     name = "postgres"
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, options: tuple[str, ...] = (), hba: str | None = None) -> None:
         self.settings = settings
+        # A cluster of a test's own can take more server options (-c name=value)
+        # and its own client rules (pg_hba.conf), e.g. TLS only.
+        self.options, self.hba = options, hba
         url = urlsplit(settings.postgres_dsn)
         self.port = url.port or 5432
         self.db_user = url.username or "fleetsight"
@@ -498,9 +501,13 @@ class Postgres:
         if not (self.data / "PG_VERSION").exists():
             # trust on loopback only: a development cluster of our own.
             self._run(str(bindir / "initdb"), "-D", str(self.data), "-U", "postgres", "-A", "trust", "--no-sync", "-E", "UTF8")
+            if self.hba is not None:
+                # Written by the server's own user: initdb made the folder its own.
+                self._run("sh", "-c", f"cat > {self.data}/pg_hba.conf <<'EOF'\n{self.hba}\nEOF")
+        options = " ".join(f"-c {option}" for option in self.options)
         self._run(
             str(bindir / "pg_ctl"), "-D", str(self.data), "-l", str(self.log_file), "-w", "-t", "60",
-            "-o", f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1", "start",
+            "-o", f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 {options}", "start",
         )
 
     def psql(self, sql: str, database: str = "postgres") -> str:

@@ -6,6 +6,7 @@ import json
 import os
 from functools import cached_property
 from pathlib import Path
+from typing import Literal
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 from pydantic import Field, field_validator, model_validator
@@ -163,6 +164,12 @@ class DatabaseSettings(BaseConfig):
     database_url: str = f"postgresql+asyncpg://fleetsight@127.0.0.1:{POSTGRES_PORT}/fleetsight"
     # Keeps the password out of the URL and the environment (e.g. a Docker secret).
     database_password_file: Path | None = None
+    # TLS to the database: "auto" is verify-full (certificate and host name
+    # checked, the CA from PGSSLROOTCERT or ~/.postgresql/root.crt) unless the
+    # database is on loopback; "off" demands none (the driver still uses TLS
+    # when the server offers it), for a private network of one host such as
+    # compose's. An ssl= or sslmode= in the URL itself wins.
+    database_tls: Literal["auto", "off", "require", "verify-full"] = "auto"
 
     @model_validator(mode="after")
     def _resolve_password(self) -> DatabaseSettings:
@@ -172,12 +179,14 @@ class DatabaseSettings(BaseConfig):
             except OSError as exc:
                 raise ValueError(f"database_password_file: cannot read {self.database_password_file}: {exc}") from exc
             self.database_url = with_password(self.database_url, password)
+        self.database_url = with_tls(self.database_url, self.database_tls)
         return self
 
     @property
     def postgres_dsn(self) -> str:
         """``database_url`` as plain ``postgresql://`` (asyncpg, psql), password included."""
-        return self.database_url.replace("postgresql+asyncpg://", "postgresql://", 1)
+        # SQLAlchemy hands asyncpg ``ssl=``; a DSN says ``sslmode=``.
+        return self.database_url.replace("postgresql+asyncpg://", "postgresql://", 1).replace("?ssl=", "?sslmode=").replace("&ssl=", "&sslmode=")
 
     def env(self) -> dict[str, str]:
         out = super().env()
@@ -193,6 +202,24 @@ class SupervisedSettings(BaseConfig):
     # Work waiting this long without progress makes the process exit (70) for
     # its supervisor to restart it; /health says 503 from half of it.
     stall_timeout_s: float = Field(60.0, ge=2)
+
+
+LOOPBACK = ("127.0.0.1", "::1", "localhost")
+
+
+def with_tls(url: str, mode: str) -> str:
+    """``url`` with ``ssl=<mode>`` added for SQLAlchemy's asyncpg driver; ``auto``
+    is verify-full off loopback and nothing on it. A URL that says already is kept."""
+    parts = urlsplit(url)
+    if "ssl=" in parts.query or "sslmode=" in parts.query:
+        return url
+    if mode == "auto":
+        host = parts.hostname or ""
+        mode = "off" if host in LOOPBACK or host.startswith("/") or not host else "verify-full"
+    if mode == "off":
+        return url
+    query = f"{parts.query}&ssl={mode}" if parts.query else f"ssl={mode}"
+    return urlunsplit(parts._replace(query=query))
 
 
 def with_password(url: str, password: str | None) -> str:
