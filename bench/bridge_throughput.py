@@ -133,7 +133,8 @@ async def records_in_kafka(settings: Settings) -> int:
 def bridge_rate(settings: Settings, items: list[tuple[str, bytes]], per_message: int, bridges: int, logs: Path) -> float:
     """Events/s ``bridges`` bridges move the messages into Kafka at (first record to last)."""
     procs = [
-        spawn("bridge", settings.model_copy(update={"bridge_metrics_port": None}), logs / f"bridge-{bridges}-{i}.log")
+        # Metrics port 0: not served (two bridges on one host).
+        spawn("bridge", settings.model_copy(update={"bridge_metrics_port": 0}), logs / f"bridge-{bridges}-{i}.log")
         for i in range(bridges)
     ]
     try:

@@ -37,6 +37,7 @@ import yaml
 from devtools import truth
 from devtools.ports import free_port, free_port_run
 from devtools.processes import spawn, stop, wait_bridge_lanes, wait_bridge_online
+from devtools.proxy import LinkProxy
 from devtools.services import Kafka, KafkaCluster, Mosquitto, Postgres, Services, cluster_bootstrap
 from edge.events import NewEvent
 from edge.outbox import Outbox
@@ -59,53 +60,6 @@ PARTS = ("edge", "edge-in-outage", "mosquitto", "bridge", "kafka", "worker", "si
 # bridges killed while the other takes over its shards.
 CLUSTER_PARTS = ("kafka-node", "kafka-two-nodes", "bridge-of-two")
 SECOND_BRIDGE = "bridge-b"
-
-
-class LinkProxy:
-    """A TCP relay between the edges and the broker: cut it, and the edges' link is down."""
-
-    def __init__(self, target: int) -> None:
-        self.target = target
-        self.port = free_port()
-        self.server: asyncio.AbstractServer | None = None
-        self.writers: set[asyncio.StreamWriter] = set()
-
-    async def start(self) -> None:
-        self.server = await asyncio.start_server(self._handle, "127.0.0.1", self.port)
-
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target)
-        except OSError:
-            writer.close()
-            return
-        self.writers |= {writer, up_writer}
-
-        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
-            try:
-                while data := await src.read(65536):
-                    dst.write(data)
-                    await dst.drain()
-            except (ConnectionError, OSError):
-                pass
-            finally:
-                dst.close()
-
-        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
-        self.writers -= {writer, up_writer}
-
-    async def cut(self) -> None:
-        if self.server:
-            self.server.close()
-            await self.server.wait_closed()
-            self.server = None
-        for w in list(self.writers):
-            w.transport.abort()
-        self.writers.clear()
-
-    async def restore(self) -> None:
-        if self.server is None:
-            await self.start()
 
 
 @dataclass

@@ -1,0 +1,204 @@
+"""End to end on one box: a fleet's live rate, an outage of every camera, and the drain after it.
+
+Run: .venv/bin/python bench/outage_drain.py [--cameras 100] [--rate 10] [--outage 120] [--bridges 1 2]
+(starts the local services if they are not up; topics, MQTT root and a
+database of its own for each run).
+
+For each bridge count: the bridges, one worker and one sink run as
+processes; ``fleetsight edge simulate`` runs the cameras (real outboxes) in a
+process of its own, reaching the broker through a TCP relay this script
+can cut. After a warm-up and a live phase, the relay is cut for
+``--outage`` seconds (every camera keeps recording into its outbox) and then
+restored. Measured from the restore:
+
+- edge -> Kafka: until the cameras' outboxes hold no more than 2 s of live
+  events (everything else confirmed in Kafka);
+- edge -> SQL: until the worker has applied every event Kafka held at that
+  moment (``stream_offsets`` against the topic's end offsets).
+
+Drain rate (sustained, over the whole drain) = (backlog + what the cameras
+made meanwhile) / drain time, printed as a multiple of the live rate. The
+cameras, the relay and the pipeline share the machine, as they would not.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import asyncpg  # noqa: E402
+from aiokafka import AIOKafkaConsumer, TopicPartition  # noqa: E402
+
+from devtools.processes import spawn, stop, wait_bridge_online  # noqa: E402
+from devtools.proxy import LinkProxy  # noqa: E402
+from devtools.services import Services  # noqa: E402
+from fleetsight.mqtt_users import ensure_user  # noqa: E402
+from runtime.kafka_admin import ensure_topics  # noqa: E402
+from runtime.settings import REPO_ROOT, Settings, load_settings  # noqa: E402
+from runtime.waiting import WaitTimeout, wait_for  # noqa: E402
+
+
+@dataclass
+class Result:
+    bridges: int
+    live_rate: float = 0.0
+    backlog: int = 0
+    edge_drain_s: float = 0.0
+    sql_drain_s: float = 0.0
+
+    def lines(self) -> list[str]:
+        made = self.live_rate * self.sql_drain_s
+        sustained = (self.backlog + made) / self.sql_drain_s if self.sql_drain_s else 0.0
+        edge = (self.backlog + self.live_rate * self.edge_drain_s) / self.edge_drain_s if self.edge_drain_s else 0.0
+        return [
+            f"{self.bridges} bridge(s): live {self.live_rate:.0f} events/s; backlog after the outage {self.backlog} events",
+            f"  edge -> Kafka drained in {self.edge_drain_s:5.1f} s: {edge:7.0f} events/s = {edge / self.live_rate:5.1f}x live",
+            f"  edge -> SQL   drained in {self.sql_drain_s:5.1f} s: {sustained:7.0f} events/s = {sustained / self.live_rate:5.1f}x live",
+        ]
+
+
+class Fleet:
+    """Outbox files of the simulated cameras, read beside the process that writes them."""
+
+    def __init__(self, folder: Path, cameras: list[str]) -> None:
+        self.paths = [folder / f"{camera}.sqlite3" for camera in cameras]
+
+    def _each(self, sql: str) -> int:
+        total = 0
+        for path in self.paths:
+            if not path.exists():
+                continue
+            db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
+            try:
+                row = db.execute(sql).fetchone()
+                total += int(row[0] or 0) if row else 0
+            except sqlite3.OperationalError:
+                pass  # the file is being created
+            finally:
+                db.close()
+        return total
+
+    def pending(self) -> int:
+        """Events recorded and not yet confirmed in Kafka."""
+        return self._each("SELECT count(*) FROM events")
+
+    def made(self) -> int:
+        return self._each("SELECT seq FROM sqlite_sequence WHERE name = 'events'")
+
+
+async def worker_behind(settings: Settings, ends: dict[int, int] | None = None) -> tuple[int, dict[int, int]]:
+    """(records the worker has not applied of ``ends``, or of the current end offsets; those end offsets)."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap)
+    await consumer.start()
+    try:
+        if ends is None:
+            tps = [TopicPartition(settings.kafka_topics.events, p) for p in range(settings.kafka_partitions)]
+            ends = {tp.partition: offset for tp, offset in (await consumer.end_offsets(tps)).items()}
+    finally:
+        await consumer.stop()
+    conn = await asyncpg.connect(settings.postgres_dsn)
+    try:
+        rows = await conn.fetch("SELECT partition, next_offset FROM stream_offsets WHERE app = $1 AND topic = $2",
+                                settings.stream_app_id, settings.kafka_topics.events)
+    finally:
+        await conn.close()
+    applied = {r["partition"]: r["next_offset"] or 0 for r in rows}
+    return sum(max(0, end - applied.get(p, 0)) for p, end in ends.items()), ends
+
+
+async def run_once(base: Settings, bridges: int, cameras: int, rate: float, outage_s: float, logs: Path) -> Result:
+    name = f"drain{uuid.uuid4().hex[:6]}"
+    db = f"fs_{name}"
+    url = base.database_url.rsplit("/", 1)[0].replace("fleetsight@", "postgres@") + f"/{db}"
+    settings = base.model_copy(update={"mqtt_topic_root": name, "kafka_topic_prefix": name, "stream_app_id": name, "database_url": url})
+    admin = await asyncpg.connect(settings.postgres_dsn.rsplit("/", 1)[0] + "/postgres")
+    await admin.execute(f'CREATE DATABASE "{db}"')
+    from sinks.db import upgrade
+
+    await asyncio.to_thread(upgrade, settings.database_url)
+    await ensure_topics(settings)
+    ids = [f"{name}-cam-{i}" for i in range(1, cameras + 1)]
+    for camera in ids:
+        ensure_user(settings, camera, camera=True)
+    quiet = settings.model_copy(update={f"{p}_metrics_port": 0 for p in ("bridge", "worker", "sink", "simulator")})
+    procs = [spawn("bridge", quiet, logs / f"{name}-bridge-{i}.log") for i in range(bridges)]
+    procs += [spawn(c, quiet, logs / f"{name}-{c}.log") for c in ("worker", "sink")]
+    proxy = LinkProxy(settings.mqtt.port)
+    await proxy.start()
+    result = Result(bridges)
+    outboxes = Path(tempfile.mkdtemp(prefix=f"{name}-outboxes-"))
+    fleet = Fleet(outboxes, ids)
+    try:
+        if not await asyncio.to_thread(wait_bridge_online, settings, 120):
+            raise RuntimeError(f"the bridges did not come online; logs in {logs}")
+        env = {**os.environ, **quiet.env(), "FLEETSIGHT_MQTT_URL": f"mqtt://127.0.0.1:{proxy.port}",
+               "PYTHONUNBUFFERED": "1"}
+        env.pop("FLEETSIGHT_CONFIG", None)
+        with open(logs / f"{name}-edges.log", "ab") as out:
+            procs.append(subprocess.Popen(
+                [sys.executable, "-m", "fleetsight", "edge", "simulate", "--cameras", str(cameras), "--rate", str(rate),
+                 "--duration", str(outage_s + 600), "--outbox-dir", str(outboxes), "--camera-prefix", f"{name}-cam",
+                 "--drain-timeout", "1"],
+                cwd=REPO_ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
+            ))
+        live_limit = rate * cameras * 2  # events: 2 s of the fleet's output
+        await wait_for(lambda: fleet.made() > live_limit * 5 and fleet.pending() < live_limit, 180, "the fleet to run live",
+                       interval=0.5)
+        made, started = fleet.made(), time.monotonic()
+        await asyncio.sleep(15)  # the live phase, measured
+        result.live_rate = (fleet.made() - made) / (time.monotonic() - started)
+        await proxy.cut()
+        await asyncio.sleep(outage_s)  # the outage
+        result.backlog = fleet.pending()
+        await proxy.restore()
+        restored = time.monotonic()
+        live_limit = result.live_rate * 2
+        await wait_for(lambda: fleet.pending() <= live_limit, 900, "the edges' backlog in Kafka", interval=0.25)
+        result.edge_drain_s = time.monotonic() - restored
+        _, ends = await worker_behind(settings)
+
+        async def applied() -> bool:
+            return (await worker_behind(settings, ends))[0] == 0
+
+        await wait_for(applied, 900, "the worker to apply the backlog", interval=0.25)
+        result.sql_drain_s = time.monotonic() - restored
+        return result
+    except WaitTimeout as exc:
+        raise RuntimeError(f"{exc}; logs in {logs}") from None
+    finally:
+        await proxy.cut()
+        stop(procs)
+        await admin.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
+        await admin.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--cameras", type=int, default=100)
+    parser.add_argument("--rate", type=float, default=10.0, help="events/s per camera")
+    parser.add_argument("--outage", type=float, default=120.0, help="seconds every camera's link is cut")
+    parser.add_argument("--bridges", type=int, nargs="+", default=[1, 2])
+    args = parser.parse_args()
+    base = load_settings()
+    Services(base).up()
+    logs = Path(tempfile.mkdtemp(prefix="fleetsight-drain-"))
+    print(f"{args.cameras} cameras at {args.rate:g} events/s each, every link cut for {args.outage:g} s; logs in {logs}")
+    for bridges in args.bridges:
+        result = asyncio.run(run_once(base, bridges, args.cameras, args.rate, args.outage, logs))
+        print("\n".join(result.lines()), flush=True)
+
+
+if __name__ == "__main__":
+    main()
