@@ -20,6 +20,15 @@ def test_docker_compose_config_is_valid() -> None:
         pytest.skip("docker-compose not installed (run `make deps`)")
     result = subprocess.run([compose, "-f", str(REPO_ROOT / "docker-compose.yml"), "config", "-q"], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
+    cluster = [compose, "-f", str(REPO_ROOT / "docker-compose.yml"), "-f", str(REPO_ROOT / "docker-compose.cluster.yml")]
+    result = subprocess.run([*cluster, "config"], capture_output=True, text=True, cwd=REPO_ROOT)
+    assert result.returncode == 0, result.stderr
+    services = yaml.safe_load(result.stdout)["services"]
+    nodes = [services[name]["environment"] for name in ("kafka", "kafka-2", "kafka-3")]
+    assert sorted(n["KAFKA_NODE_ID"] for n in nodes) == ["1", "2", "3"]
+    assert len({n["CLUSTER_ID"] for n in nodes}) == 1 and all(n["KAFKA_MIN_INSYNC_REPLICAS"] == "2" for n in nodes)
+    for name in ("bridge", "worker", "sink"):
+        assert services[name]["environment"]["FLEETSIGHT_KAFKA_BOOTSTRAP"] == "kafka:9092,kafka-2:9092,kafka-3:9092"
 
 
 def test_compose_runs_every_stage_and_ships_no_secret() -> None:
