@@ -80,6 +80,7 @@ class Report:
     crash_restarts: Counter = field(default_factory=Counter)
     takeover_s: list[float] = field(default_factory=list)  # a bridge killed -> all shards online on the other
     moved_cameras: int = 0  # cameras on the killed bridge's shards
+    replicas: dict[str, int] = field(default_factory=dict)  # on a cluster: topic -> fewest replicas of a partition
     lost: int = 0
     double: int = 0
     late_routed: int = 0
@@ -256,6 +257,21 @@ class Chaos:
         if self.video:
             self._spawn_video()
         await self.wait_probe("startup", time.monotonic(), deadline=180)
+        if self.cluster:
+            self.report.replicas = await self.replicas()
+
+    async def replicas(self) -> dict[str, int]:
+        """Every topic on the cluster (ours, Faust's, Kafka's own) and its fewest replicas of a partition."""
+        from aiokafka.admin import AIOKafkaAdminClient
+
+        admin = AIOKafkaAdminClient(bootstrap_servers=self.settings.kafka_bootstrap)
+        await admin.start()
+        try:
+            names = await admin.list_topics()
+            topics = await admin.describe_topics(names)
+            return {t["topic"]: min(len(p["replicas"]) for p in t["partitions"]) for t in topics if t["partitions"]}
+        finally:
+            await admin.close()
 
     async def inject(self, part: str, down_s: float) -> Fault:
         fault = Fault(part, time.monotonic(), down_s)

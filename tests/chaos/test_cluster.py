@@ -32,6 +32,10 @@ async def test_cluster_faults_are_exact(chaos_root: Path) -> None:
     if os.environ.get("FLEETSIGHT_SOAK_RESULT"):  # for `make soak`
         with open(os.environ["FLEETSIGHT_SOAK_RESULT"], "w") as out:
             json.dump({"failover_s": max(report.takeover_s, default=None), "lost": report.lost, "double": report.double}, out)
+    # Every topic in three copies: ours, Faust's leader topic (made by us:
+    # Faust would make it with one) and Kafka's own offsets topic.
+    assert {"__consumer_offsets", "chaos.events", "chaos.agg.rows", "chaos-__assignor-__leader"} <= set(report.replicas)
+    assert set(report.replicas.values()) == {3}, report.replicas
     assert [f.part for f in report.faults] == list(CLUSTER_PARTS)
     assert all(f.recovered_s is not None for f in report.faults)
     one_node = report.faults[0]
