@@ -55,7 +55,7 @@ SENTINEL = "zz-sentinel"
 PROBE_CAMERA = "chaos-probe"
 PIPELINE = ("bridge", "worker", "sink")
 PARTS = ("edge", "edge-in-outage", "mosquitto", "bridge", "kafka", "worker", "sink", "postgres", "link")
-# Faults of a run on a 3-node Kafka cluster with two bridges (Chaos(cluster=True)):
+# Faults of a run on a 3-node Kafka cluster with two of each pipeline process (Chaos(cluster=True)):
 # one node killed and brought back, two nodes down at once, one of the two
 # bridges killed while the other takes over its shards.
 CLUSTER_PARTS = ("kafka-node", "kafka-two-nodes", "bridge-of-two")
@@ -128,7 +128,9 @@ class Chaos:
         ports = {"mqtt": free_port(), "kafka": free_port_run(2 * brokers), "pg": free_port()}
         while set(range(ports["kafka"], ports["kafka"] + 2 * brokers)) & {ports["mqtt"], ports["pg"]}:
             ports["kafka"] = free_port_run(2 * brokers)
-        self.pipeline = PIPELINE + ((SECOND_BRIDGE,) if cluster else ())
+        # On a cluster, two of each: the bridges share the shards, the
+        # workers and the sinks the partitions.
+        self.pipeline = PIPELINE + (tuple(f"{name}-b" for name in PIPELINE) if cluster else ())
         self.settings = Settings(
             mqtt_url=f"mqtt://127.0.0.1:{ports['mqtt']}",
             kafka_bootstrap=cluster_bootstrap(brokers, ports["kafka"]),
@@ -152,9 +154,10 @@ class Chaos:
 
     def _spawn_pipeline(self, name: str) -> None:
         settings = self.settings
-        if name == SECOND_BRIDGE:  # a second bridge on this host: its own metrics port
-            settings = settings.model_copy(update={"bridge_metrics_port": free_port()})
-        self.procs[name] = spawn(name.split("-")[0], settings, self.logs / f"{name}.log")
+        kind = name.split("-")[0]
+        if name != kind:  # a second one of its kind on this host: its own metrics port
+            settings = settings.model_copy(update={f"{kind}_metrics_port": free_port()})
+        self.procs[name] = spawn(kind, settings, self.logs / f"{name}.log")
 
     async def state(self, conn: asyncpg.Connection) -> str:
         """Where events stand: last SQL change per camera, consumer lag per partition."""

@@ -1,4 +1,4 @@
-"""A 3-node Kafka cluster and two bridges, under the faults a cluster is for.
+"""A 3-node Kafka cluster with two bridges, two workers and two sinks, under the faults a cluster is for.
 
 In order: one Kafka node SIGKILLed under load and brought back (nothing
 waits on it: no producer stuck, no process restarted); one of the two
