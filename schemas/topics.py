@@ -68,12 +68,18 @@ class MqttTopics:
     def ack(self, camera_id: str) -> str:
         return self._uplink(camera_id, "ack")
 
+    def _legacy(self, camera_id: str, kind: str) -> str:
+        return f"{self.root}/cameras/{camera_id}/{kind}"
+
     def legacy_events(self, camera_id: str) -> str:
         """Where edges from before shards publish events (still bridged)."""
-        return f"{self.root}/cameras/{camera_id}/events"
+        return self._legacy(camera_id, "events")
+
+    def legacy_outbox(self, camera_id: str) -> str:
+        return self._legacy(camera_id, "outbox")
 
     def legacy_ack(self, camera_id: str) -> str:
-        return f"{self.root}/cameras/{camera_id}/ack"
+        return self._legacy(camera_id, "ack")
 
     def lane_filters(self, lane: int | None) -> list[str]:
         """What the bridge lane of shard ``lane`` subscribes to (None: the legacy lane)."""

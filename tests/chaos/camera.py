@@ -34,7 +34,7 @@ class LegacyTopics(MqttTopics):
         return self.legacy_events(camera_id)
 
     def outbox(self, camera_id: str) -> str:
-        return f"{self.root}/cameras/{camera_id}/outbox"
+        return self.legacy_outbox(camera_id)
 
     def ack(self, camera_id: str) -> str:
         return self.legacy_ack(camera_id)
