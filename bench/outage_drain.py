@@ -44,9 +44,8 @@ from aiokafka import AIOKafkaConsumer, TopicPartition  # noqa: E402
 from devtools.processes import spawn, stop, wait_bridge_online  # noqa: E402
 from devtools.proxy import LinkProxy  # noqa: E402
 from devtools.services import Services  # noqa: E402
-from fleetsight.mqtt_users import ensure_user, reload_broker  # noqa: E402
+from fleetsight.mqtt_users import ensure_user  # noqa: E402
 from runtime.kafka_admin import ensure_topics  # noqa: E402
-from runtime.mqtt import make_client  # noqa: E402
 from runtime.settings import REPO_ROOT, Settings, load_settings  # noqa: E402
 from runtime.waiting import WaitTimeout, wait_for  # noqa: E402
 
@@ -101,16 +100,6 @@ class Fleet:
         return self._each("SELECT seq FROM sqlite_sequence WHERE name = 'events'")
 
 
-async def login_works(settings: Settings, user: str, password: str) -> bool:
-    client = make_client(settings, f"bench-login-{uuid.uuid4().hex[:6]}", persistent=False, username=user, password=password)
-    try:
-        return client.connect(settings.mqtt.host, settings.mqtt.port) == 0 and client.loop(1.0) == 0 and client.is_connected()
-    except OSError:
-        return False
-    finally:
-        client.disconnect()
-
-
 async def worker_behind(settings: Settings, ends: dict[int, int] | None = None) -> tuple[int, dict[int, int]]:
     """(records the worker has not applied of ``ends``, or of the current end offsets; those end offsets)."""
     if ends is None:
@@ -144,17 +133,7 @@ async def run_once(base: Settings, bridges: int, cameras: int, rate: float, outa
     await ensure_topics(settings)
     ids = [f"{name}-cam-{i}" for i in range(1, cameras + 1)]
     for camera in ids:
-        ensure_user(settings, camera, camera=True)
-    # Mosquitto folds SIGHUPs that come while it reloads: the last cameras
-    # added were refused for good (seen with 100, and after one more SIGHUP
-    # too). Reload until the last one may log in.
-    last = ids[-1]
-
-    def last_logs_in() -> bool:
-        reload_broker(settings)
-        return login_works(settings, last, settings.camera_password(last) or "")
-
-    await wait_for(last_logs_in, 60, f"{last}'s login", interval=2.0)
+        ensure_user(settings, camera, camera=True)  # returns once the broker takes the login
     quiet = settings.model_copy(update={f"{p}_metrics_port": 0 for p in ("bridge", "worker", "sink", "simulator")})
     procs = [spawn("bridge", quiet, logs / f"{name}-bridge-{i}.log") for i in range(bridges)]
     procs += [spawn(c, quiet, logs / f"{name}-{c}.log") for c in ("worker", "sink")]

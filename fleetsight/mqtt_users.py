@@ -22,6 +22,7 @@ Passwords are random, kept in files under ``<services_dir>/secrets`` (mode
 from __future__ import annotations
 
 import fcntl
+import logging
 import os
 import pwd
 import secrets
@@ -30,7 +31,11 @@ import signal
 import subprocess
 from pathlib import Path
 
+from runtime.mqtt import login_accepted
 from runtime.settings import BRIDGE_USER, MqttSettings, Settings
+from runtime.waiting import WaitTimeout, wait_until
+
+log = logging.getLogger("fleetsight.mqtt_users")
 
 ADMIN_USER = "fleetsight-admin"
 
@@ -120,7 +125,31 @@ def _add_user(settings: MqttSettings, user: str, path: Path, passwd: Path) -> Pa
         raise AuthError(f"mosquitto_passwd failed for {user}: {result.stderr.strip()}")
     give_to_broker(passwd)
     reload_broker(settings)
+    _until_loaded(settings, user, path.read_text().strip())
     return path
+
+
+def _until_loaded(settings: MqttSettings, user: str, password: str, timeout: float = 15.0) -> None:
+    """Wait until a running local broker takes ``user``'s new login, asking it again to reload.
+
+    Mosquitto folds a SIGHUP that comes while it is still reloading: of cameras
+    added one after another, the last were refused for good (seen: 4 of 100,
+    and cam-b of two in test_rollout once the bridge held 17 sessions, which
+    makes a reload longer).
+    """
+    if _broker_pid(settings) is None:
+        return  # not running: it reads the file when it starts
+
+    def loaded() -> bool:
+        if login_accepted(settings, user, password):
+            return True
+        reload_broker(settings)
+        return False
+
+    try:
+        wait_until(loaded, timeout, f"the broker to take {user}'s login", interval=0.5)
+    except WaitTimeout:
+        log.warning("the broker did not take %s's login within %.0f s; it will once it reloads", user, timeout)
 
 
 def give_to_broker(path: Path) -> None:
@@ -143,13 +172,21 @@ def _listed(passwd: Path, user: str) -> bool:
         return False
 
 
+def _broker_pid(settings: MqttSettings) -> int | None:
+    """The local broker's pid, if it runs."""
+    try:
+        pid = int((settings.services_dir / "mosquitto" / "pid").read_text().strip())
+        os.kill(pid, 0)
+    except (FileNotFoundError, ValueError, ProcessLookupError, PermissionError):
+        return None
+    return pid
+
+
 def reload_broker(settings: MqttSettings) -> None:
     """SIGHUP makes a running Mosquitto read its password and ACL files again."""
-    pid_file = settings.services_dir / "mosquitto" / "pid"
-    try:
-        os.kill(int(pid_file.read_text().strip()), signal.SIGHUP)
-    except (FileNotFoundError, ValueError, ProcessLookupError, PermissionError):
-        pass  # not running: it reads them when it starts
+    pid = _broker_pid(settings)
+    if pid is not None:  # not running: it reads them when it starts
+        os.kill(pid, signal.SIGHUP)
 
 
 def local_auth_enabled(settings: MqttSettings) -> bool:

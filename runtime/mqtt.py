@@ -87,3 +87,20 @@ def read_retained(settings: MqttSettings, pattern: str, timeout: float = 10.0) -
         client.disconnect()
         client.loop_stop()
     return found
+
+
+def login_accepted(settings: MqttSettings, username: str, password: str, timeout: float = 2.0) -> bool:
+    """True when the broker accepts this login now (connects, then disconnects)."""
+    client = make_client(settings, f"{settings.mqtt_topic_root}-login-{uuid.uuid4().hex[:6]}", persistent=False,
+                         username=username, password=password)
+    try:
+        client.connect(settings.mqtt.host, settings.mqtt.port, keepalive=10)
+        deadline = time.monotonic() + timeout
+        while not client.is_connected() and time.monotonic() < deadline:
+            if client.loop(0.1) != mqtt.MQTT_ERR_SUCCESS:
+                return False  # refused: the broker closed the connection
+        return client.is_connected()
+    except OSError:
+        return False
+    finally:
+        client.disconnect()
