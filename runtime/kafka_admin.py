@@ -101,7 +101,7 @@ async def ensure_topics(
                 await admin.create_topics(missing)
             except TopicAlreadyExistsError:
                 pass  # another process created it at the same moment
-            log.info("created Kafka topics (replication %d): %s", replication(brokers)[0], ", ".join(s.name for s in missing))
+            log.info("created Kafka topics (replication %d): %s", rf, ", ".join(s.name for s in missing))
     finally:
         await admin.close()
     return brokers

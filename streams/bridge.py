@@ -182,7 +182,7 @@ class Lane:
         while True:
             received, generation, msg = await self.inbox.get()
             self.in_hand = 1
-            outcome = self.bridge.handle(msg.topic, bytes(msg.payload), lane=self.lane)  # bytes already: no copy
+            outcome = self.bridge.handle(msg.topic, bytes(msg.payload))  # bytes already: no copy
             watchdog.busy("handing a message's records to the Kafka producer")
             futures = [
                 await producer.send(r.topic, r.value, key=r.key, partition=r.partition) for r in outcome.records
@@ -258,7 +258,7 @@ class Bridge:
 
     # --- turning one message into records (pure, no I/O) -------------------
 
-    def handle(self, topic: str, payload: bytes, now_ms: int | None = None, lane: LaneId = None) -> Outcome:
+    def handle(self, topic: str, payload: bytes, now_ms: int | None = None) -> Outcome:
         """Decide what to write to Kafka for one MQTT message."""
         now_ms = int(time.time() * 1000) if now_ms is None else now_ms
         out = Outcome()
