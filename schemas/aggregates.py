@@ -113,11 +113,56 @@ LATE_EVENTS = TableSpec(
     version=None,
 )
 
+
+
+# --- hour and day rollups -------------------------------------------------------------
+
+HOUR_MS = 3_600_000
+DAY_MS = 86_400_000  # a UTC day: Unix time has no leap seconds, so days start at multiples of this
+
+
+@dataclass(frozen=True)
+class Rollup:
+    """An hour or day table that sums a per-minute table, kept by the stream worker like the minutes.
+
+    Its row of a period holds the same sums (means weighted by what they
+    average) over the period's minutes, and ``events`` counts the distinct
+    events folded in, as the minutes' ``events`` do: the worker adds an event
+    to the period only when it is new to its minute, so the version grows as
+    the minute's does and a replay changes nothing.
+    """
+
+    spec: TableSpec
+    base: TableSpec
+    column: str  # "hour" or "day": the start of the period, UTC
+    span_ms: int
+
+    def period(self, minute_ms: int) -> int:
+        """Start of the period holding ``minute_ms``."""
+        return minute_ms - minute_ms % self.span_ms
+
+
+def _rollup(base: TableSpec, name: str, column: str, span_ms: int) -> Rollup:
+    def swap(names: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(column if n == "minute" else n for n in names)
+
+    return Rollup(TableSpec(name, key=swap(base.key), values=base.values, times=frozenset({column})), base, column, span_ms)
+
+
+ROLLUPS: dict[str, tuple[Rollup, ...]] = {
+    base.name: (_rollup(base, f"{prefix}_hour_{suffix}", "hour", HOUR_MS), _rollup(base, f"{prefix}_day_{suffix}", "day", DAY_MS))
+    for base, prefix, suffix in (
+        (CAMERA_MINUTE_COUNTS, "camera", "counts"), (LINE_MINUTE_CROSSINGS, "line", "crossings"), (ZONE_MINUTE_STATS, "zone", "stats"),
+    )
+}
+ROLLUP_TABLES: dict[str, Rollup] = {r.spec.name: r for rollups in ROLLUPS.values() for r in rollups}
+
 TABLES: dict[str, TableSpec] = {
     t.name: t
     for t in (
         CAMERA_MINUTE_COUNTS, LINE_MINUTE_CROSSINGS, ZONE_MINUTE_STATS, CAMERA_MINUTE_HEALTH,
         CAMERA_STATUS, ALERTS, LATE_EVENTS, CAMERA_MINUTE_EVENTS, CAMERA_MINUTE_LEDGER, CAMERA_GEOMETRY,
+        *(r.spec for r in ROLLUP_TABLES.values()),
     )
 }
 
@@ -176,3 +221,16 @@ def decode_rows(value: bytes) -> list[Row]:
     if not isinstance(obj, dict) or obj.get("v") != 1 or not isinstance(obj.get("rows"), list):
         raise ValueError("not a row batch of version 1")
     return [Row.from_dict(r) for r in obj["rows"]]
+
+
+# Tables split by time into partitions (sinks/partitions.py): table -> (time
+# column, resolution). A table's retention is set by its resolution or by name
+# (``FLEETSIGHT_RETENTION_DAYS``).
+RESOLUTIONS = ("minute", "hour", "day")
+TIME_PARTITIONED: dict[str, tuple[str, str]] = {
+    **{t.name: ("minute", "minute") for t in (
+        CAMERA_MINUTE_COUNTS, LINE_MINUTE_CROSSINGS, ZONE_MINUTE_STATS, CAMERA_MINUTE_HEALTH, CAMERA_MINUTE_EVENTS, CAMERA_MINUTE_LEDGER,
+    )},
+    "camera_minute_reconciliation": ("minute", "minute"),
+    **{r.spec.name: (r.column, r.column) for r in ROLLUP_TABLES.values()},
+}

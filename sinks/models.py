@@ -25,6 +25,9 @@ class _Updated:
     )
 
 
+# Per-minute tables are partitioned by day, hour rollups by month, day
+# rollups by year (sinks/partitions.py makes and drops the partitions).
+MINUTE_PARTITIONS = {"postgresql_partition_by": "RANGE (minute)"}
 GEOMETRY_COMMENT = "version of the camera's lines and zones (camera_geometry); '' from nodes that send none"
 
 
@@ -43,7 +46,7 @@ class CameraMinuteCount(_Updated, Base):
     events: Mapped[int] = mapped_column(BigInteger, nullable=False, comment="distinct events folded in (version)")
     __table_args__ = (
         Index("ix_camera_minute_counts_site_minute", "site", "minute"),
-        {"comment": "Objects seen (tracks started) and dwell of tracks ended, per camera, object class and event-time minute."},
+        {"comment": "Objects seen (tracks started) and dwell of tracks ended, per camera, object class and event-time minute.", **MINUTE_PARTITIONS},
     )
 
 
@@ -60,7 +63,7 @@ class LineMinuteCrossing(_Updated, Base):
     crossings_in: Mapped[int] = mapped_column(BigInteger, nullable=False, server_default="0")
     crossings_out: Mapped[int] = mapped_column(BigInteger, nullable=False, server_default="0")
     events: Mapped[int] = mapped_column(BigInteger, nullable=False)
-    __table_args__ = (Index("ix_line_minute_crossings_site_minute", "site", "minute"), {"comment": "Line crossings in and out per camera, line, object class and event-time minute."})
+    __table_args__ = (Index("ix_line_minute_crossings_site_minute", "site", "minute"), {"comment": "Line crossings in and out per camera, line, object class and event-time minute.", **MINUTE_PARTITIONS})
 
 
 class ZoneMinuteStat(_Updated, Base):
@@ -81,7 +84,102 @@ class ZoneMinuteStat(_Updated, Base):
     occupancy_max: Mapped[int | None] = mapped_column(Integer)
     occupancy_samples: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
     events: Mapped[int] = mapped_column(BigInteger, nullable=False)
-    __table_args__ = (Index("ix_zone_minute_stats_site_minute", "site", "minute"), {"comment": "Zone entries, exits, dwell and occupancy per camera, zone, object class and event-time minute."})
+    __table_args__ = (Index("ix_zone_minute_stats_site_minute", "site", "minute"), {"comment": "Zone entries, exits, dwell and occupancy per camera, zone, object class and event-time minute.", **MINUTE_PARTITIONS})
+
+
+# --- hour and day rollups: real tables the stream worker keeps exact (schemas.aggregates.ROLLUPS) ---
+
+ROLLUP_VERSION_COMMENT = "distinct events folded in (version): the sum of its minutes' events"
+
+
+class _CountsRollup(_Updated):
+    camera_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    object_class: Mapped[str] = mapped_column(String(48), primary_key=True)
+    site: Mapped[str] = mapped_column(String(64), nullable=False)
+    objects: Mapped[int] = mapped_column(BigInteger, nullable=False, server_default="0", comment="tracks started")
+    tracks_ended: Mapped[int] = mapped_column(BigInteger, nullable=False, server_default="0")
+    dwell_mean_s: Mapped[float | None] = mapped_column(Float, comment="mean time in view of the tracks that ended, seconds")
+    dwell_max_s: Mapped[float | None] = mapped_column(Float)
+    events: Mapped[int] = mapped_column(BigInteger, nullable=False, comment=ROLLUP_VERSION_COMMENT)
+
+
+class _LinesRollup(_Updated):
+    camera_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    geometry: Mapped[str] = mapped_column(String(16), primary_key=True, server_default="", comment=GEOMETRY_COMMENT)
+    line: Mapped[str] = mapped_column(String(48), primary_key=True)
+    object_class: Mapped[str] = mapped_column(String(48), primary_key=True)
+    site: Mapped[str] = mapped_column(String(64), nullable=False)
+    crossings_in: Mapped[int] = mapped_column(BigInteger, nullable=False, server_default="0")
+    crossings_out: Mapped[int] = mapped_column(BigInteger, nullable=False, server_default="0")
+    events: Mapped[int] = mapped_column(BigInteger, nullable=False, comment=ROLLUP_VERSION_COMMENT)
+
+
+class _ZonesRollup(_Updated):
+    camera_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    geometry: Mapped[str] = mapped_column(String(16), primary_key=True, server_default="", comment=GEOMETRY_COMMENT)
+    zone: Mapped[str] = mapped_column(String(48), primary_key=True)
+    object_class: Mapped[str] = mapped_column(String(48), primary_key=True)
+    site: Mapped[str] = mapped_column(String(64), nullable=False)
+    entries: Mapped[int] = mapped_column(BigInteger, nullable=False, server_default="0")
+    exits: Mapped[int] = mapped_column(BigInteger, nullable=False, server_default="0")
+    dwell_mean_s: Mapped[float | None] = mapped_column(Float, comment="mean time inside of the exits, seconds")
+    dwell_max_s: Mapped[float | None] = mapped_column(Float)
+    occupancy_mean: Mapped[float | None] = mapped_column(Float, comment="mean objects inside over the occupancy reports")
+    occupancy_max: Mapped[int | None] = mapped_column(Integer)
+    occupancy_samples: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
+    events: Mapped[int] = mapped_column(BigInteger, nullable=False, comment=ROLLUP_VERSION_COMMENT)
+
+
+def _rollup_args(table: str, period: str, what: str) -> tuple[Any, ...]:
+    return (
+        Index(f"ix_{table}_site_{period}", "site", period),
+        {"comment": f"{what} per UTC {period}: the sums of its minutes, kept by the stream worker.",
+         "postgresql_partition_by": f"RANGE ({period})"},
+    )
+
+
+def _hour() -> Mapped[datetime]:
+    return mapped_column(DateTime(timezone=True), primary_key=True, comment="start of the hour, event time, UTC", sort_order=1)  # after the key columns of the mixin: the key order
+
+
+def _day() -> Mapped[datetime]:
+    return mapped_column(DateTime(timezone=True), primary_key=True, comment="start of the day, event time, UTC", sort_order=1)  # after the key columns of the mixin: the key order
+
+
+class CameraHourCount(_CountsRollup, Base):
+    __tablename__ = "camera_hour_counts"
+    hour: Mapped[datetime] = _hour()
+    __table_args__ = _rollup_args(__tablename__, "hour", "Objects seen and dwell per camera and object class")
+
+
+class CameraDayCount(_CountsRollup, Base):
+    __tablename__ = "camera_day_counts"
+    day: Mapped[datetime] = _day()
+    __table_args__ = _rollup_args(__tablename__, "day", "Objects seen and dwell per camera and object class")
+
+
+class LineHourCrossing(_LinesRollup, Base):
+    __tablename__ = "line_hour_crossings"
+    hour: Mapped[datetime] = _hour()
+    __table_args__ = _rollup_args(__tablename__, "hour", "Line crossings per camera, line and object class")
+
+
+class LineDayCrossing(_LinesRollup, Base):
+    __tablename__ = "line_day_crossings"
+    day: Mapped[datetime] = _day()
+    __table_args__ = _rollup_args(__tablename__, "day", "Line crossings per camera, line and object class")
+
+
+class ZoneHourStat(_ZonesRollup, Base):
+    __tablename__ = "zone_hour_stats"
+    hour: Mapped[datetime] = _hour()
+    __table_args__ = _rollup_args(__tablename__, "hour", "Zone entries, exits, dwell and occupancy per camera, zone and object class")
+
+
+class ZoneDayStat(_ZonesRollup, Base):
+    __tablename__ = "zone_day_stats"
+    day: Mapped[datetime] = _day()
+    __table_args__ = _rollup_args(__tablename__, "day", "Zone entries, exits, dwell and occupancy per camera, zone and object class")
 
 
 class CameraMinuteHealth(_Updated, Base):
@@ -99,7 +197,7 @@ class CameraMinuteHealth(_Updated, Base):
     inference_ms_p95: Mapped[float | None] = mapped_column(Float, comment="largest reported 95th percentile")
     outbox_depth_max: Mapped[int | None] = mapped_column(BigInteger)
     events: Mapped[int] = mapped_column(BigInteger, nullable=False)
-    __table_args__ = ({"comment": "Detector health per camera and event-time minute."},)
+    __table_args__ = ({"comment": "Detector health per camera and event-time minute.", **MINUTE_PARTITIONS},)
 
 
 class CameraStatus(_Updated, Base):
@@ -177,7 +275,7 @@ class CameraMinuteEvents(_Updated, Base):
     seq_last: Mapped[int | None] = mapped_column(BigInteger)
     seq_digest: Mapped[str] = mapped_column(String(16), nullable=False, comment="XOR of a hash per seq (schemas/ledger.py)")
     events: Mapped[int] = mapped_column(BigInteger, nullable=False, comment="distinct events of the minute applied (reconcile events not counted)")
-    __table_args__ = ({"comment": "Events the cloud applied per camera and event-time minute (count, seq range, digest)."},)
+    __table_args__ = ({"comment": "Events the cloud applied per camera and event-time minute (count, seq range, digest).", **MINUTE_PARTITIONS},)
 
 
 class CameraMinuteLedger(_Updated, Base):
@@ -197,7 +295,7 @@ class CameraMinuteLedger(_Updated, Base):
     dropped_totals: Mapped[dict[str, Any]] = mapped_column(JSONB, nullable=False)
     reported_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False, comment="camera time of the report")
     version: Mapped[int] = mapped_column(BigInteger, nullable=False, comment="seq of the reconcile event")
-    __table_args__ = ({"comment": "Each camera's own record of each closed minute (reconcile events)."},)
+    __table_args__ = ({"comment": "Each camera's own record of each closed minute (reconcile events).", **MINUTE_PARTITIONS},)
 
 
 class CameraGeometry(_Updated, Base):
@@ -219,6 +317,7 @@ MODELS: dict[str, type[Base]] = {
     for m in (
         CameraMinuteCount, LineMinuteCrossing, ZoneMinuteStat, CameraMinuteHealth, CameraStatus, Alert, LateEvent,
         CameraMinuteEvents, CameraMinuteLedger, CameraGeometry,
+        CameraHourCount, CameraDayCount, LineHourCrossing, LineDayCrossing, ZoneHourStat, ZoneDayStat,
     )
 }
 # Columns not written from the row topic: the reconciler keeps them.
@@ -244,7 +343,7 @@ class CameraMinuteReconciliation(Base):
     checked_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False, comment="when this verdict was reached")
     __table_args__ = (
         Index("ix_camera_minute_reconciliation_state", "state", "minute"),
-        {"comment": "Reconciliation of each camera-minute: the camera's ledger against SQL (sinks/reconcile.py)."},
+        {"comment": "Reconciliation of each camera-minute: the camera's ledger against SQL (sinks/reconcile.py).", **MINUTE_PARTITIONS},
     )
 
 

@@ -13,6 +13,14 @@ Faust's windowed tables expire windows by wall-clock time, which would drop
 an edge's backlog after an outage; these buckets are plain keys closed by
 stream time instead (see :meth:`MinuteAggregator.horizon`).
 
+An event new to a bucket of ``camera_minute_counts``, ``line_minute_crossings``
+or ``zone_minute_stats`` is also added to the bucket of its hour and of its
+day (``schemas.aggregates.ROLLUPS``). Those buckets keep no seqs: an event is
+always in the same minute, so the minute's seqs decide once whether it is
+new, and the minute, hour and day change in the same transaction. Their
+version (``events``) counts the events added, so it grows as the minutes'
+do. An hour or day bucket stays until its last minute is closed.
+
 Every event but ``reconcile`` also folds into its camera-minute's row of
 ``camera_minute_events`` (count, seq range, seq digest): the cloud's side of
 the reconciliation. A ``reconcile`` event (the camera's side) becomes a row
@@ -33,8 +41,11 @@ from schemas.aggregates import (
     CAMERA_MINUTE_HEALTH,
     CAMERA_MINUTE_LEDGER,
     LINE_MINUTE_CROSSINGS,
+    ROLLUP_TABLES,
+    ROLLUPS,
     TABLES,
     ZONE_MINUTE_STATS,
+    Rollup,
     Row,
     TableSpec,
 )
@@ -140,12 +151,31 @@ def folds(event: Event) -> Iterator[Fold]:
         }
 
 
+def _fold(acc: dict[str, float], ops: dict[str, tuple[str, float]], seq: int) -> None:
+    """Add one event's ``ops`` to a bucket's accumulators."""
+    for name, (op, value) in ops.items():
+        if op == "add":
+            acc[name] = acc.get(name, 0) + value
+        elif op == "xor_seq_hash":
+            acc[name] = int(acc.get(name, 0)) ^ seq_hash(seq)
+        else:
+            acc[name] = max(acc.get(name, value), value)
+
+
+def last_minute(bucket: dict[str, Any]) -> int:
+    """The last minute a bucket covers (an hour or day bucket's ``last``): it is closed when that minute is."""
+    return int(bucket.get("last", bucket["minute"]))
+
+
 def _mean(total: float, n: float) -> float | None:
     return total / n if n else None
 
 
 def finish(table: TableSpec, acc: dict[str, float]) -> dict[str, Any]:
-    """Public column values from a bucket's accumulators."""
+    """Public column values from a bucket's accumulators (an hour or day bucket's as its minutes')."""
+    if table.name in ROLLUP_TABLES:
+        table = ROLLUP_TABLES[table.name].base
+
     def a(k: str) -> Any:
         return acc.get(k, 0)
 
@@ -181,9 +211,9 @@ def bucket_key(table: TableSpec, camera_id: str, dims: dict[str, Any], minute: i
     return "|".join((camera_id, table.name, *[str(dims[k]) for k in _DIMS[table.name] if k in dims], str(minute)))
 
 
-# table -> its key columns other than camera and minute
+# table -> its key columns other than camera and minute (hour, day)
 _DIMS: dict[str, tuple[str, ...]] = {
-    name: tuple(k for k in spec.key if k not in ("camera_id", "minute")) for name, spec in TABLES.items()
+    name: tuple(k for k in spec.key if k != "camera_id" and k not in spec.times) for name, spec in TABLES.items()
 }
 
 
@@ -215,8 +245,10 @@ class Incoming:
     offset: int = -1  # in its partition of the events topic (-1: not from Kafka)
 
 
-# A fold with its bucket's key: what one event does to one bucket.
-Planned = tuple[str, TableSpec, dict[str, Any], dict[str, tuple[str, float]]]
+# Where a new event of a minute bucket also goes: (bucket key, rollup, period start).
+RolledUp = tuple[tuple[str, Rollup, int], ...]
+# A fold with its bucket's key: what one event does to one bucket (and its hour and day).
+Planned = tuple[str, TableSpec, dict[str, Any], dict[str, tuple[str, float]], RolledUp]
 
 
 @dataclass(frozen=True)
@@ -247,7 +279,13 @@ def plan(event: Event) -> list[Planned]:
 
 def _plan(event: Event) -> list[Planned]:
     camera, minute = event.camera_id, event.minute
-    return [(bucket_key(table, camera, dims, minute), table, dims, ops) for table, dims, ops in folds(event)]
+    return [
+        (
+            bucket_key(table, camera, dims, minute), table, dims, ops,
+            tuple((bucket_key(r.spec, camera, dims, r.period(minute)), r, r.period(minute)) for r in ROLLUPS.get(table.name, ())),
+        )
+        for table, dims, ops in folds(event)
+    ]
 
 
 # The busiest event types whose folds depend only on these fields (and the
@@ -277,8 +315,11 @@ class BatchResult:
 class MinuteAggregator:
     """Applies batches of event records to minute buckets (the state is passed in, see :meth:`apply`)."""
 
-    def __init__(self, late_after_ms: int, source_topic: str = "") -> None:
-        self.late_after_ms = late_after_ms
+    def __init__(self, late_after_ms: int, source_topic: str = "", retention_ms: int | None = None) -> None:
+        # An event older than the shortest retention of the tables would land
+        # in a partition already dropped: it takes the late path too.
+        self.retention_ms = retention_ms
+        self.late_after_ms = min(late_after_ms, retention_ms) if retention_ms else late_after_ms
         self.source_topic = source_topic
         self.stream_time: dict[int, int] = {}  # partition -> newest append time seen
 
@@ -300,12 +341,16 @@ class MinuteAggregator:
     @staticmethod
     def keys(decoded: Iterable[Decoded]) -> set[str]:
         """The bucket keys these records fold into: what to load before :meth:`apply`."""
-        return {planned[0] for d in decoded for p in d.plans if p for planned in p}
+        return {
+            key for d in decoded for p in d.plans if p
+            for planned in p for key in (planned[0], *(rolled[0] for rolled in planned[4]))
+        }
 
     def apply(self, decoded: Iterable[Decoded], buckets: MutableMapping[str, Any]) -> BatchResult:
         """Fold ``decoded`` into ``buckets`` (bucket key -> state; each touched key is written once)."""
         result = BatchResult()
         touched: dict[str, tuple[dict[str, Any], SeqSet]] = {}
+        rolled: dict[str, dict[str, Any]] = {}
         stream_time = self.stream_time
         for d in decoded:
             record = d.record
@@ -315,20 +360,29 @@ class MinuteAggregator:
                 if isinstance(event, EventError):
                     result.dead.append(DeadLetter.from_error(event, "streams", record.value, self.source_topic))
                 else:
-                    self._apply(record, event, planned or [], buckets, touched, result)
+                    self._apply(record, event, planned or [], buckets, touched, rolled, result)
         for key, (bucket, seqs) in touched.items():
             bucket["seqs"] = seqs.ranges
             buckets[key] = bucket  # one state write per bucket per batch
             result.rows[key] = self.row(bucket, seqs)
+        for key, bucket in rolled.items():
+            buckets[key] = bucket
+            result.rows[key] = self.rollup_row(bucket)
         return result
 
     def _apply(
         self, record: Incoming, event: Event, planned: list[Planned], buckets: MutableMapping[str, Any],
-        touched: dict[str, tuple[dict[str, Any], SeqSet]], result: BatchResult,
+        touched: dict[str, tuple[dict[str, Any], SeqSet]], rolled: dict[str, dict[str, Any]], result: BatchResult,
     ) -> None:
         if event.type == "reconcile":
             # Not subject to lateness: it reopens no bucket, and after a long
-            # outage it is what says which minutes came back whole.
+            # outage it is what says which minutes came back whole; only a
+            # minute past the retention has no row left to report on.
+            if self.retention_ms and record.timestamp_ms - event.data["minute"] > self.retention_ms:
+                result.events.append((record, event, False))
+                result.late.append((record, event))
+                result.dead.append(self._late(event, record, event.data["minute"]))
+                return
             row = ledger_row(event)
             have = result.rows.get(row.key)
             if have is None or have.version < row.version:
@@ -343,7 +397,7 @@ class MinuteAggregator:
             return
         new = False
         seq = event.seq
-        for key, table, dims, ops in planned:
+        for key, table, dims, ops, rollups in planned:
             entry = touched.get(key)
             if entry is None:
                 stored = buckets.get(key)
@@ -356,19 +410,32 @@ class MinuteAggregator:
             if not entry[1].add(seq):
                 continue
             new = True
-            acc = entry[0]["acc"]
-            for name, (op, value) in ops.items():
-                if op == "add":
-                    acc[name] = acc.get(name, 0) + value
-                elif op == "xor_seq_hash":
-                    acc[name] = int(acc.get(name, 0)) ^ seq_hash(seq)
-                else:
-                    acc[name] = max(acc.get(name, value), value)
+            _fold(entry[0]["acc"], ops, seq)
+            for rollup_key, rollup, period in rollups:
+                total = rolled.get(rollup_key)
+                if total is None:
+                    stored = buckets.get(rollup_key)
+                    total = rolled[rollup_key] = dict(stored) if stored else {
+                        "table": rollup.spec.name, "camera_id": event.camera_id, "site": event.site, "dims": dims,
+                        "minute": period, "last": period + rollup.span_ms - MINUTE_MS, "acc": {}, "events": 0,
+                    }
+                    total["acc"] = dict(total["acc"])
+                _fold(total["acc"], ops, seq)
+                total["events"] += 1
         result.events.append((record, event, new))
         if new:
             result.applied += 1
         elif planned:
             result.duplicates += 1
+
+    @staticmethod
+    def rollup_row(bucket: dict[str, Any]) -> Row:
+        rollup = ROLLUP_TABLES[bucket["table"]]
+        values = {
+            "camera_id": bucket["camera_id"], "site": bucket["site"], rollup.column: bucket["minute"], "geometry": "",
+            **bucket["dims"], **finish(rollup.spec, bucket["acc"]), "events": bucket["events"],
+        }
+        return Row(rollup.spec.name, {c: values.get(c) for c in rollup.spec.columns})
 
     @staticmethod
     def row(bucket: dict[str, Any], seqs: SeqSet) -> Row:
@@ -379,11 +446,15 @@ class MinuteAggregator:
         }
         return Row(table.name, {c: values.get(c) for c in table.columns})
 
-    def _late(self, event: Event, record: Incoming) -> DeadLetter:
-        age_s = (record.timestamp_ms - event.ts) / 1000
+    def _late(self, event: Event, record: Incoming, ts: int | None = None) -> DeadLetter:
+        age_s = (record.timestamp_ms - (event.ts if ts is None else ts)) / 1000
+        if self.retention_ms and age_s * 1000 > self.retention_ms:
+            why = f"older than the tables keep ({self.retention_ms / 86_400_000:g} days, FLEETSIGHT_RETENTION_DAYS): its partition is dropped"
+        else:
+            why = f"the limit is {self.late_after_ms / 1000:.0f} s"
         return DeadLetter.build(
             Reason.LATE,
-            f"event time is {age_s:.0f} s before its arrival; the limit is {self.late_after_ms / 1000:.0f} s",
+            f"{'reported minute' if ts is not None else 'event time'} is {age_s:.0f} s before its arrival; {why}",
             "streams",
             payload=record.value,
             source_topic=self.source_topic,
@@ -413,7 +484,7 @@ class MinuteAggregator:
         horizon = self.horizon(partition)
         if horizon is None:
             return []
-        stale = [key for key, bucket in list(buckets.items()) if bucket and bucket["minute"] < horizon and owns(key)]
+        stale = [key for key, bucket in list(buckets.items()) if bucket and last_minute(bucket) < horizon and owns(key)]
         for key in stale:
             del buckets[key]
         return stale

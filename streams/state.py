@@ -30,6 +30,8 @@ from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
+from streams.aggregate import last_minute
+
 metadata = MetaData()
 
 OFFSETS = Table(
@@ -48,10 +50,10 @@ BUCKETS = Table(
     Column("app", String(128), primary_key=True),
     Column("key", Text, primary_key=True, comment="camera|table|dims|minute"),
     Column("partition", Integer, nullable=False),
-    Column("minute", BigInteger, nullable=False, comment="start of the minute, ms"),
+    Column("minute", BigInteger, nullable=False, comment="start of the (last) minute the bucket covers, ms"),
     Column("state", JSONB, nullable=False, comment="running sums and the seqs folded into them"),
     Index("ix_stream_buckets_prune", "app", "partition", "minute"),
-    comment="Stream worker state: per-minute sums and their seqs, until the minute is closed.",
+    comment="Stream worker state: per-minute sums and their seqs, and hour and day sums, until their last minute is closed.",
 )
 
 CAMERAS = Table(
@@ -147,7 +149,8 @@ class Batch:
         if keys:
             await self.conn.execute(_UPSERT_BUCKETS, {
                 "app": self.app, "keys": keys, "partitions": [partition_of(k) for k in keys],
-                "minutes": [buckets[k]["minute"] for k in keys], "states": [_json(buckets[k]) for k in keys],
+                # An hour or day bucket is filed under its last minute: pruned when that closes.
+                "minutes": [last_minute(buckets[k]) for k in keys], "states": [_json(buckets[k]) for k in keys],
             })
 
     async def save_cameras(self, cameras: Recorder, partition_of: Callable[[str], int]) -> None:

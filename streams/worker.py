@@ -118,7 +118,10 @@ class Worker:
         self.topics = settings.kafka_topics
         self.partitions = settings.kafka_partitions
         self.store = StateStore.connect(settings.database_url, settings.stream_app_id, self.topics.events)
-        self.aggregator = MinuteAggregator(int(settings.late_after_s * 1000), self.topics.events)
+        retention_s = settings.shortest_retention_s
+        self.aggregator = MinuteAggregator(
+            int(settings.late_after_s * 1000), self.topics.events, int(retention_s * 1000) if retention_s else None,
+        )
         self.status = FleetStatus(alert_config(settings), clock=lambda: int(time.time() * 1000))
         self.log_ends = LogEnds(settings)
         self.lock = asyncio.Lock()

@@ -17,6 +17,7 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
+from schemas.aggregates import RESOLUTIONS, TIME_PARTITIONED
 from schemas.topics import KafkaTopics, MqttTopics
 
 REPO_ROOT = Path(__file__).resolve().parent.parent.parent
@@ -28,6 +29,9 @@ KAFKA_PORT = 19092
 POSTGRES_PORT = 15432
 
 BRIDGE_USER = "fleetsight-bridge"
+
+# 90 days of minutes, two years of hours, days for ever (README "Retention").
+RETENTION_DEFAULTS = {"minute": 90, "hour": 730, "day": 0}
 
 
 class MqttAddress:
@@ -170,6 +174,37 @@ class DatabaseSettings(BaseConfig):
     # when the server offers it), for a private network of one host such as
     # compose's. An ssl= or sslmode= in the URL itself wins.
     database_tls: Literal["auto", "off", "require", "verify-full"] = "auto"
+    # Days each time-partitioned table keeps (sinks/partitions.py), by
+    # resolution ("minute", "hour", "day") or by table name, a name winning
+    # over its resolution; 0 keeps for ever. What is given is merged over
+    # the defaults, e.g. '{"minute": 30, "camera_minute_health": 7}'.
+    retention_days: dict[str, int] = Field(default_factory=lambda: dict(RETENTION_DEFAULTS))
+    # Partitions are made this far ahead of today.
+    partitions_ahead_days: int = Field(7, ge=1)
+    partition_maintenance_every_s: float = Field(3600.0, gt=0)
+
+    @field_validator("retention_days")
+    @classmethod
+    def _retention(cls, value: dict[str, int]) -> dict[str, int]:
+        unknown = sorted(set(value) - set(RESOLUTIONS) - set(TIME_PARTITIONED))
+        if unknown:
+            raise ValueError(
+                f"retention_days: {', '.join(unknown)} is neither a resolution ({', '.join(RESOLUTIONS)}) "
+                f"nor a partitioned table ({', '.join(sorted(TIME_PARTITIONED))})"
+            )
+        if any(days < 0 for days in value.values()):
+            raise ValueError("retention_days: days must be 0 (keep for ever) or more")
+        return {**RETENTION_DEFAULTS, **value}
+
+    def retention_of(self, table: str) -> int:
+        """Days ``table`` keeps its rows (0: for ever)."""
+        return self.retention_days.get(table, self.retention_days[TIME_PARTITIONED[table][1]])
+
+    @property
+    def shortest_retention_s(self) -> float | None:
+        """The shortest retention of any partitioned table (None: all kept): an event older lands nowhere whole."""
+        kept = [days for days in (self.retention_of(t) for t in TIME_PARTITIONED) if days]
+        return min(kept) * 86400.0 if kept else None
 
     @model_validator(mode="after")
     def _resolve_password(self) -> DatabaseSettings:

@@ -123,3 +123,68 @@ def test_prune_only_closes_buckets_no_accepted_event_can_reach() -> None:
     # An event for the closed minute is now late, never a fresh count of 1.
     result = agg.process([rec(1, T0, arrived=later)], table)
     assert [d.reason for d in result.dead] == ["late"] and not result.rows
+
+
+def test_hours_and_days_hold_exactly_the_sum_of_their_minutes_whatever_the_order_and_the_repeats() -> None:
+    """A late event and a resent backlog land in the hour and day as in the minute; repeats change nothing."""
+    rng = random.Random(7)
+    types = ["track.start", "track.end", "line.cross", "zone.enter", "zone.exit", "occupancy"]
+    sent = [rec(seq, T0 + rng.randrange(0, 30 * HOUR), cls=rng.choice(["person", "car"]), type_=rng.choice(types), arrived=T0 + 31 * HOUR)
+            for seq in range(1, 1500)]
+    agg, state = MinuteAggregator(40 * HOUR), {}
+    latest: dict = {}
+    stream = sent + rng.sample(sent, 500)  # an edge resending part of its outbox
+    rng.shuffle(stream)
+    for start in range(0, len(stream), 97):
+        for key, row in agg.process(stream[start:start + 97], state).rows.items():
+            latest[key] = row  # the sink keeps the newest version of each row
+    by_table: dict = {}
+    for row in latest.values():
+        by_table.setdefault(row.table, {})[tuple(row.values[k] for k in row.spec.key)] = row.values
+    for minute_table, rolled, columns in (
+        ("camera_minute_counts", ("camera_hour_counts", "camera_day_counts"), ("objects", "tracks_ended", "events")),
+        ("line_minute_crossings", ("line_hour_crossings", "line_day_crossings"), ("crossings_in", "crossings_out", "events")),
+        ("zone_minute_stats", ("zone_hour_stats", "zone_day_stats"), ("entries", "exits", "occupancy_samples", "events")),
+    ):
+        minutes = by_table[minute_table]
+        for table, span in zip(rolled, (HOUR, 24 * HOUR)):
+            expected: dict = {}
+            for key, values in minutes.items():
+                total = expected.setdefault((*key[:-1], key[-1] - key[-1] % span), dict.fromkeys(columns, 0))
+                for column in columns:
+                    total[column] += values[column]
+            got = {key: {c: v[c] for c in columns} for key, v in by_table[table].items()}
+            assert got == expected, table
+    # Means are weighted by what they average: a day's dwell is the mean over every exit of the day.
+    for key, day in by_table["zone_day_stats"].items():
+        of_day = [v for k, v in by_table["zone_minute_stats"].items() if k[:-1] == key[:-1] and k[-1] - k[-1] % (24 * HOUR) == key[-1]]
+        if day["exits"]:
+            weighted = sum(v["dwell_mean_s"] * v["exits"] for v in of_day if v["exits"]) / day["exits"]
+            assert abs(day["dwell_mean_s"] - weighted) < 1e-6 * weighted
+            assert day["dwell_max_s"] == max(v["dwell_max_s"] for v in of_day if v["exits"])
+
+
+def test_an_hour_bucket_stays_until_its_last_minute_is_closed() -> None:
+    agg, state = MinuteAggregator(HOUR), {}
+    hour = T0 - T0 % HOUR
+    agg.process([rec(1, hour + MINUTE_MS)], state)
+    hour_keys = [k for k in state if "|camera_hour_counts|" in k]
+    assert hour_keys
+    # Stream time moves past the first minute's horizon but not the hour's last minute's.
+    agg.process([rec(2, hour + 59 * MINUTE_MS, arrived=hour + HOUR + 30 * MINUTE_MS)], state)
+    agg.prune(state, 0, owns=lambda key: True)
+    assert not any(k.endswith(f"|{hour + MINUTE_MS}") and "|camera_minute_counts|" in k for k in state)
+    assert all(k in state for k in hour_keys)
+    agg.process([rec(3, hour + 3 * HOUR, arrived=hour + 3 * HOUR)], state)
+    agg.prune(state, 0, owns=lambda key: True)
+    assert not any(k in state for k in hour_keys)
+
+
+def test_an_event_older_than_the_retention_takes_the_late_path_with_that_reason() -> None:
+    day = 24 * HOUR
+    agg, state = MinuteAggregator(40 * day, retention_ms=30 * day), {}
+    result = agg.process([rec(1, T0, arrived=T0 + 31 * day), rec(2, T0 + 2 * day, arrived=T0 + 31 * day)], state)
+    [dead] = result.dead
+    assert dead.reason == "late" and "FLEETSIGHT_RETENTION_DAYS" in dead.detail and dead.seq == 1
+    assert [e.seq for _, e in result.late] == [1]
+    assert {r.values["objects"] for r in result.rows.values() if r.table == "camera_day_counts"} == {1}
