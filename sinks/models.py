@@ -63,7 +63,10 @@ class LineMinuteCrossing(_Updated, Base):
     crossings_in: Mapped[int] = mapped_column(BigInteger, nullable=False, server_default="0")
     crossings_out: Mapped[int] = mapped_column(BigInteger, nullable=False, server_default="0")
     events: Mapped[int] = mapped_column(BigInteger, nullable=False)
-    __table_args__ = (Index("ix_line_minute_crossings_site_minute", "site", "minute"), {"comment": "Line crossings in and out per camera, line, object class and event-time minute.", **MINUTE_PARTITIONS})
+    __table_args__ = (
+        Index("ix_line_minute_crossings_site_minute", "site", "minute"),
+        {"comment": "Line crossings in and out per camera, line, object class and event-time minute.", **MINUTE_PARTITIONS},
+    )
 
 
 class ZoneMinuteStat(_Updated, Base):
@@ -84,7 +87,10 @@ class ZoneMinuteStat(_Updated, Base):
     occupancy_max: Mapped[int | None] = mapped_column(Integer)
     occupancy_samples: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
     events: Mapped[int] = mapped_column(BigInteger, nullable=False)
-    __table_args__ = (Index("ix_zone_minute_stats_site_minute", "site", "minute"), {"comment": "Zone entries, exits, dwell and occupancy per camera, zone, object class and event-time minute.", **MINUTE_PARTITIONS})
+    __table_args__ = (
+        Index("ix_zone_minute_stats_site_minute", "site", "minute"),
+        {"comment": "Zone entries, exits, dwell and occupancy per camera, zone, object class and event-time minute.", **MINUTE_PARTITIONS},
+    )
 
 
 # --- hour and day rollups: real tables the stream worker keeps exact (schemas.aggregates.ROLLUPS) ---

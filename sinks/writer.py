@@ -14,9 +14,9 @@ import logging
 import signal
 import time
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from aiokafka import AIOKafkaConsumer
 from sqlalchemy import func
@@ -33,12 +33,14 @@ from runtime.watchdog import Watchdog
 from schemas.aggregates import Row, TableSpec, decode_rows
 from sinks import metrics as sink_metrics
 from sinks.db import make_engine
+from sinks.keeper import PartitionKeeper
 from sinks.models import MODELS
 from sinks.reconcile import Reconciler
 
 log = logging.getLogger("fleetsight.sink")
 
 CHUNK = 500
+T = TypeVar("T")
 
 
 def latest(rows: Iterable[Row]) -> dict[str, list[Row]]:
@@ -122,8 +124,12 @@ class Sink:
             engine, s.reconcile_every_s, s.reconcile_window_s, s.reconcile_grace_s, write_rows=lambda rows: upsert(engine, rows)
         )
         reconciling = asyncio.create_task(reconciler.run(self._stop), name="reconcile")
+        keeper = PartitionKeeper(engine, s)
         try:
             while not self._stop.is_set():
+                if keeper.due():
+                    self.watchdog.busy("making and dropping partitions")
+                    await self._retry(keeper.maintain, "partition maintenance")
                 self.watchdog.busy("reading row records from Kafka")
                 batches = await consumer.getmany(timeout_ms=500, max_records=5000)
                 rows: list[Row] = []
@@ -139,11 +145,9 @@ class Sink:
                 self.backlog = self._behind(consumer) + sum(len(m) for m in batches.values())
                 if rows:
                     started = time.perf_counter()
-                    self.written += await retry(
-                        lambda: upsert(engine, rows),  # noqa: B023 (awaited before the loop moves on)
-                        what=f"writing {len(rows)} rows to the database",
-                        errors=(OperationalError, DBAPIError, OSError), log=log, watchdog=self.watchdog,
-                        stopping=self._stop.is_set, on_retry=sink_metrics.SINK_RETRIES.inc,
+                    self.written += await self._retry(
+                        lambda: self._write(engine, keeper, rows),  # noqa: B023 (awaited before the loop moves on)
+                        f"writing {len(rows)} rows to the database",
                     )
                     sink_metrics.SINK_WRITE.observe(time.perf_counter() - started)
                     sink_metrics.SINK_LAG.observe(max(0.0, time.time() - newest / 1000))
@@ -158,6 +162,17 @@ class Sink:
             await reconciling
             await consumer.stop()
             await engine.dispose()
+
+    async def _retry(self, call: Callable[[], Awaitable[T]], what: str) -> T:
+        """``call`` until the database takes it (the sink never drops rows for an outage)."""
+        return await retry(
+            call, what=what, errors=(OperationalError, DBAPIError, OSError), log=log, watchdog=self.watchdog,
+            stopping=self._stop.is_set, on_retry=sink_metrics.SINK_RETRIES.inc,
+        )
+
+    @staticmethod
+    async def _write(engine: AsyncEngine, keeper: PartitionKeeper, rows: list[Row]) -> int:
+        return await upsert(engine, await keeper.admit(rows))
 
     def _behind(self, consumer: AIOKafkaConsumer) -> int:
         """Records in the assigned partitions past the last one read (by the last fetch's high watermark)."""

@@ -1,0 +1,99 @@
+"""The sink's side of the partitions: keeps them made and dropped, and rows out of ones that are gone.
+
+A row whose time has no partition would fail its whole batch for good
+("no partition of relation ... found for row"), and the sink would retry
+it for ever. So before each write the sink checks each row's time against
+the partitions it knows: past the newest, it makes the partitions due now
+(the bridge refuses clocks far ahead, so that is today's); before the
+oldest (older than the retention: the stream worker sends such events down
+the late path, so this is only a net for a worker with other settings), the
+row is left out, logged and counted (``fleetsight_sink_rows_expired``).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from datetime import UTC, datetime
+
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from runtime.settings import DatabaseSettings
+from schemas.aggregates import TIME_PARTITIONED, Row
+from sinks import metrics as sink_metrics
+from sinks.partitions import bounds_of, existing, maintain
+
+log = logging.getLogger("fleetsight.partitions")
+
+
+class PartitionKeeper:
+    """Runs partition maintenance for the sink and screens rows against the partitions there are."""
+
+    def __init__(self, engine: AsyncEngine, settings: DatabaseSettings) -> None:
+        self.engine = engine
+        self.settings = settings
+        self.bounds: dict[str, tuple[int | None, int]] = {}  # table -> [oldest start, newest end) in ms
+        self._last = 0.0
+
+    async def maintain(self) -> None:
+        """Make and drop what is due; without the rights to (a login that may only write rows), read what there is."""
+        self._last = time.monotonic()
+        try:
+            report = await maintain(self.engine, self.settings.retention_of, self.settings.partitions_ahead_days)
+        except DBAPIError as exc:
+            if getattr(exc.orig, "sqlstate", None) not in ("42501", "55P03"):  # insufficient privilege, lock not available
+                raise
+            log.error(
+                "partition maintenance could not run (%s); run `fleetsight db partitions` as the tables' owner "
+                "(e.g. daily), or give the sink that login", str(exc.orig).splitlines()[0],
+            )
+            async with self.engine.begin() as conn:
+                bounds = bounds_of(await existing(conn))
+        else:
+            bounds = report.bounds
+            for name in report.created:
+                sink_metrics.PARTITIONS_MADE.labels(name.rsplit("_p", 1)[0]).inc()
+            for name in report.dropped:
+                sink_metrics.PARTITIONS_DROPPED.labels(name.rsplit("_p", 1)[0]).inc()
+        self.bounds = {t: (_ms(start) if start else None, _ms(end)) for t, (start, end) in bounds.items()}
+
+    def due(self) -> bool:
+        return time.monotonic() - self._last >= self.settings.partition_maintenance_every_s
+
+    async def admit(self, rows: list[Row]) -> list[Row]:
+        """``rows`` less those older than their table's oldest partition; makes partitions for rows past the newest."""
+        if any(self._past(row) for row in rows):
+            await self.maintain()
+        kept: list[Row] = []
+        expired: Counter[str] = Counter()
+        for row in rows:
+            if self._before(row) or self._past(row):
+                expired[row.table] += 1
+            else:
+                kept.append(row)
+        for table, n in expired.items():
+            sink_metrics.SINK_ROWS_EXPIRED.labels(table).inc(n)
+            log.error(
+                "left out %d %s rows: their time has no partition (the table keeps %d days, FLEETSIGHT_RETENTION_DAYS, "
+                "and partitions are made %d days ahead)", n, table, self.settings.retention_of(table), self.settings.partitions_ahead_days,
+            )
+        return kept
+
+    def _time(self, row: Row) -> int | None:
+        partitioned = TIME_PARTITIONED.get(row.table)
+        return None if partitioned is None or row.table not in self.bounds else int(row.values[partitioned[0]])
+
+    def _before(self, row: Row) -> bool:
+        t = self._time(row)
+        oldest = self.bounds[row.table][0] if t is not None else None
+        return t is not None and oldest is not None and t < oldest
+
+    def _past(self, row: Row) -> bool:
+        t = self._time(row)
+        return t is not None and t >= self.bounds[row.table][1]
+
+
+def _ms(moment: datetime) -> int:
+    return int(moment.astimezone(UTC).timestamp() * 1000)
