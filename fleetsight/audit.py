@@ -19,7 +19,7 @@ from sqlalchemy import text
 
 from runtime.settings import SinkSettings
 from sinks.db import make_engine
-from sinks.reconcile import EDGE_DROPPED, MATCH, MISMATCH, PENDING, Verdict, check, judge
+from sinks.reconcile import EDGE_DROPPED, MATCH, MISMATCH, PENDING, Verdict, check, check_rollups, judge, rollup_state
 
 _SPAN = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhd])$")
 _SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -57,7 +57,9 @@ async def audit(settings: SinkSettings, since_ms: int, camera: str | None, conso
     now = int(time.time() * 1000)
     try:
         async with engine.connect() as conn:
-            verdicts = [judge(c, now, int(settings.reconcile_grace_s * 1000)) for c in await check(conn, since_ms, camera)]
+            grace = int(settings.reconcile_grace_s * 1000)
+            verdicts = [judge(c, now, grace) for c in await check(conn, since_ms, camera)]
+            rollups_checked, rollups = await check_rollups(conn, since_ms, camera, now)
             clocks = {
                 r.camera_id: r.clock_offset_s
                 for r in await conn.execute(text("SELECT camera_id, clock_offset_s FROM camera_status"))
@@ -88,7 +90,15 @@ async def audit(settings: SinkSettings, since_ms: int, camera: str | None, conso
         console.print(f"... and {len(mismatched) - SHOWN_MISMATCHES} more (SELECT * FROM camera_minute_reconciliation WHERE state = 'mismatch')")
     if not verdicts:
         console.print("no camera-minutes in that span")
-    return 1 if mismatched else 0
+    rollups_bad = [c for c in rollups if rollup_state(c, now, grace) == MISMATCH]
+    console.print(
+        f"hour and day tables against their minutes: {rollups_checked} rows checked, "
+        f"{len(rollups) - len(rollups_bad)} pending, " + (f"[bold red]{len(rollups_bad)} differ[/]" if rollups_bad else "0 differ")
+    )
+    for c in rollups_bad[:SHOWN_MISMATCHES]:
+        differs = ", ".join(f"{k} minutes {d['minutes']} rollup {d['rollup']}" for k, d in c.differences.items())
+        console.print(f"[red]mismatch[/] {c.table} {c.camera_id} {c.key} {datetime.fromtimestamp(c.period / 1000, tz=UTC):%Y-%m-%d %H:%M}: {differs}")
+    return 1 if mismatched or rollups_bad else 0
 
 
 def summarize(verdicts: list[Verdict], clocks: dict[str, float | None]) -> list[CameraAudit]:

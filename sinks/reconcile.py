@@ -26,7 +26,7 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from schemas.aggregates import ALERTS, Row
+from schemas.aggregates import ALERTS, ROLLUP_TABLES, Rollup, Row
 from schemas.ledger import MinuteLedger, add_totals, digest_hex
 
 log = logging.getLogger("fleetsight.reconcile")
@@ -172,6 +172,87 @@ async def check(conn: AsyncConnection, since_ms: int, camera: str | None = None)
     return sorted(checks.values(), key=lambda c: (c.camera_id, c.minute))
 
 
+# --- the hour and day rollups against their minutes -----------------------------------
+
+# The columns compared: every count, and the maxima (means are floats summed
+# in another order, so they are left out; their weights are compared).
+ROLLUP_COLUMNS: dict[str, tuple[tuple[str, str], ...]] = {
+    "camera_minute_counts": (("objects", "sum"), ("tracks_ended", "sum"), ("dwell_max_s", "max"), ("events", "sum")),
+    "line_minute_crossings": (("crossings_in", "sum"), ("crossings_out", "sum"), ("events", "sum")),
+    "zone_minute_stats": (
+        ("entries", "sum"), ("exits", "sum"), ("occupancy_samples", "sum"), ("dwell_max_s", "max"), ("occupancy_max", "max"), ("events", "sum"),
+    ),
+}
+
+
+@dataclass(frozen=True)
+class RollupCheck:
+    """One row of an hour or day table that differs from the sums of its minutes."""
+
+    table: str
+    camera_id: str
+    site: str
+    period: int  # start, ms
+    key: str  # the key columns between camera and period, joined by |
+    differences: dict[str, Any]
+    changed_at: int  # the newest updated_at of the row and its minutes, ms
+
+
+def _rollup_sql(rollup: Rollup) -> str:
+    dims = [k for k in rollup.spec.key if k not in ("camera_id", rollup.column)]
+    on = " AND ".join(f"m.{k} = r.{k}" for k in ("camera_id", *dims)) + f" AND m.t = r.{rollup.column}"
+    columns = ROLLUP_COLUMNS[rollup.base.name]
+    aggregated = ", ".join(f"{how}({c}) AS {c}" for c, how in columns)
+    differs = " OR ".join(f"m.{c} IS DISTINCT FROM r.{c}" for c, _ in columns)
+    return f"""
+        WITH m AS (
+            SELECT camera_id, {", ".join(dims)}, date_trunc('{rollup.column}', minute, 'UTC') AS t, max(site) AS site,
+                   {aggregated}, max(updated_at) AS changed
+            FROM {rollup.base.name}
+            WHERE minute >= :since AND minute < :until AND (CAST(:camera AS text) IS NULL OR camera_id = :camera)
+            GROUP BY camera_id, {", ".join(dims)}, t
+        ), r AS (
+            SELECT * FROM {rollup.spec.name}
+            WHERE {rollup.column} >= :since AND {rollup.column} < :until AND (CAST(:camera AS text) IS NULL OR camera_id = :camera)
+        )
+        SELECT coalesce(m.camera_id, r.camera_id) AS camera_id, coalesce(m.site, r.site) AS site,
+               coalesce(m.t, r.{rollup.column}) AS period_start, concat_ws('|', {", ".join(f"coalesce(m.{k}, r.{k})" for k in dims)}) AS key,
+               {", ".join(f"m.{c} AS m_{c}, r.{c} AS r_{c}" for c, _ in columns)},
+               greatest(m.changed, r.updated_at) AS changed
+        FROM m FULL JOIN r ON {on}
+        WHERE {differs}
+    """
+
+
+async def check_rollups(conn: AsyncConnection, since_ms: int, camera: str | None = None, now_ms: int | None = None) -> tuple[int, list[RollupCheck]]:
+    """Rows of the hour and day tables from the period holding ``since_ms`` on that differ from their minutes,
+    and how many periods were compared."""
+    now_ms = now_ms if now_ms is not None else int(time.time() * 1000)
+    checked = 0
+    found: list[RollupCheck] = []
+    for rollup in ROLLUP_TABLES.values():
+        since = rollup.period(since_ms)
+        params = {
+            "since": datetime.fromtimestamp(since / 1000, tz=UTC), "until": datetime.fromtimestamp(now_ms / 1000 + 86400, tz=UTC),
+            "camera": camera,
+        }
+        checked += (await conn.execute(
+            text(f"SELECT count(*) FROM {rollup.spec.name} WHERE {rollup.column} >= :since AND {rollup.column} < :until "
+                 "AND (CAST(:camera AS text) IS NULL OR camera_id = :camera)"), params)).scalar_one()
+        for r in await conn.execute(text(_rollup_sql(rollup)), params):
+            differences = {
+                c: {"minutes": getattr(r, f"m_{c}"), "rollup": getattr(r, f"r_{c}")}
+                for c, _ in ROLLUP_COLUMNS[rollup.base.name] if getattr(r, f"m_{c}") != getattr(r, f"r_{c}")
+            }
+            found.append(RollupCheck(rollup.spec.name, r.camera_id, r.site, _ms(r.period_start), r.key, differences, _ms(r.changed)))
+    return checked, found
+
+
+def rollup_state(check: RollupCheck, now_ms: int, grace_ms: int) -> str:
+    """pending while the row or its minutes changed within ``grace_ms`` (rows on their way), else mismatch."""
+    return PENDING if now_ms - check.changed_at < grace_ms else MISMATCH
+
+
 # --- the sink's reconciler ------------------------------------------------------------
 
 _SAVE = text("""
@@ -203,6 +284,14 @@ _MISMATCHED = text("""
     FROM camera_minute_reconciliation WHERE state = 'mismatch' GROUP BY camera_id
 """)
 _OPEN_ALERTS = text("SELECT alert_id, camera_id, site, opened_at, detail FROM alerts WHERE kind = 'reconcile' AND state = 'open'")
+
+
+@dataclass(frozen=True)
+class _RollupMismatch:
+    camera_id: str
+    site: str
+    table: str
+    period: datetime
 
 
 class Reconciler:
@@ -246,8 +335,14 @@ class Reconciler:
                     "dropped": [v.dropped for v in verdicts], "suspect": [v.clock_suspect for v in verdicts],
                 })
                 await conn.execute(_LAST_MATCHED)
-            mismatched = {r.camera_id: r for r in await conn.execute(_MISMATCHED)}
+            mismatched: dict[str, Any] = {r.camera_id: r for r in await conn.execute(_MISMATCHED)}
+            _, rollups = await check_rollups(conn, now - self.window_ms, now_ms=now)
             open_alerts = {r.camera_id: r for r in await conn.execute(_OPEN_ALERTS)}
+        for bad in (c for c in rollups if rollup_state(c, now, self.grace_ms) == MISMATCH):
+            log.warning("%s %s %s at %s differs from its minutes: %s", bad.table, bad.camera_id, bad.key,
+                        datetime.fromtimestamp(bad.period / 1000, tz=UTC).isoformat(), bad.differences)
+            if bad.camera_id not in mismatched:
+                mismatched[bad.camera_id] = _RollupMismatch(bad.camera_id, bad.site, bad.table, datetime.fromtimestamp(bad.period / 1000, tz=UTC))
         rows = [self._alert(r, now) for camera, r in mismatched.items() if camera not in open_alerts]
         rows += [self._closed(r, now) for camera, r in open_alerts.items() if camera not in mismatched]
         if rows:
@@ -256,7 +351,10 @@ class Reconciler:
 
     @staticmethod
     def _alert(r: Any, now: int) -> Row:
-        detail = f"{r.minutes} minute(s) in SQL differ from the camera's ledger, {r.first:%Y-%m-%d %H:%M} to {r.last:%H:%M} UTC (fleetsight audit)"
+        if isinstance(r, _RollupMismatch):
+            detail = f"{r.table} at {r.period:%Y-%m-%d %H:%M} UTC differs from the sums of its minutes (fleetsight audit)"
+        else:
+            detail = f"{r.minutes} minute(s) in SQL differ from the camera's ledger, {r.first:%Y-%m-%d %H:%M} to {r.last:%H:%M} UTC (fleetsight audit)"
         return Row(ALERTS.name, {
             "alert_id": f"{r.camera_id}|reconcile||{now}", "camera_id": r.camera_id, "site": r.site, "kind": "reconcile",
             "subject": "", "state": "open", "opened_at": now, "closed_at": None, "detail": detail, "version": 1,
