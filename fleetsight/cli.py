@@ -39,8 +39,36 @@ def setup_logging(verbose: bool) -> None:
 def cmd_db(args: argparse.Namespace, settings: DatabaseSettings) -> int:
     from sinks.db import upgrade
 
-    upgrade(settings.database_url)
-    log.info("database schema is at the latest migration")
+    if args.action == "upgrade":
+        upgrade(settings.database_url)
+        log.info("database schema is at the latest migration")
+    return asyncio.run(_partitions(settings, show=args.action == "partitions"))
+
+
+async def _partitions(settings: DatabaseSettings, show: bool) -> int:
+    """Partition maintenance now (what the sink does every hour), and with ``show`` a table of what there is."""
+    from sinks.db import make_engine
+    from sinks.partitions import maintain, sizes
+
+    engine = make_engine(settings.database_url)
+    try:
+        report = await maintain(engine, settings.retention_of, settings.partitions_ahead_days)
+        log.info("partitions: %d made, %d dropped", len(report.created), len(report.dropped))
+        if show:
+            found = await sizes(engine)
+            if not found:
+                log.error("no time-partitioned tables in this database: run `fleetsight db upgrade` first")
+                return 1
+            # Plain lines, not a rich table: a table cut to an 80-column pipe loses the names.
+            print(f"{'table':<29} {'parts':>5} {'from':>10} {'to':>10} {'keeps':>9} {'rows':>13} {'size':>10}")
+            for t in found:
+                days = settings.retention_of(t.table)
+                print(
+                    f"{t.table:<29} {t.partitions:>5} {f'{t.start:%Y-%m-%d}' if t.start else 'all before':>10} {t.end:%Y-%m-%d} "
+                    f"{f'{days} days' if days else 'for ever':>9} {t.rows:>13,} {f'{t.bytes / 2**20:,.0f} MiB':>10}"
+                )
+    finally:
+        await engine.dispose()
     return 0
 
 
@@ -294,8 +322,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--command-config", default="admin.properties", help="the admin login file kafka-acls.sh is given")
     p.set_defaults(func=cmd_kafka, settings=Settings)
 
-    p = sub.add_parser("db", help="database schema")
-    p.add_argument("action", choices=["upgrade"])
+    p = sub.add_parser("db", help="database schema, and the time partitions (made ahead, dropped after their retention)")
+    p.add_argument("action", choices=["upgrade", "partitions"], help="upgrade: migrate, then partition maintenance; partitions: maintenance and a summary")
     p.set_defaults(func=cmd_db, settings=DatabaseSettings)
 
     sub.add_parser("bridge", help="MQTT -> Kafka bridge").set_defaults(func=cmd_bridge, settings=BridgeSettings)

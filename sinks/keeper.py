@@ -5,9 +5,12 @@ A row whose time has no partition would fail its whole batch for good
 it for ever. So before each write the sink checks each row's time against
 the partitions it knows: past the newest, it makes the partitions due now
 (the bridge refuses clocks far ahead, so that is today's); before the
-oldest (older than the retention: the stream worker sends such events down
-the late path, so this is only a net for a worker with other settings), the
-row is left out, logged and counted (``fleetsight_sink_rows_expired``).
+oldest, it makes the partitions back to it if the retention keeps that
+time (a fresh install meeting an edge's backlog from the day before).
+What still has no partition (older than the retention: the stream worker
+sends such events down the late path, so this is only a net for a worker
+with other settings) is left out, logged and counted
+(``fleetsight_sink_rows_expired``).
 """
 
 from __future__ import annotations
@@ -37,11 +40,12 @@ class PartitionKeeper:
         self.bounds: dict[str, tuple[int | None, int]] = {}  # table -> [oldest start, newest end) in ms
         self._last = 0.0
 
-    async def maintain(self) -> None:
-        """Make and drop what is due; without the rights to (a login that may only write rows), read what there is."""
+    async def maintain(self, back_to: dict[str, datetime] | None = None) -> None:
+        """Make and drop what is due (and partitions back to ``back_to`` per table, within the retention);
+        without the rights to (a login that may only write rows), read what there is."""
         self._last = time.monotonic()
         try:
-            report = await maintain(self.engine, self.settings.retention_of, self.settings.partitions_ahead_days)
+            report = await maintain(self.engine, self.settings.retention_of, self.settings.partitions_ahead_days, back_to=back_to)
         except DBAPIError as exc:
             if getattr(exc.orig, "sqlstate", None) not in ("42501", "55P03"):  # insufficient privilege, lock not available
                 raise
@@ -64,8 +68,13 @@ class PartitionKeeper:
 
     async def admit(self, rows: list[Row]) -> list[Row]:
         """``rows`` less those older than their table's oldest partition; makes partitions for rows past the newest."""
-        if any(self._past(row) for row in rows):
-            await self.maintain()
+        older: dict[str, datetime] = {}
+        for row in rows:
+            if self._before(row):
+                t = datetime.fromtimestamp(self._time(row) / 1000, tz=UTC)  # type: ignore[operator]
+                older[row.table] = min(older.get(row.table, t), t)
+        if older or any(self._past(row) for row in rows):
+            await self.maintain(back_to=older)
         kept: list[Row] = []
         expired: Counter[str] = Counter()
         for row in rows:

@@ -91,22 +91,35 @@ def grain_of(table: str) -> str:
     return GRAIN[TIME_PARTITIONED[table][1]]
 
 
-def plan(table: str, existing: Iterable[Partition], now: datetime, retention_days: int, ahead_days: int) -> Plan:
-    """What to make (every period from the newest partition, or today, to ``ahead_days`` on) and drop."""
+def plan(
+    table: str, existing: Iterable[Partition], now: datetime, retention_days: int, ahead_days: int, back_to: datetime | None = None,
+) -> Plan:
+    """What to make and drop: every period from the newest partition (or today) to ``ahead_days`` on, and
+    back to ``back_to`` (a row older than the oldest partition) if the retention keeps that; drops
+    what is past the retention."""
     grain = grain_of(table)
     existing = sorted(existing, key=lambda p: p.end)
     out = Plan()
-    start = period_start(grain, now)
-    if existing and existing[-1].end > start:
-        start = existing[-1].end  # never below what exists: no overlap, no hole
-    until = now + timedelta(days=ahead_days)
-    while start <= until:
+    keeps_from = now - timedelta(days=retention_days) if retention_days else None
+    oldest = existing[0].start if existing else period_start(grain, now)
+    if back_to is not None and oldest is not None and back_to < oldest and (keeps_from is None or back_to >= keeps_from):
+        # A fresh install, and an edge with a backlog from before it: its days are made too.
+        out.create += _periods(table, grain, period_start(grain, back_to), oldest)
+    # On from the newest there is, whatever its age: no overlap, and no hole a
+    # late row could fall into (days past the retention are dropped next time).
+    start = existing[-1].end if existing else period_start(grain, now)
+    out.create += _periods(table, grain, start, next_start(grain, period_start(grain, now + timedelta(days=ahead_days))))
+    if keeps_from is not None:
+        out.drop = [p for p in existing if p.end <= keeps_from - DROP_GRACE]
+    return out
+
+
+def _periods(table: str, grain: str, start: datetime, until: datetime) -> list[Partition]:
+    out = []
+    while start < until:
         end = next_start(grain, start)
-        out.create.append(Partition(partition_name(table, grain, start), start, end))
+        out.append(Partition(partition_name(table, grain, start), start, end))
         start = end
-    if retention_days:
-        cutoff = now - timedelta(days=retention_days) - DROP_GRACE
-        out.drop = [p for p in existing if p.end <= cutoff]
     return out
 
 
@@ -127,10 +140,16 @@ def bounds_of(found: dict[str, list[Partition]]) -> dict[str, tuple[datetime | N
     return {table: (parts[0].start, parts[-1].end) for table, parts in found.items() if parts}
 
 
+_PARENTS = text("""
+    SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+    WHERE n.nspname = current_schema() AND c.relkind = 'p' AND c.relname = ANY(:tables)
+""")
+
+
 async def existing(conn: AsyncConnection) -> dict[str, list[Partition]]:
-    """The partitions of each partitioned table, oldest first (bounds read in UTC)."""
+    """The partitions of each partitioned table there is (none before revision 0008), oldest first (bounds read in UTC)."""
     await conn.execute(text("SET LOCAL TimeZone = 'UTC'"))
-    found: dict[str, list[Partition]] = {t: [] for t in TIME_PARTITIONED}
+    found: dict[str, list[Partition]] = {t: [] for t in (await conn.execute(_PARENTS, {"tables": list(TIME_PARTITIONED)})).scalars()}
     for row in await conn.execute(_EXISTING, {"tables": list(TIME_PARTITIONED)}):
         bound = _BOUND.search(row.bound)
         if bound is None:
@@ -153,6 +172,7 @@ class Report:
 
 async def maintain(
     engine: AsyncEngine, retention_of: Callable[[str], int], ahead_days: int, now: datetime | None = None,
+    back_to: dict[str, datetime] | None = None,
 ) -> Report:
     """Make the partitions due and drop those past their retention, in one transaction.
 
@@ -165,7 +185,7 @@ async def maintain(
         await conn.execute(text(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'"))
         await conn.execute(text("SELECT pg_advisory_xact_lock(hashtext('fleetsight.partitions'))"))
         for table, parts in (await existing(conn)).items():
-            todo = plan(table, parts, now, retention_of(table), ahead_days)
+            todo = plan(table, parts, now, retention_of(table), ahead_days, (back_to or {}).get(table))
             for p in todo.create:
                 assert p.start is not None  # plan() makes bounded periods only
                 # Made apart, then attached: ATTACH locks the parent far less than CREATE ... PARTITION OF.
@@ -181,7 +201,7 @@ async def maintain(
                 await conn.execute(text(f'ALTER TABLE "{table}" DETACH PARTITION "{p.name}"'))
                 await conn.execute(text(f'DROP TABLE "{p.name}"'))
                 report.dropped.append(p.name)
-            kept = [p for p in parts if p not in todo.drop] + todo.create
+            kept = sorted([p for p in parts if p not in todo.drop] + todo.create, key=lambda p: p.end)
             report.bounds.update(bounds_of({table: kept}))
     if report.created or report.dropped:
         log.info("partitions: made %d (%s), dropped %d (%s)", len(report.created), _brief(report.created),
@@ -191,3 +211,29 @@ async def maintain(
 
 def _brief(names: list[str]) -> str:
     return ", ".join(names) if len(names) <= 4 else f"{names[0]} ... {names[-1]}"
+
+
+@dataclass(frozen=True)
+class TableSize:
+    table: str
+    partitions: int
+    start: datetime | None
+    end: datetime
+    rows: int  # the planner's estimate (pg_class.reltuples), as of the last ANALYZE
+    bytes: int
+
+
+async def sizes(engine: AsyncEngine) -> list[TableSize]:
+    """Per partitioned table: its partitions, the span they cover, rows and disk."""
+    async with engine.begin() as conn:
+        found = await existing(conn)
+        out = []
+        for table, parts in found.items():
+            if not parts:
+                continue
+            rows, size = (await conn.execute(text(
+                "SELECT coalesce(sum(greatest(c.reltuples, 0)), 0)::bigint, coalesce(sum(pg_total_relation_size(c.oid)), 0)::bigint "
+                "FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid WHERE i.inhparent = CAST(:t AS regclass)"
+            ), {"t": table})).one()
+            out.append(TableSize(table, len(parts), parts[0].start, parts[-1].end, rows, size))
+    return out

@@ -28,6 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from schemas.aggregates import ALERTS, ROLLUP_TABLES, Rollup, Row
 from schemas.ledger import MinuteLedger, add_totals, digest_hex
+from sinks import rollups
 
 log = logging.getLogger("fleetsight.reconcile")
 
@@ -174,17 +175,6 @@ async def check(conn: AsyncConnection, since_ms: int, camera: str | None = None)
 
 # --- the hour and day rollups against their minutes -----------------------------------
 
-# The columns compared: every count, and the maxima (means are floats summed
-# in another order, so they are left out; their weights are compared).
-ROLLUP_COLUMNS: dict[str, tuple[tuple[str, str], ...]] = {
-    "camera_minute_counts": (("objects", "sum"), ("tracks_ended", "sum"), ("dwell_max_s", "max"), ("events", "sum")),
-    "line_minute_crossings": (("crossings_in", "sum"), ("crossings_out", "sum"), ("events", "sum")),
-    "zone_minute_stats": (
-        ("entries", "sum"), ("exits", "sum"), ("occupancy_samples", "sum"), ("dwell_max_s", "max"), ("occupancy_max", "max"), ("events", "sum"),
-    ),
-}
-
-
 @dataclass(frozen=True)
 class RollupCheck:
     """One row of an hour or day table that differs from the sums of its minutes."""
@@ -199,9 +189,9 @@ class RollupCheck:
 
 
 def _rollup_sql(rollup: Rollup) -> str:
-    dims = [k for k in rollup.spec.key if k not in ("camera_id", rollup.column)]
+    dims = rollups.dims(rollup)
     on = " AND ".join(f"m.{k} = r.{k}" for k in ("camera_id", *dims)) + f" AND m.t = r.{rollup.column}"
-    columns = ROLLUP_COLUMNS[rollup.base.name]
+    columns = rollups.exact_columns(rollup)
     aggregated = ", ".join(f"{how}({c}) AS {c}" for c, how in columns)
     differs = " OR ".join(f"m.{c} IS DISTINCT FROM r.{c}" for c, _ in columns)
     return f"""
@@ -242,7 +232,7 @@ async def check_rollups(conn: AsyncConnection, since_ms: int, camera: str | None
         for r in await conn.execute(text(_rollup_sql(rollup)), params):
             differences = {
                 c: {"minutes": getattr(r, f"m_{c}"), "rollup": getattr(r, f"r_{c}")}
-                for c, _ in ROLLUP_COLUMNS[rollup.base.name] if getattr(r, f"m_{c}") != getattr(r, f"r_{c}")
+                for c, _ in rollups.exact_columns(rollup) if getattr(r, f"m_{c}") != getattr(r, f"r_{c}")
             }
             found.append(RollupCheck(rollup.spec.name, r.camera_id, r.site, _ms(r.period_start), r.key, differences, _ms(r.changed)))
     return checked, found
@@ -336,9 +326,9 @@ class Reconciler:
                 })
                 await conn.execute(_LAST_MATCHED)
             mismatched: dict[str, Any] = {r.camera_id: r for r in await conn.execute(_MISMATCHED)}
-            _, rollups = await check_rollups(conn, now - self.window_ms, now_ms=now)
+            _, differing = await check_rollups(conn, now - self.window_ms, now_ms=now)
             open_alerts = {r.camera_id: r for r in await conn.execute(_OPEN_ALERTS)}
-        for bad in (c for c in rollups if rollup_state(c, now, self.grace_ms) == MISMATCH):
+        for bad in (c for c in differing if rollup_state(c, now, self.grace_ms) == MISMATCH):
             log.warning("%s %s %s at %s differs from its minutes: %s", bad.table, bad.camera_id, bad.key,
                         datetime.fromtimestamp(bad.period / 1000, tz=UTC).isoformat(), bad.differences)
             if bad.camera_id not in mismatched:

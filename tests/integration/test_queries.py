@@ -100,9 +100,11 @@ def expected(fleet: dict[str, list[dict[str, Any]]], db_now: int) -> dict[str, l
         if e["type"] == "zone.exit":
             dwell[(e["camera_id"], d["zone"])].append(d["dwell_s"])
     objects_today = Counter(e["site"] for e in starts if minute(e) >= midnight)
+    people_days = Counter((e["site"], e["ts"] - e["ts"] % (24 * HOUR_MS)) for e in starts if e["data"]["class"] == "person")
     return {
         "people-per-camera-last-hour": sorted(people.items(), key=lambda kv: (-kv[1], kv[0])),
         "busiest-hour-per-site-last-week": [busiest[s] for s in sorted(busiest)],
+        "people-per-site-per-day-this-quarter": [(site, day, n) for (site, day), n in sorted(people_days.items())],
         "net-people-inside-zone-today": [(c, z, n) for (c, z), n in sorted(inside.items())],
         "crossings-in-and-out-today": [(c, line, i, o) for (c, line), (i, o) in sorted(crossings.items())],
         "mean-dwell-per-zone-today": [(c, z, sum(v) / len(v)) for (c, z), v in sorted(dwell.items())],
@@ -118,6 +120,8 @@ def shape(name: str, rows: list) -> list[tuple]:
     """The columns of each query that the test checks, as plain values."""
     if name == "busiest-hour-per-site-last-week":
         return [(r["site"], int(r["hour"].timestamp() * 1000), r["objects"]) for r in rows]
+    if name == "people-per-site-per-day-this-quarter":
+        return [(r["site"], int(r["day"].timestamp() * 1000), r["people"]) for r in rows]
     if name == "mean-dwell-per-zone-today":
         return [(r["camera_id"], r["zone"], float(r["mean_dwell_s"])) for r in rows]
     if name == "cameras-offline-more-than-5-minutes-today":

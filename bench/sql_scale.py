@@ -1,0 +1,391 @@
+"""SQL at the size of a fleet's history: the README's and the dashboards' queries on partitioned minutes and on the rollups.
+
+Run: .venv/bin/python bench/sql_scale.py [--cameras 1000] [--days 90] [--reuse] [--keep]
+(needs the local PostgreSQL: ``python -m devtools services up``; about 35 GB
+of disk and 20-30 minutes of filling at the defaults on a 2-core box).
+
+1. Writes a fleet's history straight into a database of its own
+   (``fleetsight_bench_sql``, at the schema's head): ``--cameras`` cameras on
+   50 sites, busy 08:00-20:00 UTC every day of ``--days`` days: a person row
+   every busy minute (and a car row for one camera in five) in
+   ``camera_minute_counts``, a line-crossing row in six busy minutes of ten,
+   a zone row every busy minute; detector health and the reconciliation
+   tables (a row per camera and minute, all day) for the last
+   ``--health-days`` days only, which is all their queries read; the hour
+   and day tables from the minutes, as the stream worker would have kept
+   them. Rows go in in time order, as the sink writes them. Then prints each table's rows and size, and the disk a camera
+   takes a year in each, at this density.
+2. Times every README query and every Grafana panel query (a 6 h range, as
+   the dashboard opens), median of 5 warm runs, with rows and buffers read
+   from ``EXPLAIN (ANALYZE, BUFFERS)``; target: each <= 200 ms.
+3. For the questions the rollups answer, times the same answer from the
+   minute table (and checks that both give it).
+4. The sink's upsert rate (rows/s) with the rows a worker sends for a
+   minute of the whole fleet: into this database (partitioned, full, hour
+   and day rows included) against a database at revision 0007 (the
+   unpartitioned layout, no rollups), in the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import re
+import statistics
+import sys
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import asyncpg  # noqa: E402
+from rich.console import Console  # noqa: E402
+from rich.progress import Progress  # noqa: E402
+from rich.table import Table  # noqa: E402
+
+from runtime.settings import load_settings  # noqa: E402
+from schemas.aggregates import ROLLUPS, TIME_PARTITIONED  # noqa: E402
+from schemas.codec import encode, validate  # noqa: E402
+from sinks.db import make_engine, upgrade  # noqa: E402
+from sinks.partitions import grain_of, next_start, partition_name, period_start  # noqa: E402
+from sinks.rollups import insert_from  # noqa: E402
+from sinks.writer import upsert  # noqa: E402
+from streams.aggregate import Incoming, MinuteAggregator  # noqa: E402
+
+DB, OLD_DB = "fleetsight_bench_sql", "fleetsight_bench_sql_old"
+TARGET_MS = 200.0
+RUNS = 5
+console = Console(width=150)
+
+# Pseudo-random but repeatable per camera and minute: r in [0, 1000003).
+R = "((c.n * 7919 + (extract(epoch FROM m)::bigint / 60) * 104729) % 1000003)::int"
+BUSY = "generate_series(:day + interval '8 hours', :day + interval '20 hours' - interval '1 minute', interval '1 minute') m"
+ALL_DAY = "generate_series(:day, :day + interval '1 day' - interval '1 minute', interval '1 minute') m"
+GEOMETRY = "a1b2c3d4e5f60718"
+FILL = {
+    "camera_minute_counts": f"""
+        INSERT INTO camera_minute_counts (camera_id, object_class, minute, site, objects, tracks_ended, dwell_mean_s, dwell_max_s, events)
+        SELECT c.camera_id, cls, m, c.site, 1 + r % 4, r % 4, CASE WHEN r % 4 > 0 THEN 5 + r % 50 END,
+               CASE WHEN r % 4 > 0 THEN 10 + r % 90 END, 1 + 2 * (r % 4)
+        FROM bench_cameras c CROSS JOIN {BUSY} CROSS JOIN LATERAL (SELECT {R} AS r) x
+        CROSS JOIN LATERAL unnest(CASE WHEN c.cars THEN ARRAY['person', 'car'] ELSE ARRAY['person'] END) cls ORDER BY m""",
+    "line_minute_crossings": f"""
+        INSERT INTO line_minute_crossings (camera_id, geometry, line, object_class, minute, site, crossings_in, crossings_out, events)
+        SELECT c.camera_id, '{GEOMETRY}', 'door', 'person', m, c.site, 1 + r % 3, r % 2, 1 + r % 3 + r % 2
+        FROM bench_cameras c CROSS JOIN {BUSY} CROSS JOIN LATERAL (SELECT {R} AS r) x WHERE r % 10 < 6 ORDER BY m""",
+    "zone_minute_stats": f"""
+        INSERT INTO zone_minute_stats (camera_id, geometry, zone, object_class, minute, site, entries, exits, dwell_mean_s, dwell_max_s,
+                                       occupancy_mean, occupancy_max, occupancy_samples, events)
+        SELECT c.camera_id, '{GEOMETRY}', 'till', 'person', m, c.site, r % 3, r % 3, CASE WHEN r % 3 > 0 THEN 20 + r % 100 END,
+               CASE WHEN r % 3 > 0 THEN 40 + r % 200 END, (r % 7) / 2.0, r % 7, 2, 2 + 2 * (r % 3)
+        FROM bench_cameras c CROSS JOIN {BUSY} CROSS JOIN LATERAL (SELECT {R} AS r) x ORDER BY m""",
+}
+RECENT = {  # the last --health-days only
+    "camera_minute_health": f"""
+        INSERT INTO camera_minute_health (camera_id, minute, site, reports, frames, frames_skipped, fps_mean, inference_ms_p50,
+                                          inference_ms_p95, outbox_depth_max, events)
+        SELECT c.camera_id, m, c.site, 2, 600, r % 300, 10.0, 30 + r % 10, 40 + r % 20, 0, 2
+        FROM bench_cameras c CROSS JOIN {ALL_DAY} CROSS JOIN LATERAL (SELECT {R} AS r) x ORDER BY m""",
+    "camera_minute_events": f"""
+        INSERT INTO camera_minute_events (camera_id, minute, site, seq_first, seq_last, seq_digest, events)
+        SELECT c.camera_id, m, c.site, r, r + 5, '0000000000000001', 6
+        FROM bench_cameras c CROSS JOIN {ALL_DAY} CROSS JOIN LATERAL (SELECT {R} AS r) x ORDER BY m""",
+    "camera_minute_ledger": f"""
+        INSERT INTO camera_minute_ledger (camera_id, minute, site, events, seq_first, seq_last, seq_digest, totals, dropped,
+                                          dropped_digest, dropped_totals, reported_at, version)
+        SELECT c.camera_id, m, c.site, 6, r, r + 5, '0000000000000001', '{{"objects|person": 1, "health": 2}}', 0,
+               '0000000000000000', '{{}}', m + interval '70 seconds', r + 6
+        FROM bench_cameras c CROSS JOIN {ALL_DAY} CROSS JOIN LATERAL (SELECT {R} AS r) x ORDER BY m""",
+    "camera_minute_reconciliation": f"""
+        INSERT INTO camera_minute_reconciliation (camera_id, minute, site, state, differences, edge_events, cloud_events, checked_at)
+        SELECT c.camera_id, m, c.site, CASE WHEN r % 5000 = 0 THEN 'pending' ELSE 'match' END, '{{}}', 6, 6, m + interval '2 minutes'
+        FROM bench_cameras c CROSS JOIN {ALL_DAY} CROSS JOIN LATERAL (SELECT {R} AS r) x ORDER BY m""",
+}
+FLEET = """
+    CREATE TABLE bench_cameras AS
+    SELECT format('cam-%s', lpad(n::text, 4, '0')) AS camera_id, n, format('site-%s', lpad((n % 50)::text, 2, '0')) AS site,
+           n % 5 = 0 AS cars
+    FROM generate_series(0, $1 - 1) n;
+    INSERT INTO camera_status (camera_id, site, online, last_heard_at, last_event_at, outbox_backlog, seq_received, seq_gaps, version)
+    SELECT camera_id, site, n % 97 <> 0, now() - (n % 60) * interval '1 second', now(), 0, 1000000, 0, 1 FROM bench_cameras;
+    INSERT INTO camera_geometry (camera_id, geometry, site, definition, first_seen, last_seen, version)
+    SELECT camera_id, 'a1b2c3d4e5f60718', site, '{}', now() - interval '100 days', now(), 1 FROM bench_cameras;
+    -- A closed offline alert per camera and week, and an open one for the cameras offline now.
+    INSERT INTO alerts (alert_id, camera_id, site, kind, subject, state, opened_at, closed_at, detail, version)
+    SELECT c.camera_id || '|offline||' || w, c.camera_id, c.site, 'offline', '', 'closed', now() - w * interval '7 days',
+           now() - w * interval '7 days' + interval '10 minutes', 'no events for 120 s', 2
+    FROM bench_cameras c, generate_series(1, $2 / 7) w;
+    INSERT INTO alerts (alert_id, camera_id, site, kind, subject, state, opened_at, closed_at, detail, version)
+    SELECT camera_id || '|offline||now', camera_id, site, 'offline', '', 'open', now() - interval '20 minutes', NULL, 'no events for 120 s', 1
+    FROM bench_cameras WHERE n % 97 = 0;
+    INSERT INTO late_events (camera_id, seq, site, event_ts, type, arrived_at, age_s)
+    SELECT camera_id, 1, site, now() - interval '30 hours', 'track.start', now() - interval '2 hours', 100800 FROM bench_cameras WHERE n % 10 = 0;
+"""
+# The questions the rollups answer, each also asked of the minutes: (name, on the rollup, on the minutes).
+PAIRS = [
+    ("people per site per day, this quarter",
+     "SELECT site, day, sum(objects) AS people FROM camera_day_counts "
+     "WHERE object_class = 'person' AND day >= date_trunc('quarter', now(), 'UTC') GROUP BY 1, 2 ORDER BY 1, 2",
+     "SELECT site, date_trunc('day', minute, 'UTC') AS day, sum(objects) AS people FROM camera_minute_counts "
+     "WHERE object_class = 'person' AND minute >= date_trunc('quarter', now(), 'UTC') GROUP BY 1, 2 ORDER BY 1, 2"),
+    ("busiest hour per site, last week",
+     "SELECT DISTINCT ON (site) site, hour, sum(objects) AS objects FROM camera_hour_counts WHERE hour >= date_trunc('hour', now(), 'UTC') - interval '7 days' "
+     "GROUP BY site, hour ORDER BY site, objects DESC, hour",
+     "SELECT DISTINCT ON (site) site, date_trunc('hour', minute, 'UTC') AS hour, sum(objects) AS objects FROM camera_minute_counts "
+     "WHERE minute >= date_trunc('hour', now(), 'UTC') - interval '7 days' GROUP BY 1, 2 ORDER BY site, objects DESC, hour"),
+    ("crossings in and out per camera, today",
+     "SELECT camera_id, line, sum(crossings_in) AS i, sum(crossings_out) AS o FROM line_day_crossings "
+     "WHERE day = date_trunc('day', now(), 'UTC') GROUP BY 1, 2 ORDER BY 1, 2",
+     "SELECT camera_id, line, sum(crossings_in) AS i, sum(crossings_out) AS o FROM line_minute_crossings "
+     "WHERE minute >= date_trunc('day', now(), 'UTC') GROUP BY 1, 2 ORDER BY 1, 2"),
+    ("zone entries per site and day, last 90 days",
+     "SELECT site, day, sum(entries) AS entries FROM zone_day_stats WHERE day >= date_trunc('day', now(), 'UTC') - interval '89 days' GROUP BY 1, 2 ORDER BY 1, 2",
+     "SELECT site, date_trunc('day', minute, 'UTC') AS day, sum(entries) AS entries FROM zone_minute_stats "
+     "WHERE minute >= date_trunc('day', now(), 'UTC') - interval '89 days' GROUP BY 1, 2 ORDER BY 1, 2"),
+]
+
+
+def admin_dsn(database: str) -> str:
+    base = load_settings().postgres_dsn.rsplit("/", 1)[0]
+    return re.sub(r"//[^@/]*@", "//postgres@", base) + f"/{database}"
+
+
+def url_of(database: str) -> str:
+    return admin_dsn(database).replace("postgresql://", "postgresql+asyncpg://")
+
+
+async def create(database: str, revision: str = "head") -> None:
+    admin = await asyncpg.connect(admin_dsn("postgres"))
+    try:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+        await admin.execute(f'CREATE DATABASE "{database}"')
+    finally:
+        await admin.close()
+    await asyncio.to_thread(upgrade, url_of(database), revision)
+
+
+async def partitions_back(conn: asyncpg.Connection, since: datetime) -> None:
+    """Partitions from ``since`` up to those the migration made (history the bench writes into)."""
+    for table in TIME_PARTITIONED:
+        grain = grain_of(table)
+        oldest = await conn.fetchval(
+            "SELECT min(substring(pg_get_expr(c.relpartbound, c.oid) FROM 'FROM \\(''([^'']+)''')::timestamptz) "
+            "FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid WHERE i.inhparent = $1::regclass", table)
+        start = period_start(grain, since)
+        while oldest is not None and start < oldest:
+            end = next_start(grain, start)
+            await conn.execute(f"CREATE TABLE {partition_name(table, grain, start)} PARTITION OF {table} "
+                               f"FOR VALUES FROM ('{start.isoformat()}') TO ('{end.isoformat()}')")
+            start = end
+
+
+async def fill(cameras: int, days: int, health_days: int) -> None:
+    conn = await asyncpg.connect(admin_dsn(DB))
+    today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    first = today - timedelta(days=days - 1)
+    await partitions_back(conn, first)
+    await conn.execute(FLEET.replace("$1", str(cameras)).replace("$2", str(days)))
+    await conn.close()
+    jobs = [(sql, first + timedelta(days=d)) for d in range(days) for sql in FILL.values()]
+    jobs += [(sql, today - timedelta(days=d)) for d in range(health_days) for sql in RECENT.values()]
+    months = []
+    month = first.replace(day=1)
+    while month <= today:
+        months.append(month)
+        month = next_start("month", month)
+    with Progress(console=console) as progress:
+        task = progress.add_task(f"writing {days} days of {cameras} cameras", total=len(jobs))
+        queue: asyncio.Queue[tuple[str, datetime]] = asyncio.Queue()
+        for job in jobs:
+            queue.put_nowait(job)
+
+        async def writer() -> None:  # two at a time: one per core
+            c = await asyncpg.connect(admin_dsn(DB))
+            try:
+                while not queue.empty():
+                    sql, day = queue.get_nowait()
+                    await c.execute(re.sub(r":day\b", "$1::timestamptz", sql), day)
+                    progress.advance(task)
+            finally:
+                await c.close()
+
+        await asyncio.gather(writer(), writer())
+        rollup_task = progress.add_task("hour and day tables from the minutes", total=len(months) * 6)
+        conn = await asyncpg.connect(admin_dsn(DB))
+        for month in months:
+            end = next_start("month", month)
+            for hour, day in ROLLUPS.values():
+                for rollup, source, column in ((hour, hour.base.name, "minute"), (day, hour.spec.name, "hour")):
+                    await conn.execute(re.sub(r":start\b", "$1", re.sub(r":end\b", "$2", insert_from(rollup, source, column))), month, end)
+                    progress.advance(rollup_task)
+        await conn.execute("ANALYZE")
+        await conn.close()
+
+
+async def sizes(cameras: int, days: int, health_days: int) -> None:
+    conn = await asyncpg.connect(admin_dsn(DB))
+    table = Table(title=f"Sizes: {cameras} cameras, {days} days (health and reconciliation: {health_days} days)")
+    for column in ("table", "rows", "size", "bytes/row", "rows per camera-year", "disk per camera-year"):
+        table.add_column(column, justify="left" if column == "table" else "right")
+    for name in TIME_PARTITIONED:
+        rows, size = await conn.fetchrow(
+            "SELECT coalesce(sum(c.reltuples), 0)::bigint, coalesce(sum(pg_total_relation_size(c.oid)), 0)::bigint "
+            "FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid WHERE i.inhparent = $1::regclass", name)
+        span = health_days if any(name == t for t in RECENT) else days
+        per_year = rows / cameras / span * 365 if rows else 0
+        per_row = size / rows if rows else 0
+        table.add_row(name, f"{rows:,}", f"{size / 2**30:.2f} GiB", f"{per_row:.0f}", f"{per_year:,.0f}", f"{per_year * per_row / 2**20:.0f} MiB")
+    console.print(table)
+    await conn.close()
+
+
+def _read(plan: dict) -> tuple[int, int]:
+    """Rows read by the scans of a plan (returned and filtered out), and the partitions they scanned."""
+    rows, scanned = 0, 0
+    node = plan
+    stack = [node]
+    while stack:
+        node = stack.pop()
+        if "Relation Name" in node:
+            loops = node.get("Actual Loops", 1)
+            rows += (node.get("Actual Rows", 0) + node.get("Rows Removed by Filter", 0)) * loops
+            scanned += 1
+        stack.extend(node.get("Plans", []))
+    return rows, scanned
+
+
+async def timed(conn: asyncpg.Connection, sql: str) -> tuple[float, int, int, int, list]:
+    """Median ms of warm runs, rows read, partitions scanned, buffers (hit + read), and the result."""
+    [explained] = json.loads(await conn.fetchval(f"EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) {sql}"))
+    rows, scanned = _read(explained["Plan"])
+    buffers = explained["Plan"].get("Shared Hit Blocks", 0) + explained["Plan"].get("Shared Read Blocks", 0)
+    times = []
+    result: list = []
+    for _ in range(RUNS):
+        started = time.perf_counter()
+        result = await conn.fetch(sql)
+        times.append((time.perf_counter() - started) * 1000)
+    return statistics.median(times), rows, scanned, buffers, [tuple(r) for r in result]
+
+
+def dashboard_queries() -> dict[str, str]:
+    board = json.loads((ROOT / "deploy" / "grafana" / "dashboards" / "fleet.json").read_text())
+    out = {}
+    for panel in board["panels"]:
+        for target in panel["targets"]:
+            out[f"panel: {panel['title']}"] = re.sub(
+                r"\$__timeFilter\(([\w.]+)\)", r"\1 BETWEEN now() - interval '6 hours' AND now()", target["rawSql"])
+    return out
+
+
+def readme_queries() -> dict[str, str]:
+    text = (ROOT / "README.md").read_text()
+    return {f"README: {name}": body.strip() for name, body in re.findall(r"```sql\n-- query: ([\w-]+)\n(.*?)```", text, re.S)}
+
+
+async def queries() -> bool:
+    conn = await asyncpg.connect(admin_dsn(DB))
+    table = Table(title=f"Queries (median of {RUNS} warm runs; rows and partitions from EXPLAIN ANALYZE; target <= {TARGET_MS:.0f} ms)")
+    for column in ("query", "ms", "rows read", "partitions", "buffers", "ok"):
+        table.add_column(column, justify="left" if column == "query" else "right", overflow="fold")
+    ok = True
+    for name, sql in {**readme_queries(), **dashboard_queries()}.items():
+        ms, rows, scanned, buffers, _ = await timed(conn, sql)
+        ok &= ms <= TARGET_MS
+        table.add_row(name, f"{ms:.1f}", f"{rows:,}", str(scanned), f"{buffers:,}", "yes" if ms <= TARGET_MS else "[red]NO[/]")
+    console.print(table)
+    pairs = Table(title="The same answer from the rollup and from the minutes")
+    for column in ("question", "rollup ms", "rows read", "minutes ms", "rows read", "minutes / rollup", "same answer"):
+        pairs.add_column(column, justify="left" if column == "question" else "right", overflow="fold")
+    for name, on_rollup, on_minutes in PAIRS:
+        r_ms, r_rows, _, _, r_result = await timed(conn, on_rollup)
+        m_ms, m_rows, _, _, m_result = await timed(conn, on_minutes)
+        same = r_result == m_result
+        ok &= same and r_ms <= TARGET_MS
+        pairs.add_row(name, f"{r_ms:.1f}", f"{r_rows:,}", f"{m_ms:.0f}", f"{m_rows:,}", f"{m_ms / r_ms:.0f}x", "yes" if same else "[red]NO[/]")
+    console.print(pairs)
+    await conn.close()
+    return ok
+
+
+def fleet_minute(cameras: int, minute_ms: int, seq0: int) -> list[Incoming]:
+    """A minute of the whole fleet as a worker batch sees it: per camera a record of typical events."""
+    records = []
+    for n in range(cameras):
+        camera = f"cam-{n:04d}"
+        site = f"site-{n % 50:02d}"
+        events = []
+        for i, (type_, data) in enumerate([
+            ("track.start", {"track_id": seq0, "class": "person", "confidence": 0.9}),
+            ("line.cross", {"track_id": seq0, "class": "person", "line": "door", "direction": "in", "geometry": GEOMETRY}),
+            ("zone.enter", {"track_id": seq0, "class": "person", "zone": "till", "geometry": GEOMETRY}),
+            ("occupancy", {"zone": "till", "counts": {"person": 2}, "geometry": GEOMETRY}),
+            ("health", {"uptime_s": 60.0, "fps": 10.0, "frames": 600, "frames_skipped": 100, "outbox_depth": 0}),
+        ]):
+            events.append(validate({"v": 1, "camera_id": camera, "site": site, "seq": seq0 + i, "ts": minute_ms + 1000 * i, "type": type_, "data": data}))
+        records.append(Incoming(n % 12, minute_ms + 30_000, encode(events)))
+    return records
+
+
+async def upsert_rate(cameras: int, minutes: int) -> None:
+    """rows/s of the sink's upsert: the full partitioned database (rollups included) against revision 0007's layout."""
+    await create(OLD_DB, "0007")
+    now = int(time.time() * 1000)
+    base = now - now % 60_000 - minutes * 60_000
+    batches = []
+    aggregator, state = MinuteAggregator(24 * 3600_000), {}
+    for m in range(minutes):
+        result = aggregator.process(fleet_minute(cameras, base + m * 60_000, 1_000_000 + m * 10), state)
+        batches.append(list(result.rows.values()))
+    rollup_tables = {r.spec.name for pair in ROLLUPS.values() for r in pair}
+    results = {}
+    for label, database, keep in (
+        ("revision 0007 layout (unpartitioned, no rollups)", OLD_DB, lambda t: t not in rollup_tables),
+        ("partitioned, full history, minute rows only", DB, lambda t: t not in rollup_tables),
+        ("partitioned, full history, with hour and day rows", DB, lambda t: True),
+    ):
+        engine = make_engine(url_of(database))
+        written, started = 0, time.perf_counter()
+        for rows in batches:
+            written += await upsert(engine, [r for r in rows if keep(r.table) and r.table != "camera_status"])
+        elapsed = time.perf_counter() - started
+        await engine.dispose()
+        results[label] = written / elapsed
+        console.print(f"sink upsert, {label}: {written:,} rows in {elapsed:.1f} s = {written / elapsed:,.0f} rows/s")
+    old = results["revision 0007 layout (unpartitioned, no rollups)"]
+    for label, rate in list(results.items())[1:]:
+        console.print(f"  {label} / revision 0007: {rate / old:.2f}")
+
+
+async def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--cameras", type=int, default=1000)
+    parser.add_argument("--days", type=int, default=90)
+    parser.add_argument("--health-days", type=int, default=2)
+    parser.add_argument("--upsert-minutes", type=int, default=20, help="minutes of the fleet the upsert rate is measured on")
+    parser.add_argument("--reuse", action="store_true", help="keep the database a previous run filled")
+    parser.add_argument("--keep", action="store_true", help="leave the filled database behind (for --reuse)")
+    args = parser.parse_args()
+    started = time.perf_counter()
+    if not args.reuse:
+        await create(DB)
+        await fill(args.cameras, args.days, args.health_days)
+        console.print(f"filled in {time.perf_counter() - started:.0f} s")
+    await sizes(args.cameras, args.days, args.health_days)
+    ok = await queries()
+    await upsert_rate(args.cameras, args.upsert_minutes)
+    admin = await asyncpg.connect(admin_dsn("postgres"))
+    await admin.execute(f'DROP DATABASE IF EXISTS "{OLD_DB}" WITH (FORCE)')
+    if args.keep:
+        console.print(f"kept {DB} for --reuse (DROP DATABASE {DB} when done)")
+    else:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{DB}" WITH (FORCE)')
+    await admin.close()
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(asyncio.run(main()))
