@@ -1,0 +1,66 @@
+"""History on the real pipeline: a backlog from before the install, the retention's late path, partitions made and dropped."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from runtime.waiting import wait_for
+from tests.support import Stack, event, publish
+
+pytestmark = pytest.mark.integration
+
+DAY_MS = 86_400_000
+
+
+async def test_a_backlog_lands_in_minute_hour_and_day_and_past_the_retention_goes_late(stack_factory) -> None:
+    # Minutes kept 3 days, late events accepted for 10: a 5-day-old event would land in a dropped partition.
+    stack: Stack = await stack_factory(retention_days={"minute": 3}, late_after_s=10 * 86400.0)
+    for component in ("bridge", "worker", "sink"):
+        stack.start(component)
+    await stack.wait_bridge_online()
+    cam = "hist-a"
+    now = int(time.time() * 1000)
+    backlog = [event(cam, seq, now - 2 * DAY_MS + seq * 1000) for seq in range(1, 6)]  # from before the database was made
+    too_old = event(cam, 6, now - 5 * DAY_MS)
+    live = [event(cam, seq, now) for seq in range(7, 10)]
+    publish(stack.settings, [(stack.settings.mqtt_topics.events(cam), json.dumps(backlog + [too_old] + live).encode())])
+
+    async def landed() -> bool:
+        stack.assert_running()
+        rows = await stack.query("SELECT sum(objects) AS n FROM camera_day_counts WHERE camera_id = $1", cam)
+        late = await stack.query("SELECT seq FROM late_events WHERE camera_id = $1", cam)
+        return rows[0]["n"] == len(backlog) + len(live) and [r["seq"] for r in late] == [6]
+
+    await wait_for(landed, 90, "the backlog and the live events in the day table, the too-old one in late_events")
+    want = Counter(e["ts"] // DAY_MS for e in backlog + live)
+    for table, column in (("camera_minute_counts", "minute"), ("camera_hour_counts", "hour"), ("camera_day_counts", "day")):
+        rows = await stack.query(f"SELECT {column} AS t, objects FROM {table} WHERE camera_id = $1", cam)
+        got: Counter = Counter()
+        for r in rows:
+            got[int(r["t"].timestamp() * 1000) // DAY_MS] += r["objects"]
+        assert got == want, table
+    # The backlog's day got a partition of its own, made by the sink when the rows came.
+    two_days_ago = datetime.fromtimestamp((now - 2 * DAY_MS) / 1000, tz=UTC)
+    assert await stack.query("SELECT 1 FROM pg_class WHERE relname = $1", f"camera_minute_counts_p{two_days_ago:%Y%m%d}")
+    [letter] = [d for d in await stack.deadletters(expect=1) if d.get("seq") == 6]
+    assert letter["reason"] == "late" and "FLEETSIGHT_RETENTION_DAYS" in letter["detail"], letter
+
+    # Maintenance drops what is past the retention: a partition of 5 days ago, made by hand, goes.
+    old = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(days=5)
+    name = f"camera_minute_counts_p{old:%Y%m%d}"
+    await stack.query(
+        f"CREATE TABLE {name} PARTITION OF camera_minute_counts FOR VALUES FROM ('{old.isoformat()}') TO ('{(old + timedelta(days=1)).isoformat()}')")
+    env = {**os.environ, **stack.settings.env()}
+    done = subprocess.run([sys.executable, "-m", "fleetsight", "db", "partitions"], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "camera_minute_counts" in done.stdout and "3 days" in done.stdout, done.stdout
+    assert not await stack.query("SELECT 1 FROM pg_class WHERE relname = $1", name)
+    stack.assert_running()
