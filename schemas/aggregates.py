@@ -153,6 +153,7 @@ ROLLUPS: dict[str, tuple[Rollup, ...]] = {
     base.name: (_rollup(base, f"{prefix}_hour_{suffix}", "hour", HOUR_MS), _rollup(base, f"{prefix}_day_{suffix}", "day", DAY_MS))
     for base, prefix, suffix in (
         (CAMERA_MINUTE_COUNTS, "camera", "counts"), (LINE_MINUTE_CROSSINGS, "line", "crossings"), (ZONE_MINUTE_STATS, "zone", "stats"),
+        (CAMERA_MINUTE_HEALTH, "camera", "health"),
     )
 }
 ROLLUP_TABLES: dict[str, Rollup] = {r.spec.name: r for rollups in ROLLUPS.values() for r in rollups}

@@ -136,6 +136,19 @@ class _ZonesRollup(_Updated):
     events: Mapped[int] = mapped_column(BigInteger, nullable=False, comment=ROLLUP_VERSION_COMMENT)
 
 
+class _HealthRollup(_Updated):
+    camera_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    site: Mapped[str] = mapped_column(String(64), nullable=False)
+    reports: Mapped[int] = mapped_column(Integer, nullable=False)
+    frames: Mapped[int] = mapped_column(BigInteger, nullable=False, comment="frames read in the report intervals ending this minute")
+    frames_skipped: Mapped[int] = mapped_column(BigInteger, nullable=False, comment="of those, frames the motion gate kept from the detector")
+    fps_mean: Mapped[float | None] = mapped_column(Float)
+    inference_ms_p50: Mapped[float | None] = mapped_column(Float, comment="mean of the reported medians")
+    inference_ms_p95: Mapped[float | None] = mapped_column(Float, comment="largest reported 95th percentile")
+    outbox_depth_max: Mapped[int | None] = mapped_column(BigInteger)
+    events: Mapped[int] = mapped_column(BigInteger, nullable=False, comment=ROLLUP_VERSION_COMMENT)
+
+
 def _rollup_args(table: str, period: str, what: str) -> tuple[Any, ...]:
     return (
         Index(f"ix_{table}_site_{period}", "site", period),
@@ -186,6 +199,18 @@ class ZoneDayStat(_ZonesRollup, Base):
     __tablename__ = "zone_day_stats"
     day: Mapped[datetime] = _day()
     __table_args__ = _rollup_args(__tablename__, "day", "Zone entries, exits, dwell and occupancy per camera, zone and object class")
+
+
+class CameraHourHealth(_HealthRollup, Base):
+    __tablename__ = "camera_hour_health"
+    hour: Mapped[datetime] = _hour()
+    __table_args__ = _rollup_args(__tablename__, "hour", "Detector health per camera")
+
+
+class CameraDayHealth(_HealthRollup, Base):
+    __tablename__ = "camera_day_health"
+    day: Mapped[datetime] = _day()
+    __table_args__ = _rollup_args(__tablename__, "day", "Detector health per camera")
 
 
 class CameraMinuteHealth(_Updated, Base):
@@ -323,7 +348,7 @@ MODELS: dict[str, type[Base]] = {
     for m in (
         CameraMinuteCount, LineMinuteCrossing, ZoneMinuteStat, CameraMinuteHealth, CameraStatus, Alert, LateEvent,
         CameraMinuteEvents, CameraMinuteLedger, CameraGeometry,
-        CameraHourCount, CameraDayCount, LineHourCrossing, LineDayCrossing, ZoneHourStat, ZoneDayStat,
+        CameraHourCount, CameraDayCount, LineHourCrossing, LineDayCrossing, ZoneHourStat, ZoneDayStat, CameraHourHealth, CameraDayHealth,
     )
 }
 # Columns not written from the row topic: the reconciler keeps them.

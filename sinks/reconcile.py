@@ -193,20 +193,21 @@ def _rollup_sql(rollup: Rollup) -> str:
     on = " AND ".join(f"m.{k} = r.{k}" for k in ("camera_id", *dims)) + f" AND m.t = r.{rollup.column}"
     columns = rollups.exact_columns(rollup)
     aggregated = ", ".join(f"{how}({c}) AS {c}" for c, how in columns)
+    key = f"concat_ws('|', {', '.join(f'coalesce(m.{k}, r.{k})' for k in dims)})" if dims else "''"
     differs = " OR ".join(f"m.{c} IS DISTINCT FROM r.{c}" for c, _ in columns)
     return f"""
         WITH m AS (
-            SELECT camera_id, {", ".join(dims)}, date_trunc('{rollup.column}', minute, 'UTC') AS t, max(site) AS site,
+            SELECT {", ".join(["camera_id", *dims])}, date_trunc('{rollup.column}', minute, 'UTC') AS t, max(site) AS site,
                    {aggregated}, max(updated_at) AS changed
             FROM {rollup.base.name}
             WHERE minute >= :since AND minute < :until AND (CAST(:camera AS text) IS NULL OR camera_id = :camera)
-            GROUP BY camera_id, {", ".join(dims)}, t
+            GROUP BY {", ".join(["camera_id", *dims])}, t
         ), r AS (
             SELECT * FROM {rollup.spec.name}
             WHERE {rollup.column} >= :since AND {rollup.column} < :until AND (CAST(:camera AS text) IS NULL OR camera_id = :camera)
         )
         SELECT coalesce(m.camera_id, r.camera_id) AS camera_id, coalesce(m.site, r.site) AS site,
-               coalesce(m.t, r.{rollup.column}) AS period_start, concat_ws('|', {", ".join(f"coalesce(m.{k}, r.{k})" for k in dims)}) AS key,
+               coalesce(m.t, r.{rollup.column}) AS period_start, {key} AS key,
                {", ".join(f"m.{c} AS m_{c}, r.{c} AS r_{c}" for c, _ in columns)},
                greatest(m.changed, r.updated_at) AS changed
         FROM m FULL JOIN r ON {on}

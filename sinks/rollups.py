@@ -15,12 +15,14 @@ from schemas.aggregates import Rollup
 HOW: dict[str, tuple[str, str | None]] = {
     **{c: ("sum", None) for c in (
         "objects", "tracks_ended", "crossings_in", "crossings_out", "entries", "exits", "occupancy_samples", "events",
+        "reports", "frames", "frames_skipped",
     )},
-    "dwell_max_s": ("max", None), "occupancy_max": ("max", None),
+    **{c: ("max", None) for c in ("dwell_max_s", "occupancy_max", "inference_ms_p95", "outbox_depth_max")},
 }
 MEANS: dict[str, dict[str, str]] = {  # minute table -> mean column -> its weight
     "camera_minute_counts": {"dwell_mean_s": "tracks_ended"},
     "zone_minute_stats": {"dwell_mean_s": "exits", "occupancy_mean": "occupancy_samples"},
+    "camera_minute_health": {"fps_mean": "reports", "inference_ms_p50": "reports"},
 }
 
 
@@ -46,7 +48,7 @@ def select_from(rollup: Rollup, source: str, time_column: str) -> str:
     }
     return (
         f"SELECT {', '.join(f'{expr} AS {name}' for name, expr in columns.items())} FROM {source} "
-        f"WHERE {time_column} >= :start AND {time_column} < :end GROUP BY camera_id, {', '.join(dims(rollup))}, {period}"
+        f"WHERE {time_column} >= :start AND {time_column} < :end GROUP BY {', '.join(['camera_id', *dims(rollup), period])}"
     )
 
 

@@ -44,8 +44,9 @@ POPULATE = """
     SELECT camera_id, 'g1', 'till', object_class, minute, site, objects, tracks_ended, dwell_mean_s, dwell_max_s,
            objects / 2.0, objects, 2, objects + tracks_ended + 2
     FROM camera_minute_counts;
-    INSERT INTO camera_minute_health (camera_id, minute, site, reports, frames, frames_skipped, events)
-    SELECT camera_id, minute, site, 2, 600, 100, 2 FROM camera_minute_counts WHERE object_class = 'person';
+    INSERT INTO camera_minute_health (camera_id, minute, site, reports, frames, frames_skipped, fps_mean, inference_ms_p50, inference_ms_p95, events)
+    SELECT camera_id, minute, site, 2, 600, 100 + objects, 10.0 - objects, 30.0 + objects, 40.0 + objects, 2
+    FROM camera_minute_counts WHERE object_class = 'person';
     INSERT INTO camera_minute_events (camera_id, minute, site, seq_first, seq_last, seq_digest, events)
     SELECT camera_id, minute, site, 1, 5, '0000000000000001', 5 FROM camera_minute_counts WHERE object_class = 'person';
     INSERT INTO camera_minute_ledger (camera_id, minute, site, events, seq_first, seq_last, seq_digest, totals, dropped, dropped_digest,
@@ -91,6 +92,8 @@ SUMS = {
         ("line_hour_crossings", "line_day_crossings", "crossings_in, crossings_out, events"),
     ("zone_minute_stats", "camera_id, geometry, zone, object_class", "sum(entries), sum(exits), max(occupancy_max), sum(occupancy_samples), sum(events)"):
         ("zone_hour_stats", "zone_day_stats", "entries, exits, occupancy_max, occupancy_samples, events"),
+    ("camera_minute_health", "camera_id", "sum(reports), sum(frames), sum(frames_skipped), sum(events)"):
+        ("camera_hour_health", "camera_day_health", "reports, frames, frames_skipped, events"),
 }
 
 

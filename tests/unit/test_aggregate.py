@@ -128,7 +128,7 @@ def test_prune_only_closes_buckets_no_accepted_event_can_reach() -> None:
 def test_hours_and_days_hold_exactly_the_sum_of_their_minutes_whatever_the_order_and_the_repeats() -> None:
     """A late event and a resent backlog land in the hour and day as in the minute; repeats change nothing."""
     rng = random.Random(7)
-    types = ["track.start", "track.end", "line.cross", "zone.enter", "zone.exit", "occupancy"]
+    types = ["track.start", "track.end", "line.cross", "zone.enter", "zone.exit", "occupancy", "health"]
     sent = [rec(seq, T0 + rng.randrange(0, 30 * HOUR), cls=rng.choice(["person", "car"]), type_=rng.choice(types), arrived=T0 + 31 * HOUR)
             for seq in range(1, 1500)]
     agg, state = MinuteAggregator(40 * HOUR), {}
@@ -145,6 +145,7 @@ def test_hours_and_days_hold_exactly_the_sum_of_their_minutes_whatever_the_order
         ("camera_minute_counts", ("camera_hour_counts", "camera_day_counts"), ("objects", "tracks_ended", "events")),
         ("line_minute_crossings", ("line_hour_crossings", "line_day_crossings"), ("crossings_in", "crossings_out", "events")),
         ("zone_minute_stats", ("zone_hour_stats", "zone_day_stats"), ("entries", "exits", "occupancy_samples", "events")),
+        ("camera_minute_health", ("camera_hour_health", "camera_day_health"), ("reports", "frames", "frames_skipped", "events")),
     ):
         minutes = by_table[minute_table]
         for table, span in zip(rolled, (HOUR, 24 * HOUR)):

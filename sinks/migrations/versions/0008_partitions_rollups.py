@@ -54,6 +54,9 @@ FAMILIES = {
               ("entries", "exits", "occupancy_samples", "events"), ("dwell_max_s", "occupancy_max"),
               (("dwell_mean_s", "exits"), ("occupancy_mean", "occupancy_samples")),
               "Zone entries, exits, dwell and occupancy per camera, zone and object class"),
+    "health": ("camera_minute_health", "camera_hour_health", "camera_day_health", (),
+               ("reports", "frames", "frames_skipped", "events"), ("inference_ms_p95", "outbox_depth_max"),
+               (("fps_mean", "reports"), ("inference_ms_p50", "reports")), "Detector health per camera"),
 }
 # The worker's accumulators (streams/aggregate.py) behind each public column.
 ACC = {
@@ -61,6 +64,8 @@ ACC = {
     "entries": "entries", "exits": "exits", "occupancy_samples": "occupancy_samples",
     "dwell_max_s": "dwell_max", "occupancy_max": "occupancy_max",
     "dwell_mean_s": "dwell_sum", "occupancy_mean": "occupancy_sum",
+    "reports": "reports", "frames": "frames", "frames_skipped": "frames_skipped", "inference_ms_p95": "inference_ms_p95",
+    "outbox_depth_max": "outbox_depth_max", "fps_mean": "fps_sum", "inference_ms_p50": "p50_sum",
 }
 OLD_VIEWS = (
     "fleet_overview", "camera_hour_counts", "camera_day_counts", "line_hour_crossings", "line_day_crossings",
@@ -162,7 +167,7 @@ def _rollup_table(name: str, minute_table: str, period: str, dims: tuple[str, ..
     if minute_table == "zone_minute_stats":
         _comment(f'COLUMN "{name}".dwell_mean_s', "mean time inside of the exits, seconds")
     _comment(f'TABLE "{name}"', f"{what} per UTC {period}: the sums of its minutes, kept by the stream worker.")
-    op.execute(f'ALTER TABLE "{name}" ADD CONSTRAINT "{name}_pkey" PRIMARY KEY (camera_id, {", ".join(dims)}, {period})')
+    op.execute(f'ALTER TABLE "{name}" ADD CONSTRAINT "{name}_pkey" PRIMARY KEY ({", ".join(["camera_id", *dims, period])})')
     op.create_index(f"ix_{name}_site_{period}", name, ["site", period])
     op.execute(f'GRANT SELECT, INSERT, UPDATE ON "{name}" TO fleetsight_writer')
     op.execute(f'GRANT SELECT ON "{name}" TO fleetsight_analyst')
