@@ -47,20 +47,25 @@ class PartitionKeeper:
         try:
             report = await maintain(self.engine, self.settings.retention_of, self.settings.partitions_ahead_days, back_to=back_to)
         except DBAPIError as exc:
-            if getattr(exc.orig, "sqlstate", None) not in ("42501", "55P03"):  # insufficient privilege, lock not available
+            state = getattr(exc.orig, "sqlstate", None)
+            if state == "42501":  # insufficient privilege
+                log.error(
+                    "partition maintenance could not run (%s); run `fleetsight db partitions` as the tables' owner "
+                    "(e.g. daily), or give the sink that login", str(exc.orig).splitlines()[0],
+                )
+            elif state == "55P03":  # lock_timeout: a long query holds a table
+                log.warning("partition maintenance waited too long for a table lock; trying again in a minute")
+                self._last -= max(0.0, self.settings.partition_maintenance_every_s - 60)
+            else:
                 raise
-            log.error(
-                "partition maintenance could not run (%s); run `fleetsight db partitions` as the tables' owner "
-                "(e.g. daily), or give the sink that login", str(exc.orig).splitlines()[0],
-            )
             async with self.engine.begin() as conn:
                 bounds = bounds_of(await existing(conn))
         else:
             bounds = report.bounds
-            for name in report.created:
-                sink_metrics.PARTITIONS_MADE.labels(name.rsplit("_p", 1)[0]).inc()
-            for name in report.dropped:
-                sink_metrics.PARTITIONS_DROPPED.labels(name.rsplit("_p", 1)[0]).inc()
+            for table, _ in report.created:
+                sink_metrics.PARTITIONS_MADE.labels(table).inc()
+            for table, _ in report.dropped:
+                sink_metrics.PARTITIONS_DROPPED.labels(table).inc()
         self.bounds = {t: (_ms(start) if start else None, _ms(end)) for t, (start, end) in bounds.items()}
 
     def due(self) -> bool:
@@ -68,13 +73,18 @@ class PartitionKeeper:
 
     async def admit(self, rows: list[Row]) -> list[Row]:
         """``rows`` less those older than their table's oldest partition; makes partitions for rows past the newest."""
-        older: dict[str, datetime] = {}
+        # By resolution, not table: the reconciler writes verdicts for the minutes the ledger rows name.
+        older: dict[str, int] = {}
         for row in rows:
-            if self._before(row):
-                t = datetime.fromtimestamp(self._time(row) / 1000, tz=UTC)  # type: ignore[operator]
-                older[row.table] = min(older.get(row.table, t), t)
+            t = self._time(row)
+            if t is not None and self._before(row):
+                resolution = TIME_PARTITIONED[row.table][1]
+                older[resolution] = min(older.get(resolution, t), t)
         if older or any(self._past(row) for row in rows):
-            await self.maintain(back_to=older)
+            await self.maintain(back_to={
+                table: datetime.fromtimestamp(older[resolution] / 1000, tz=UTC)
+                for table, (_, resolution) in TIME_PARTITIONED.items() if resolution in older
+            })
         kept: list[Row] = []
         expired: Counter[str] = Counter()
         for row in rows:

@@ -164,8 +164,8 @@ async def existing(conn: AsyncConnection) -> dict[str, list[Partition]]:
 
 @dataclass
 class Report:
-    created: list[str] = field(default_factory=list)
-    dropped: list[str] = field(default_factory=list)
+    created: list[tuple[str, str]] = field(default_factory=list)  # (table, partition)
+    dropped: list[tuple[str, str]] = field(default_factory=list)
     # table -> (start of its oldest partition, None for MINVALUE; end of its newest)
     bounds: dict[str, tuple[datetime | None, datetime]] = field(default_factory=dict)
 
@@ -196,11 +196,11 @@ async def maintain(
                     f"""ALTER TABLE "{table}" ATTACH PARTITION "{p.name}" """
                     f"""FOR VALUES FROM ('{p.start.isoformat()}') TO ('{p.end.isoformat()}')"""
                 ))
-                report.created.append(p.name)
+                report.created.append((table, p.name))
             for p in todo.drop:
                 await conn.execute(text(f'ALTER TABLE "{table}" DETACH PARTITION "{p.name}"'))
                 await conn.execute(text(f'DROP TABLE "{p.name}"'))
-                report.dropped.append(p.name)
+                report.dropped.append((table, p.name))
             kept = sorted([p for p in parts if p not in todo.drop] + todo.create, key=lambda p: p.end)
             report.bounds.update(bounds_of({table: kept}))
     if report.created or report.dropped:
@@ -209,7 +209,8 @@ async def maintain(
     return report
 
 
-def _brief(names: list[str]) -> str:
+def _brief(made: list[tuple[str, str]]) -> str:
+    names = [name for _, name in made]
     return ", ".join(names) if len(names) <= 4 else f"{names[0]} ... {names[-1]}"
 
 

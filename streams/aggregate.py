@@ -13,9 +13,9 @@ Faust's windowed tables expire windows by wall-clock time, which would drop
 an edge's backlog after an outage; these buckets are plain keys closed by
 stream time instead (see :meth:`MinuteAggregator.horizon`).
 
-An event new to a bucket of ``camera_minute_counts``, ``line_minute_crossings``
-or ``zone_minute_stats`` is also added to the bucket of its hour and of its
-day (``schemas.aggregates.ROLLUPS``). Those buckets keep no seqs: an event is
+An event new to a bucket of a per-minute table with hour and day tables
+(counts, crossings, zones, health: ``schemas.aggregates.ROLLUPS``) is also
+added to the bucket of its hour and of its day. Those buckets keep no seqs: an event is
 always in the same minute, so the minute's seqs decide once whether it is
 new, and the minute, hour and day change in the same transaction. Their
 version (``events``) counts the events added, so it grows as the minutes'

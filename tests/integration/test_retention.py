@@ -47,9 +47,11 @@ async def test_a_backlog_lands_in_minute_hour_and_day_and_past_the_retention_goe
         for r in rows:
             got[int(r["t"].timestamp() * 1000) // DAY_MS] += r["objects"]
         assert got == want, table
-    # The backlog's day got a partition of its own, made by the sink when the rows came.
+    # The backlog's day got partitions of its own, made by the sink when the rows came; the reconciler's
+    # verdicts on those minutes need one too.
     two_days_ago = datetime.fromtimestamp((now - 2 * DAY_MS) / 1000, tz=UTC)
-    assert await stack.query("SELECT 1 FROM pg_class WHERE relname = $1", f"camera_minute_counts_p{two_days_ago:%Y%m%d}")
+    for table in ("camera_minute_counts", "camera_minute_events", "camera_minute_reconciliation"):  # every per-minute table alike
+        assert await stack.query("SELECT 1 FROM pg_class WHERE relname = $1", f"{table}_p{two_days_ago:%Y%m%d}"), table
     [letter] = [d for d in await stack.deadletters(expect=1) if d.get("seq") == 6]
     assert letter["reason"] == "late" and "FLEETSIGHT_RETENTION_DAYS" in letter["detail"], letter
 
