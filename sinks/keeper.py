@@ -38,7 +38,7 @@ class PartitionKeeper:
         self.engine = engine
         self.settings = settings
         self.bounds: dict[str, tuple[int | None, int]] = {}  # table -> [oldest start, newest end) in ms
-        self._last = 0.0
+        self._last: float | None = None  # monotonic time of the last run (None: never; monotonic may start near 0)
 
     async def maintain(self, back_to: dict[str, datetime] | None = None) -> None:
         """Make and drop what is due (and partitions back to ``back_to`` per table, within the retention);
@@ -55,7 +55,7 @@ class PartitionKeeper:
                 )
             elif state == "55P03":  # lock_timeout: a long query holds a table
                 log.warning("partition maintenance waited too long for a table lock; trying again in a minute")
-                self._last -= max(0.0, self.settings.partition_maintenance_every_s - 60)
+                self._last = time.monotonic() - max(0.0, self.settings.partition_maintenance_every_s - 60)
             else:
                 raise
             async with self.engine.begin() as conn:
@@ -69,7 +69,7 @@ class PartitionKeeper:
         self.bounds = {t: (_ms(start) if start else None, _ms(end)) for t, (start, end) in bounds.items()}
 
     def due(self) -> bool:
-        return time.monotonic() - self._last >= self.settings.partition_maintenance_every_s
+        return self._last is None or time.monotonic() - self._last >= self.settings.partition_maintenance_every_s
 
     async def admit(self, rows: list[Row]) -> list[Row]:
         """``rows`` less those older than their table's oldest partition; makes partitions for rows past the newest."""
