@@ -218,8 +218,8 @@ async def fill(cameras: int, days: int, health_days: int) -> None:
         for month in months:
             end = next_start("month", month)
             for hour, day in ROLLUPS.values():
-                for rollup, source, column in ((hour, hour.base.name, "minute"), (day, hour.spec.name, "hour")):
-                    await conn.execute(re.sub(r":start\b", "$1", re.sub(r":end\b", "$2", insert_from(rollup, source, column))), month, end)
+                for rollup in (hour, day):  # the day from the hours just written
+                    await conn.execute(re.sub(r":start\b", "$1", re.sub(r":end\b", "$2", insert_from(rollup))), month, end)
                     progress.advance(rollup_task)
         await conn.execute("ANALYZE")
         await conn.close()

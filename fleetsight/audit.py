@@ -92,7 +92,7 @@ async def audit(settings: SinkSettings, since_ms: int, camera: str | None, conso
         console.print("no camera-minutes in that span")
     rollups_bad = [c for c in rollups if rollup_state(c, now, grace) == MISMATCH]
     console.print(
-        f"hour and day tables against their minutes: {rollups_checked} rows checked, "
+        f"hours against their minutes, days against their hours: {rollups_checked} rows checked, "
         f"{len(rollups) - len(rollups_bad)} pending, " + (f"[bold red]{len(rollups_bad)} differ[/]" if rollups_bad else "0 differ")
     )
     for c in rollups_bad[:SHOWN_MISMATCHES]:

@@ -177,7 +177,7 @@ async def check(conn: AsyncConnection, since_ms: int, camera: str | None = None)
 
 @dataclass(frozen=True)
 class RollupCheck:
-    """One row of an hour or day table that differs from the sums of its minutes."""
+    """One row of an hour table that differs from the sums of its minutes, or of a day table from its hours."""
 
     table: str
     camera_id: str
@@ -189,6 +189,9 @@ class RollupCheck:
 
 
 def _rollup_sql(rollup: Rollup) -> str:
+    # A day against its hours (at most 24 rows a key, not 1,440 minutes: the
+    # reconciler runs this every pass), an hour against its minutes.
+    source, time_column = rollups.source_of(rollup)
     dims = rollups.dims(rollup)
     on = " AND ".join(f"m.{k} = r.{k}" for k in ("camera_id", *dims)) + f" AND m.t = r.{rollup.column}"
     columns = rollups.exact_columns(rollup)
@@ -197,10 +200,10 @@ def _rollup_sql(rollup: Rollup) -> str:
     differs = " OR ".join(f"m.{c} IS DISTINCT FROM r.{c}" for c, _ in columns)
     return f"""
         WITH m AS (
-            SELECT {", ".join(["camera_id", *dims])}, date_trunc('{rollup.column}', minute, 'UTC') AS t, max(site) AS site,
+            SELECT {", ".join(["camera_id", *dims])}, date_trunc('{rollup.column}', {time_column}, 'UTC') AS t, max(site) AS site,
                    {aggregated}, max(updated_at) AS changed
-            FROM {rollup.base.name}
-            WHERE minute >= :since AND minute < :until AND (CAST(:camera AS text) IS NULL OR camera_id = :camera)
+            FROM {source}
+            WHERE {time_column} >= :since AND {time_column} < :until AND (CAST(:camera AS text) IS NULL OR camera_id = :camera)
             GROUP BY {", ".join(["camera_id", *dims])}, t
         ), r AS (
             SELECT * FROM {rollup.spec.name}

@@ -9,7 +9,7 @@ as migrations do.
 
 from __future__ import annotations
 
-from schemas.aggregates import Rollup
+from schemas.aggregates import ROLLUPS, Rollup
 
 # column -> (aggregate, weight): sums of counts, maxima, and means weighted by what they average.
 HOW: dict[str, tuple[str, str | None]] = {
@@ -31,14 +31,21 @@ def dims(rollup: Rollup) -> list[str]:
     return [k for k in rollup.spec.key if k not in ("camera_id", rollup.column)]
 
 
+def source_of(rollup: Rollup) -> tuple[str, str]:
+    """(table, time column) a rollup sums: an hour its minutes, a day its hours."""
+    if rollup.column == "day":
+        return next(r.spec.name for r in ROLLUPS[rollup.base.name] if r.column == "hour"), "hour"
+    return rollup.base.name, "minute"
+
+
 def exact_columns(rollup: Rollup) -> list[tuple[str, str]]:
     """(column, aggregate) of the columns a rollup must match exactly: the counts and the maxima (means are floats)."""
     return [(c, HOW[c][0]) for c in rollup.spec.values if c in HOW]
 
 
-def select_from(rollup: Rollup, source: str, time_column: str) -> str:
-    """SELECT of ``rollup``'s rows from ``source`` (its minute table, or for a day table its hour table)
-    over ``:start <= time_column < :end``."""
+def select_from(rollup: Rollup) -> str:
+    """SELECT of ``rollup``'s rows from what it sums (:func:`source_of`), over ``:start <= time < :end``."""
+    source, time_column = source_of(rollup)
     period = f"date_trunc('{rollup.column}', {time_column}, 'UTC')"
     means = MEANS.get(rollup.base.name, {})
     columns = {
@@ -52,7 +59,7 @@ def select_from(rollup: Rollup, source: str, time_column: str) -> str:
     )
 
 
-def insert_from(rollup: Rollup, source: str, time_column: str) -> str:
+def insert_from(rollup: Rollup) -> str:
     """INSERT of :func:`select_from` into the rollup table (rows not there yet)."""
     columns = ["camera_id", *dims(rollup), rollup.column, "site", *[c for c in rollup.spec.values if c != "site"]]
-    return f"INSERT INTO {rollup.spec.name} ({', '.join(columns)}) SELECT {', '.join(columns)} FROM ({select_from(rollup, source, time_column)}) s"
+    return f"INSERT INTO {rollup.spec.name} ({', '.join(columns)}) SELECT {', '.join(columns)} FROM ({select_from(rollup)}) s"
