@@ -47,7 +47,7 @@ from rich.progress import Progress  # noqa: E402
 from rich.table import Table  # noqa: E402
 
 from runtime.settings import load_settings  # noqa: E402
-from schemas.aggregates import ROLLUPS, TIME_PARTITIONED  # noqa: E402
+from schemas.aggregates import ROLLUP_TABLES, ROLLUPS, TIME_PARTITIONED  # noqa: E402
 from schemas.codec import encode, validate  # noqa: E402
 from sinks.db import make_engine, upgrade  # noqa: E402
 from sinks.partitions import grain_of, next_start, partition_name, period_start  # noqa: E402
@@ -234,7 +234,8 @@ async def sizes(cameras: int, days: int, health_days: int) -> None:
         rows, size = await conn.fetchrow(
             "SELECT coalesce(sum(c.reltuples), 0)::bigint, coalesce(sum(pg_total_relation_size(c.oid)), 0)::bigint "
             "FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid WHERE i.inhparent = $1::regclass", name)
-        span = health_days if any(name == t for t in RECENT) else days
+        recent = name in RECENT or (name in ROLLUP_TABLES and ROLLUP_TABLES[name].base.name in RECENT)
+        span = health_days if recent else days
         per_year = rows / cameras / span * 365 if rows else 0
         per_row = size / rows if rows else 0
         table.add_row(name, f"{rows:,}", f"{size / 2**30:.2f} GiB", f"{per_row:.0f}", f"{per_year:,.0f}", f"{per_year * per_row / 2**20:.0f} MiB")

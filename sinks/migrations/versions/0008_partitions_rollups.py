@@ -40,6 +40,8 @@ MINUTE_TABLES = (
     "camera_minute_counts", "line_minute_crossings", "zone_minute_stats", "camera_minute_health",
     "camera_minute_events", "camera_minute_ledger", "camera_minute_reconciliation",
 )
+# Time-range queries without a camera or site: a BRIN index on the time (the sink writes in time order).
+BRIN = ("camera_minute_counts", "line_minute_crossings", "zone_minute_stats", "camera_minute_health", "camera_minute_reconciliation")
 ROLLUP_VERSION_COMMENT = "distinct events folded in (version): the sum of its minutes' events"  # the reconciler deletes verdicts of minutes gone
 DAYS_AHEAD = 7
 # Per rollup family: the minute table, the key columns between camera and time,
@@ -145,6 +147,8 @@ def _partition_minutes(table: str, now: datetime) -> None:
     for _, definition, constraint in indexes:
         if not constraint:
             op.execute(definition)  # made on the new parent: it names the table, not the renamed legacy
+    if table in BRIN:
+        op.execute(f'CREATE INDEX "ix_{table}_minute_brin" ON "{table}" USING brin (minute)')
     newest = _scalar(f'SELECT max(minute) FROM "{legacy}"')
     start = _day(now)
     if newest is None:
@@ -169,6 +173,8 @@ def _rollup_table(name: str, minute_table: str, period: str, dims: tuple[str, ..
     _comment(f'TABLE "{name}"', f"{what} per UTC {period}: the sums of its minutes, kept by the stream worker.")
     op.execute(f'ALTER TABLE "{name}" ADD CONSTRAINT "{name}_pkey" PRIMARY KEY ({", ".join(["camera_id", *dims, period])})')
     op.create_index(f"ix_{name}_site_{period}", name, ["site", period])
+    if period == "hour":
+        op.execute(f'CREATE INDEX "ix_{name}_hour_brin" ON "{name}" USING brin (hour)')
     op.execute(f'GRANT SELECT, INSERT, UPDATE ON "{name}" TO fleetsight_writer')
     op.execute(f'GRANT SELECT ON "{name}" TO fleetsight_analyst')
 
