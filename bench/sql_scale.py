@@ -334,8 +334,10 @@ def fleet_minute(cameras: int, minute_ms: int, seq0: int) -> list[Incoming]:
 async def upsert_rate(cameras: int, minutes: int) -> None:
     """rows/s of the sink's upsert: the full partitioned database (rollups included) against revision 0007's layout."""
     await create(OLD_DB, "0007")
-    now = int(time.time() * 1000)
-    base = now - now % 60_000 - minutes * 60_000
+    # Minutes of a day ahead (its partitions are made), deleted again afterwards: the
+    # queries above, and a --reuse, see the history as filled.
+    day = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0) + timedelta(days=3)
+    base = int(day.timestamp() * 1000) + 12 * 3600_000
     batches = []
     aggregator, state = MinuteAggregator(24 * 3600_000), {}
     for m in range(minutes):
@@ -356,6 +358,10 @@ async def upsert_rate(cameras: int, minutes: int) -> None:
         await engine.dispose()
         results[label] = written / elapsed
         console.print(f"sink upsert, {label}: {written:,} rows in {elapsed:.1f} s = {written / elapsed:,.0f} rows/s")
+    conn = await asyncpg.connect(admin_dsn(DB))
+    for table, (column, _) in TIME_PARTITIONED.items():
+        await conn.execute(f"DELETE FROM {table} WHERE {column} >= $1 AND {column} < $2", day, day + timedelta(days=1))
+    await conn.close()
     old = results["revision 0007 layout (unpartitioned, no rollups)"]
     for label, rate in list(results.items())[1:]:
         console.print(f"  {label} / revision 0007: {rate / old:.2f}")

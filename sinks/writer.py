@@ -10,6 +10,8 @@ nothing: a row only moves to a larger version. The reconciler
 from __future__ import annotations
 
 import asyncio
+import functools
+import json
 import logging
 import signal
 import time
@@ -19,10 +21,11 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from aiokafka import AIOKafkaConsumer
-from sqlalchemy import func
-from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy import BigInteger, Boolean, DateTime, Float, Integer, TextClause, text
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.types import TypeEngine
 
 from runtime import metrics
 from runtime.kafka_admin import ensure_topics
@@ -30,7 +33,7 @@ from runtime.kafka_client import kafka_security
 from runtime.retry import retry
 from runtime.settings import SinkSettings
 from runtime.watchdog import Watchdog
-from schemas.aggregates import Row, TableSpec, decode_rows
+from schemas.aggregates import TABLES, Row, TableSpec, decode_rows
 from sinks import metrics as sink_metrics
 from sinks.db import make_engine
 from sinks.keeper import PartitionKeeper
@@ -39,7 +42,6 @@ from sinks.reconcile import Reconciler
 
 log = logging.getLogger("fleetsight.sink")
 
-CHUNK = 500
 T = TypeVar("T")
 
 
@@ -63,6 +65,45 @@ def _sql_values(spec: TableSpec, row: Row) -> dict[str, Any]:
     }
 
 
+def _array_type(kind: TypeEngine[Any]) -> str:
+    """The PostgreSQL array a column's values travel in (JSON as text, cast back per element)."""
+    if isinstance(kind, Boolean):
+        return "boolean[]"
+    if isinstance(kind, BigInteger):
+        return "bigint[]"
+    if isinstance(kind, Integer):
+        return "integer[]"
+    if isinstance(kind, Float):
+        return "float8[]"
+    if isinstance(kind, DateTime):
+        return "timestamptz[]"
+    return "text[]"
+
+
+@functools.cache
+def _upsert_sql(table: str) -> tuple[TextClause, tuple[str, ...]]:
+    """One INSERT ... SELECT FROM unnest(arrays) ON CONFLICT per table, and the JSON columns to encode.
+
+    Each column's values are one array parameter: one statement per table
+    and batch, prepared once. The multi-row VALUES insert it replaces was
+    compiled and prepared anew for every chunk of 500 rows
+    (bench/sql_scale.py: about 4,000 rows/s either side of partitioning).
+    """
+    spec, columns = TABLES[table], MODELS[table].__table__.c
+    json_columns = tuple(c for c in spec.columns if isinstance(columns[c].type, JSONB))
+    names = ", ".join(spec.columns)
+    arrays = ", ".join(f"CAST(:{c} AS {_array_type(columns[c].type)})" for c in spec.columns)
+    select = ", ".join(f"{c}::jsonb" if c in json_columns else c for c in spec.columns)
+    sql = f"INSERT INTO {table} ({names}) SELECT {select} FROM unnest({arrays}) AS u({names}) ON CONFLICT ({', '.join(spec.key)}) "
+    if spec.version is None:
+        sql += "DO NOTHING"
+    else:
+        # A replayed or partial value (older, smaller) never wins.
+        sql += (f"DO UPDATE SET {', '.join(f'{c} = excluded.{c}' for c in spec.values)}, updated_at = now() "
+                f"WHERE {table}.{spec.version} < excluded.{spec.version}")
+    return text(sql), json_columns
+
+
 async def upsert(engine: AsyncEngine, rows: Iterable[Row]) -> int:
     """Write absolute row values; a row never moves to a smaller version."""
     written = 0
@@ -71,22 +112,13 @@ async def upsert(engine: AsyncEngine, rows: Iterable[Row]) -> int:
             spec = items[0].spec
             # In key order: the reconciler locks camera_status rows in the same order.
             items.sort(key=lambda r: tuple(str(r.values[k]) for k in spec.key))  # noqa: B023 (used at once)
-            model = MODELS[table]
+            statement, json_columns = _upsert_sql(table)
             values = [_sql_values(spec, r) for r in items]
-            for start in range(0, len(values), CHUNK):
-                stmt = pg_insert(model).values(values[start : start + CHUNK])
-                if spec.version is None:
-                    stmt = stmt.on_conflict_do_nothing(index_elements=list(spec.key))
-                else:
-                    updates: dict[str, Any] = {c: stmt.excluded[c] for c in spec.values}
-                    updates["updated_at"] = func.now()
-                    stmt = stmt.on_conflict_do_update(
-                        index_elements=list(spec.key),
-                        set_=updates,
-                        # A replayed or partial value (older, smaller) never wins.
-                        where=getattr(model, spec.version) < stmt.excluded[spec.version],
-                    )
-                await conn.execute(stmt)
+            arrays: dict[str, list[Any]] = {
+                c: [None if v[c] is None else json.dumps(v[c]) for v in values] if c in json_columns else [v[c] for v in values]
+                for c in spec.columns
+            }
+            await conn.execute(statement, arrays)
             written += len(values)
             sink_metrics.SINK_ROWS.labels(table).inc(len(values))
     return written
