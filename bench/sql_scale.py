@@ -21,9 +21,10 @@ of disk and 20-30 minutes of filling at the defaults on a 2-core box).
 3. For the questions the rollups answer, times the same answer from the
    minute table (and checks that both give it).
 4. The sink's upsert rate (rows/s) with the rows a worker sends for a
-   minute of the whole fleet: into this database (partitioned, full, hour
-   and day rows included) against a database at revision 0007 (the
-   unpartitioned layout, no rollups), in the same run.
+   minute of the whole fleet (on a day ahead, deleted afterwards): into
+   this database (partitioned, full, hour and day rows included) against
+   the baseline of a database at revision 0007 (unpartitioned, no rollups)
+   written by that revision's upsert, in the same run.
 """
 
 from __future__ import annotations
@@ -45,14 +46,18 @@ import asyncpg  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.progress import Progress  # noqa: E402
 from rich.table import Table  # noqa: E402
+from sqlalchemy import func  # noqa: E402
+from sqlalchemy.dialects.postgresql import insert as pg_insert  # noqa: E402
+from sqlalchemy.ext.asyncio import AsyncEngine  # noqa: E402
 
 from runtime.settings import load_settings  # noqa: E402
-from schemas.aggregates import ROLLUP_TABLES, ROLLUPS, TIME_PARTITIONED  # noqa: E402
+from schemas.aggregates import ROLLUP_TABLES, ROLLUPS, TIME_PARTITIONED, Row  # noqa: E402
 from schemas.codec import encode, validate  # noqa: E402
 from sinks.db import make_engine, upgrade  # noqa: E402
+from sinks.models import MODELS  # noqa: E402
 from sinks.partitions import grain_of, next_start, partition_name, period_start  # noqa: E402
 from sinks.rollups import insert_from  # noqa: E402
-from sinks.writer import upsert  # noqa: E402
+from sinks.writer import latest, upsert  # noqa: E402
 from streams.aggregate import Incoming, MinuteAggregator  # noqa: E402
 
 DB, OLD_DB = "fleetsight_bench_sql", "fleetsight_bench_sql_old"
@@ -345,37 +350,61 @@ async def upsert_rate(cameras: int, minutes: int) -> None:
         batches.append(list(result.rows.values()))
     rollup_tables = {r.spec.name for pair in ROLLUPS.values() for r in pair}
     results = {}
-    for label, database, keep in (
-        ("revision 0007 layout (unpartitioned, no rollups)", OLD_DB, lambda t: t not in rollup_tables),
-        ("partitioned, full history, minute rows only", DB, lambda t: t not in rollup_tables),
-        ("partitioned, full history, with hour and day rows", DB, lambda t: True),
+    for label, database, write, keep in (
+        ("before: 0007's layout and upsert (VALUES, 500 rows a statement)", OLD_DB, values_upsert, lambda t: t not in rollup_tables),
+        ("now: partitioned, full history, minute rows only", DB, upsert, lambda t: t not in rollup_tables),
+        ("now: partitioned, full history, with hour and day rows", DB, upsert, lambda t: True),
     ):
         engine = make_engine(url_of(database))
         written, started = 0, time.perf_counter()
         for rows in batches:
-            written += await upsert(engine, [r for r in rows if keep(r.table) and r.table != "camera_status"])
+            written += await write(engine, [r for r in rows if keep(r.table) and r.table != "camera_status"])
         elapsed = time.perf_counter() - started
         await engine.dispose()
         results[label] = written / elapsed
-        console.print(f"sink upsert, {label}: {written:,} rows in {elapsed:.1f} s = {written / elapsed:,.0f} rows/s")
+        console.print(f"sink upsert, {label}: {written:,} rows in {elapsed:.1f} s = {written / elapsed:,.0f} rows/s, "
+                      f"{elapsed / minutes * 1000:.0f} ms a fleet-minute")
     conn = await asyncpg.connect(admin_dsn(DB))
     for table, (column, _) in TIME_PARTITIONED.items():
         await conn.execute(f"DELETE FROM {table} WHERE {column} >= $1 AND {column} < $2", day, day + timedelta(days=1))
     await conn.close()
-    old = results["revision 0007 layout (unpartitioned, no rollups)"]
+    old = next(iter(results.values()))
     for label, rate in list(results.items())[1:]:
-        console.print(f"  {label} / revision 0007: {rate / old:.2f}")
+        console.print(f"  rows/s, {label} / before: {rate / old:.2f}")
+
+
+async def values_upsert(engine: AsyncEngine, rows: list[Row]) -> int:
+    """The baseline: the sink's upsert up to revision 0007 (multi-row VALUES through SQLAlchemy, 500 rows a statement)."""
+    written = 0
+    async with engine.begin() as conn:
+        for table, items in sorted(latest(rows).items()):
+            spec = items[0].spec
+            items.sort(key=lambda r: tuple(str(r.values[k]) for k in spec.key))  # noqa: B023
+            model = MODELS[table]
+            values = [{c: datetime.fromtimestamp(v / 1000, tz=UTC) if c in spec.times and v is not None else v for c, v in r.values.items()}
+                      for r in items]
+            for start in range(0, len(values), 500):
+                stmt = pg_insert(model).values(values[start:start + 500])
+                updates = {c: stmt.excluded[c] for c in spec.values} | {"updated_at": func.now()}
+                stmt = stmt.on_conflict_do_update(index_elements=list(spec.key), set_=updates,
+                                                  where=getattr(model, str(spec.version)) < stmt.excluded[str(spec.version)])
+                await conn.execute(stmt)
+            written += len(values)
+    return written
 
 
 async def main() -> int:
+    global DB
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--cameras", type=int, default=1000)
     parser.add_argument("--days", type=int, default=90)
     parser.add_argument("--health-days", type=int, default=2)
     parser.add_argument("--upsert-minutes", type=int, default=20, help="minutes of the fleet the upsert rate is measured on")
     parser.add_argument("--reuse", action="store_true", help="keep the database a previous run filled")
+    parser.add_argument("--database", default=DB, help=f"the database it fills (default {DB}; dropped first unless --reuse)")
     parser.add_argument("--keep", action="store_true", help="leave the filled database behind (for --reuse)")
     args = parser.parse_args()
+    DB = args.database
     started = time.perf_counter()
     if not args.reuse:
         await create(DB)
