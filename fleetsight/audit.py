@@ -96,7 +96,7 @@ async def audit(settings: SinkSettings, since_ms: int, camera: str | None, conso
         f"{len(rollups) - len(rollups_bad)} pending, " + (f"[bold red]{len(rollups_bad)} differ[/]" if rollups_bad else "0 differ")
     )
     for c in rollups_bad[:SHOWN_MISMATCHES]:
-        differs = ", ".join(f"{k} minutes {d['minutes']} rollup {d['rollup']}" for k, d in c.differences.items())
+        differs = ", ".join(f"{k} summed {d['summed']} rollup {d['rollup']}" for k, d in c.differences.items())
         console.print(f"[red]mismatch[/] {c.table} {c.camera_id} {c.key} {datetime.fromtimestamp(c.period / 1000, tz=UTC):%Y-%m-%d %H:%M}: {differs}")
     return 1 if mismatched or rollups_bad else 0
 

@@ -29,6 +29,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from schemas.aggregates import ALERTS, ROLLUP_TABLES, Rollup, Row
 from schemas.ledger import MinuteLedger, add_totals, digest_hex
 from sinks import rollups
+from sinks.partitions import existing
 
 log = logging.getLogger("fleetsight.reconcile")
 
@@ -224,8 +225,13 @@ async def check_rollups(conn: AsyncConnection, since_ms: int, camera: str | None
     now_ms = now_ms if now_ms is not None else int(time.time() * 1000)
     checked = 0
     found: list[RollupCheck] = []
+    kept = await existing(conn)
     for rollup in ROLLUP_TABLES.values():
         since = rollup.period(since_ms)
+        parts = kept.get(rollups.source_of(rollup)[0])
+        if parts and parts[0].start is not None:
+            # Only whole periods whose parts are still kept: older minutes (or hours) are past their retention.
+            since = max(since, rollup.period(_ms(parts[0].start) + rollup.span_ms - 1))
         params = {
             "since": datetime.fromtimestamp(since / 1000, tz=UTC), "until": datetime.fromtimestamp(now_ms / 1000 + 86400, tz=UTC),
             "camera": camera,
@@ -235,7 +241,7 @@ async def check_rollups(conn: AsyncConnection, since_ms: int, camera: str | None
                  "AND (CAST(:camera AS text) IS NULL OR camera_id = :camera)"), params)).scalar_one()
         for r in await conn.execute(text(_rollup_sql(rollup)), params):
             differences = {
-                c: {"minutes": getattr(r, f"m_{c}"), "rollup": getattr(r, f"r_{c}")}
+                c: {"summed": getattr(r, f"m_{c}"), "rollup": getattr(r, f"r_{c}")}
                 for c, _ in rollups.exact_columns(rollup) if getattr(r, f"m_{c}") != getattr(r, f"r_{c}")
             }
             found.append(RollupCheck(rollup.spec.name, r.camera_id, r.site, _ms(r.period_start), r.key, differences, _ms(r.changed)))
