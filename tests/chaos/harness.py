@@ -49,6 +49,8 @@ from runtime.settings import REPO_ROOT, Settings
 from runtime.waiting import WaitTimeout, wait_for
 from schemas.codec import Event
 from schemas.topics import shard_of
+from sinks.db import make_engine
+from sinks.reconcile import RollupCheck, check_rollups
 from tests.chaos.camera import LEGACY_ENV
 
 SENTINEL = "zz-sentinel"
@@ -84,6 +86,7 @@ class Report:
     lost: int = 0
     double: int = 0
     late_routed: int = 0
+    rollups_differ: int = 0  # hour and day rows that differ from the sums of their minutes (hours), once all is in
     mismatches: list[str] = field(default_factory=list)
 
     def render(self) -> str:
@@ -91,7 +94,8 @@ class Report:
             f"events sent: {self.events} from {self.cameras} cameras",
             f"faults injected: {dict(Counter(f.part for f in self.faults))}",
             f"restarts after a crash of their own: {dict(self.crash_restarts) or 'none'}",
-            f"lost: {self.lost}   double-counted: {self.double}   late-routed: {self.late_routed}",
+            f"lost: {self.lost}   double-counted: {self.double}   late-routed: {self.late_routed}   "
+            f"hour and day rows off their sums: {self.rollups_differ}",
             *([f"bridge takeover (kill -> every shard online again): {', '.join(f'{t:.1f} s' for t in self.takeover_s)}"
                f" ({self.moved_cameras} cameras moved)"]
               if self.takeover_s else []),
@@ -517,6 +521,26 @@ class Chaos:
             self.report.double += result.double
         finally:
             await conn.close()
+        await self.compare_rollups()
+
+    async def compare_rollups(self) -> None:
+        """Every hour equals the sums of its minutes and every day of its hours (their rows may trail the minutes' a little)."""
+        engine = make_engine(self.settings.database_url)
+        differ: list[RollupCheck] = []
+
+        async def agree() -> bool:
+            nonlocal differ
+            async with engine.connect() as conn:
+                _, differ = await check_rollups(conn, 0)
+            return not differ
+
+        try:
+            await wait_for(agree, 60, "the hour and day rows equal to their sums", interval=1)
+        except WaitTimeout:
+            self.report.rollups_differ = len(differ)
+            self.report.mismatches += [f"{d.table} {d.camera_id} {d.key} at {d.period}: {d.differences}" for d in differ[:5]]
+        finally:
+            await engine.dispose()
 
     async def teardown(self) -> None:
         stop([p for p in self.procs.values()])

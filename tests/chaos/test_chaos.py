@@ -25,3 +25,4 @@ async def test_short_chaos_run_is_exact(chaos_root: Path, media: Path) -> None:
     assert all(f.recovered_s is not None for f in report.faults)
     assert report.events > 1000
     assert report.lost == 0 and report.double == 0, report.render()
+    assert report.rollups_differ == 0, report.render()

@@ -44,3 +44,4 @@ async def test_cluster_faults_are_exact(chaos_root: Path) -> None:
     assert report.takeover_s, "the bridge takeover was not measured"
     assert report.events > 1000
     assert report.lost == 0 and report.double == 0, report.render()
+    assert report.rollups_differ == 0, report.render()
