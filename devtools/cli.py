@@ -10,7 +10,7 @@ from pathlib import Path
 from fleetsight.cli import command_parser, run
 from runtime.settings import Settings
 
-log = logging.getLogger("fleetsight")
+log = logging.getLogger("devtools")
 
 
 def _print_status(statuses: list) -> None:

@@ -41,7 +41,7 @@ from runtime.settings import REPO_ROOT, Settings
 from runtime.waiting import WaitTimeout, wait_for
 from schemas.codec import Event
 
-log = logging.getLogger("fleetsight.demo")
+log = logging.getLogger("devtools.demo")
 
 SITE = "plaza"
 # Drawn on vtest.avi; coordinates are fractions of the frame.

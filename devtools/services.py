@@ -29,7 +29,7 @@ from fleetsight.mqtt_users import ACL, ADMIN_USER, ensure_user, give_to_broker, 
 from runtime.settings import BRIDGE_USER, REPO_ROOT, KafkaSettings, Settings
 from runtime.waiting import WaitAborted, WaitTimeout, wait_until
 
-log = logging.getLogger("fleetsight.services")
+log = logging.getLogger("devtools.services")
 
 KAFKA_POM = REPO_ROOT / "deploy" / "kafka" / "pom.xml"
 
