@@ -251,8 +251,7 @@ async def sizes(cameras: int, days: int, health_days: int) -> None:
 def _read(plan: dict) -> tuple[int, int]:
     """Rows read by the scans of a plan (returned and filtered out), and the partitions they scanned."""
     rows, scanned = 0, 0
-    node = plan
-    stack = [node]
+    stack = [plan]
     while stack:
         node = stack.pop()
         if "Relation Name" in node:

@@ -59,7 +59,7 @@ async def audit(settings: SinkSettings, since_ms: int, camera: str | None, conso
         async with engine.connect() as conn:
             grace = int(settings.reconcile_grace_s * 1000)
             verdicts = [judge(c, now, grace) for c in await check(conn, since_ms, camera)]
-            rollups_checked, rollups = await check_rollups(conn, since_ms, camera, now)
+            rollups_checked, rollups = await check_rollups(conn, since_ms, camera, now, count=True)
             clocks = {
                 r.camera_id: r.clock_offset_s
                 for r in await conn.execute(text("SELECT camera_id, clock_offset_s FROM camera_status"))

@@ -35,80 +35,17 @@ def _brin(table: str, column: str = "minute") -> Index:
     only its stretch of the partition (the sink writes rows in time order). bench/sql_scale.py: the
     last hour of 1,000 cameras read the whole day's partition without it (430 ms)."""
     return Index(f"ix_{table}_{column}_brin", column, postgresql_using="brin")
+
+
 GEOMETRY_COMMENT = "version of the camera's lines and zones (camera_geometry); '' from nodes that send none"
-
-
-class CameraMinuteCount(_Updated, Base):
-    """Objects seen (tracks started) and tracks ended per camera, class and minute."""
-
-    __tablename__ = "camera_minute_counts"
-    camera_id: Mapped[str] = mapped_column(String(64), primary_key=True)
-    object_class: Mapped[str] = mapped_column(String(48), primary_key=True)
-    minute: Mapped[datetime] = mapped_column(DateTime(timezone=True), primary_key=True, comment="start of the minute, event time, UTC")
-    site: Mapped[str] = mapped_column(String(64), nullable=False)
-    objects: Mapped[int] = mapped_column(BigInteger, nullable=False, server_default="0", comment="tracks started")
-    tracks_ended: Mapped[int] = mapped_column(BigInteger, nullable=False, server_default="0")
-    dwell_mean_s: Mapped[float | None] = mapped_column(Float, comment="mean time in view of the tracks that ended, seconds")
-    dwell_max_s: Mapped[float | None] = mapped_column(Float)
-    events: Mapped[int] = mapped_column(BigInteger, nullable=False, comment="distinct events folded in (version)")
-    __table_args__ = (
-        Index("ix_camera_minute_counts_site_minute", "site", "minute"),
-        _brin("camera_minute_counts"),
-        {"comment": "Objects seen (tracks started) and dwell of tracks ended, per camera, object class and event-time minute.", **MINUTE_PARTITIONS},
-    )
-
-
-class LineMinuteCrossing(_Updated, Base):
-    """Line crossings per camera, line, class and minute."""
-
-    __tablename__ = "line_minute_crossings"
-    camera_id: Mapped[str] = mapped_column(String(64), primary_key=True)
-    geometry: Mapped[str] = mapped_column(String(16), primary_key=True, server_default="", comment=GEOMETRY_COMMENT)
-    line: Mapped[str] = mapped_column(String(48), primary_key=True)
-    object_class: Mapped[str] = mapped_column(String(48), primary_key=True)
-    minute: Mapped[datetime] = mapped_column(DateTime(timezone=True), primary_key=True)
-    site: Mapped[str] = mapped_column(String(64), nullable=False)
-    crossings_in: Mapped[int] = mapped_column(BigInteger, nullable=False, server_default="0")
-    crossings_out: Mapped[int] = mapped_column(BigInteger, nullable=False, server_default="0")
-    events: Mapped[int] = mapped_column(BigInteger, nullable=False)
-    __table_args__ = (
-        Index("ix_line_minute_crossings_site_minute", "site", "minute"),
-        _brin("line_minute_crossings"),
-        {"comment": "Line crossings in and out per camera, line, object class and event-time minute.", **MINUTE_PARTITIONS},
-    )
-
-
-class ZoneMinuteStat(_Updated, Base):
-    """Zone entries, exits, dwell and occupancy per camera, zone, class and minute."""
-
-    __tablename__ = "zone_minute_stats"
-    camera_id: Mapped[str] = mapped_column(String(64), primary_key=True)
-    geometry: Mapped[str] = mapped_column(String(16), primary_key=True, server_default="", comment=GEOMETRY_COMMENT)
-    zone: Mapped[str] = mapped_column(String(48), primary_key=True)
-    object_class: Mapped[str] = mapped_column(String(48), primary_key=True)
-    minute: Mapped[datetime] = mapped_column(DateTime(timezone=True), primary_key=True)
-    site: Mapped[str] = mapped_column(String(64), nullable=False)
-    entries: Mapped[int] = mapped_column(BigInteger, nullable=False, server_default="0")
-    exits: Mapped[int] = mapped_column(BigInteger, nullable=False, server_default="0")
-    dwell_mean_s: Mapped[float | None] = mapped_column(Float, comment="mean time inside of the exits in this minute, seconds")
-    dwell_max_s: Mapped[float | None] = mapped_column(Float)
-    occupancy_mean: Mapped[float | None] = mapped_column(Float, comment="mean objects inside over the occupancy reports")
-    occupancy_max: Mapped[int | None] = mapped_column(Integer)
-    occupancy_samples: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
-    events: Mapped[int] = mapped_column(BigInteger, nullable=False)
-    __table_args__ = (
-        Index("ix_zone_minute_stats_site_minute", "site", "minute"),
-        _brin("zone_minute_stats"),
-        {"comment": "Zone entries, exits, dwell and occupancy per camera, zone, object class and event-time minute.", **MINUTE_PARTITIONS},
-    )
-
-
-# --- hour and day rollups: real tables the stream worker keeps exact (schemas.aggregates.ROLLUPS) ---
-
 ROLLUP_VERSION_COMMENT = "distinct events folded in (version): the sum of its minutes' events"
 
 
-class _CountsRollup(_Updated):
+# --- the columns a minute, an hour and a day row of each kind share ---------------------
+# (the time column and ``events``, whose comments differ, are the concrete tables')
+
+
+class _Counts(_Updated):
     camera_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     object_class: Mapped[str] = mapped_column(String(48), primary_key=True)
     site: Mapped[str] = mapped_column(String(64), nullable=False)
@@ -116,10 +53,9 @@ class _CountsRollup(_Updated):
     tracks_ended: Mapped[int] = mapped_column(BigInteger, nullable=False, server_default="0")
     dwell_mean_s: Mapped[float | None] = mapped_column(Float, comment="mean time in view of the tracks that ended, seconds")
     dwell_max_s: Mapped[float | None] = mapped_column(Float)
-    events: Mapped[int] = mapped_column(BigInteger, nullable=False, comment=ROLLUP_VERSION_COMMENT)
 
 
-class _LinesRollup(_Updated):
+class _Lines(_Updated):
     camera_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     geometry: Mapped[str] = mapped_column(String(16), primary_key=True, server_default="", comment=GEOMETRY_COMMENT)
     line: Mapped[str] = mapped_column(String(48), primary_key=True)
@@ -127,10 +63,9 @@ class _LinesRollup(_Updated):
     site: Mapped[str] = mapped_column(String(64), nullable=False)
     crossings_in: Mapped[int] = mapped_column(BigInteger, nullable=False, server_default="0")
     crossings_out: Mapped[int] = mapped_column(BigInteger, nullable=False, server_default="0")
-    events: Mapped[int] = mapped_column(BigInteger, nullable=False, comment=ROLLUP_VERSION_COMMENT)
 
 
-class _ZonesRollup(_Updated):
+class _Zones(_Updated):
     camera_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     geometry: Mapped[str] = mapped_column(String(16), primary_key=True, server_default="", comment=GEOMETRY_COMMENT)
     zone: Mapped[str] = mapped_column(String(48), primary_key=True)
@@ -143,10 +78,9 @@ class _ZonesRollup(_Updated):
     occupancy_mean: Mapped[float | None] = mapped_column(Float, comment="mean objects inside over the occupancy reports")
     occupancy_max: Mapped[int | None] = mapped_column(Integer)
     occupancy_samples: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
-    events: Mapped[int] = mapped_column(BigInteger, nullable=False, comment=ROLLUP_VERSION_COMMENT)
 
 
-class _HealthRollup(_Updated):
+class _Health(_Updated):
     camera_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     site: Mapped[str] = mapped_column(String(64), nullable=False)
     reports: Mapped[int] = mapped_column(Integer, nullable=False)
@@ -156,7 +90,71 @@ class _HealthRollup(_Updated):
     inference_ms_p50: Mapped[float | None] = mapped_column(Float, comment="mean of the reported medians")
     inference_ms_p95: Mapped[float | None] = mapped_column(Float, comment="largest reported 95th percentile")
     outbox_depth_max: Mapped[int | None] = mapped_column(BigInteger)
-    events: Mapped[int] = mapped_column(BigInteger, nullable=False, comment=ROLLUP_VERSION_COMMENT)
+
+
+def _time(comment: str | None = None) -> Mapped[datetime]:
+    """The time column, last of the key (``sort_order``: a mixin's columns come after the class's own)."""
+    return mapped_column(DateTime(timezone=True), primary_key=True, comment=comment, sort_order=1)
+
+
+def _events(comment: str | None = None) -> Mapped[int]:
+    return mapped_column(BigInteger, nullable=False, comment=comment)
+
+
+def _minute_args(table: str, comment: str, site_index: bool = True) -> tuple[Any, ...]:
+    return (
+        *([Index(f"ix_{table}_site_minute", "site", "minute")] if site_index else []),
+        _brin(table),
+        {"comment": comment, **MINUTE_PARTITIONS},
+    )
+
+
+class CameraMinuteCount(_Counts, Base):
+    """Objects seen (tracks started) and tracks ended per camera, class and minute."""
+
+    __tablename__ = "camera_minute_counts"
+    minute: Mapped[datetime] = _time("start of the minute, event time, UTC")
+    events: Mapped[int] = _events("distinct events folded in (version)")
+    __table_args__ = _minute_args(
+        __tablename__, "Objects seen (tracks started) and dwell of tracks ended, per camera, object class and event-time minute."
+    )
+
+
+class LineMinuteCrossing(_Lines, Base):
+    """Line crossings per camera, line, class and minute."""
+
+    __tablename__ = "line_minute_crossings"
+    minute: Mapped[datetime] = _time()
+    events: Mapped[int] = _events()
+    __table_args__ = _minute_args(__tablename__, "Line crossings in and out per camera, line, object class and event-time minute.")
+
+
+class ZoneMinuteStat(_Zones, Base):
+    """Zone entries, exits, dwell and occupancy per camera, zone, class and minute."""
+
+    __tablename__ = "zone_minute_stats"
+    minute: Mapped[datetime] = _time()
+    dwell_mean_s: Mapped[float | None] = mapped_column(Float, comment="mean time inside of the exits in this minute, seconds")
+    events: Mapped[int] = _events()
+    __table_args__ = _minute_args(
+        __tablename__, "Zone entries, exits, dwell and occupancy per camera, zone, object class and event-time minute."
+    )
+
+
+class CameraMinuteHealth(_Health, Base):
+    """Detector health per camera and minute, from the node's health reports."""
+
+    __tablename__ = "camera_minute_health"
+    minute: Mapped[datetime] = _time()
+    events: Mapped[int] = _events()
+    __table_args__ = _minute_args(__tablename__, "Detector health per camera and event-time minute.", site_index=False)
+
+
+# --- hour and day rollups: real tables the stream worker keeps exact (schemas.aggregates.ROLLUPS) ---
+
+
+class _RolledUp:
+    events: Mapped[int] = _events(ROLLUP_VERSION_COMMENT)
 
 
 def _rollup_args(table: str, period: str, what: str) -> tuple[Any, ...]:
@@ -168,78 +166,55 @@ def _rollup_args(table: str, period: str, what: str) -> tuple[Any, ...]:
     )
 
 
-def _hour() -> Mapped[datetime]:
-    return mapped_column(DateTime(timezone=True), primary_key=True, comment="start of the hour, event time, UTC", sort_order=1)  # after the key columns of the mixin: the key order
+HOUR, DAY = "start of the hour, event time, UTC", "start of the day, event time, UTC"
 
 
-def _day() -> Mapped[datetime]:
-    return mapped_column(DateTime(timezone=True), primary_key=True, comment="start of the day, event time, UTC", sort_order=1)  # after the key columns of the mixin: the key order
-
-
-class CameraHourCount(_CountsRollup, Base):
+class CameraHourCount(_RolledUp, _Counts, Base):
     __tablename__ = "camera_hour_counts"
-    hour: Mapped[datetime] = _hour()
+    hour: Mapped[datetime] = _time(HOUR)
     __table_args__ = _rollup_args(__tablename__, "hour", "Objects seen and dwell per camera and object class")
 
 
-class CameraDayCount(_CountsRollup, Base):
+class CameraDayCount(_RolledUp, _Counts, Base):
     __tablename__ = "camera_day_counts"
-    day: Mapped[datetime] = _day()
+    day: Mapped[datetime] = _time(DAY)
     __table_args__ = _rollup_args(__tablename__, "day", "Objects seen and dwell per camera and object class")
 
 
-class LineHourCrossing(_LinesRollup, Base):
+class LineHourCrossing(_RolledUp, _Lines, Base):
     __tablename__ = "line_hour_crossings"
-    hour: Mapped[datetime] = _hour()
+    hour: Mapped[datetime] = _time(HOUR)
     __table_args__ = _rollup_args(__tablename__, "hour", "Line crossings per camera, line and object class")
 
 
-class LineDayCrossing(_LinesRollup, Base):
+class LineDayCrossing(_RolledUp, _Lines, Base):
     __tablename__ = "line_day_crossings"
-    day: Mapped[datetime] = _day()
+    day: Mapped[datetime] = _time(DAY)
     __table_args__ = _rollup_args(__tablename__, "day", "Line crossings per camera, line and object class")
 
 
-class ZoneHourStat(_ZonesRollup, Base):
+class ZoneHourStat(_RolledUp, _Zones, Base):
     __tablename__ = "zone_hour_stats"
-    hour: Mapped[datetime] = _hour()
+    hour: Mapped[datetime] = _time(HOUR)
     __table_args__ = _rollup_args(__tablename__, "hour", "Zone entries, exits, dwell and occupancy per camera, zone and object class")
 
 
-class ZoneDayStat(_ZonesRollup, Base):
+class ZoneDayStat(_RolledUp, _Zones, Base):
     __tablename__ = "zone_day_stats"
-    day: Mapped[datetime] = _day()
+    day: Mapped[datetime] = _time(DAY)
     __table_args__ = _rollup_args(__tablename__, "day", "Zone entries, exits, dwell and occupancy per camera, zone and object class")
 
 
-class CameraHourHealth(_HealthRollup, Base):
+class CameraHourHealth(_RolledUp, _Health, Base):
     __tablename__ = "camera_hour_health"
-    hour: Mapped[datetime] = _hour()
+    hour: Mapped[datetime] = _time(HOUR)
     __table_args__ = _rollup_args(__tablename__, "hour", "Detector health per camera")
 
 
-class CameraDayHealth(_HealthRollup, Base):
+class CameraDayHealth(_RolledUp, _Health, Base):
     __tablename__ = "camera_day_health"
-    day: Mapped[datetime] = _day()
+    day: Mapped[datetime] = _time(DAY)
     __table_args__ = _rollup_args(__tablename__, "day", "Detector health per camera")
-
-
-class CameraMinuteHealth(_Updated, Base):
-    """Detector health per camera and minute, from the node's health reports."""
-
-    __tablename__ = "camera_minute_health"
-    camera_id: Mapped[str] = mapped_column(String(64), primary_key=True)
-    minute: Mapped[datetime] = mapped_column(DateTime(timezone=True), primary_key=True)
-    site: Mapped[str] = mapped_column(String(64), nullable=False)
-    reports: Mapped[int] = mapped_column(Integer, nullable=False)
-    frames: Mapped[int] = mapped_column(BigInteger, nullable=False, comment="frames read in the report intervals ending this minute")
-    frames_skipped: Mapped[int] = mapped_column(BigInteger, nullable=False, comment="of those, frames the motion gate kept from the detector")
-    fps_mean: Mapped[float | None] = mapped_column(Float)
-    inference_ms_p50: Mapped[float | None] = mapped_column(Float, comment="mean of the reported medians")
-    inference_ms_p95: Mapped[float | None] = mapped_column(Float, comment="largest reported 95th percentile")
-    outbox_depth_max: Mapped[int | None] = mapped_column(BigInteger)
-    events: Mapped[int] = mapped_column(BigInteger, nullable=False)
-    __table_args__ = (_brin("camera_minute_health"), {"comment": "Detector health per camera and event-time minute.", **MINUTE_PARTITIONS})
 
 
 class CameraStatus(_Updated, Base):

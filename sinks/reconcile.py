@@ -219,9 +219,11 @@ def _rollup_sql(rollup: Rollup) -> str:
     """
 
 
-async def check_rollups(conn: AsyncConnection, since_ms: int, camera: str | None = None, now_ms: int | None = None) -> tuple[int, list[RollupCheck]]:
-    """Rows of the hour and day tables from the period holding ``since_ms`` on that differ from their minutes,
-    and how many periods were compared."""
+async def check_rollups(
+    conn: AsyncConnection, since_ms: int, camera: str | None = None, now_ms: int | None = None, count: bool = False,
+) -> tuple[int, list[RollupCheck]]:
+    """Rows of the hour and day tables from the period holding ``since_ms`` on that differ from what they sum,
+    and (with ``count``, for the audit's summary; the reconciler's passes skip it) how many rows were compared."""
     now_ms = now_ms if now_ms is not None else int(time.time() * 1000)
     checked = 0
     found: list[RollupCheck] = []
@@ -236,9 +238,10 @@ async def check_rollups(conn: AsyncConnection, since_ms: int, camera: str | None
             "since": datetime.fromtimestamp(since / 1000, tz=UTC), "until": datetime.fromtimestamp(now_ms / 1000 + 86400, tz=UTC),
             "camera": camera,
         }
-        checked += (await conn.execute(
-            text(f"SELECT count(*) FROM {rollup.spec.name} WHERE {rollup.column} >= :since AND {rollup.column} < :until "
-                 "AND (CAST(:camera AS text) IS NULL OR camera_id = :camera)"), params)).scalar_one()
+        if count:
+            checked += (await conn.execute(
+                text(f"SELECT count(*) FROM {rollup.spec.name} WHERE {rollup.column} >= :since AND {rollup.column} < :until "
+                     "AND (CAST(:camera AS text) IS NULL OR camera_id = :camera)"), params)).scalar_one()
         for r in await conn.execute(text(_rollup_sql(rollup)), params):
             differences = {
                 c: {"summed": getattr(r, f"m_{c}"), "rollup": getattr(r, f"r_{c}")}
