@@ -6,7 +6,7 @@ import asyncio
 import json
 import uuid
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 
 import asyncpg
 import pytest
@@ -23,9 +23,6 @@ MINUTE_TABLES = (
     "camera_minute_counts", "line_minute_crossings", "zone_minute_stats", "camera_minute_health",
     "camera_minute_events", "camera_minute_ledger", "camera_minute_reconciliation",
 )
-NOW = datetime.now(UTC).replace(second=0, microsecond=0)
-IN_FLIGHT = NOW - timedelta(minutes=3)  # a minute the worker applied and the sink had not written yet
-
 # 4 cameras x 2 classes, one row every 17 minutes over 120 days: ~80,000 minute rows per table,
 # older than the 90 days kept as well as today's.
 POPULATE = """
@@ -101,13 +98,17 @@ async def test_upgrade_keeps_every_row_fills_the_rollups_and_hands_the_worker_it
     url, conn = database
     await asyncio.to_thread(upgrade, url, "0007")
     await conn.execute(POPULATE)
-    # The worker's state: one minute the sink never got, one it got an older version of.
+    # The worker's state: one minute the sink never got, one it got an older version of. The first is
+    # the minute after the newest one written: never one of POPULATE's (every 17 minutes). A fixed
+    # "now - 3 minutes" taken at import fell on one of them when the test ran minutes later (CI, stop 32).
+    in_flight = await conn.fetchval(
+        "SELECT max(minute) + interval '1 minute' FROM camera_minute_counts WHERE camera_id = 'cam-0' AND object_class = 'person'")
     stale = await conn.fetchval("SELECT max(minute) FROM camera_minute_counts WHERE camera_id = 'cam-1' AND object_class = 'person'")
     stale_events = await conn.fetchval(
         "SELECT events FROM camera_minute_counts WHERE camera_id = 'cam-1' AND object_class = 'person' AND minute = $1", stale)
     await conn.executemany(
         "INSERT INTO stream_buckets (app, key, partition, minute, state) VALUES ($1, $2, $3, $4, $5::jsonb)",
-        [_bucket("cam-0", IN_FLIGHT, 7, 7), _bucket("cam-1", stale, 40, stale_events + 40)],
+        [_bucket("cam-0", in_flight, 7, 7), _bucket("cam-1", stale, 40, stale_events + 40)],
     )
     before = await _counts(conn)
 
@@ -116,7 +117,7 @@ async def test_upgrade_keeps_every_row_fills_the_rollups_and_hands_the_worker_it
     after = await _counts(conn)
     assert after == {**before, "camera_minute_counts": before["camera_minute_counts"] + 1}
     assert await conn.fetchval(
-        "SELECT objects FROM camera_minute_counts WHERE camera_id = 'cam-0' AND object_class = 'person' AND minute = $1", IN_FLIGHT) == 7
+        "SELECT objects FROM camera_minute_counts WHERE camera_id = 'cam-0' AND object_class = 'person' AND minute = $1", in_flight) == 7
     assert await conn.fetchval(
         "SELECT objects FROM camera_minute_counts WHERE camera_id = 'cam-1' AND object_class = 'person' AND minute = $1", stale) == 40
     for table in MINUTE_TABLES:
@@ -142,11 +143,11 @@ async def test_upgrade_keeps_every_row_fills_the_rollups_and_hands_the_worker_it
     state = {r["key"]: json.loads(r["state"]) for r in await conn.fetch("SELECT key, state FROM stream_buckets WHERE app = 'fleetsight'")}
     hour_row = await conn.fetchrow(
         "SELECT objects, events FROM camera_hour_counts WHERE camera_id = 'cam-0' AND object_class = 'person' AND hour = $1",
-        IN_FLIGHT.replace(minute=0))
+        in_flight.replace(minute=0))
     day_row = await conn.fetchrow(
         "SELECT objects, events FROM camera_day_counts WHERE camera_id = 'cam-0' AND object_class = 'person' AND day = $1",
-        IN_FLIGHT.replace(hour=0, minute=0))
-    ts = int(IN_FLIGHT.timestamp() * 1000) + MINUTE_MS // 2
+        in_flight.replace(hour=0, minute=0))
+    ts = int(in_flight.timestamp() * 1000) + MINUTE_MS // 2
     event = validate({"v": 1, "camera_id": "cam-0", "site": "site-0", "seq": 5000, "ts": ts, "type": "track.start",
                       "data": {"track_id": 1, "class": "person", "confidence": 0.9}})
     result = MinuteAggregator(24 * 3600_000).process([Incoming(0, ts + 1000, encode([event]))], state)
