@@ -123,7 +123,7 @@ class Pipeline:
         self._next_occupancy = start + config.occupancy_interval_s
         self._next_health = start + config.health_interval_s
         self._next_state = start
-        self._reported = (0, 0)  # frames and skipped frames at the last health report
+        self._reported = (0, 0, 0)  # frames, skipped frames and missed live frames at the last health report
         camera = config.camera_id
         self._m_frames = edge_metrics.EDGE_FRAMES.labels(camera)
         self._m_skipped = edge_metrics.EDGE_FRAMES_SKIPPED.labels(camera)
@@ -259,8 +259,10 @@ class Pipeline:
         """A health report; frame counts cover the time since the previous one,
         so the cloud can add them up per minute."""
         p50, p95 = self.stats.inference_percentiles()
+        missed_total = self.video.missed if self.video is not None else 0
         frames, skipped = self.stats.frames - self._reported[0], self.stats.skipped - self._reported[1]
-        self._reported = (self.stats.frames, self.stats.skipped)
+        missed = missed_total - self._reported[2]
+        self._reported = (self.stats.frames, self.stats.skipped, missed_total)
         data = {
             "uptime_s": round(time.monotonic() - self.stats.started, 1),
             "fps": round(self.stats.fps(), 2),
@@ -278,6 +280,9 @@ class Pipeline:
             data["video_state"] = self.video.state
             data["video_reconnects"] = self.video.reconnects
             data["video_lost_s"] = round(self.video.lost_s(), 1)
+            # Live frames a newer one replaced while the node was busy: a steady
+            # share says the box runs more cameras than it can (an overloaded alert).
+            data["frames_missed"] = missed
         if self.tamper is not None:
             data["tamper"] = sorted(self.tamper.active)
         clock = self.clock() if self.clock else None

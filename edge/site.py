@@ -27,7 +27,9 @@ log = logging.getLogger("fleetsight.edge.site")
 class Site:
     """The cameras of one site file; see the module docstring."""
 
-    def __init__(self, config: SiteConfig, settings: EdgeSettings, *, debug_dir: Path | None = None) -> None:
+    def __init__(
+        self, config: SiteConfig, settings: EdgeSettings, *, debug_dir: Path | None = None, max_frames: int | None = None,
+    ) -> None:
         self.config = config
         if len(config.cameras) > 1:
             for camera in config.cameras:
@@ -37,7 +39,8 @@ class Site:
                 if camera.model.threads is None:
                     camera.model.threads = 1
         self.nodes = [
-            CameraNode(camera, settings, debug_dir=debug_dir / camera.camera_id if debug_dir else None) for camera in config.cameras
+            CameraNode(camera, settings, debug_dir=debug_dir / camera.camera_id if debug_dir else None, max_frames=max_frames)
+            for camera in config.cameras
         ]
 
     async def run(self, stop: asyncio.Event, drain_timeout_s: float = 30.0, progress: bool = False) -> bool:

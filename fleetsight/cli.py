@@ -161,7 +161,7 @@ def cmd_edge_run(args: argparse.Namespace, settings: EdgeSettings) -> int:
     try:
         config = load_edge_config(args.config)
         if isinstance(config, SiteConfig):
-            runner = Site(config, settings, debug_dir=args.debug_dir)
+            runner = Site(config, settings, debug_dir=args.debug_dir, max_frames=args.max_frames)
             log.info("site %s: %d cameras in one process", args.config, len(config.cameras))
         else:
             runner = CameraNode(config, settings, debug_dir=args.debug_dir, max_frames=args.max_frames)
@@ -354,7 +354,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = edge_sub.add_parser("run", help="run a camera node, or all of a site's cameras in one process")
     p.add_argument("--config", required=True, type=Path, help="a camera's YAML file, a site file (cameras: [...]) or a folder of camera files")
     p.add_argument("--debug-dir", type=Path, help="write annotated frames here (stays on this machine)")
-    p.add_argument("--max-frames", type=int, help="stop after this many frames (one camera)")
+    p.add_argument("--max-frames", type=int, help="stop each camera after this many frames")
     p.add_argument("--drain-timeout", type=float, default=30.0, help="after a file ends: seconds to wait for the cloud")
     p.set_defaults(func=cmd_edge_run, settings=EdgeSettings)
 

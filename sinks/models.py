@@ -243,6 +243,12 @@ class CameraStatus(_Updated, Base):
     tamper: Mapped[str | None] = mapped_column(
         String(64), comment="blocked, moved, defocused (comma-separated) against the view it learnt at start; null: none"
     )
+    frames_missed: Mapped[int | None] = mapped_column(
+        BigInteger, comment="live frames it missed (busy) between its last two health reports"
+    )
+    frames_missed_share: Mapped[float | None] = mapped_column(
+        Float, comment="frames_missed over the frames that arrived in that time (0-1); over the alert limit: overloaded"
+    )
     last_matched_minute: Mapped[datetime | None] = mapped_column(
         DateTime(timezone=True), comment="newest minute whose SQL figures match the camera's ledger (set by the reconciler)"
     )
@@ -257,7 +263,7 @@ class Alert(_Updated, Base):
     alert_id: Mapped[str] = mapped_column(String(200), primary_key=True)
     camera_id: Mapped[str] = mapped_column(String(64), nullable=False)
     site: Mapped[str] = mapped_column(String(64), nullable=False)
-    kind: Mapped[str] = mapped_column(String(32), nullable=False, comment="offline, backlog, occupancy, clock_skew, reconcile, video_down or tamper")
+    kind: Mapped[str] = mapped_column(String(32), nullable=False, comment="offline, backlog, occupancy, clock_skew, reconcile, video_down, tamper or overloaded")
     subject: Mapped[str] = mapped_column(String(100), nullable=False, comment="zone (and class) for occupancy, else empty")
     state: Mapped[str] = mapped_column(String(8), nullable=False, comment="open or closed")
     opened_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)

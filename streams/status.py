@@ -25,6 +25,10 @@ make a storm of them:
   ``down`` (the node reports a change at once); closes when it says ``ok``.
 - ``tamper``: one per kind (``blocked``, ``moved``, ``defocused``) the
   node's view check reports; closes when the report no longer names it.
+- ``overloaded``: a health report says the node missed more than
+  ``missed_share`` of the camera's live frames since the one before (a
+  newer frame replaced each while the node was busy: the box runs more than
+  it can); closes at half of it or below.
 
 Each camera's geometry versions (``camera_geometry``) are kept here too:
 first and last seen from the events that carry a version, the lines and
@@ -59,6 +63,7 @@ class AlertConfig:
     backlog_reports: int = 3
     occupancy: tuple[OccupancyRule, ...] = field(default_factory=tuple)
     clock_skew_s: float = 5.0
+    missed_share: float = 0.2
 
 
 LIVE_AGE_S = 5.0  # a health report made with nothing older than this waiting was sent live
@@ -89,6 +94,7 @@ class FleetStatus:
                 "health_ts": 0, "model_version": None, "alerts": {}, "zones": {}, "geometries": {},
                 "clock_offset_s": None, "clock_samples": [],
                 "video_state": None, "video_reconnects": None, "video_lost_s": None, "tamper": None,
+                "frames_missed": None, "frames_missed_share": None,
             }
         # .get: states saved before geometry and clocks were kept
         return {**state, "alerts": dict(state["alerts"]), "zones": dict(state["zones"]), "geometries": dict(state.get("geometries", {}))}
@@ -217,6 +223,7 @@ class FleetStatus:
             if field_ in d:
                 state[column] = d[field_]
         self._video(event, state, rows)
+        self._missed(event, state, rows)
         if "outbox_depth" not in d:
             return
         depths = (state["depths"] + [d["outbox_depth"]])[-self.config.backlog_reports:]
@@ -243,6 +250,21 @@ class FleetStatus:
             self._open(state, event.camera_id, "tamper", kind, event.ts, f"view {kind} against the camera's reference", rows)
         for name in [n for n in state["alerts"] if n.startswith("tamper|") and n.split("|", 1)[1] not in kinds]:
             self._close(state, "tamper", name.split("|", 1)[1], event.ts, rows)
+
+    def _missed(self, event: Event, state: dict[str, Any], rows: list[Row]) -> None:
+        d = event.data
+        if "frames_missed" not in d:
+            return  # a file source, or a node from before frames_missed
+        missed = d["frames_missed"]
+        arrived = missed + d.get("frames", 0)
+        share = missed / arrived if arrived else 0.0
+        state["frames_missed"], state["frames_missed_share"] = missed, round(share, 4)
+        limit = self.config.missed_share
+        if share > limit:
+            detail = f"missed {missed} of {arrived} live frames ({share:.0%}; limit {limit:.0%}): the box is busier than it can keep up with"
+            self._open(state, event.camera_id, "overloaded", "", event.ts, detail, rows)
+        elif share <= limit / 2:
+            self._close(state, "overloaded", "", event.ts, rows)
 
     def _occupancy(self, event: Event, state: dict[str, Any], rows: list[Row]) -> None:
         zone = event.data["zone"]
@@ -304,5 +326,6 @@ class FleetStatus:
             "seq_received": received, "seq_gaps": (last - first + 1 - received) if first is not None and last is not None else 0,
             "model_version": state["model_version"], "clock_offset_s": state.get("clock_offset_s"),
             "video_state": state.get("video_state"), "video_reconnects": state.get("video_reconnects"),
-            "video_lost_s": state.get("video_lost_s"), "tamper": state.get("tamper"), "version": self._version(),
+            "video_lost_s": state.get("video_lost_s"), "tamper": state.get("tamper"),
+            "frames_missed": state.get("frames_missed"), "frames_missed_share": state.get("frames_missed_share"), "version": self._version(),
         })

@@ -101,6 +101,7 @@ def alert_config(settings: WorkerSettings) -> AlertConfig:
         backlog_reports=settings.backlog_alert_reports,
         occupancy=tuple(OccupancyRule(**rule) for rule in settings.occupancy_alerts),
         clock_skew_s=settings.clock_skew_alert_s,
+        missed_share=settings.missed_frames_alert_share,
     )
 
 

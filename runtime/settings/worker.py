@@ -29,5 +29,8 @@ class WorkerSettings(KafkaSettings, DatabaseSettings, SupervisedSettings):
     status_sweep_s: float = Field(10.0, gt=0)
     # A camera clock further than this off the cloud's opens a clock_skew alert.
     clock_skew_alert_s: float = Field(5.0, gt=0)
+    # A camera whose node missed more than this share of its live frames between
+    # two health reports (busy with the others) opens an overloaded alert.
+    missed_frames_alert_share: float = Field(0.2, gt=0, le=1)
     # e.g. [{"zone": "checkout", "max": 8, "for_s": 120}]; optional camera_id, object_class
     occupancy_alerts: list[dict[str, Any]] = Field(default_factory=list)

@@ -25,6 +25,7 @@ class Video:
     state: str = "ok"
     reconnects: int = 0
     lost: float = 0.0
+    missed: int = 0
 
     def lost_s(self) -> float:
         return self.lost
@@ -87,13 +88,13 @@ def test_without_frames_the_node_reports_video_state_at_once_and_tracks_time_out
     # Time passes without frames: every track ends by its timeout, with the dwell it had.
     ended = {e.data["track_id"] for e in stored if e.type == "track.end"}
     assert ended == {e.data["track_id"] for e in stored if e.type == "track.start"}
-    video.state, video.reconnects = "down", 1
+    video.state, video.reconnects, video.missed = "down", 1, 12
     pipeline.step(Idle(T0 + 7_000, 7.0))
     pipeline.step(Idle(T0 + 7_250, 7.25))  # no change: no report
     video.state = "ok"
     pipeline.step(Frame(40, T0 + 9_000, 9.0, clip[90], after_gap=True))
-    states = [(e.data["video_state"], e.data["video_reconnects"]) for e in stored if e.type == "health"]
-    assert states == [("stalled", 0), ("down", 1), ("ok", 1)]
+    states = [(e.data["video_state"], e.data["video_reconnects"], e.data["frames_missed"]) for e in stored if e.type == "health"]
+    assert states == [("stalled", 0, 0), ("down", 1, 12), ("ok", 1, 0)]  # missed since the report before
 
 
 def test_tamper_verdicts_go_out_in_health_at_once(tmp_path: Path, clip: list) -> None:

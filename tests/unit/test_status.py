@@ -204,3 +204,21 @@ def test_tamper_alert_per_kind_opens_and_closes_with_the_reports() -> None:
     assert status(rows)["tamper"] is None
     # A report that says nothing of tamper (an older node) changes nothing.
     assert alerts(fleet.observe(cameras, [health(5, T0 + 4 * SEC, 0)])) == []
+
+
+def test_overloaded_opens_when_a_node_misses_more_than_its_share_of_live_frames_and_closes_at_half() -> None:
+    fleet = FleetStatus(AlertConfig(missed_share=0.2), Clock(T0))
+    cameras: dict = {}
+    rows = fleet.observe(cameras, [health(1, T0, 0, frames=300, frames_missed=3)])
+    assert alerts(rows) == [] and (status(rows)["frames_missed"], status(rows)["frames_missed_share"]) == (3, 0.0099)
+    # 5 cameras on a box that can run 4: half the frames go by untaken.
+    rows = fleet.observe(cameras, [health(2, T0 + SEC, 0, frames=150, frames_missed=150)])
+    assert alerts(rows) == [("overloaded", "", "open")] and status(rows)["frames_missed_share"] == 0.5
+    assert "150 of 300" in next(r.values["detail"] for r in rows if r.table == "alerts")
+    # Better, but not below half the limit: the same episode goes on.
+    assert alerts(fleet.observe(cameras, [health(3, T0 + 2 * SEC, 0, frames=255, frames_missed=45)])) == []
+    rows = fleet.observe(cameras, [health(4, T0 + 3 * SEC, 0, frames=297, frames_missed=3)])
+    assert alerts(rows) == [("overloaded", "", "closed")]
+    # A report without the field (a file source, an older node) keeps what was known.
+    rows = fleet.observe(cameras, [health(5, T0 + 4 * SEC, 0, frames=300)])
+    assert alerts(rows) == [] and status(rows)["frames_missed"] == 3
