@@ -1,6 +1,6 @@
 """Counting accuracy on the suite: both annotated scenes, every picture condition, 10 and 5 fps.
 
-Run: .venv/bin/python bench/accuracy.py [--no-write]
+Run: .venv/bin/python bench/accuracy.py [--no-write] [--set model.input_size=320 ...]
 
 The real edge pipeline (gate, detector, tracker, scene, outbox) with the
 camera files ``bench/pets09-s2l1.yaml`` (11 lines, 5 zones over a square
@@ -19,6 +19,7 @@ import re
 import sys
 import time
 
+import yaml
 from common import ROOT, sample_frames
 
 from devtools.accuracy_suite import RATES, run_suite, scenes
@@ -31,7 +32,15 @@ SECTION = "## Counting accuracy against ground truth"
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--no-write", action="store_true", help="print only; leave BENCHMARKS.md alone")
+    parser.add_argument("--set", action="append", default=[], metavar="SETTING=VALUE",
+                        help="a camera setting over the scenes' files, dotted, the value in YAML (a lever to try); implies --no-write")
     args = parser.parse_args()
+    settings = {}
+    for item in args.set:
+        name, sep, value = item.partition("=")
+        if not sep:
+            parser.error(f"--set {item}: expected SETTING=VALUE, e.g. model.input_size=320")
+        settings[name] = yaml.safe_load(value)
     sample_frames(limit=1)  # fetches vtest.avi once if it is missing
     specs = scenes()
     missing = [str(p) for s in specs for p in s.missing()]
@@ -47,14 +56,16 @@ def main() -> int:
         print(f"[{len(seen)}/{total}] {rs[0].scene} {rs[0].condition}: "
               + ", ".join(f"{r.fps:.3g} fps crossings {100 * r.crossing_error:.1f} % off" for r in rs), file=sys.stderr)
 
-    results = run_suite(specs, done=done)
+    results = run_suite(specs, done=done, settings=settings)
     elapsed = time.monotonic() - started
     conditions = "; ".join(f"{c.name}: {c.description}" for c in CONDITIONS.values())
     report = (
         f"{format_suite(results)}\n#### Per line and direction (truth, then counted per condition and rate)\n\n{format_lines(results)}"
     )
     print(report)
-    if not args.no_write:
+    if settings:
+        print(f"with {', '.join(f'{k}={v}' for k, v in settings.items())}")
+    if not args.no_write and not settings:
         text = (ROOT / "BENCHMARKS.md").read_text()
         section = (
             f"{SECTION}\n\nCommand: `.venv/bin/python bench/accuracy.py` ({elapsed:.0f} s on this 2-core box, a process per core). "

@@ -1,43 +1,45 @@
-"""How many RTSP cameras one box runs in real time, against the bare onnxruntime limit.
+"""How many RTSP cameras one edge box runs in real time, against the bare onnxruntime limit.
 
-Run: .venv/bin/python bench/edge_capacity.py [--rate 5] [--cameras 4 6 8 10] [--seconds 30] [--model FILE]
+Run: .venv/bin/python bench/edge_capacity.py [--rate 5] [--from 4] [--seconds 30]
+         [--against ../wt-before] [--set model.input_size=320 ...]
 
-1. Bare limit, measured first in the same run: the model alone
-   (``session.run`` on real frames letterboxed as the detector does, the
-   session's default threads), ms per inference; at ``rate`` detections a
-   second per camera that allows 1000 / (ms x rate) cameras, if the box did
-   nothing else (no decoding, tracking, gate, outbox). Also ms per frame
-   when 2 or 4 cameras' frames go as one batch (the shipped model takes
-   any batch), to see whether batching across cameras pays.
-2. For each N: a GStreamer RTSP server on loopback serves ``vtest.avi`` at
-   10 fps as H.264 (one encoder, N clients: the server's own work shares the
-   box, about 4 % of a core), and one site process (``edge.site``) runs N
-   cameras on it with the shipped defaults: detection at ``rate``, motion
-   gate on, the PETS lines and zones, one SQLite outbox each (no broker: the
-   events stay in the outboxes, which costs the box the same). After a
-   warm-up it counts, per camera, for ``seconds``: frames processed and
-   missed (replaced by a newer one while the node was busy), detection
-   instants due at the rate (run or gated), and the lag from a frame's
-   arrival to the end of its processing.
-   N is sustained in real time when every camera met 95 % of its detection
-   instants and its lag p95 stayed within 500 ms. Frames a busy node misses
-   are not queued (the newest frame replaces an untaken one), so lag cannot
-   grow; missed frames between detections cost nothing but the gate's view,
-   and are shown.
+1. Bare limit, measured first in the same run: the model alone on real
+   frames letterboxed as the detector does, no decoding, tracking or
+   anything else. Two ways, the better one is the limit: one inference at a
+   time on every core (the session's default threads), and one per core at
+   once, each on one thread (as a site runs them). At ``rate`` detections a
+   second per camera, inferences per second / rate is the most cameras the
+   model alone allows.
+2. Cameras: a GStreamer RTSP server on loopback serves ``vtest.avi`` at
+   10 fps as H.264 (one encoder for all clients, about 4 % of a core), and
+   one site process (``bench/capacity_probe.py``, running ``edge.site``)
+   runs N cameras on it with the defaults a user gets plus the PETS lines
+   and zones and ``detect.fps: rate``; an outbox each, no broker (the events
+   stay in the outboxes, which costs the box the same). After a warm-up it
+   measures for ``seconds``. N is sustained when every camera met at least
+   99 % of its detection instants (a detection run, or skipped by the
+   motion gate, at the rate) and the lag from a frame's arrival to the end
+   of its processing stayed within 300 ms at p95. N grows by one from
+   ``--from`` until it is not sustained.
+3. ``--against DIR``: the same search, side by side (each N for both, one
+   after the other), with the edge code of another checkout, e.g. a git
+   worktree of an older commit: the ratio of the two is the gain.
 
-Prints a table and the largest sustained N; the numbers vary with the box
-and whatever else runs on it, so compare within one run.
+Prints, per N, what each camera kept up with, and CPU per stage in ms a
+frame (decode, gate, preprocess, inference, nms, tracking, scene, outbox;
+the capture threads and the site's own work), then the largest sustained N
+and its ratio to the bare limit. Machines differ and a shared 2-core box is
+noisy: compare within one run.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import dataclasses
 import hashlib
-import logging
+import json
 import os
-import statistics
+import subprocess
 import sys
 import tempfile
 import threading
@@ -45,173 +47,185 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import onnxruntime as ort
 import yaml
 from common import ROOT, VIDEO, sample_frames
 
+from devtools.ports import free_port
 from devtools.rtsp import RtspServer
-from edge.config import SiteConfig, load_camera_config
 from edge.detector import Detector, model_spec
-from edge.site import Site
-from runtime.settings import EdgeSettings
 
 FPS = 10
-WARMUP_S = 8.0
-LAG_LIMIT_MS = 500.0
+DUE_MIN = 0.99
+LAG_LIMIT_MS = 300.0
+STAGES = ("decode", "gate", "preprocess", "inference", "nms", "tracking", "scene", "outbox")
 
 
 @dataclass
 class Result:
+    code: str
     cameras: int
     fps_min: float
     missed_max: float
     due_min: float
     lag_p95_ms: float
-    detect_ms: float
-    cpu: float
-    split: dict[str, float]  # cores per kind of thread
+    cpu: float  # cores, the whole box
+    ms_per_frame: dict[str, float]  # CPU per stage per frame processed, all cameras
+    inference_ms: float  # CPU per detection run
 
     @property
     def sustained(self) -> bool:
-        return self.due_min >= 0.95 and self.lag_p95_ms <= LAG_LIMIT_MS
+        return self.due_min >= DUE_MIN and self.lag_p95_ms <= LAG_LIMIT_MS
 
 
-def bare_ms(model: Path | None, input_size: int | None, frames: int = 40, rounds: int = 5) -> tuple[float, dict[int, float]]:
-    """ms per inference of the bare session, and ms per frame when frames of several
-    cameras go as one batch (rounds alternate between the sizes; medians)."""
-    spec = model_spec(path=model, sha256=hashlib.sha256(model.read_bytes()).hexdigest()) if model else model_spec()
-    if input_size:
-        spec = dataclasses.replace(spec, input_size=input_size)
-    detector = Detector(spec)
+def bare_limit(settings: dict, rate: float, frames: int = 40, rounds: int = 3) -> tuple[float, float, float]:
+    """Inferences a second of the bare model: (one at a time on every core, one per core at once, ms per inference of the first)."""
+    spec = model_spec()
+    if settings.get("model.input_size"):
+        spec = dataclasses.replace(spec, input_size=settings["model.input_size"])
+    if settings.get("model.path"):
+        path = Path(settings["model.path"])
+        spec = dataclasses.replace(spec, path=path, sha256=hashlib.sha256(path.read_bytes()).hexdigest())
     images, _ = sample_frames(limit=frames)
-    blobs = [detector.preprocess(image)[0] for image in images]
-    session = ort.InferenceSession(str(spec.path), providers=["CPUExecutionProvider"])
-    name = session.get_inputs()[0].name
-    batches = {size: [np.concatenate(blobs[i:i + size]) for i in range(0, len(blobs) - size + 1, size)] for size in (1, 2, 4)}
-    for size in batches:
-        session.run(None, {name: batches[size][0]})
-    times: dict[int, list[float]] = {size: [] for size in batches}
-    for _ in range(rounds):
-        for size, feeds in batches.items():
-            started = time.perf_counter()
-            for batch in feeds:
-                session.run(None, {name: batch})
-            times[size].append((time.perf_counter() - started) / (len(feeds) * size) * 1000)
-    per_frame = {size: statistics.median(t) for size, t in times.items()}
-    return per_frame.pop(1), per_frame
+    blobs = [Detector(spec).preprocess(image)[0] for image in images]
+
+    def session(threads: int | None) -> ort.InferenceSession:
+        options = ort.SessionOptions()
+        if threads:
+            options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
+        s = ort.InferenceSession(str(spec.path), options, providers=["CPUExecutionProvider"])
+        s.run(None, {s.get_inputs()[0].name: blobs[0]})
+        return s
+
+    def loop(s: ort.InferenceSession) -> None:
+        name = s.get_inputs()[0].name
+        for _ in range(rounds):
+            for blob in blobs:
+                s.run(None, {name: blob})
+
+    whole = session(None)
+    started = time.perf_counter()
+    loop(whole)
+    one_at_a_time = rounds * len(blobs) / (time.perf_counter() - started)
+    cores = os.cpu_count() or 1
+    sessions = [session(1) for _ in range(cores)]
+    workers = [threading.Thread(target=loop, args=(s,)) for s in sessions]  # onnxruntime releases the GIL while it runs
+    started = time.perf_counter()
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    per_core = cores * rounds * len(blobs) / (time.perf_counter() - started)
+    return one_at_a_time, per_core, 1000 / one_at_a_time
 
 
-def camera_doc(model: Path | None, rate: float, threads: int | None, input_size: int | None) -> dict:
-    """The PETS benchmark camera (its lines and zones) as a live camera at ``rate``."""
+def camera_doc(rate: float, settings: dict) -> dict:
+    """The PETS benchmark camera (its lines and zones) as a live camera at ``rate``, with the dotted settings over it."""
     doc = yaml.safe_load((ROOT / "bench" / "pets09-s2l1.yaml").read_text())
-    doc.pop("source"), doc.pop("camera_id"), doc.pop("occupancy_interval_s", None)
+    for key in ("source", "camera_id", "occupancy_interval_s"):
+        doc.pop(key, None)
     doc["detect"] = {"fps": rate}
-    doc["model"] = {"threads": threads, "input_size": input_size}
-    if model:
-        doc["model"] |= {"path": str(model), "sha256": hashlib.sha256(model.read_bytes()).hexdigest()}
+    for dotted, value in settings.items():
+        *parents, name = dotted.split(".")
+        target = doc
+        for part in parents:
+            target = target.setdefault(part, {})
+        target[name] = value
+    if "model.path" in settings:
+        doc["model"]["sha256"] = hashlib.sha256(Path(settings["model.path"]).read_bytes()).hexdigest()
     return doc
 
 
-def thread_cpu() -> dict[str, float]:
-    """CPU seconds so far per kind of thread of this process (video loops, capture, the rest)."""
-    names = {t.native_id: t.name for t in threading.enumerate()}
-    out: dict[str, float] = {}
-    for tid in os.listdir("/proc/self/task"):
-        try:
-            fields = open(f"/proc/self/task/{tid}/stat").read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        name = names.get(int(tid), "other")
-        kind = "pipeline" if name.startswith("video ") else "capture" if name.startswith("capture ") else "other"
-        out[kind] = out.get(kind, 0.0) + (int(fields[11]) + int(fields[12])) / 100
-    return out
-
-
-def cpu_seconds() -> float:
-    with open("/proc/stat") as f:
-        fields = [float(v) for v in f.readline().split()[1:]]
-    return (sum(fields) - fields[3] - fields[4]) / 100  # all but idle and iowait, in seconds (USER_HZ 100)
-
-
-async def run_site(n: int, server: RtspServer, doc: dict, workdir: Path, seconds: float) -> Result:
-    configs = []
-    for i in range(n):
-        path = workdir / f"cam-{i}.yaml"
-        path.write_text(yaml.safe_dump({**doc, "camera_id": f"cap-{n}-{i}", "source": {"uri": server.url()}}))
-        configs.append(load_camera_config(path))
-    # Nothing listens on the broker port: the uplinks retry, the outboxes keep everything.
-    settings = EdgeSettings(mqtt_url=f"mqtt://127.0.0.1:{RtspServer(VIDEO).port}")
-    site = Site(SiteConfig(configs, None, "127.0.0.1"), settings)
-    stop = asyncio.Event()
-    run = asyncio.create_task(site.run(stop))
-    try:
-        deadline = time.monotonic() + 60
-        while not all(node.source.state == "ok" for node in site.nodes):
-            if time.monotonic() > deadline or run.done():
-                raise RuntimeError(f"{n} cameras did not all start: {[node.source.state for node in site.nodes]}")
-            await asyncio.sleep(0.2)
-        await asyncio.sleep(WARMUP_S)
-        before = [(node.stats.frames, node.source.missed, node.stats.detect_due) for node in site.nodes]
-        for node in site.nodes:
-            node.stats.lag_ms.clear()
-            node.stats.inference_ms.clear()
-        cpu0, threads0, t0 = cpu_seconds(), thread_cpu(), time.monotonic()
-        await asyncio.sleep(seconds)
-        elapsed, cpu = time.monotonic() - t0, cpu_seconds() - cpu0
-        threads1 = thread_cpu()
-        split = {k: (threads1.get(k, 0.0) - threads0.get(k, 0.0)) / elapsed for k in threads1}
-        after = [(node.stats.frames, node.source.missed, node.stats.detect_due) for node in site.nodes]
-        lags = sorted(v for node in site.nodes for v in node.stats.lag_ms)
-        inference = [v for node in site.nodes for v in node.stats.inference_ms]
-    finally:
-        stop.set()
-        await asyncio.wait_for(run, 60)
-    fps = [(a[0] - b[0]) / elapsed for a, b in zip(after, before)]
-    missed = [(a[1] - b[1]) / max(1, (a[0] - b[0]) + (a[1] - b[1])) for a, b in zip(after, before)]
-    due = [(a[2] - b[2]) / elapsed / float(doc["detect"]["fps"]) for a, b in zip(after, before)]
+def run_probe(code: Path, n: int, server: RtspServer, doc: dict, seconds: float, workdir: Path, rate: float) -> Result:
+    """N cameras in one site process running the edge code of ``code``."""
+    job = {"cameras": n, "camera": doc, "url": server.url(), "seconds": seconds, "workdir": str(workdir), "dead_port": free_port()}
+    env = {**os.environ, "PYTHONPATH": str(code)}
+    out = subprocess.run([sys.executable, str(ROOT / "bench" / "capacity_probe.py"), json.dumps(job)], cwd=code, env=env,
+                         capture_output=True, text=True, timeout=seconds + 240)
+    if out.returncode != 0:
+        raise RuntimeError(f"probe of {n} cameras with {code} failed:\n{out.stderr[-3000:]}")
+    m = json.loads(out.stdout.strip().splitlines()[-1])
+    elapsed, cams = m["elapsed_s"], m["cameras"]
+    frames = sum(c["frames"] for c in cams) or 1
+    runs = sum(c["runs"] for c in cams) or 1
+    per_frame = {s: 1000 * sum(c["stages"].get(s, 0.0) for c in cams) / frames for s in STAGES if s != "decode"}
+    threads = m["threads_cpu_s"]
+    per_frame["decode"] = 1000 * threads.get("capture", 0.0) / frames  # the capture threads: RTSP and H.264
+    counted = sum(per_frame.values()) - per_frame["decode"]
+    per_frame["rest of pipeline"] = max(0.0, 1000 * threads.get("pipeline", 0.0) / frames - counted) if counted else 0.0
+    per_frame["site process, other"] = 1000 * threads.get("other", 0.0) / frames
     return Result(
-        n, min(fps), max(missed), min(due), lags[int(0.95 * (len(lags) - 1))] if lags else float("inf"),
-        statistics.median(inference) if inference else 0.0, cpu / elapsed, split,
+        code=str(code), cameras=n,
+        fps_min=min(c["frames"] for c in cams) / elapsed,
+        missed_max=max(c["missed"] / max(1, c["frames"] + c["missed"]) for c in cams),
+        due_min=min(c["due"] for c in cams) / elapsed / rate,
+        lag_p95_ms=m["lag_p95_ms"] if m["lag_p95_ms"] is not None else float("inf"),
+        cpu=m["box_cpu_s"] / elapsed, ms_per_frame=per_frame,
+        inference_ms=1000 * sum(c["stages"].get("inference", 0.0) for c in cams) / runs,
+    )
+
+
+def describe(r: Result) -> str:
+    stages = ", ".join(f"{k} {v:.1f}" for k, v in r.ms_per_frame.items() if v or k == "decode")
+    return (
+        f"N={r.cameras}: {r.fps_min:.1f} fps (worst camera), missed {r.missed_max:.1%}, detections due met {r.due_min:.1%}, "
+        f"lag p95 {r.lag_p95_ms:.0f} ms, box CPU {r.cpu:.2f} cores -> {'sustained' if r.sustained else 'NOT sustained'}\n"
+        f"      CPU ms a frame: {stages}" + (f"; inference {r.inference_ms:.1f} ms a detection" if r.inference_ms else "")
     )
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rate", type=float, default=5.0, help="detections a second per camera (default 5)")
-    parser.add_argument("--cameras", type=int, nargs="+", default=[4, 6, 8, 10])
+    parser.add_argument("--from", dest="start", type=int, default=4, help="first N (default 4)")
+    parser.add_argument("--to", type=int, default=16, help="last N tried (default 16)")
     parser.add_argument("--seconds", type=float, default=30.0, help="measured time per N")
-    parser.add_argument("--threads", type=int, help="onnxruntime threads per inference (model.threads; default: every core)")
-    parser.add_argument("--input-size", type=int, help="model.input_size (default: the model's, 416)")
-    parser.add_argument("--model", type=Path, help="another ONNX file of the shipped architecture (default: the shipped model)")
+    parser.add_argument("--against", type=Path, help="another checkout (a git worktree of an older commit) to run side by side")
+    parser.add_argument("--set", action="append", default=[], metavar="SETTING=VALUE", help="a camera setting, dotted, the value in YAML")
     args = parser.parse_args()
-    logging.basicConfig(level=logging.ERROR)
-    ms, batched = bare_ms(args.model, args.input_size)
-    print(f"bare onnxruntime: {ms:.1f} ms per inference -> {1000 / (ms * args.rate):.1f} cameras at {args.rate:g} fps, if the box did nothing else")
-    print("batched across cameras: " + ", ".join(f"batch {n}: {v:.1f} ms a frame" for n, v in batched.items()) + f" (batch 1: {ms:.1f})")
-    doc = camera_doc(args.model, args.rate, args.threads, args.input_size)
-    results: list[Result] = []
+    settings = {}
+    for item in args.set:
+        name, sep, value = item.partition("=")
+        if not sep:
+            parser.error(f"--set {item}: expected SETTING=VALUE")
+        settings[name] = yaml.safe_load(value)
+    one, per_core, ms = bare_limit(settings, args.rate)
+    bare = max(one, per_core) / args.rate
+    print(f"bare onnxruntime: {one:.1f} inferences/s one at a time on every core ({ms:.1f} ms each), {per_core:.1f}/s one per core at once "
+          f"-> at most {bare:.1f} cameras at {args.rate:g} fps if the box did nothing else", flush=True)
+    doc = camera_doc(args.rate, settings)
+    codes = [ROOT] + ([args.against.resolve()] if args.against else [])
+    results: dict[Path, list[Result]] = {c: [] for c in codes}
+    going = set(codes)
     with tempfile.TemporaryDirectory() as tmp, RtspServer(VIDEO, fps=FPS, log=Path(tmp) / "rtsp.log") as server:
-        for n in args.cameras:
-            workdir = Path(tmp) / f"n{n}"
-            workdir.mkdir()
-            result = asyncio.run(run_site(n, server, doc, workdir, args.seconds))
-            results.append(result)
-            print(
-                f"N={n}: processed {result.fps_min:.1f} fps (worst camera), missed {result.missed_max:.1%}, detections due met "
-                f"{result.due_min:.0%}, lag p95 {result.lag_p95_ms:.0f} ms, inference p50 {result.detect_ms:.0f} ms, "
-                f"CPU {result.cpu:.2f} cores (pipelines {result.split.get('pipeline', 0):.2f}, capture {result.split.get('capture', 0):.2f}, "
-                f"other {result.split.get('other', 0):.2f}) -> {'sustained' if result.sustained else 'NOT sustained'}",
-                flush=True,
-            )
-    print()
-    print("| cameras | processed fps (worst) | frames missed (worst) | detections due met | lag p95 | inference p50 | CPU (cores) | real time |")
-    print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
-    for r in results:
-        print(f"| {r.cameras} | {r.fps_min:.1f} | {r.missed_max:.1%} | {r.due_min:.0%} | {r.lag_p95_ms:.0f} ms | {r.detect_ms:.0f} ms | {r.cpu:.2f} | {'yes' if r.sustained else 'no'} |")
-    best = max((r.cameras for r in results if r.sustained), default=0)
-    bare = 1000 / (ms * args.rate)
-    print(f"\nlargest sustained: {best} cameras at {args.rate:g} fps detection; bare onnxruntime limit {bare:.1f}; ratio {best / bare:.2f}")
+        for n in range(args.start, args.to + 1):
+            for code in codes:
+                if code not in going:
+                    continue
+                workdir = Path(tmp) / f"{len(results[code])}-{n}-{codes.index(code)}"
+                workdir.mkdir()
+                r = run_probe(code, n, server, doc, args.seconds, workdir, args.rate)
+                results[code].append(r)
+                print(f"[{'this checkout' if code == ROOT else code}] {describe(r)}", flush=True)
+                if not r.sustained:
+                    going.discard(code)
+            if not going:
+                break
+    print("\n| code | cameras | fps (worst camera) | frames missed (worst) | detections on time (worst) | lag p95 | CPU (cores) | real time |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
+    for code in codes:
+        for r in results[code]:
+            print(f"| {'this' if code == ROOT else code.name} | {r.cameras} | {r.fps_min:.1f} | {r.missed_max:.1%} | {r.due_min:.1%} | "
+                  f"{r.lag_p95_ms:.0f} ms | {r.cpu:.2f} | {'yes' if r.sustained else 'no'} |")
+    best = {c: max((r.cameras for r in results[c] if r.sustained), default=0) for c in codes}
+    print(f"\nlargest sustained at {args.rate:g} fps: {best[ROOT]} cameras; bare limit {bare:.1f}; ratio {best[ROOT] / bare:.2f}")
+    if args.against:
+        before = best[codes[1]]
+        print(f"{args.against}: {before} cameras; this checkout / that one: {best[ROOT] / before if before else float('inf'):.2f}x")
+    sustained = [r for r in results[ROOT] if r.sustained]
+    if sustained:
+        top = sustained[-1]
+        print(f"CPU per frame at N={top.cameras} (ms): " + ", ".join(f"{k} {v:.1f}" for k, v in top.ms_per_frame.items()))
     return 0
 
 

@@ -13,14 +13,14 @@ per core, each with a one-thread detector.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 from edge.accuracy import RateResult, evaluate_rates, load_annotation
 from edge.conditions import CONDITIONS, condition
-from edge.config import load_camera_config
+from edge.config import CameraConfig, load_camera_config
 from runtime.settings import REPO_ROOT
 
 EVAL_DIR = REPO_ROOT.parent / "shared" / "eval"
@@ -53,8 +53,23 @@ def scenes(media: Path = REPO_ROOT / ".services" / "media") -> list[SceneSpec]:
     ]
 
 
-def _run_case(scene: SceneSpec, condition_name: str, rates: Sequence[float], threads: int | None) -> list[RateResult]:
-    config = load_camera_config(scene.config)
+def override(config: CameraConfig, settings: Mapping[str, object]) -> CameraConfig:
+    """``config`` with dotted settings replaced (``{"model.input_size": 320}``): a lever tried on the whole suite."""
+    for dotted, value in settings.items():
+        *parents, name = dotted.split(".")
+        target: object = config
+        for part in parents:
+            target = getattr(target, part)
+        if name not in type(target).model_fields:  # type: ignore[attr-defined]
+            raise ValueError(f"{dotted}: {type(target).__name__} has no setting {name!r}")
+        setattr(target, name, value)
+    return type(config).model_validate(config.model_dump())  # checked as a camera file would be
+
+
+def _run_case(
+    scene: SceneSpec, condition_name: str, rates: Sequence[float], threads: int | None, settings: Mapping[str, object],
+) -> list[RateResult]:
+    config = override(load_camera_config(scene.config), settings)
     if threads:
         config.model.threads = threads
     return evaluate_rates(
@@ -65,16 +80,17 @@ def _run_case(scene: SceneSpec, condition_name: str, rates: Sequence[float], thr
 
 def run_suite(
     specs: Iterable[SceneSpec], conditions: Iterable[str] = tuple(CONDITIONS), rates: Sequence[float] = RATES,
-    *, jobs: int | None = None, done: Callable[[list[RateResult]], None] | None = None,
+    *, jobs: int | None = None, done: Callable[[list[RateResult]], None] | None = None, settings: Mapping[str, object] | None = None,
 ) -> list[RateResult]:
-    """Every scene under every condition at every rate, in scene, condition, rate order."""
+    """Every scene under every condition at every rate, in scene, condition, rate order
+    (``settings``: dotted camera settings over the scenes' camera files)."""
     cases = [(s, c) for s in specs for c in conditions]
     jobs = jobs or min(len(cases), os.cpu_count() or 1)
     # Several at once: each detector on one thread, one per core.
     threads = 1 if jobs > 1 else None
     results: list[RateResult] = []
     with ProcessPoolExecutor(jobs) as pool:
-        for future in [pool.submit(_run_case, s, c, rates, threads) for s, c in cases]:
+        for future in [pool.submit(_run_case, s, c, rates, threads, settings or {}) for s, c in cases]:
             case = future.result()
             results += case
             if done:

@@ -40,6 +40,7 @@ from edge.events import NewEvent
 from edge.outbox import Outbox
 from edge.pipeline import Pipeline, build_scene
 from edge.scene import Observation, Zone
+from edge.stages import StageClock
 
 # 2026-01-01T00:00:00Z: the clip's event-time minutes start with the clip.
 BASE_TS = 1_767_225_600_000
@@ -277,9 +278,9 @@ class _FrameMemo:
         if index != self.frame:
             self.frame, self._memo = index, None
 
-    def __call__(self, image: np.ndarray) -> Detections:
+    def __call__(self, image: np.ndarray, clock: StageClock | None = None) -> Detections:
         if self._memo is None:
-            self._memo = self.detector(image)
+            self._memo = self.detector(image, clock)
         return self._memo
 
 

@@ -26,6 +26,7 @@ import onnxruntime as ort
 
 if TYPE_CHECKING:
     from edge.config import CameraConfig
+    from edge.stages import StageClock
 
 log = logging.getLogger("fleetsight.detector")
 
@@ -106,9 +107,25 @@ class Detections:
         return len(self.confidence)
 
 
-def nms(boxes: np.ndarray, scores: np.ndarray, iou: float) -> np.ndarray:
-    """Greedy non-maximum suppression; returns kept indices, best first."""
-    order = scores.argsort()[::-1]
+def nms(boxes: np.ndarray, scores: np.ndarray, classes: np.ndarray, iou: float) -> np.ndarray:
+    """Greedy non-maximum suppression per class (boxes x1, y1, x2, y2); kept indices, best first.
+
+    OpenCV's, native: the same rule as ``nms_numpy`` (a box goes when it
+    overlaps a better one of its class by more than ``iou``) at a fraction
+    of the cost; the loop in numpy took 1.7 ms a frame with 30 people.
+    """
+    if not len(scores):
+        return np.zeros(0, np.int64)
+    xywh = np.concatenate([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], 1).astype(np.float64)
+    # OpenCV's stubs ask for sequences; it takes arrays (and copies less).
+    kept = cv2.dnn.NMSBoxesBatched(xywh, scores.astype(np.float32), classes.astype(np.int32), 0.0, iou)  # type: ignore[arg-type]
+    return np.asarray(kept, dtype=np.int64).reshape(-1)
+
+
+def nms_numpy(boxes: np.ndarray, scores: np.ndarray, classes: np.ndarray, iou: float) -> np.ndarray:
+    """The same as ``nms`` in numpy: the reference its test compares it with."""
+    boxes = boxes + classes[:, None] * 4096.0  # classes far apart: boxes of two classes never suppress each other
+    order = scores.argsort(kind="stable")[::-1]
     area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
     keep = []
     while order.size:
@@ -323,17 +340,24 @@ class Detector:
         boxes = np.concatenate(boxes_all)
         scores = np.concatenate(scores_all).astype(np.float32)
         classes = np.concatenate(classes_all)
-        # Class-aware NMS: shift each class far apart so boxes of different classes never suppress each other.
-        keep = nms(boxes + classes[:, None] * 4096.0, scores, self.iou)
+        keep = nms(boxes, scores, classes, self.iou)
         sx, sy, px, py = geometry
         boxes = (boxes[keep] - [px, py, px, py]) / [sx, sy, sx, sy]
         h, w = shape[:2]
         boxes = np.clip(boxes, 0, [w, h, w, h]).astype(np.float32)
         return Detections(boxes, scores[keep], classes[keep].astype(np.int64))
 
-    def __call__(self, frame: np.ndarray) -> Detections:
-        blob, geometry = self.preprocess(frame)
-        return self.postprocess(self.infer(blob), geometry, frame.shape)
+    def __call__(self, frame: np.ndarray, clock: StageClock | None = None) -> Detections:
+        """Detections in ``frame``; ``clock`` adds up the CPU of each step."""
+        if clock is None:
+            blob, geometry = self.preprocess(frame)
+            return self.postprocess(self.infer(blob), geometry, frame.shape)
+        with clock("preprocess"):
+            blob, geometry = self.preprocess(frame)
+        with clock("inference"):
+            outputs = self.infer(blob)
+        with clock("nms"):  # the boxes out of the model's distributions, then NMS
+            return self.postprocess(outputs, geometry, frame.shape)
 
     def class_name(self, class_id: int) -> str:
         return self.spec.classes[class_id]

@@ -25,6 +25,7 @@ from edge.events import NewEvent
 from edge.gate import MotionGate
 from edge.outbox import Outbox
 from edge.scene import Line, Observation, Scene, Zone
+from edge.stages import StageClock
 from edge.tamper import TamperCheck
 from edge.tracker import TrackedObject, Tracker
 from schemas.codec import Event
@@ -46,6 +47,7 @@ class NodeStats:
     frame_times: deque = field(default_factory=lambda: deque(maxlen=100))
     lag_ms: deque = field(default_factory=lambda: deque(maxlen=600))  # live frames: arrival to processed
     detect_due: int = 0  # frames at which the detection rate asked for a detection (run, or gated)
+    stages: StageClock = field(default_factory=StageClock)  # CPU per stage (bench/edge_capacity.py)
 
     def fps(self) -> float:
         if len(self.frame_times) < 2:
@@ -168,13 +170,21 @@ class Pipeline:
             self.stats.detect_due += 1
         if due and self._detect_every:
             self._next_detect = max(self._next_detect + self._detect_every, now)
-        if due and (self.gate is None or self.gate.should_detect(frame.image)):
-            tracked = self.tracker.update(self._detect(frame.image))
-            events += self.scene.update(frame.ts, now, self._observations(tracked, frame.image.shape))
+        clock = self.stats.stages
+        if due and self.gate is not None:
+            with clock("gate"):
+                due = self.gate.should_detect(frame.image)
+        if due:
+            detections = self._detect(frame.image)
+            with clock("tracking"):
+                tracked = self.tracker.update(detections)
+            with clock("scene"):
+                events += self.scene.update(frame.ts, now, self._observations(tracked, frame.image.shape))
         else:
             self.stats.skipped += 1
             self._m_skipped.inc()
-            events += self.scene.expire(frame.ts, now)
+            with clock("scene"):
+                events += self.scene.expire(frame.ts, now)
         self.tracked = tracked
         if self._geometry_due:
             events.insert(0, NewEvent(frame.ts, "geometry", {"version": self.scene.geometry, **self.scene.geometry_doc}))
@@ -208,7 +218,8 @@ class Pipeline:
             self._next_health = now + self.config.health_interval_s
         stored: list[Event] = []
         if events or now >= self._next_state:
-            stored = self._store(events)
+            with self.stats.stages("outbox"):
+                stored = self._store(events)
             self._next_state = now + STATE_EVERY_S
         return stored
 
@@ -229,7 +240,7 @@ class Pipeline:
             self.detector = self.switch.current()  # a rolled-out model comes in between frames
         started = time.perf_counter()
         try:
-            detections = self.detector(image)
+            detections = self.detector(image, self.stats.stages)
         except Exception as exc:
             if self.switch is None or not self.switch.on_probation:
                 raise

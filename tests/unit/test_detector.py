@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 import pytest
 
-from edge.detector import Detector, ModelError, model_spec
+from edge.detector import Detector, ModelError, model_spec, nms, nms_numpy
 from edge.tracker import Tracker
 
 
@@ -96,3 +96,20 @@ def test_a_changed_model_file_is_refused(tmp_path: Path) -> None:
         Detector(model_spec(spec.name, copy, spec.sha256))
     with pytest.raises(ModelError, match="needs model.sha256"):
         model_spec(spec.name, copy)
+
+
+def test_opencv_nms_keeps_what_the_numpy_reference_keeps() -> None:
+    rng = np.random.default_rng(7)
+    # Crowds: candidate boxes scattered around 40 objects of three classes, as a detector's raw output is.
+    centres = rng.uniform(0, 600, (40, 2))
+    picks = rng.integers(0, 40, 400)
+    size = rng.uniform(20, 120, (40, 2))[picks]
+    xy = centres[picks] + rng.normal(0, 8, (400, 2))
+    boxes = np.concatenate([xy - size / 2, xy + size / 2], 1).astype(np.float32)
+    scores = rng.uniform(0.15, 1.0, 400).astype(np.float32)
+    classes = picks % 3  # each object one class; two objects of different classes may overlap
+    for iou in (0.3, 0.5, 0.7):
+        kept = nms(boxes, scores, classes, iou)
+        assert 40 <= len(kept) < 400
+        assert kept.tolist() == nms_numpy(boxes, scores, classes, iou).tolist()
+    assert nms(boxes[:0], scores[:0], classes[:0], 0.5).tolist() == []

@@ -27,7 +27,7 @@ class FakeDetector:
         self.fail = fail
         self.calls = 0
 
-    def __call__(self, image: np.ndarray) -> Detections:
+    def __call__(self, image: np.ndarray, clock: object = None) -> Detections:
         self.calls += 1
         if self.fail:
             raise RuntimeError("bad output shape")
