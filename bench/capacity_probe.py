@@ -29,16 +29,21 @@ WARMUP_S = 8.0
 
 
 def thread_cpu() -> dict[str, float]:
-    """CPU seconds so far per kind of thread of this process (capture: RTSP and decoding; video: the pipelines)."""
+    """CPU seconds so far per kind of thread of this process: the pipelines (``video`` threads), the
+    capture threads (RTSP, demuxing, decoding) with FFmpeg's own decoder threads, the event loop, the rest."""
     names = {t.native_id: t.name for t in threading.enumerate()}
     out: dict[str, float] = {}
     for tid in os.listdir("/proc/self/task"):
         try:
-            fields = open(f"/proc/self/task/{tid}/stat").read().rsplit(")", 1)[1].split()
+            head, tail = open(f"/proc/self/task/{tid}/stat").read().rsplit(")", 1)
         except OSError:
             continue
-        name = names.get(int(tid), "other")
-        kind = "pipeline" if name.startswith("video ") else "capture" if name.startswith("capture ") else "other"
+        fields = tail.split()
+        name = names.get(int(tid)) or head.split("(", 1)[1]  # a native thread: its comm
+        kind = (
+            "pipeline" if name.startswith("video ") else "capture" if name.startswith("capture ") or name.startswith("av:")
+            else "loop" if name == "MainThread" else f"other:{name}"
+        )
         out[kind] = out.get(kind, 0.0) + (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
     return out
 

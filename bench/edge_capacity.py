@@ -1,7 +1,7 @@
 """How many RTSP cameras one edge box runs in real time, against the bare onnxruntime limit.
 
 Run: .venv/bin/python bench/edge_capacity.py [--rate 5] [--from 4] [--seconds 30]
-         [--against ../wt-before] [--set model.input_size=320 ...]
+         [--against ../wt-before] [--also model.name=nanodet-m-416-int8 ...] [--set SETTING=VALUE ...]
 
 1. Bare limit, measured first in the same run: the model alone on real
    frames letterboxed as the detector does, no decoding, tracking or
@@ -21,9 +21,10 @@ Run: .venv/bin/python bench/edge_capacity.py [--rate 5] [--from 4] [--seconds 30
    motion gate, at the rate) and the lag from a frame's arrival to the end
    of its processing stayed within 300 ms at p95. N grows by one from
    ``--from`` until it is not sustained.
-3. ``--against DIR``: the same search, side by side (each N for both, one
-   after the other), with the edge code of another checkout, e.g. a git
-   worktree of an older commit: the ratio of the two is the gain.
+3. Side by side, each N for each one after the other: ``--against DIR``,
+   the edge code of another checkout (a git worktree of an older commit:
+   the ratio of the two is the gain), and ``--also SETTING=VALUE``, this
+   checkout with other settings (a lever). ``--set`` applies to all.
 
 Prints, per N, what each camera kept up with, and CPU per stage in ms a
 frame (decode, gate, preprocess, inference, nms, tracking, scene, outbox;
@@ -53,7 +54,7 @@ from common import ROOT, VIDEO, sample_frames
 
 from devtools.ports import free_port
 from devtools.rtsp import RtspServer
-from edge.detector import Detector, model_spec
+from edge.detector import DEFAULT_MODEL, Detector, model_spec
 
 FPS = 10
 DUE_MIN = 0.99
@@ -61,9 +62,18 @@ LAG_LIMIT_MS = 300.0
 STAGES = ("decode", "gate", "preprocess", "inference", "nms", "tracking", "scene", "outbox")
 
 
+@dataclass(frozen=True)
+class Variant:
+    """What runs the cameras: a checkout's edge code and settings over the camera file."""
+
+    label: str
+    code: Path
+    settings: dict
+
+
 @dataclass
 class Result:
-    code: str
+    variant: str
     cameras: int
     fps_min: float
     missed_max: float
@@ -80,7 +90,7 @@ class Result:
 
 def bare_limit(settings: dict, rate: float, frames: int = 40, rounds: int = 3) -> tuple[float, float, float]:
     """Inferences a second of the bare model: (one at a time on every core, one per core at once, ms per inference of the first)."""
-    spec = model_spec()
+    spec = model_spec(settings.get("model.name", DEFAULT_MODEL))
     if settings.get("model.input_size"):
         spec = dataclasses.replace(spec, input_size=settings["model.input_size"])
     if settings.get("model.path"):
@@ -136,26 +146,28 @@ def camera_doc(rate: float, settings: dict) -> dict:
     return doc
 
 
-def run_probe(code: Path, n: int, server: RtspServer, doc: dict, seconds: float, workdir: Path, rate: float) -> Result:
-    """N cameras in one site process running the edge code of ``code``."""
-    job = {"cameras": n, "camera": doc, "url": server.url(), "seconds": seconds, "workdir": str(workdir), "dead_port": free_port()}
-    env = {**os.environ, "PYTHONPATH": str(code)}
-    out = subprocess.run([sys.executable, str(ROOT / "bench" / "capacity_probe.py"), json.dumps(job)], cwd=code, env=env,
+def run_probe(variant: Variant, n: int, server: RtspServer, rate: float, seconds: float, workdir: Path) -> Result:
+    """N cameras in one site process running ``variant``."""
+    job = {"cameras": n, "camera": camera_doc(rate, variant.settings), "url": server.url(), "seconds": seconds, "workdir": str(workdir),
+           "dead_port": free_port()}
+    env = {**os.environ, "PYTHONPATH": str(variant.code)}
+    out = subprocess.run([sys.executable, str(ROOT / "bench" / "capacity_probe.py"), json.dumps(job)], cwd=variant.code, env=env,
                          capture_output=True, text=True, timeout=seconds + 240)
     if out.returncode != 0:
-        raise RuntimeError(f"probe of {n} cameras with {code} failed:\n{out.stderr[-3000:]}")
+        raise RuntimeError(f"probe of {n} cameras with {variant.label} failed:\n{out.stderr[-3000:]}")
     m = json.loads(out.stdout.strip().splitlines()[-1])
     elapsed, cams = m["elapsed_s"], m["cameras"]
     frames = sum(c["frames"] for c in cams) or 1
     runs = sum(c["runs"] for c in cams) or 1
     per_frame = {s: 1000 * sum(c["stages"].get(s, 0.0) for c in cams) / frames for s in STAGES if s != "decode"}
     threads = m["threads_cpu_s"]
-    per_frame["decode"] = 1000 * threads.get("capture", 0.0) / frames  # the capture threads: RTSP and H.264
+    per_frame["decode"] = 1000 * threads.get("capture", 0.0) / frames  # the capture threads and FFmpeg's: RTSP, H.264
     counted = sum(per_frame.values()) - per_frame["decode"]
     per_frame["rest of pipeline"] = max(0.0, 1000 * threads.get("pipeline", 0.0) / frames - counted) if counted else 0.0
-    per_frame["site process, other"] = 1000 * threads.get("other", 0.0) / frames
+    per_frame["event loop"] = 1000 * threads.get("loop", 0.0) / frames  # uplinks, status lines
+    per_frame["other threads"] = 1000 * sum(v for k, v in threads.items() if k.startswith("other")) / frames
     return Result(
-        code=str(code), cameras=n,
+        variant=variant.label, cameras=n,
         fps_min=min(c["frames"] for c in cams) / elapsed,
         missed_max=max(c["missed"] / max(1, c["frames"] + c["missed"]) for c in cams),
         due_min=min(c["due"] for c in cams) / elapsed / rate,
@@ -181,51 +193,66 @@ def main() -> int:
     parser.add_argument("--to", type=int, default=16, help="last N tried (default 16)")
     parser.add_argument("--seconds", type=float, default=30.0, help="measured time per N")
     parser.add_argument("--against", type=Path, help="another checkout (a git worktree of an older commit) to run side by side")
+    parser.add_argument("--also", action="append", default=[], metavar="SETTING=VALUE[,SETTING=VALUE]",
+                        help="this checkout with these settings too, side by side (repeat for more variants)")
     parser.add_argument("--set", action="append", default=[], metavar="SETTING=VALUE", help="a camera setting, dotted, the value in YAML")
     args = parser.parse_args()
-    settings = {}
-    for item in args.set:
-        name, sep, value = item.partition("=")
-        if not sep:
-            parser.error(f"--set {item}: expected SETTING=VALUE")
-        settings[name] = yaml.safe_load(value)
-    one, per_core, ms = bare_limit(settings, args.rate)
-    bare = max(one, per_core) / args.rate
-    print(f"bare onnxruntime: {one:.1f} inferences/s one at a time on every core ({ms:.1f} ms each), {per_core:.1f}/s one per core at once "
-          f"-> at most {bare:.1f} cameras at {args.rate:g} fps if the box did nothing else", flush=True)
-    doc = camera_doc(args.rate, settings)
-    codes = [ROOT] + ([args.against.resolve()] if args.against else [])
-    results: dict[Path, list[Result]] = {c: [] for c in codes}
-    going = set(codes)
+
+    def parse(items: list[str]) -> dict:
+        settings = {}
+        for item in items:
+            name, sep, value = item.partition("=")
+            if not sep:
+                parser.error(f"{item}: expected SETTING=VALUE")
+            settings[name] = yaml.safe_load(value)
+        return settings
+
+    settings = parse(args.set)
+    variants = [Variant("this checkout", ROOT, settings)]
+    variants += [Variant(also, ROOT, settings | parse(also.split(","))) for also in args.also]
+    if args.against:
+        variants.append(Variant(f"{args.against.name} (another checkout)", args.against.resolve(), settings))
+    bares: dict[str, float] = {}  # per variant: cameras the bare model allows
+    measured: dict[tuple, float] = {}
+    for variant in variants:
+        model = tuple(sorted((k, str(v)) for k, v in variant.settings.items() if k.startswith("model.")))
+        if model not in measured:
+            one, per_core, ms = bare_limit(variant.settings, args.rate)
+            measured[model] = max(one, per_core) / args.rate
+            print(f"bare onnxruntime, {dict(model) or 'the default model'}: {one:.1f} inferences/s one at a time on every core "
+                  f"({ms:.1f} ms each), {per_core:.1f}/s one per core at once -> at most {measured[model]:.1f} cameras at "
+                  f"{args.rate:g} fps if the box did nothing else", flush=True)
+        bares[variant.label] = measured[model]
+    results: dict[str, list[Result]] = {v.label: [] for v in variants}
+    going = {v.label for v in variants}
     with tempfile.TemporaryDirectory() as tmp, RtspServer(VIDEO, fps=FPS, log=Path(tmp) / "rtsp.log") as server:
         for n in range(args.start, args.to + 1):
-            for code in codes:
-                if code not in going:
+            for i, variant in enumerate(variants):
+                if variant.label not in going:
                     continue
-                workdir = Path(tmp) / f"{len(results[code])}-{n}-{codes.index(code)}"
+                workdir = Path(tmp) / f"{i}-{n}"
                 workdir.mkdir()
-                r = run_probe(code, n, server, doc, args.seconds, workdir, args.rate)
-                results[code].append(r)
-                print(f"[{'this checkout' if code == ROOT else code}] {describe(r)}", flush=True)
+                r = run_probe(variant, n, server, args.rate, args.seconds, workdir)
+                results[variant.label].append(r)
+                print(f"[{variant.label}] {describe(r)}", flush=True)
                 if not r.sustained:
-                    going.discard(code)
+                    going.discard(variant.label)
             if not going:
                 break
-    print("\n| code | cameras | fps (worst camera) | frames missed (worst) | detections on time (worst) | lag p95 | CPU (cores) | real time |")
+    print("\n| variant | cameras | fps (worst camera) | frames missed (worst) | detections on time (worst) | lag p95 | CPU (cores) | real time |")
     print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
-    for code in codes:
-        for r in results[code]:
-            print(f"| {'this' if code == ROOT else code.name} | {r.cameras} | {r.fps_min:.1f} | {r.missed_max:.1%} | {r.due_min:.1%} | "
+    for label, rs in results.items():
+        for r in rs:
+            print(f"| {label} | {r.cameras} | {r.fps_min:.1f} | {r.missed_max:.1%} | {r.due_min:.1%} | "
                   f"{r.lag_p95_ms:.0f} ms | {r.cpu:.2f} | {'yes' if r.sustained else 'no'} |")
-    best = {c: max((r.cameras for r in results[c] if r.sustained), default=0) for c in codes}
-    print(f"\nlargest sustained at {args.rate:g} fps: {best[ROOT]} cameras; bare limit {bare:.1f}; ratio {best[ROOT] / bare:.2f}")
-    if args.against:
-        before = best[codes[1]]
-        print(f"{args.against}: {before} cameras; this checkout / that one: {best[ROOT] / before if before else float('inf'):.2f}x")
-    sustained = [r for r in results[ROOT] if r.sustained]
-    if sustained:
-        top = sustained[-1]
-        print(f"CPU per frame at N={top.cameras} (ms): " + ", ".join(f"{k} {v:.1f}" for k, v in top.ms_per_frame.items()))
+    best = {label: max((r.cameras for r in rs if r.sustained), default=0) for label, rs in results.items()}
+    base = best[variants[-1].label] if args.against else 0
+    for label, rs in results.items():
+        gain = f"; {best[label] / base:.2f}x {variants[-1].label}" if base and label != variants[-1].label else ""
+        print(f"{label}: largest sustained {best[label]} cameras, {best[label] / bares[label]:.2f} of its model's bare limit{gain}")
+        sustained = [r for r in rs if r.sustained]
+        if sustained:
+            print("    CPU ms a frame at that N: " + ", ".join(f"{k} {v:.1f}" for k, v in sustained[-1].ms_per_frame.items()))
     return 0
 
 
