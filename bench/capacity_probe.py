@@ -61,6 +61,7 @@ def counters(site: Site) -> list[dict]:
         stages = getattr(node.stats, "stages", None)  # older checkouts do not count stages
         out.append({
             "frames": node.stats.frames, "missed": node.source.missed, "due": node.stats.detect_due, "runs": node.stats.detector_runs,
+            "late": getattr(node.stats, "detect_missed", None),  # older checkouts do not count it
             "stages": dict(stages.cpu_s) if stages is not None else {},
         })
     return out
@@ -99,6 +100,7 @@ async def probe(job: dict) -> dict:
     cameras = []
     for a, b in zip(after, before):
         cameras.append({k: a[k] - b[k] for k in ("frames", "missed", "due", "runs")}
+                       | {"late": a["late"] - b["late"] if a["late"] is not None else None}
                        | {"stages": {s: a["stages"].get(s, 0.0) - b["stages"].get(s, 0.0) for s in a["stages"]}})
     return {
         "elapsed_s": elapsed, "box_cpu_s": box, "cameras": cameras, "lag_p95_ms": lags[int(0.95 * (len(lags) - 1))] if lags else None,

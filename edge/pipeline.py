@@ -47,6 +47,7 @@ class NodeStats:
     frame_times: deque = field(default_factory=lambda: deque(maxlen=100))
     lag_ms: deque = field(default_factory=lambda: deque(maxlen=600))  # live frames: arrival to processed
     detect_due: int = 0  # frames at which the detection rate asked for a detection (run, or gated)
+    detect_missed: int = 0  # detection instants that passed with no frame taken (a busy node, a gap in the video)
     stages: StageClock = field(default_factory=StageClock)  # CPU per stage (bench/edge_capacity.py)
 
     def fps(self) -> float:
@@ -169,7 +170,12 @@ class Pipeline:
         if due:
             self.stats.detect_due += 1
         if due and self._detect_every:
-            self._next_detect = max(self._next_detect + self._detect_every, now)
+            # This frame serves the latest instant that passed; the ones before it had no frame (the
+            # node was busy). The schedule keeps its grid: it used to restart at this frame, so the
+            # next frame was due at once and a node that fell behind ran two detections in a row.
+            passed = int((now - self._next_detect + 1e-3) / self._detect_every)
+            self.stats.detect_missed += passed
+            self._next_detect += self._detect_every * (passed + 1)
         clock = self.stats.stages
         if due and self.gate is not None:
             with clock("gate"):

@@ -106,3 +106,16 @@ def test_tamper_verdicts_go_out_in_health_at_once(tmp_path: Path, clip: list) ->
         t += 1.0
     reports = [e.data["tamper"] for e in stored if e.type == "health"]
     assert reports == [["blocked"]]
+
+
+def test_detection_instants_a_busy_node_let_pass_are_counted(tmp_path: Path, clip: list) -> None:
+    pipeline, _ = make(tmp_path, Video())  # detection at 5 fps on a 10 fps stream
+    for i in range(10):
+        pipeline.step(Frame(i, T0 + i * 100, i / 10, clip[i]))
+    assert (pipeline.stats.detect_due, pipeline.stats.detect_missed) == (5, 0)
+    # Busy: the frames of 1.0-1.4 s went by untaken. Instants 1.0, 1.2 and 1.4 passed; the frame at 1.5 serves one.
+    pipeline.step(Frame(15, T0 + 1_500, 1.5, clip[15]))
+    assert (pipeline.stats.detect_due, pipeline.stats.detect_missed) == (6, 2)
+    pipeline.step(Frame(16, T0 + 1_600, 1.6, clip[16]))  # the next instant on the schedule: 1.6, not at once
+    pipeline.step(Frame(17, T0 + 1_700, 1.7, clip[17]))
+    assert (pipeline.stats.detect_due, pipeline.stats.detect_missed) == (7, 2)
