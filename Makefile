@@ -13,7 +13,9 @@ deps:
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[cloud,edge,eval,dev]'
+	@# setuptools' build backend prints a block of asterisks about editable installs on every
+	@# install (a warning to people with a folder named like a package in their working directory).
+	PYTHONWARNINGS="ignore:Editable installation" $(BIN)/pip install -q -e '.[cloud,edge,eval,dev]'
 	@touch $@
 
 venv: $(BIN)/.installed

@@ -221,6 +221,13 @@ class VideoSource:
     def _live(self, stop: threading.Event) -> Iterator[Frame | Idle]:
         target: int | str = int(self.uri) if self.uri.isdigit() else self.uri
         os.environ.setdefault("OPENCV_FFMPEG_CAPTURE_OPTIONS", LIVE_FFMPEG_OPTIONS)
+        # On every attempt to reopen a camera that is down, OpenCV printed "[ WARN:0@...] global
+        # cap.cpp:212 open VIDEOIO(FFMPEG): backend is generally available but can't be used to capture
+        # by name" and FFmpeg "[tcp @ 0x...] Connection to tcp://... failed: Connection refused"; this
+        # module's own log says what happens, once per state. An operator's own levels win.
+        if "OPENCV_LOG_LEVEL" not in os.environ:
+            cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+        os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "8")  # AV_LOG_FATAL
         backoff = self._backoff()
         wake = threading.Condition()
         index = 0

@@ -101,7 +101,7 @@ def cmd_audit(args: argparse.Namespace, settings: SinkSettings) -> int:
     except ValueError as exc:
         log.error("%s", exc)
         return 2
-    return asyncio.run(audit(settings, since, args.camera, Console()))
+    return asyncio.run(audit(settings, since, args.camera, Console(), args.format))
 
 
 def cmd_health(args: argparse.Namespace, settings: Settings) -> int:
@@ -332,6 +332,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("audit", help="does SQL hold what each camera recorded? (exit 1 on a mismatch)")
     p.add_argument("--camera", help="one camera id (default: all)")
     p.add_argument("--since", default="24h", help="a span back from now (30m, 2h, 7d) or an ISO time (default 24h)")
+    p.add_argument("--format", choices=("table", "json", "csv"), default="table",
+                   help="table (for people, fits 80 columns), json (everything) or csv (a row per camera) for scripts")
     p.set_defaults(func=cmd_audit, settings=SinkSettings)
     p = sub.add_parser("health", help="is a local bridge, worker or sink making progress? (exit 0 / 1)")
     p.add_argument("process", choices=["bridge", "worker", "sink"])

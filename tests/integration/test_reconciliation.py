@@ -12,6 +12,9 @@ and a camera clock ahead of the cloud (``clock_skew``).
 from __future__ import annotations
 
 import asyncio
+import csv
+import io
+import json
 import os
 import re
 import subprocess
@@ -191,8 +194,13 @@ async def test_each_minute_shows_whether_sql_holds_what_the_camera_recorded(stac
         # its hours); every other camera's hours and days agree.
         assert "mismatch camera_hour_counts deleted" in bad.stdout, bad.stdout
         assert not re.search(r"mismatch \w+_(hour_\w+ (clean|skewed|deadletter)|day_\w+ )", bad.stdout), bad.stdout
-        [skewed] = [line for line in bad.stdout.splitlines() if "skewed " in line and "shop" in line]
-        assert re.search(r"\+(19|20)\.\d s", skewed), bad.stdout  # its clock offset
+        report = json.loads((await asyncio.to_thread(audit, stack, "--format", "json")).stdout)
+        cams = {c["camera_id"]: c for c in report["cameras"]}
+        assert 19 <= cams["skewed"]["clock_offset_s"] < 21 and cams["skewed"]["site"] == "shop"  # its clock offset
+        assert cams["deleted"]["mismatch"] >= 1 and {m["camera_id"] for m in report["mismatches"]} >= {"deleted", "deadletter"}
+        assert any(r["table"] == "camera_hour_counts" and r["camera_id"] == "deleted" for r in report["rollups"]["differ"])
+        rows = list(csv.DictReader(io.StringIO((await asyncio.to_thread(audit, stack, "--format", "csv")).stdout)))
+        assert {r["camera_id"]: int(r["mismatch"]) for r in rows} == {c: cams[c]["mismatch"] for c in cams}
     finally:
         for camera in cameras.values():
             await camera.close()

@@ -218,3 +218,6 @@ async def test_sigterm_exits_within_2s(state: str, stack: Stack, media: Path, tm
     assert took <= 2.0, f"SIGTERM while {state}: exit took {took:.1f} s\n{text[-2000:]}"
     if state == "streaming":
         assert "reconnecting" not in text  # a stop is not a broken stream
+    if state == "down":
+        # Reopening a dead camera: our one line, not OpenCV's WARN and FFmpeg's refusal at every attempt.
+        assert "broke; reconnecting" in text and "cap.cpp" not in text and "Connection refused" not in text, text[-2000:]
