@@ -62,7 +62,7 @@ def counters(site: Site) -> list[dict]:
         out.append({
             "frames": node.stats.frames, "missed": node.source.missed, "due": node.stats.detect_due, "runs": node.stats.detector_runs,
             "late": getattr(node.stats, "detect_missed", None),  # older checkouts do not count it
-            "stages": dict(stages.cpu_s) if stages is not None else {},
+            "stages": stages.snapshot() if stages is not None else {},
         })
     return out
 
