@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: deps venv services services-down services-status lint test test-unit chaos soak demo compose-check compose-test clean
+.PHONY: deps venv services services-down services-status lint rules test test-unit chaos soak demo compose-check compose-test clean
 
 deps:
 	@bash scripts/install-deps.sh
@@ -39,8 +39,14 @@ lint: venv
 # The checks above, the unit tests, then the integration tests on the real
 # Mosquitto, Kafka and PostgreSQL (started for the run if not up, and
 # stopped again after).
-test: deps venv lint
+test: deps venv lint rules
 	$(BIN)/pytest -q
+
+# Prometheus alert rules for the pipeline's own processes: valid, and firing when they should
+# (promtool comes with Debian's prometheus package).
+rules: deps
+	promtool check rules deploy/prometheus/alerts.yml
+	cd deploy/prometheus && promtool test rules alerts.test.yml
 
 test-unit: venv
 	$(BIN)/pytest -q tests/unit

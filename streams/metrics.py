@@ -20,3 +20,5 @@ WORKER_LAG = Histogram("fleetsight_worker_event_lag_seconds", "Arrival in Kafka 
 WORKER_ROWS = Counter("fleetsight_worker_rows_emitted", "Row values sent to the sink")
 WORKER_OFFSET_JUMPS = Counter("fleetsight_worker_offset_jumps", "Batches whose records jumped past an undelivered offset (Faust sent back to it)")
 WORKER_DEADLETTERS = Counter("fleetsight_worker_deadletters", "Records sent to the dead-letter topic", ["reason"])
+# Summed over the workers (each counts the cameras of its partitions) for the share-offline alert rule.
+WORKER_CAMERAS = Gauge("fleetsight_worker_cameras", "Cameras of this worker's partitions, online or offline, at its last status sweep", ["state"])

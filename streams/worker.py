@@ -294,12 +294,18 @@ class Worker:
         """Cameras of this worker's partitions going offline, offline alerts clearing."""
         owned = sorted(self.owned())
         if not owned:
+            for state in ("online", "offline"):
+                stream_metrics.WORKER_CAMERAS.labels(state).set(0)  # another worker counts them now
             return
 
         async def go() -> None:
             async with self.store.batch(owned) as tx:
                 cameras = await tx.cameras(partitions=owned)
                 rows = self.status.sweep(cameras, lambda camera: self.partition_of(camera) in owned)
+                mine = [s for c, s in cameras.items() if s and self.partition_of(c) in owned]
+                online = sum(1 for s in mine if s["online"])
+                stream_metrics.WORKER_CAMERAS.labels("online").set(online)
+                stream_metrics.WORKER_CAMERAS.labels("offline").set(len(mine) - online)
                 if rows:
                     await self.emit(rows, [])
                     await tx.save_cameras(cameras, self.partition_of)

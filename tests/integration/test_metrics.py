@@ -59,6 +59,7 @@ async def test_bridge_worker_sink_and_edge_export_metrics(stack_factory, media: 
             and total(bridge, r'fleetsight_bridge_deadletters_total\{reason="malformed"\}') >= 1
             and total(worker, r'fleetsight_worker_events_total\{result="applied"\}') >= 20
             and worker.get("fleetsight_worker_event_lag_seconds_count", 0) >= 1
+            and worker.get('fleetsight_worker_cameras{state="online"}', 0) >= 1  # counted by the status sweep
             and total(sink, r'fleetsight_sink_rows_written_total\{table="camera_minute_counts"\}') >= 1
             and sink.get("fleetsight_sink_write_seconds_count", 0) >= 1
         )
