@@ -43,10 +43,12 @@ test: deps venv lint rules
 	$(BIN)/pytest -q
 
 # Prometheus alert rules for the pipeline's own processes: valid, and firing when they should
-# (promtool comes with Debian's prometheus package).
+# (promtool comes with Debian's prometheus package), and the Alertmanager config compose runs
+# (amtool: prometheus-alertmanager).
 rules: deps
-	promtool check rules deploy/prometheus/alerts.yml
+	promtool check config deploy/prometheus/prometheus.yml
 	cd deploy/prometheus && promtool test rules alerts.test.yml
+	amtool check-config deploy/alertmanager/alertmanager.yml
 
 test-unit: venv
 	$(BIN)/pytest -q tests/unit

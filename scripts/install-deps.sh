@@ -8,8 +8,9 @@ set -euo pipefail
 # and makes its base image without a registry.
 # python3-gi, gir1.2-gst-rtsp-server-1.0, gstreamer1.0-*: the RTSP camera
 # server the edge tests and the capacity benchmark start (devtools/rtsp.py).
-# prometheus: its promtool checks and tests deploy/prometheus/alerts.yml (make rules).
-packages=(mosquitto mosquitto-clients postgresql maven docker-compose docker.io debootstrap chromium prometheus
+# prometheus, prometheus-alertmanager: promtool checks and tests deploy/prometheus/alerts.yml,
+# amtool checks deploy/alertmanager/alertmanager.yml (make rules).
+packages=(mosquitto mosquitto-clients postgresql maven docker-compose docker.io debootstrap chromium prometheus prometheus-alertmanager
   python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base gstreamer1.0-plugins-good
   gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gstreamer1.0-libav)
 command -v java >/dev/null 2>&1 || packages+=(openjdk-17-jre-headless)
