@@ -66,6 +66,7 @@ class AlertConfig:
     missed_share: float = 0.2
 
 
+MISSED_MIN_FRAMES = 20  # a report over fewer frames (a stream just back) does not open an overloaded alert
 LIVE_AGE_S = 5.0  # a health report made with nothing older than this waiting was sent live
 CLOCK_SAMPLES = 10
 GEOMETRIES_KEPT = 50  # versions per camera in the worker's state (SQL keeps them all)
@@ -260,7 +261,7 @@ class FleetStatus:
         share = missed / arrived if arrived else 0.0
         state["frames_missed"], state["frames_missed_share"] = missed, round(share, 4)
         limit = self.config.missed_share
-        if share > limit:
+        if share > limit and arrived >= MISSED_MIN_FRAMES:
             detail = f"missed {missed} of {arrived} live frames ({share:.0%}; limit {limit:.0%}): the box is busier than it can keep up with"
             self._open(state, event.camera_id, "overloaded", "", event.ts, detail, rows)
         elif share <= limit / 2:

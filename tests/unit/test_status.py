@@ -222,3 +222,12 @@ def test_overloaded_opens_when_a_node_misses_more_than_its_share_of_live_frames_
     # A report without the field (a file source, an older node) keeps what was known.
     rows = fleet.observe(cameras, [health(5, T0 + 4 * SEC, 0, frames=300)])
     assert alerts(rows) == [] and status(rows)["frames_missed"] == 3
+
+
+def test_a_report_over_a_few_frames_does_not_open_overloaded() -> None:
+    fleet = FleetStatus(AlertConfig(missed_share=0.2), Clock(T0))
+    cameras: dict = {}
+    # A stream just back: 3 frames taken, 4 missed in the burst; the share says nothing yet.
+    rows = fleet.observe(cameras, [health(1, T0, 0, frames=3, frames_missed=4)])
+    assert alerts(rows) == [] and status(rows)["frames_missed"] == 4
+    assert alerts(fleet.observe(cameras, [health(2, T0 + SEC, 0, frames=12, frames_missed=8)])) == [("overloaded", "", "open")]
