@@ -3,7 +3,16 @@
 from __future__ import annotations
 
 import contextlib
+import random
 import socket
+
+# Ports for a test's own services are picked below the kernel's ephemeral range (Linux:
+# /proc/sys/net/ipv4/ip_local_port_range, 32768-60999) and above the local services'
+# (15432, 18830, 19092-19093). A port the kernel picked was in that range: while a Kafka
+# node of the test cluster was down, an outgoing connection got its port as a local
+# port, and the node could not bind it again ("BindException: Address already in use",
+# soak and CI, stop 32).
+PICK_FROM, PICK_TO = 20000, 32000
 
 
 def port_open(port: int, host: str = "127.0.0.1") -> bool:
@@ -16,19 +25,15 @@ def port_open(port: int, host: str = "127.0.0.1") -> bool:
 
 
 def free_port() -> int:
-    """A loopback port no one listens on now (the kernel's pick)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A loopback port no one listens on now, outside the ephemeral range (see above)."""
+    return free_port_run(1)
 
 
-def free_port_run(count: int, attempts: int = 50) -> int:
+def free_port_run(count: int, attempts: int = 200) -> int:
     """The first of ``count`` consecutive loopback ports no one listens on now
     (a Kafka cluster on loopback: each node takes a port and the next)."""
     for _ in range(attempts):
-        first = free_port()
-        if first + count > 65535:
-            continue
+        first = random.randrange(PICK_FROM, PICK_TO - count)
         try:
             with contextlib.ExitStack() as held:
                 for port in range(first, first + count):
