@@ -19,8 +19,7 @@ import re
 import sys
 import time
 
-import yaml
-from common import ROOT, sample_frames
+from common import ROOT, parse_settings, sample_frames
 
 from devtools.accuracy_suite import RATES, run_suite, scenes
 from edge.accuracy import format_lines, format_suite
@@ -35,12 +34,7 @@ def main() -> int:
     parser.add_argument("--set", action="append", default=[], metavar="SETTING=VALUE",
                         help="a camera setting over the scenes' files, dotted, the value in YAML (a lever to try); implies --no-write")
     args = parser.parse_args()
-    settings = {}
-    for item in args.set:
-        name, sep, value = item.partition("=")
-        if not sep:
-            parser.error(f"--set {item}: expected SETTING=VALUE, e.g. model.input_size=320")
-        settings[name] = yaml.safe_load(value)
+    settings = parse_settings(args.set)
     sample_frames(limit=1)  # fetches vtest.avi once if it is missing
     specs = scenes()
     missing = [str(p) for s in specs for p in s.missing()]

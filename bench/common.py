@@ -34,6 +34,19 @@ def sample_frames(limit: int | None = None) -> tuple[list[np.ndarray], float]:
     return frames, fps
 
 
+def parse_settings(items: list[str]) -> dict[str, object]:
+    """``--set``-style ``SETTING=VALUE`` items (dotted camera settings, values in YAML) as a dict."""
+    import yaml
+
+    settings: dict[str, object] = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep:
+            raise SystemExit(f"{item}: expected SETTING=VALUE, e.g. model.input_size=320")
+        settings[name] = yaml.safe_load(value)
+    return settings
+
+
 def camera_config(gate: bool, threads: int | None = None) -> CameraConfig:
     """The sample scene: a line across the square and a zone on its left half."""
     return CameraConfig(

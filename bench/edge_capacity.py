@@ -50,16 +50,17 @@ from pathlib import Path
 
 import onnxruntime as ort
 import yaml
-from common import ROOT, VIDEO, sample_frames
+from common import ROOT, VIDEO, parse_settings, sample_frames
 
 from devtools.ports import free_port
 from devtools.rtsp import RtspServer
 from edge.detector import DEFAULT_MODEL, Detector, model_spec
+from edge.stages import STAGES as PIPELINE_STAGES
 
 FPS = 10
 DUE_MIN = 0.99
 LAG_LIMIT_MS = 300.0
-STAGES = ("decode", "gate", "preprocess", "inference", "nms", "tracking", "scene", "outbox")
+STAGES = ("decode", *PIPELINE_STAGES)
 
 
 @dataclass(frozen=True)
@@ -208,19 +209,9 @@ def main() -> int:
                         help="this checkout with these settings too, side by side (repeat for more variants)")
     parser.add_argument("--set", action="append", default=[], metavar="SETTING=VALUE", help="a camera setting, dotted, the value in YAML")
     args = parser.parse_args()
-
-    def parse(items: list[str]) -> dict:
-        settings = {}
-        for item in items:
-            name, sep, value = item.partition("=")
-            if not sep:
-                parser.error(f"{item}: expected SETTING=VALUE")
-            settings[name] = yaml.safe_load(value)
-        return settings
-
-    settings = parse(args.set)
+    settings = parse_settings(args.set)
     variants = [Variant("this checkout", ROOT, settings)]
-    variants += [Variant(also, ROOT, settings | parse(also.split(","))) for also in args.also]
+    variants += [Variant(also, ROOT, settings | parse_settings(also.split(","))) for also in args.also]
     if args.against:
         variants.append(Variant(f"{args.against.name} (another checkout)", args.against.resolve(), settings))
     bares: dict[str, float] = {}  # per variant: cameras the bare model allows

@@ -110,9 +110,9 @@ class Detections:
 def nms(boxes: np.ndarray, scores: np.ndarray, classes: np.ndarray, iou: float) -> np.ndarray:
     """Greedy non-maximum suppression per class (boxes x1, y1, x2, y2); kept indices, best first.
 
-    OpenCV's, native: the same rule as ``nms_numpy`` (a box goes when it
-    overlaps a better one of its class by more than ``iou``) at a fraction
-    of the cost; the loop in numpy took 1.7 ms a frame with 30 people.
+    OpenCV's, native: a box goes when it overlaps a better one of its class by
+    more than ``iou`` (tests/unit/test_detector.py holds the numpy loop it
+    replaced, 0.37 against 0.08 ms a frame here, and checks both keep the same).
     """
     if not len(scores):
         return np.zeros(0, np.int64)
@@ -120,26 +120,6 @@ def nms(boxes: np.ndarray, scores: np.ndarray, classes: np.ndarray, iou: float) 
     # OpenCV's stubs ask for sequences; it takes arrays (and copies less).
     kept = cv2.dnn.NMSBoxesBatched(xywh, scores.astype(np.float32), classes.astype(np.int32), 0.0, iou)  # type: ignore[arg-type]
     return np.asarray(kept, dtype=np.int64).reshape(-1)
-
-
-def nms_numpy(boxes: np.ndarray, scores: np.ndarray, classes: np.ndarray, iou: float) -> np.ndarray:
-    """The same as ``nms`` in numpy: the reference its test compares it with."""
-    boxes = boxes + classes[:, None] * 4096.0  # classes far apart: boxes of two classes never suppress each other
-    order = scores.argsort(kind="stable")[::-1]
-    area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-    keep = []
-    while order.size:
-        i = order[0]
-        keep.append(i)
-        rest = order[1:]
-        xx1 = np.maximum(boxes[i, 0], boxes[rest, 0])
-        yy1 = np.maximum(boxes[i, 1], boxes[rest, 1])
-        xx2 = np.minimum(boxes[i, 2], boxes[rest, 2])
-        yy2 = np.minimum(boxes[i, 3], boxes[rest, 3])
-        inter = np.clip(xx2 - xx1, 0, None) * np.clip(yy2 - yy1, 0, None)
-        overlap = inter / (area[i] + area[rest] - inter + 1e-9)
-        order = rest[overlap <= iou]
-    return np.asarray(keep, dtype=np.int64)
 
 
 class _SharedSession:

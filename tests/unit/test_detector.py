@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 import pytest
 
-from edge.detector import Detector, ModelError, model_spec, nms, nms_numpy
+from edge.detector import Detector, ModelError, model_spec, nms
 from edge.tracker import Tracker
 
 
@@ -96,6 +96,26 @@ def test_a_changed_model_file_is_refused(tmp_path: Path) -> None:
         Detector(model_spec(spec.name, copy, spec.sha256))
     with pytest.raises(ModelError, match="needs model.sha256"):
         model_spec(spec.name, copy)
+
+
+def nms_numpy(boxes: np.ndarray, scores: np.ndarray, classes: np.ndarray, iou: float) -> np.ndarray:
+    """The numpy loop the detector ran before OpenCV's NMS: the reference ``nms`` must agree with."""
+    boxes = boxes + classes[:, None] * 4096.0  # classes far apart: boxes of two classes never suppress each other
+    order = scores.argsort(kind="stable")[::-1]
+    area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    keep = []
+    while order.size:
+        i = order[0]
+        keep.append(i)
+        rest = order[1:]
+        xx1 = np.maximum(boxes[i, 0], boxes[rest, 0])
+        yy1 = np.maximum(boxes[i, 1], boxes[rest, 1])
+        xx2 = np.minimum(boxes[i, 2], boxes[rest, 2])
+        yy2 = np.minimum(boxes[i, 3], boxes[rest, 3])
+        inter = np.clip(xx2 - xx1, 0, None) * np.clip(yy2 - yy1, 0, None)
+        overlap = inter / (area[i] + area[rest] - inter + 1e-9)
+        order = rest[overlap <= iou]
+    return np.asarray(keep, dtype=np.int64)
 
 
 def test_opencv_nms_keeps_what_the_numpy_reference_keeps() -> None:
