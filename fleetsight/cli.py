@@ -17,6 +17,7 @@ from runtime.settings import (
     DatabaseSettings,
     EdgeSettings,
     MqttSettings,
+    NotifierSettings,
     Settings,
     SinkSettings,
     WorkerSettings,
@@ -90,6 +91,12 @@ def cmd_sink(args: argparse.Namespace, settings: SinkSettings) -> int:
     return asyncio.run(run_sink(settings))
 
 
+def cmd_notifier(args: argparse.Namespace, settings: NotifierSettings) -> int:
+    from sinks.notifier import run_notifier
+
+    return asyncio.run(run_notifier(settings))
+
+
 def cmd_audit(args: argparse.Namespace, settings: SinkSettings) -> int:
     """Reconcile SQL with the cameras' ledgers now; 1 if any minute mismatches."""
     from rich.console import Console
@@ -110,7 +117,10 @@ def cmd_health(args: argparse.Namespace, settings: Settings) -> int:
     import urllib.error
     import urllib.request
 
-    port = {"bridge": settings.bridge_metrics_port, "worker": settings.worker_metrics_port, "sink": settings.sink_metrics_port}[args.process]
+    port = {
+        "bridge": settings.bridge_metrics_port, "worker": settings.worker_metrics_port, "sink": settings.sink_metrics_port,
+        "notifier": settings.notifier_metrics_port,
+    }[args.process]
     url = f"http://127.0.0.1:{port}/health"
     try:
         with urllib.request.urlopen(url, timeout=args.timeout) as response:
@@ -329,14 +339,16 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("bridge", help="MQTT -> Kafka bridge").set_defaults(func=cmd_bridge, settings=BridgeSettings)
     sub.add_parser("worker", help="Faust stream worker (dedupe, aggregates; state in PostgreSQL)").set_defaults(func=cmd_worker, settings=WorkerSettings)
     sub.add_parser("sink", help="Kafka -> PostgreSQL writer").set_defaults(func=cmd_sink, settings=SinkSettings)
+    sub.add_parser("notifier", help="posts each alert's opening and closing to the configured webhooks").set_defaults(
+        func=cmd_notifier, settings=NotifierSettings)
     p = sub.add_parser("audit", help="does SQL hold what each camera recorded? (exit 1 on a mismatch)")
     p.add_argument("--camera", help="one camera id (default: all)")
     p.add_argument("--since", default="24h", help="a span back from now (30m, 2h, 7d) or an ISO time (default 24h)")
     p.add_argument("--format", choices=("table", "json", "csv"), default="table",
                    help="table (for people, fits 80 columns), json (everything) or csv (a row per camera) for scripts")
     p.set_defaults(func=cmd_audit, settings=SinkSettings)
-    p = sub.add_parser("health", help="is a local bridge, worker or sink making progress? (exit 0 / 1)")
-    p.add_argument("process", choices=["bridge", "worker", "sink"])
+    p = sub.add_parser("health", help="is a local bridge, worker, sink or notifier making progress? (exit 0 / 1)")
+    p.add_argument("process", choices=["bridge", "worker", "sink", "notifier"])
     p.add_argument("--timeout", type=float, default=3.0, help="seconds to wait for the answer")
     p.set_defaults(func=cmd_health, settings=Settings)
 

@@ -10,6 +10,7 @@ process does and nothing more:
 - the worker reads events in its Faust group, writes row batches, alerts
   and dead letters, and uses Faust's leader topic;
 - the sink reads row batches in its group;
+- the notifier reads alerts in its group;
 - each may create and describe FleetSight's topics (each makes the ones
   it needs when it starts, with the settings they must have).
 
@@ -24,7 +25,7 @@ from dataclasses import dataclass
 from runtime.settings import Settings
 
 # Default user names; set FLEETSIGHT_KAFKA_USERNAME of each process to match.
-USERS = {"bridge": "fleetsight-bridge", "worker": "fleetsight-worker", "sink": "fleetsight-sink"}
+USERS = {"bridge": "fleetsight-bridge", "worker": "fleetsight-worker", "sink": "fleetsight-sink", "notifier": "fleetsight-notifier"}
 
 
 @dataclass(frozen=True)
@@ -50,10 +51,10 @@ class Acl:
 def acls(settings: Settings, users: dict[str, str] = USERS) -> list[Acl]:
     """Every ACL the pipeline needs on a cluster that denies by default."""
     topics = settings.kafka_topics
-    bridge, worker, sink = users["bridge"], users["worker"], users["sink"]
+    bridge, worker, sink, notifier = users["bridge"], users["worker"], users["sink"], users["notifier"]
     ours = f"{settings.kafka_topic_prefix}."
     return [
-        *(Acl(user, "topic", ours, ("Create", "Describe"), prefixed=True) for user in (bridge, worker, sink)),
+        *(Acl(user, "topic", ours, ("Create", "Describe"), prefixed=True) for user in (bridge, worker, sink, notifier)),
         Acl(bridge, "topic", topics.events, ("Write",)),
         Acl(bridge, "topic", topics.deadletter, ("Write",)),
         Acl(bridge, "topic", topics.bridge_shards, ("Read",)),
@@ -66,6 +67,8 @@ def acls(settings: Settings, users: dict[str, str] = USERS) -> list[Acl]:
         Acl(worker, "group", settings.stream_app_id, ("Read", "Describe")),
         Acl(sink, "topic", topics.rows, ("Read",)),
         Acl(sink, "group", f"{settings.kafka_topic_prefix}-sink", ("Read",)),
+        Acl(notifier, "topic", topics.alerts, ("Read",)),
+        Acl(notifier, "group", f"{settings.kafka_topic_prefix}-notifier", ("Read",)),
     ]
 
 

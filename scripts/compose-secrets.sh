@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v mosquitto_passwd >/dev/null || { echo "needs mosquitto_passwd (Debian package mosquitto)" >&2; exit 1; }
 umask 077
-mkdir -p secrets/cameras
+mkdir -p secrets/cameras secrets/webhooks  # webhooks: the notifier's signing secrets, one file each (yours)
 gen() { [ -s "$1" ] || head -c 24 /dev/urandom | base64 | tr -d '/+=\n' > "$1"; }
 gen secrets/postgres.password
 gen secrets/mqtt-bridge.password

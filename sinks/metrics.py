@@ -16,3 +16,13 @@ SINK_ROWS_EXPIRED = Counter(
 )
 PARTITIONS_MADE = Counter("fleetsight_partitions_created", "Partitions made ahead of time", ["table"])
 PARTITIONS_DROPPED = Counter("fleetsight_partitions_dropped", "Partitions dropped after their retention", ["table"])
+
+# The alert notifier (sinks/notifier.py).
+NOTIFY_QUEUED = Counter("fleetsight_notifier_queued", "Alert deliveries queued (one per alert change and webhook)")
+NOTIFY_BACKLOG = Gauge("fleetsight_notifier_backlog_records", "Alert records in Kafka not yet queued")
+NOTIFY_PENDING = Gauge("fleetsight_notifier_pending", "Deliveries queued and not yet done with", ["webhook"])
+NOTIFY_ATTEMPTS = Counter(
+    "fleetsight_notifier_attempts", "POSTs to webhooks by what came of them (delivered, retry, rejected, expired)", ["webhook", "outcome"]
+)
+NOTIFY_POST = Histogram("fleetsight_notifier_post_seconds", "One POST to a webhook, answer included", ["webhook"], buckets=LATENCY_BUCKETS)
+NOTIFY_DELAY = Histogram("fleetsight_notifier_delivery_delay_seconds", "Queued to delivered", buckets=LATENCY_BUCKETS)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, Boolean, DateTime, Float, ForeignKey, Identity, Index, Integer, LargeBinary, String, Text, func
+from sqlalchemy import BigInteger, Boolean, DateTime, Float, ForeignKey, Identity, Index, Integer, LargeBinary, String, Text, func, text
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -270,7 +270,12 @@ class Alert(_Updated, Base):
     closed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     detail: Mapped[str] = mapped_column(Text, nullable=False)
     version: Mapped[int] = mapped_column(Integer, nullable=False)
-    __table_args__ = (Index("ix_alerts_state_opened", "state", "opened_at"), {"comment": "Alerts, one row per episode."})
+    __table_args__ = (
+        Index("ix_alerts_state_opened", "state", "opened_at"),
+        # The notifier's sweep (sinks/notifier.py) reads the rows changed lately.
+        Index("ix_alerts_updated_at", "updated_at"),
+        {"comment": "Alerts, one row per episode."},
+    )
 
 
 class LateEvent(Base):
@@ -405,3 +410,33 @@ class ModelRolloutTarget(Base):
     target_kind: Mapped[str] = mapped_column(String(8), primary_key=True, comment="site or camera")
     target: Mapped[str] = mapped_column(String(64), primary_key=True, comment="the site or camera id")
     __table_args__ = ({"comment": "The sites and cameras a rollout addressed."},)
+
+
+class AlertDelivery(Base):
+    """One alert's opening or closing, to one webhook (sinks/notifier.py): what was sent and how it went."""
+
+    __tablename__ = "alert_deliveries"
+    delivery_id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True, comment="order of queueing: each webhook gets its deliveries in this order")
+    webhook: Mapped[str] = mapped_column(String(64), nullable=False, comment="the webhook's name in the notifier's settings")
+    alert_id: Mapped[str] = mapped_column(String(200), nullable=False)
+    state: Mapped[str] = mapped_column(String(8), nullable=False, comment="open or closed: which change of the alert this tells")
+    kind: Mapped[str] = mapped_column(String(32), nullable=False)
+    site: Mapped[str] = mapped_column(String(64), nullable=False)
+    camera_id: Mapped[str] = mapped_column(String(64), nullable=False)
+    idempotency_key: Mapped[str] = mapped_column(String(64), nullable=False, comment="the Idempotency-Key header: the same on every attempt")
+    body: Mapped[str] = mapped_column(Text, nullable=False, comment="the JSON body, byte for byte what every attempt posts")
+    status: Mapped[str] = mapped_column(
+        String(16), nullable=False, server_default="pending",
+        comment="pending, delivered (2xx), rejected (a 4xx other than 408/429: not retried) or expired (given up)",
+    )
+    attempts: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
+    last_attempt_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    last_error: Mapped[str | None] = mapped_column(Text, comment="what the last failed attempt got: HTTP status or connection error")
+    response_status: Mapped[int | None] = mapped_column(Integer, comment="HTTP status of the last answer")
+    delivered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    queued_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False, server_default=func.now())
+    __table_args__ = (
+        Index("ux_alert_deliveries_webhook_alert_state", "webhook", "alert_id", "state", unique=True),
+        Index("ix_alert_deliveries_pending", "webhook", "delivery_id", postgresql_where=text("status = 'pending'")),
+        {"comment": "Alert notifications: one row per alert change and webhook (sinks/notifier.py)."},
+    )

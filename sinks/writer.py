@@ -13,7 +13,6 @@ import asyncio
 import functools
 import json
 import logging
-import signal
 import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Iterable
@@ -27,9 +26,9 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.types import TypeEngine
 
-from runtime import metrics
 from runtime.kafka_admin import ensure_topics
 from runtime.kafka_client import kafka_security
+from runtime.process import run_supervised
 from runtime.retry import retry
 from runtime.settings import SinkSettings
 from runtime.watchdog import Watchdog
@@ -219,16 +218,10 @@ class Sink:
 async def run_sink(settings: SinkSettings) -> int:
     """Entry point of ``fleetsight sink``."""
     sink = Sink(settings)
-    metrics.watch(sink.watchdog)
-    metrics.serve(settings.sink_metrics_port, settings.metrics_bind)
-    sink.watchdog.start(asyncio.get_running_loop())
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, sink.stop)
-    try:
-        await sink.run()
-    except Exception:
-        log.exception("sink failed; uncommitted records will be read again")
-        return 1
-    log.info("sink stopped after writing %d rows", sink.written)
-    return 0
+    code = await run_supervised(
+        sink.run, sink.stop, sink.watchdog, metrics_port=settings.sink_metrics_port, metrics_bind=settings.metrics_bind,
+        log=log, on_failure="sink failed; uncommitted records will be read again",
+    )
+    if code == 0:
+        log.info("sink stopped after writing %d rows", sink.written)
+    return code

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import signal
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -32,10 +31,10 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from aiokafka import AIOKafkaProducer
 
-from runtime import metrics
 from runtime.kafka_admin import ensure_topics
 from runtime.kafka_client import kafka_security
 from runtime.mqtt import make_client
+from runtime.process import run_supervised
 from runtime.settings import BridgeSettings
 from runtime.watchdog import Watchdog
 from schemas.codec import Event, EventError, Reason, decode, decode_ack, encode, encode_ack
@@ -420,19 +419,11 @@ def _names(lanes: Iterable[LaneId]) -> str:
 async def run_bridge(settings: BridgeSettings) -> int:
     """Entry point of ``fleetsight bridge``."""
     bridge = Bridge(settings)
-    metrics.watch(bridge.watchdog)
-    metrics.serve(settings.bridge_metrics_port, settings.metrics_bind)
-    bridge.watchdog.start(asyncio.get_running_loop())
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, bridge.stop)
     log.info(
         "bridge: MQTT %s:%s -> Kafka %s (topic %s)",
         settings.mqtt.host, settings.mqtt.port, settings.kafka_bootstrap, settings.kafka_topics.events,
     )
-    try:
-        await bridge.run()
-    except Exception:
-        log.exception("bridge failed; unacknowledged MQTT messages stay with the broker")
-        return 1
-    return 0
+    return await run_supervised(
+        bridge.run, bridge.stop, bridge.watchdog, metrics_port=settings.bridge_metrics_port,
+        metrics_bind=settings.metrics_bind, log=log, on_failure="bridge failed; unacknowledged MQTT messages stay with the broker",
+    )

@@ -1,12 +1,13 @@
 """Settings of each FleetSight process, built from one typed base (``base.py``).
 
 Each process reads only what it uses: the edge (:class:`EdgeSettings`), the
-bridge (:class:`BridgeSettings`), the stream worker (:class:`WorkerSettings`)
-and the sink (:class:`SinkSettings`) share the groups they have in common
-(MQTT, Kafka, the database). :class:`Settings` holds them all, for the
-commands that start or manage several processes. Each stage's own settings
-are in the module named for it (``edge.py``, ``bridge.py``, ``worker.py``,
-``sink.py``); what they share is in ``base.py``.
+bridge (:class:`BridgeSettings`), the stream worker (:class:`WorkerSettings`),
+the sink (:class:`SinkSettings`) and the alert notifier
+(:class:`NotifierSettings`) share the groups they have in common (MQTT,
+Kafka, the database). :class:`Settings` holds them all, for the commands
+that start or manage several processes. Each stage's own settings are in
+the module named for it (``edge.py``, ``bridge.py``, ``worker.py``,
+``sink.py``, ``notifier.py``); what they share is in ``base.py``.
 
 Values come from, highest priority first: environment variables
 (``FLEETSIGHT_<FIELD>``), the YAML file named by ``FLEETSIGHT_CONFIG``, and
@@ -36,17 +37,19 @@ from runtime.settings.base import (
 )
 from runtime.settings.bridge import BridgeSettings
 from runtime.settings.edge import EdgeSettings
+from runtime.settings.notifier import NotifierSettings, Webhook
 from runtime.settings.sink import SinkSettings
 from runtime.settings.worker import WorkerSettings
 
 __all__ = [
     "BRIDGE_USER", "KAFKA_PORT", "MQTT_PORT", "POSTGRES_PORT", "REPO_ROOT",
     "BaseConfig", "BridgeSettings", "DatabaseSettings", "EdgeSettings", "KafkaSettings", "MqttAddress", "MqttSettings",
-    "Settings", "SinkSettings", "SupervisedSettings", "WorkerSettings", "load_settings", "with_password",
+    "NotifierSettings", "Settings", "SinkSettings", "SupervisedSettings", "Webhook", "WorkerSettings", "load_settings",
+    "with_password",
 ]
 
 
-class Settings(EdgeSettings, BridgeSettings, WorkerSettings, SinkSettings):
+class Settings(EdgeSettings, BridgeSettings, WorkerSettings, SinkSettings, NotifierSettings):
     """Every process's settings, for the commands that start or manage several
     (the CLI, rollout, local tooling, tests); one of these is also each process's."""
 

@@ -82,7 +82,7 @@ class BaseConfig(BaseSettings):
     def env(self) -> dict[str, str]:
         """These settings as environment variables, for child processes."""
         out: dict[str, str] = {}
-        for name, value in self.model_dump().items():
+        for name, value in self.model_dump(mode="json").items():
             if value is None:
                 continue  # unset: the child uses the default too
             # Lists and mappings are read back from the environment as JSON.

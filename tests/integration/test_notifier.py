@@ -1,0 +1,201 @@
+"""The alert notifier against real Kafka, PostgreSQL and a real HTTP receiver the test runs.
+
+The receiver goes down for a minute while alerts keep coming: every alert
+change still reaches each webhook that wants it, once per idempotency key,
+signed, an alert's opening before its closing; the notifier keeps reading
+Kafka meanwhile, and SQL shows what waits and why.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+from aiokafka import AIOKafkaProducer
+
+from devtools.ports import free_port
+from runtime.kafka_admin import ensure_topics
+from runtime.waiting import WaitTimeout, wait_for
+from schemas import webhook as contract
+from schemas.aggregates import ALERTS, Row
+from tests.support import Stack
+
+OUTAGE_S = 60.0
+REJECTED_DETAIL = "the receiver refuses this one"
+
+
+@dataclass
+class Receiver:
+    """An HTTP server that records what each webhook path got; it can be stopped and started on its port."""
+
+    secrets: dict[str, bytes]
+    port: int = field(default_factory=free_port)
+    got: dict[str, list[dict[str, Any]]] = field(default_factory=lambda: defaultdict(list))  # webhook -> requests
+    bad_signatures: int = 0
+    _runner: web.AppRunner | None = None
+
+    async def _handle(self, request: web.Request) -> web.Response:
+        hook = request.match_info["hook"]
+        payload = await request.read()
+        if not contract.verify(self.secrets[hook], request.headers.get(contract.SIGNATURE_HEADER, ""), payload):
+            self.bad_signatures += 1
+            return web.Response(status=401, text="bad signature")
+        body = json.loads(payload)
+        self.got[hook].append({"key": request.headers[contract.KEY_HEADER], "body": body})
+        if body["detail"] == REJECTED_DETAIL:
+            return web.Response(status=422, text="not for us")
+        return web.Response(status=204)
+
+    async def start(self) -> None:
+        app = web.Application()
+        app.router.add_post("/{hook}", self._handle)
+        self._runner = web.AppRunner(app)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    def url(self, hook: str) -> str:
+        return f"http://127.0.0.1:{self.port}/{hook}"
+
+
+def alert(n: int, state: str, kind: str, site: str, opened: int, detail: str = "") -> Row:
+    return Row(ALERTS.name, {
+        "alert_id": f"cam-{n}|{kind}||{opened}", "camera_id": f"cam-{n}", "site": site, "kind": kind, "subject": "",
+        "state": state, "opened_at": opened, "closed_at": opened + 60_000 if state == "closed" else None,
+        "detail": detail or f"{kind} at cam-{n}", "version": 1 if state == "open" else 2,
+    })
+
+
+async def send(stack: Stack, records: list[Row | bytes]) -> None:
+    """As the worker sends alerts: key = alert id, acks=all."""
+    producer = AIOKafkaProducer(bootstrap_servers=stack.settings.kafka_bootstrap, acks="all")
+    await producer.start()
+    try:
+        for record in records:
+            if isinstance(record, Row):
+                await producer.send_and_wait(stack.settings.kafka_topics.alerts, record.to_record(), key=record.values["alert_id"].encode())
+            else:
+                await producer.send_and_wait(stack.settings.kafka_topics.alerts, record)
+    finally:
+        await producer.stop()
+
+
+def wanted(rows: list[Row], kinds: tuple[str, ...] = (), sites: tuple[str, ...] = ()) -> set[tuple[str, str]]:
+    return {(r.values["alert_id"], r.values["state"]) for r in rows
+            if (not kinds or r.values["kind"] in kinds) and (not sites or r.values["site"] in sites)}
+
+
+async def test_every_alert_change_reaches_its_webhooks_once_per_key_through_a_receiver_down_for_a_minute(
+    stack_factory, tmp_path: Path,
+) -> None:
+    secrets = {"ops": b"ops-secret-1", "floor": b"floor-secret-2"}
+    for name, secret in secrets.items():
+        (tmp_path / name).write_bytes(secret + b"\n")
+    receiver = Receiver(secrets)
+    stack: Stack = await stack_factory(
+        webhooks=[
+            {"name": "ops", "url": receiver.url("ops"), "secret_file": str(tmp_path / "ops")},
+            {"name": "floor", "url": receiver.url("floor"), "secret_file": str(tmp_path / "floor"),
+             "kinds": ["occupancy"], "sites": ["site-b"]},
+        ],
+        webhook_retry_max_s=5, webhook_timeout_s=5, notifier_sweep_s=1, notifier_sweep_after_s=2,
+    )
+    await receiver.start()
+    await ensure_topics(stack.settings)
+    try:
+        stack.start("notifier")
+        now = int(time.time() * 1000)
+        kinds = ("offline", "occupancy", "video_down", "overloaded")
+        first = [alert(n, "open", kinds[n % 4], "site-b" if n % 2 else "site-a", now + n) for n in range(8)]
+        first.append(alert(8, "open", "tamper", "site-a", now + 8, detail=REJECTED_DETAIL))
+        await send(stack, [*first, b"not json", Row("camera_status", {"camera_id": "x"}).to_record()])
+        sent: list[Row] = list(first)
+
+        async def received(hook: str, want: set[tuple[str, str]]) -> bool:
+            stack.assert_running()
+            return {(r["body"]["alert_id"], r["body"]["state"]) for r in receiver.got[hook]} >= want
+
+        await until(stack, lambda: received("ops", wanted(sent)), 60, "the first alerts at the ops webhook")
+
+        # The receiver goes down; alerts keep coming, through Kafka and (the reconciler's kind) straight into SQL.
+        await receiver.stop()
+        down_since = time.monotonic()
+        second = [alert(n, "closed", r.values["kind"], r.values["site"], r.values["opened_at"]) for n, r in enumerate(first[:8])]
+        second += [alert(n, "open", kinds[n % 4], "site-b", now + n) for n in range(10, 14)]
+        await send(stack, second)
+        sent += second
+        reconciled = alert(20, "open", "reconcile", "site-a", now)
+        await stack.query(
+            "INSERT INTO alerts (alert_id, camera_id, site, kind, subject, state, opened_at, detail, version) "
+            "VALUES ($1, $2, $3, 'reconcile', '', 'open', to_timestamp($4 / 1000.0), $5, 1)",
+            reconciled.values["alert_id"], "cam-20", "site-a", now, reconciled.values["detail"],
+        )
+        sent.append(reconciled)
+
+        # Nothing waits on the receiver: everything is queued, and SQL says what is pending and why.
+        async def queued_and_failing() -> bool:
+            stack.assert_running()
+            rows = await stack.query("SELECT webhook, alert_id, state, status, attempts, last_error FROM alert_deliveries")
+            queued = {(r["alert_id"], r["state"]) for r in rows if r["webhook"] == "ops"}
+            failing = [r for r in rows if r["status"] == "pending" and r["attempts"] >= 3 and r["last_error"]]
+            return queued >= wanted(sent) and len(failing) >= 1
+
+        await until(stack, queued_and_failing, 60, "every delivery queued while the receiver is down, and attempts failing")
+        backlog = await stack.query("SELECT count(*) AS n FROM alert_deliveries WHERE status = 'pending'")
+        assert backlog[0]["n"] >= len(second), backlog
+        # The outage lasts its minute (a scenario's length, not a wait for something to happen).
+        await wait_for(lambda: time.monotonic() - down_since >= OUTAGE_S, OUTAGE_S + 5, "the outage to last its minute", interval=1)
+        await receiver.start()
+
+        await until(stack, lambda: received("ops", wanted(sent)), 90, "every alert change at the ops webhook")
+        await until(stack, lambda: received("floor", wanted(sent, ("occupancy",), ("site-b",))), 30, "the floor webhook's")
+
+        # A restarted notifier re-sends nothing it delivered, and goes on.
+        stack.kill("notifier", signal.SIGTERM)
+        stack.start("notifier")
+        last = alert(30, "open", "offline", "site-a", now + 30)
+        await send(stack, [last])
+        sent.append(last)
+        await until(stack, lambda: received("ops", wanted(sent)), 60, "the alert after the restart")
+    finally:
+        await receiver.stop()
+
+    assert receiver.bad_signatures == 0
+    for hook, want in (("ops", wanted(sent)), ("floor", wanted(sent, ("occupancy",), ("site-b",)))):
+        keys = [r["key"] for r in receiver.got[hook]]
+        assert len(keys) == len(set(keys)), f"{hook}: a key posted twice"
+        got = [(r["body"]["alert_id"], r["body"]["state"]) for r in receiver.got[hook]]
+        assert set(got) == want, hook
+        for r in receiver.got[hook]:
+            assert r["key"] == contract.idempotency_key(r["body"]["alert_id"], r["body"]["state"], hook)
+        for alert_id, state in got:
+            if state == "closed":
+                assert got.index((alert_id, "open")) < got.index((alert_id, "closed")), f"{hook}: {alert_id} closed before it opened"
+
+    rows = {(r["webhook"], r["alert_id"], r["state"]): r for r in await stack.query("SELECT * FROM alert_deliveries")}
+    rejected = first[8].values["alert_id"]
+    assert rows[("ops", rejected, "open")]["status"] == "rejected"
+    assert rows[("ops", rejected, "open")]["attempts"] == 1  # a 4xx is final: not tried again
+    assert rows[("ops", rejected, "open")]["response_status"] == 422
+    others = [r for k, r in rows.items() if k != ("ops", rejected, "open")]
+    assert {r["status"] for r in others} == {"delivered"}
+    assert all(r["delivered_at"] is not None for r in others)
+    assert max(r["attempts"] for r in others) >= 3  # the ones that waited out the outage
+    assert "skipping unreadable alert record" in stack.log_tail(200)
+
+
+async def until(stack: Stack, check, timeout: float, what: str) -> None:
+    try:
+        await wait_for(check, timeout, what, interval=0.5)
+    except WaitTimeout as exc:
+        raise AssertionError(f"{exc}\n{stack.log_tail(60)}") from None
