@@ -26,7 +26,7 @@ PYTHON = "fleetsight-test/python"
 STANDINS = {"mosquitto": "fleetsight-test/mosquitto", "kafka": "fleetsight-test/kafka", "postgres": "fleetsight-test/postgres"}
 APP = "fleetsight:compose-test"
 PROJECT = "fleetsight-compose-test"
-SERVICES = ["mosquitto", "kafka", "postgres", "migrate", "bridge", "worker", "sink"]
+SERVICES = ["mosquitto", "kafka", "postgres", "migrate", "bridge", "worker", "sink", "notifier"]
 IMAGES = REPO_ROOT / "tests" / "compose" / "images"
 DOCKERD_PID = Path("/run/fleetsight-test-dockerd.pid")
 

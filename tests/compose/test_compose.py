@@ -118,7 +118,7 @@ async def test_the_compose_stack_counts_exactly_and_survives_a_killed_worker(com
         assert {b["HostPort"] for b in bindings} == PUBLISHED.get(service, set()), (service, bindings)
         if service in LOOPBACK_ONLY:
             assert {b["HostIp"] for b in bindings} <= {"127.0.0.1", "::1"}, (service, bindings)
-    for service in ("bridge", "worker", "sink"):
+    for service in ("bridge", "worker", "sink", "notifier"):
         assert stack.compose("exec", "-T", service, "id", "-u").strip() != "0", service
 
     now = int(time.time() * 1000)
@@ -147,3 +147,5 @@ async def test_the_compose_stack_counts_exactly_and_survives_a_killed_worker(com
     await until(stack, lambda: objects(stack) == {"person": 20, "car": 10}, 240, "30 objects in SQL after the restart")
     assert subprocess.run(["docker", "inspect", "-f", "{{.State.Health.Status}}", stack.container("worker")],
                           capture_output=True, text=True).stdout.strip() in ("healthy", "starting")
+    # The notifier (no webhooks in the shipped file) runs and has never been restarted.
+    assert stack.inspect("notifier", "{{.RestartCount}} {{.State.Running}}") == "0 true", stack.logs()
