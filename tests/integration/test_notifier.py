@@ -24,7 +24,7 @@ from runtime.kafka_admin import ensure_topics
 from runtime.waiting import WaitTimeout, wait_for
 from schemas import webhook as contract
 from schemas.aggregates import ALERTS, Row
-from tests.support import Stack
+from tests.support import Stack, publish
 
 OUTAGE_S = 60.0
 REJECTED_DETAIL = "the receiver refuses this one"
@@ -199,3 +199,47 @@ async def until(stack: Stack, check, timeout: float, what: str) -> None:
         await wait_for(check, timeout, what, interval=0.5)
     except WaitTimeout as exc:
         raise AssertionError(f"{exc}\n{stack.log_tail(60)}") from None
+
+
+async def test_a_camera_that_goes_quiet_and_comes_back_is_told_to_the_webhook(stack_factory, tmp_path: Path) -> None:
+    """End to end: the camera's health events through the real broker, bridge and worker; the offline
+    alert the worker opens and closes reaches the webhook as an opening, then a closing."""
+    (tmp_path / "ops").write_bytes(b"ops-secret")
+    receiver = Receiver({"ops": b"ops-secret"})
+    stack: Stack = await stack_factory(
+        webhooks=[{"name": "ops", "url": receiver.url("ops"), "secret_file": str(tmp_path / "ops"), "kinds": ["offline"]}],
+        offline_after_s=6, status_sweep_s=1, alert_clear_s=2,
+    )
+    await receiver.start()
+    try:
+        for component in ("bridge", "worker", "notifier"):
+            stack.start(component)
+        await stack.wait_bridge_online()
+        topics = stack.settings.mqtt_topics
+        seq = 0
+
+        def beat() -> None:
+            nonlocal seq
+            seq += 1
+            health = {"v": 1, "camera_id": "cam-door", "site": "shop-1", "seq": seq, "ts": int(time.time() * 1000),
+                      "type": "health", "data": {"uptime_s": float(seq), "outbox_depth": 0}}
+            publish(stack.settings, [(topics.events("cam-door"), json.dumps(health).encode())])
+
+        def states() -> list[str]:
+            stack.assert_running()
+            return [r["body"]["state"] for r in receiver.got["ops"]]
+
+        beat()  # heard once, then silent: offline after 6 s
+        await until(stack, lambda: states() == ["open"], 120, "the offline alert at the webhook")
+        opened = receiver.got["ops"][0]["body"]
+        assert (opened["kind"], opened["camera_id"], opened["site"]) == ("offline", "cam-door", "shop-1")
+
+        async def closed() -> bool:
+            beat()  # heard again, and kept hearing: the alert clears after 2 s
+            return states() == ["open", "closed"]
+
+        await until(stack, closed, 120, "the offline alert's closing at the webhook")
+        assert receiver.got["ops"][1]["body"]["alert_id"] == opened["alert_id"]
+        assert receiver.bad_signatures == 0
+    finally:
+        await receiver.stop()
