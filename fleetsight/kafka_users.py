@@ -10,7 +10,8 @@ process does and nothing more:
 - the worker reads events in its Faust group, writes row batches, alerts
   and dead letters, and uses Faust's leader topic;
 - the sink reads row batches in its group;
-- the notifier reads alerts in its group;
+- the notifier reads alerts in its group and writes dead letters (an
+  alert record it cannot read);
 - each may create and describe FleetSight's topics (each makes the ones
   it needs when it starts, with the settings they must have).
 
@@ -68,6 +69,7 @@ def acls(settings: Settings, users: dict[str, str] = USERS) -> list[Acl]:
         Acl(sink, "topic", topics.rows, ("Read",)),
         Acl(sink, "group", f"{settings.kafka_topic_prefix}-sink", ("Read",)),
         Acl(notifier, "topic", topics.alerts, ("Read",)),
+        Acl(notifier, "topic", topics.deadletter, ("Write",)),
         Acl(notifier, "group", f"{settings.kafka_topic_prefix}-notifier", ("Read",)),
     ]
 

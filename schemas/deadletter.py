@@ -11,6 +11,9 @@ from typing import Any, Literal
 from schemas.codec import EventError, Reason
 
 PAYLOAD_KEEP = 4096
+# Where the input was refused: the bridge (MQTT), the stream worker, or the
+# notifier (an alert record it cannot read).
+Stage = Literal["bridge", "streams", "notifier"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -19,7 +22,7 @@ class DeadLetter:
 
     reason: str
     detail: str
-    stage: Literal["bridge", "streams"]
+    stage: Stage
     received_at: int
     source_topic: str | None = None
     camera_id: str | None = None
@@ -35,7 +38,7 @@ class DeadLetter:
         cls,
         reason: Reason | str,
         detail: str,
-        stage: Literal["bridge", "streams"],
+        stage: Stage,
         payload: bytes | None = None,
         source_topic: str | None = None,
         camera_id: str | None = None,
@@ -69,7 +72,7 @@ class DeadLetter:
     def from_error(
         cls,
         error: EventError,
-        stage: Literal["bridge", "streams"],
+        stage: Stage,
         payload: bytes | None,
         source_topic: str | None,
         camera_id: str | None = None,

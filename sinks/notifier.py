@@ -46,7 +46,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal, TypeVar
 
 import aiohttp
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -59,6 +59,8 @@ from runtime.settings import NotifierSettings, Webhook
 from runtime.watchdog import Watchdog
 from schemas import webhook as contract
 from schemas.aggregates import ALERTS, Row
+from schemas.codec import Reason
+from schemas.deadletter import DeadLetter
 from sinks import metrics as sink_metrics
 from sinks.db import make_engine
 
@@ -206,19 +208,24 @@ class Notifier:
             s.kafka_topics.alerts, bootstrap_servers=s.kafka_bootstrap, group_id=f"{s.kafka_topic_prefix}-notifier",
             enable_auto_commit=False, auto_offset_reset="earliest", **kafka_security(s),
         )
+        deadletters = AIOKafkaProducer(bootstrap_servers=s.kafka_bootstrap, acks="all", **kafka_security(s))
         await consumer.start()
+        await deadletters.start()
         posting = asyncio.create_task(self._post_while_locked(engine), name="posting")
         try:
-            await self._consume(engine, consumer, posting)
+            await self._consume(engine, consumer, deadletters, posting)
         finally:
             self._stop.set()
             await posting
             await consumer.stop()
+            await deadletters.stop()
             await engine.dispose()
 
     # --- queueing ---------------------------------------------------------------------
 
-    async def _consume(self, engine: AsyncEngine, consumer: AIOKafkaConsumer, posting: asyncio.Task[None]) -> None:
+    async def _consume(
+        self, engine: AsyncEngine, consumer: AIOKafkaConsumer, deadletters: AIOKafkaProducer, posting: asyncio.Task[None],
+    ) -> None:
         next_sweep = 0.0
         while not self._stop.is_set():
             if posting.done():
@@ -226,6 +233,7 @@ class Notifier:
             self.watchdog.busy("reading alerts from Kafka")
             batches = await consumer.getmany(timeout_ms=500, max_records=1000)
             items: list[Delivery] = []
+            refused: list[DeadLetter] = []
             for messages in batches.values():
                 for message in messages:
                     try:
@@ -233,10 +241,14 @@ class Notifier:
                         if row.table != ALERTS.name:
                             raise ValueError(f"a {row.table} row, not an alert")
                     except (ValueError, TypeError, KeyError, AttributeError) as exc:
-                        # Only the worker writes this topic (Kafka ACLs); nothing to dead-letter to but the log.
-                        log.error("skipping unreadable alert record at %s:%s: %s", message.partition, message.offset, exc)
+                        log.error("skipping unreadable alert record at %s:%s (dead-lettered): %s", message.partition, message.offset, exc)
+                        refused.append(DeadLetter.build(Reason.MALFORMED, f"not an alert row: {exc}", "notifier", message.value,
+                                                        source_topic=message.topic))
                         continue
                     items += deliveries(row.values, self.webhooks)
+            if refused:
+                self.watchdog.busy("sending dead letters")
+                await asyncio.gather(*[await deadletters.send(self.settings.kafka_topics.deadletter, d.to_record()) for d in refused])
             if items:
                 queued = await self._retry(lambda: queue(engine, items), f"queueing {len(items)} deliveries")  # noqa: B023
                 sink_metrics.NOTIFY_QUEUED.inc(queued)

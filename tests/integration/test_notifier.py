@@ -192,6 +192,9 @@ async def test_every_alert_change_reaches_its_webhooks_once_per_key_through_a_re
     assert all(r["delivered_at"] is not None for r in others)
     assert max(r["attempts"] for r in others) >= 3  # the ones that waited out the outage
     assert "skipping unreadable alert record" in stack.log_tail(200)
+    letters = await stack.deadletters(expect=2)
+    assert {(d["stage"], d["reason"], d["source_topic"]) for d in letters} == {("notifier", "malformed", stack.settings.kafka_topics.alerts)}
+    assert {d["payload"] for d in letters} >= {"not json"}
 
 
 async def until(stack: Stack, check, timeout: float, what: str) -> None:

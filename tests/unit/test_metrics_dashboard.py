@@ -48,4 +48,19 @@ def test_prometheus_scrapes_each_process_on_its_port() -> None:
     targets = {t for job in config["scrape_configs"] for group in job["static_configs"] for t in group["targets"]}
     s = Settings()
     assert {f"bridge:{s.bridge_metrics_port}", f"worker:{s.worker_metrics_port}", f"sink:{s.sink_metrics_port}",
-            f"edge-sim:{s.simulator_metrics_port}"} == targets
+            f"edge-sim:{s.simulator_metrics_port}", f"notifier:{s.notifier_metrics_port}"} == targets
+
+
+def test_every_alert_rule_uses_exported_metrics() -> None:
+    """A renamed metric would leave its rule silent for good: promtool's tests feed the rules their own series."""
+    rules = yaml.safe_load((REPO_ROOT / "deploy" / "prometheus" / "alerts.yml").read_text())
+    names = exported_names()
+    exprs = [rule["expr"] for group in rules["groups"] for rule in group["rules"]]
+    assert len(exprs) >= 9
+    for expr in exprs:
+        used = set(re.findall(r"fleetsight_[a-z_]+", expr))
+        # The dead-letter rule matches its counters by a name pattern: spelled out here.
+        used = {u for u in used if not u.endswith("_")}
+        if "fleetsight_(bridge|worker)_deadletters_total" in expr:
+            used |= {"fleetsight_bridge_deadletters_total", "fleetsight_worker_deadletters_total"}
+        assert used <= names, (expr, used - names)
