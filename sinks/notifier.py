@@ -190,6 +190,7 @@ class Notifier:
         self._stop = asyncio.Event()
         self._queued = asyncio.Event()  # set when deliveries were queued: posting tasks look at once
         self.backlog = 0
+        self._anchored: set[Any] = set()  # partitions known to have a committed offset
         self.watchdog = Watchdog("notifier", settings.stall_timeout_s, waiting=lambda: self.backlog)
 
     def stop(self) -> None:
@@ -206,7 +207,7 @@ class Notifier:
         engine = make_engine(s.database_url)
         consumer = AIOKafkaConsumer(
             s.kafka_topics.alerts, bootstrap_servers=s.kafka_bootstrap, group_id=f"{s.kafka_topic_prefix}-notifier",
-            enable_auto_commit=False, auto_offset_reset="earliest", **kafka_security(s),
+            enable_auto_commit=False, auto_offset_reset="latest", **kafka_security(s),
         )
         deadletters = AIOKafkaProducer(bootstrap_servers=s.kafka_bootstrap, acks="all", **kafka_security(s))
         await consumer.start()
@@ -256,6 +257,7 @@ class Notifier:
             if batches:
                 self.watchdog.busy("committing Kafka offsets")
                 await consumer.commit()
+            await self._anchor(consumer)
             self.watchdog.progress()
             self.backlog = await self._behind(consumer)
             sink_metrics.NOTIFY_BACKLOG.set(self.backlog)
@@ -280,6 +282,23 @@ class Notifier:
         queued = await queue(engine, items)
         sink_metrics.NOTIFY_QUEUED.inc(queued)
         return queued
+
+    async def _anchor(self, consumer: AIOKafkaConsumer) -> None:
+        """Commit where a partition without a committed offset starts: its end.
+
+        A new notifier (no offsets in its group) starts at the end of the topic,
+        not at its start: the topic keeps 30 days of alerts, and posting them all
+        to a pager on the first start helps nobody; the sweep still posts what
+        changed in SQL within its window. Committing that position at once means
+        a restart from then on misses nothing: offsets are kept by Kafka for
+        ``offsets.retention.minutes`` (7 days by default) of the notifier being away.
+        """
+        for tp in consumer.assignment() - self._anchored:
+            if await consumer.committed(tp) is None:
+                position = await consumer.position(tp)
+                await consumer.commit({tp: position})
+                log.info("alerts partition %d: new to this notifier group, reading from its end (offset %d)", tp.partition, position)
+            self._anchored.add(tp)
 
     @staticmethod
     async def _behind(consumer: AIOKafkaConsumer) -> int:
