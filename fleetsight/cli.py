@@ -92,9 +92,20 @@ def cmd_sink(args: argparse.Namespace, settings: SinkSettings) -> int:
 
 
 def cmd_notifier(args: argparse.Namespace, settings: NotifierSettings) -> int:
-    from sinks.notifier import run_notifier
+    from sinks.notifier import run_notifier, send_test
 
-    return asyncio.run(run_notifier(settings))
+    if args.test is None:
+        return asyncio.run(run_notifier(settings))
+    try:
+        attempt = asyncio.run(send_test(settings, args.test))
+    except (OSError, ValueError) as exc:
+        log.error("%s", exc)
+        return 2
+    if attempt.outcome == "delivered":
+        print(f"webhook {args.test}: delivered (HTTP {attempt.status})")
+        return 0
+    print(f"webhook {args.test}: not delivered ({attempt.outcome}): {attempt.error}")
+    return 1
 
 
 def cmd_audit(args: argparse.Namespace, settings: SinkSettings) -> int:
@@ -339,8 +350,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("bridge", help="MQTT -> Kafka bridge").set_defaults(func=cmd_bridge, settings=BridgeSettings)
     sub.add_parser("worker", help="Faust stream worker (dedupe, aggregates; state in PostgreSQL)").set_defaults(func=cmd_worker, settings=WorkerSettings)
     sub.add_parser("sink", help="Kafka -> PostgreSQL writer").set_defaults(func=cmd_sink, settings=SinkSettings)
-    sub.add_parser("notifier", help="posts each alert's opening and closing to the configured webhooks").set_defaults(
-        func=cmd_notifier, settings=NotifierSettings)
+    p = sub.add_parser("notifier", help="posts each alert's opening and closing to the configured webhooks")
+    p.add_argument("--test", metavar="WEBHOOK", help="post one signed test alert (kind 'test') to this webhook now, print what it answered, and exit")
+    p.set_defaults(func=cmd_notifier, settings=NotifierSettings)
     p = sub.add_parser("audit", help="does SQL hold what each camera recorded? (exit 1 on a mismatch)")
     p.add_argument("--camera", help="one camera id (default: all)")
     p.add_argument("--since", default="24h", help="a span back from now (30m, 2h, 7d) or an ISO time (default 24h)")

@@ -423,6 +423,26 @@ async def _wait(event: asyncio.Event, seconds: float) -> None:
         await asyncio.wait_for(event.wait(), seconds)
 
 
+def sample_alert(now_ms: int) -> dict[str, Any]:
+    """The alert ``fleetsight notifier --test`` posts: kind ``test``, so a receiver can tell it apart."""
+    return {
+        "alert_id": f"fleetsight-test|test||{now_ms}", "camera_id": "fleetsight-test", "site": "fleetsight-test", "kind": "test",
+        "subject": "", "state": "open", "opened_at": now_ms, "closed_at": None,
+        "detail": "a test notification from `fleetsight notifier --test`; no camera is involved",
+    }
+
+
+async def send_test(settings: NotifierSettings, name: str) -> Attempt:
+    """Post one signed test alert to the webhook called ``name``, now, outside the queue."""
+    hook = next((w for w in settings.webhooks if w.name == name), None)
+    if hook is None:
+        raise ValueError(f"no webhook named {name!r} (configured: {', '.join(w.name for w in settings.webhooks) or 'none'})")
+    alert = sample_alert(int(time.time() * 1000))
+    key = contract.idempotency_key(alert["alert_id"], "open", hook.name)
+    async with aiohttp.ClientSession() as session:
+        return await post(session, hook, hook.secret(), key, contract.body(alert), settings.webhook_timeout_s)
+
+
 async def run_notifier(settings: NotifierSettings) -> int:
     """Entry point of ``fleetsight notifier``."""
     try:

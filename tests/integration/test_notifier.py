@@ -8,6 +8,7 @@ Kafka meanwhile, and SQL shows what waits and why.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import signal
 import time
@@ -255,3 +256,24 @@ async def test_a_camera_that_goes_quiet_and_comes_back_is_told_to_the_webhook(st
         assert receiver.bad_signatures == 0
     finally:
         await receiver.stop()
+
+
+async def test_notifier_test_posts_one_signed_test_alert_and_says_what_came_back(tmp_path: Path, monkeypatch, capsys) -> None:
+    from fleetsight.cli import main
+
+    (tmp_path / "ops").write_bytes(b"ops-secret")
+    receiver = Receiver({"ops": b"ops-secret"})
+    monkeypatch.setenv("FLEETSIGHT_WEBHOOKS", json.dumps([{"name": "ops", "url": receiver.url("ops"), "secret_file": str(tmp_path / "ops")}]))
+    monkeypatch.setenv("FLEETSIGHT_WEBHOOK_TIMEOUT_S", "5")
+    assert await asyncio.to_thread(main, ["notifier", "--test", "ops"]) == 1  # nobody listens yet
+    assert "not delivered (retry)" in capsys.readouterr().out
+    await receiver.start()
+    try:
+        assert await asyncio.to_thread(main, ["notifier", "--test", "ops"]) == 0
+        assert "webhook ops: delivered (HTTP 204)" in capsys.readouterr().out
+        assert await asyncio.to_thread(main, ["notifier", "--test", "pager"]) == 2  # no such webhook
+    finally:
+        await receiver.stop()
+    assert receiver.bad_signatures == 0
+    [request] = receiver.got["ops"]
+    assert (request["body"]["kind"], request["body"]["state"]) == ("test", "open")
