@@ -50,6 +50,8 @@ async def fill(stack: Stack) -> None:
     from sqlalchemy.ext.asyncio import create_async_engine
 
     from schemas.codec import encode, validate
+    from runtime.settings import Webhook
+    from sinks.notifier import deliveries, queue
     from sinks.reconcile import Reconciler
     from sinks.writer import upsert
     from streams.aggregate import Incoming, MinuteAggregator
@@ -76,6 +78,11 @@ async def fill(stack: Stack) -> None:
         await upsert(engine, rows)
         # The reconciler's verdicts (cam-g sends no ledger: pending), as the sink keeps them.
         await Reconciler(engine, 1.0, 3600.0, 60.0, write_rows=lambda rows: upsert(engine, rows)).once()
+        # The notifier's queue: the backlog alert for a webhook, not yet delivered.
+        hook = Webhook(name="ops", url="https://hooks.example/ops", secret_file="/nonexistent")
+        alerts = [r for r in rows if r.table == "alerts"]
+        assert alerts
+        await queue(engine, [d for r in alerts for d in deliveries(r.values, [hook])])
     finally:
         await engine.dispose()
 
