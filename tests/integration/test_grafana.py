@@ -49,8 +49,8 @@ async def fill(stack: Stack) -> None:
 
     from sqlalchemy.ext.asyncio import create_async_engine
 
-    from schemas.codec import encode, validate
     from runtime.settings import Webhook
+    from schemas.codec import encode, validate
     from sinks.notifier import deliveries, queue
     from sinks.reconcile import Reconciler
     from sinks.writer import upsert
