@@ -113,10 +113,15 @@ def _ms(value: datetime | None) -> int | None:
     return int(value.timestamp() * 1000) if value is not None else None
 
 
+# In the order given (delivery_id is the order each webhook gets them in): an
+# alert's opening is read before its closing, so it is queued first.
 _QUEUE = text("""
     INSERT INTO alert_deliveries (webhook, alert_id, state, kind, site, camera_id, idempotency_key, body)
-    SELECT * FROM unnest(CAST(:webhook AS text[]), CAST(:alert_id AS text[]), CAST(:state AS text[]), CAST(:kind AS text[]),
-                         CAST(:site AS text[]), CAST(:camera_id AS text[]), CAST(:key AS text[]), CAST(:body AS text[]))
+    SELECT webhook, alert_id, state, kind, site, camera_id, key, body
+    FROM unnest(CAST(:webhook AS text[]), CAST(:alert_id AS text[]), CAST(:state AS text[]), CAST(:kind AS text[]),
+                CAST(:site AS text[]), CAST(:camera_id AS text[]), CAST(:key AS text[]), CAST(:body AS text[]))
+         WITH ORDINALITY AS u(webhook, alert_id, state, kind, site, camera_id, key, body, n)
+    ORDER BY n
     ON CONFLICT (webhook, alert_id, state) DO NOTHING
 """)
 # Alert rows changed in the window whose current state some webhook has not had queued.
