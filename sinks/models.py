@@ -436,7 +436,8 @@ class AlertDelivery(Base):
     delivered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     queued_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False, server_default=func.now())
     __table_args__ = (
-        Index("ux_alert_deliveries_webhook_alert_state", "webhook", "alert_id", "state", unique=True),
+        # Alert first: the notifier's sweep looks deliveries up by alert and state, whatever the webhook.
+        Index("ux_alert_deliveries_alert_state_webhook", "alert_id", "state", "webhook", unique=True),
         Index("ix_alert_deliveries_pending", "webhook", "delivery_id", postgresql_where=text("status = 'pending'")),
         {"comment": "Alert notifications: one row per alert change and webhook (sinks/notifier.py)."},
     )

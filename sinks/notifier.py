@@ -6,7 +6,7 @@ Two halves that never wait on each other:
   ``alerts`` table, key = alert id). For each record, and each webhook whose
   kinds and sites take it, one row of ``alert_deliveries`` is queued with the
   exact body every attempt will post; ``ON CONFLICT DO NOTHING`` on
-  (webhook, alert, state) makes a replayed record queue nothing new. The
+  (alert, state, webhook) makes a replayed record queue nothing new. The
   Kafka offset is committed after the insert, so a crash reads the record
   again. Alerts that reach SQL without passing the topic (the sink's
   reconciler writes its own) are queued by a sweep of the ``alerts`` table,
@@ -122,7 +122,7 @@ _QUEUE = text("""
                 CAST(:site AS text[]), CAST(:camera_id AS text[]), CAST(:key AS text[]), CAST(:body AS text[]))
          WITH ORDINALITY AS u(webhook, alert_id, state, kind, site, camera_id, key, body, n)
     ORDER BY n
-    ON CONFLICT (webhook, alert_id, state) DO NOTHING
+    ON CONFLICT (alert_id, state, webhook) DO NOTHING
 """)
 # Alert rows changed in the window whose current state some webhook has not had queued.
 _SWEEP = text("""

@@ -42,7 +42,8 @@ def upgrade() -> None:
         sa.Column("queued_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
         comment="Alert notifications: one row per alert change and webhook (sinks/notifier.py).",
     )
-    op.create_index("ux_alert_deliveries_webhook_alert_state", "alert_deliveries", ["webhook", "alert_id", "state"], unique=True)
+    # Alert first: the notifier's sweep looks deliveries up by alert and state, whatever the webhook.
+    op.create_index("ux_alert_deliveries_alert_state_webhook", "alert_deliveries", ["alert_id", "state", "webhook"], unique=True)
     op.create_index("ix_alert_deliveries_pending", "alert_deliveries", ["webhook", "delivery_id"],
                     postgresql_where=sa.text("status = 'pending'"))
     op.create_index("ix_alerts_updated_at", "alerts", ["updated_at"])
