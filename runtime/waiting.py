@@ -71,3 +71,13 @@ async def wait_for(check: Callable[[], Any], timeout: float, what: str, *, inter
         if time.monotonic() >= deadline:
             raise _timed_out(what, timeout, last)
         await asyncio.sleep(interval)  # the poll interval of a condition with a deadline
+
+
+async def wait_event(event: asyncio.Event, seconds: float) -> bool:
+    """Wait until ``event`` is set or ``seconds`` pass, whichever is first; True if it was set.
+    For loops that pause between rounds but must stop (or wake) at once when told."""
+    try:
+        await asyncio.wait_for(event.wait(), seconds)
+    except TimeoutError:
+        return False
+    return True

@@ -36,7 +36,6 @@ connection closes, and another notifier takes it at its next try.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import time
@@ -56,6 +55,7 @@ from runtime.kafka_client import kafka_security
 from runtime.process import run_supervised
 from runtime.retry import delays, retry
 from runtime.settings import NotifierSettings, Webhook
+from runtime.waiting import wait_event
 from runtime.watchdog import Watchdog
 from schemas import webhook as contract
 from schemas.aggregates import ALERTS, Row
@@ -333,14 +333,14 @@ class Notifier:
                         await conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": POSTING_LOCK})
             except (OperationalError, DBAPIError, OSError) as exc:
                 log.warning("posting paused: the database connection holding the lock failed (%s)", exc)
-            await _wait(self._stop, 5.0)
+            await wait_event(self._stop, 5.0)
 
     async def _post_all(self, engine: AsyncEngine, lock: AsyncConnection) -> None:
         async with aiohttp.ClientSession() as session:
             tasks = [asyncio.create_task(self._post_hook(engine, session, hook), name=f"webhook {hook.name}") for hook in self.webhooks]
             try:
                 while not self._stop.is_set():
-                    await _wait(self._stop, 5.0)
+                    await wait_event(self._stop, 5.0)
                     await lock.execute(text("SELECT 1"))  # the lock lives as long as this connection
                     await self._count_pending(engine)
                     for task in tasks:
@@ -364,8 +364,7 @@ class Notifier:
             self._queued.clear()
             rows = await self._retry(lambda: self._pending(engine, hook.name), f"reading webhook {hook.name}'s deliveries", watched=False)
             if not rows:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._queued.wait(), 1.0)
+                await wait_event(self._queued, 1.0)
                 continue
             for row in rows:
                 backoff = delays(first_delay=1.0, max_delay=s.webhook_retry_max_s, jitter=0.2)
@@ -390,7 +389,7 @@ class Notifier:
                         break
                     delay = next(backoff)
                     log.warning("webhook %s: %s; trying again in %.1f s", hook.name, attempt.error, delay)
-                    await _wait(self._stop, delay)
+                    await wait_event(self._stop, delay)
 
     @staticmethod
     async def _pending(engine: AsyncEngine, webhook: str) -> list[_Pending]:
@@ -420,12 +419,6 @@ class _Pending:
     body: str
     attempts: int
     queued_at: datetime
-
-
-async def _wait(event: asyncio.Event, seconds: float) -> None:
-    """Sleep ``seconds``, or less if ``event`` is set."""
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(event.wait(), seconds)
 
 
 def sample_alert(now_ms: int) -> dict[str, Any]:

@@ -26,6 +26,7 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from runtime.waiting import wait_event
 from schemas.aggregates import ALERTS, ROLLUP_TABLES, Rollup, Row
 from schemas.ledger import MinuteLedger, add_totals, digest_hex
 from sinks import rollups
@@ -318,10 +319,7 @@ class Reconciler:
                 await self.once()
             except Exception as exc:  # noqa: BLE001 - the sink goes on; the next pass tries again
                 log.warning("reconciliation pass failed (%s: %s); trying again in %.0f s", exc.__class__.__name__, exc, self.every_s)
-            try:
-                await asyncio.wait_for(stop.wait(), self.every_s)
-            except TimeoutError:
-                pass
+            await wait_event(stop, self.every_s)
 
     async def once(self) -> list[Verdict]:
         """One pass; returns the verdicts it reached."""
