@@ -3,9 +3,18 @@
 A broker PUBACK is not a confirmation (a broker can die with the message in
 memory); only the bridge's retained ack watermark is. So the uplink sends in
 seq order, at most ``window`` events beyond the watermark, and goes back to
-the watermark (go-back-N) after any reconnect or when the watermark has not
-moved for ``resend_after_s`` while events are outstanding. Resends make
-duplicates; the cloud drops them by (camera, seq).
+the watermark (go-back-N) once after any reconnect, and while the link
+stands only when the watermark has not moved for a while with events
+outstanding: ``resend_after_s`` at first, doubling with each resend that
+brought no progress, up to ``resend_max_s`` (:class:`ResendTimer`). Resends
+make duplicates; the cloud drops them by (camera, seq).
+
+Why the backoff: a fixed 10 s timer turned a slow cloud into a stopped one.
+With the bridge behind on an overloaded box, every camera resent its whole
+unconfirmed tail every 10 s (2,039 times in one run), which fed the bridge
+the same backlog again and the workers batches of 99 % duplicates; nothing
+was confirmed for 19 minutes (issue 35). What is in flight on a standing
+connection is not lost (QoS 1 with the broker), only slow.
 
 The ack watermark carries the bridge's clock: an ack for the last seq of a
 message sent at local time ``s`` and received at ``r`` was written between
@@ -33,6 +42,35 @@ from schemas.codec import EventError, WireFormat, decode_ack, encode, encode_ack
 log = logging.getLogger("fleetsight.uplink")
 
 
+class ResendTimer:
+    """When a camera goes back to its watermark on a standing link: after a silence that doubles each time."""
+
+    def __init__(self, first_s: float, max_s: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.first_s = first_s
+        self.max_s = max(first_s, max_s)
+        self.wait_s = first_s
+        self._clock = clock
+        self._since = clock()
+
+    def progress(self) -> None:
+        """The watermark moved: the next silence is judged from now, at the first interval."""
+        self._since = self._clock()
+        self.wait_s = self.first_s
+
+    def restart(self) -> None:
+        """Sending starts with nothing outstanding: the silence is counted from now."""
+        self._since = self._clock()
+
+    def due(self) -> bool:
+        """Has the watermark stood still for the current interval?"""
+        return self._clock() - self._since > self.wait_s
+
+    def resent(self) -> None:
+        """A resend went: the next one only after twice the silence (capped)."""
+        self._since = self._clock()
+        self.wait_s = min(self.wait_s * 2, self.max_s)
+
+
 @dataclass
 class UplinkStats:
     connected: bool = False
@@ -55,6 +93,7 @@ class Uplink:
         batch_max: int = 100,
         window: int = 5000,
         resend_after_s: float = 10.0,
+        resend_max_s: float = 160.0,
         username: str | None = None,
         password: str | None = None,
     ) -> None:
@@ -65,7 +104,7 @@ class Uplink:
         self.wire_format = wire_format
         self.batch_max = batch_max
         self.window = window
-        self.resend_after_s = resend_after_s
+        self.resend = ResendTimer(resend_after_s, resend_max_s)
         self.stats = UplinkStats()
         self._username = username
         self._password = password
@@ -74,7 +113,6 @@ class Uplink:
         self._wake = asyncio.Event()
         self._progress = asyncio.Event()
         self._cursor: int | None = None  # next seq to send; None = start at the head
-        self._last_progress = time.monotonic()
         self._head_published: int | None = None
         self._dropped_seen = outbox.dropped
         self._closing = False
@@ -149,7 +187,7 @@ class Uplink:
             self._cursor = None
         if seq > self.stats.watermark:
             self.stats.watermark = seq
-            self._last_progress = time.monotonic()
+            self.resend.progress()
         self.outbox.confirm(seq)
         self._progress.set()
         self._wake.set()
@@ -205,19 +243,20 @@ class Uplink:
         if self._cursor is None or self._cursor < head:
             self._cursor = head
         outstanding = self._cursor - head
-        if outstanding > 0 and time.monotonic() - self._last_progress > self.resend_after_s:
-            log.warning("%s: no confirmation for %.0f s; resending from seq %d", self.camera_id, self.resend_after_s, head)
+        if outstanding > 0 and self.resend.due():
+            log.warning("%s: no confirmation for %.0f s; resending from seq %d (the next resend waits %.0f s)",
+                        self.camera_id, self.resend.wait_s, head, min(self.resend.wait_s * 2, self.resend.max_s))
             self.stats.resends += 1
             self._sent_at.clear()
             self._cursor = head
             outstanding = 0
-            self._last_progress = time.monotonic()
+            self.resend.resent()
         while outstanding < self.window:
             events = self.outbox.read(self._cursor, min(self.batch_max, self.window - outstanding))
             if not events:
                 break
             if outstanding == 0:
-                self._last_progress = time.monotonic()
+                self.resend.restart()
             payload = encode(events, self.wire_format)
             self._client.publish(self.topics.events(self.camera_id), payload, qos=1)
             if len(self._sent_at) < 1000:

@@ -1,4 +1,5 @@
-"""How this process connects to Kafka: plain TCP, or its own login over TLS.
+"""How this process connects to Kafka: plain TCP, or its own login over TLS,
+with timeouts short enough that a frozen broker is abandoned in seconds.
 
 Every aiokafka client of the pipeline (the bridge's producer and shard
 group, the worker's Faust app and lag probe, the sink's consumer, topic
@@ -10,13 +11,77 @@ salted hash, and users are added to a running cluster without a restart
 
 from __future__ import annotations
 
+import asyncio
+import logging
+from collections.abc import Iterable
 from typing import Any
 
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import errors as kafka_errors
 from aiokafka.helpers import create_ssl_context
 
 from runtime.settings import KafkaSettings
+from runtime.watchdog import Watchdog
 
 MECHANISM = "SCRAM-SHA-512"
+
+# How long one request to one broker may go unanswered before the client
+# drops that connection, refreshes its metadata and goes to the partition's
+# new leader or the group's new coordinator. aiokafka's default is 40 s and
+# Faust's 90 s: a broker frozen by SIGSTOP (or a stalled disk or VM) answers
+# nothing and closes nothing, so the whole pipeline stood still for all of a
+# 40 s freeze (issue 35), although Kafka itself fences the node and moves
+# its leaders within broker.session.timeout.ms (3 s, deploy/kafka/kafka.env).
+# 10 s still lets a slow but live broker answer on a loaded 2-core box;
+# a produce that times out is retried by the idempotent producer, with no
+# duplicate.
+REQUEST_TIMEOUT_S = 10.0
+# A consumer group member's session: a dead worker's, sink's or bridge's
+# partitions go to the others after this long. No longer than a request
+# (Faust refuses a session longer than its request timeout).
+SESSION_TIMEOUT_S = 10.0
+RETRY_BACKOFF_MS = 200
+
+
+def client_timeouts() -> dict[str, Any]:
+    """aiokafka's timeout arguments for any client (producer, consumer, admin)."""
+    return {"request_timeout_ms": int(REQUEST_TIMEOUT_S * 1000), "retry_backoff_ms": RETRY_BACKOFF_MS}
+
+
+def consumer_timeouts(session_timeout_s: float = SESSION_TIMEOUT_S) -> dict[str, Any]:
+    """A group consumer's: the client's, its session and a heartbeat a third of it."""
+    session_ms = int(session_timeout_s * 1000)
+    return {**client_timeouts(), "session_timeout_ms": session_ms, "heartbeat_interval_ms": max(500, session_ms // 3)}
+
+
+# Faults Kafka reports and recovers from by itself: a leader moving or
+# missing, too few in-sync copies while a node catches up, a buffer that did
+# not drain in a request's time, a coordinator moving, a rebalance. The
+# pipeline waits them out (and the watchdog knows it is waiting, not hung);
+# anything else (a refused login, a record too large) is an error.
+RECOVERABLE = (
+    kafka_errors.KafkaTimeoutError,
+    kafka_errors.RequestTimedOutError,
+    kafka_errors.KafkaConnectionError,
+    kafka_errors.NodeNotReadyError,
+    kafka_errors.NotEnoughReplicasError,
+    kafka_errors.NotEnoughReplicasAfterAppendError,
+    kafka_errors.NotLeaderForPartitionError,
+    kafka_errors.LeaderNotAvailableError,
+    kafka_errors.CommitFailedError,
+    kafka_errors.RebalanceInProgressError,
+    kafka_errors.CoordinatorNotAvailableError,
+    kafka_errors.NotCoordinatorError,
+)
+
+
+class KafkaFault(Exception):
+    """A fault Kafka reported and recovers from, raised where the caller retries (the worker's batch)."""
+
+
+def recoverable(exc: BaseException) -> bool:
+    """Is ``exc`` a fault Kafka recovers from (wait and try again), not an error?"""
+    return isinstance(exc, RECOVERABLE) or (isinstance(exc, kafka_errors.KafkaError) and exc.retriable)
 
 
 def kafka_security(settings: KafkaSettings) -> dict[str, Any]:
@@ -37,3 +102,48 @@ def kafka_security(settings: KafkaSettings) -> dict[str, Any]:
         # Verifies the broker's certificate and host name.
         "ssl_context": create_ssl_context(cafile=ca),
     }
+
+
+async def partition_health(client: Any, partitions: Iterable[TopicPartition], timeout_s: float) -> str | None:
+    """What is wrong with ``partitions`` as Kafka tells it now, or None if they look well.
+
+    ``client`` is an aiokafka client (``producer.client``). Asked when records
+    wait on Kafka longer than usual: no answer, a partition without a leader
+    or one short of in-sync copies (a node down or catching up) are faults
+    Kafka reports and recovers from; all well while nothing moves is a hang.
+    """
+    try:
+        cluster = await asyncio.wait_for(client.fetch_all_metadata(), timeout_s)
+    except (kafka_errors.KafkaError, TimeoutError, OSError) as exc:
+        return f"no Kafka node answers ({type(exc).__name__})"
+    for tp in sorted(partitions):
+        # aiokafka keeps each partition's replicas and in-sync set only here (0.14).
+        meta = cluster._partitions.get(tp.topic, {}).get(tp.partition)  # noqa: SLF001
+        if meta is None or meta.leader is None or meta.leader < 0:
+            return f"{tp.topic}[{tp.partition}] has no leader"
+        if len(meta.isr) < len(meta.replicas):
+            return f"{tp.topic}[{tp.partition}] has {len(meta.isr)} of {len(meta.replicas)} copies in sync"
+    return None
+
+
+async def commit_read(
+    consumer: AIOKafkaConsumer, log: logging.Logger, watchdog: Watchdog | None = None,
+    offsets: dict[TopicPartition, int] | None = None,
+) -> bool:
+    """Commit what ``consumer`` has read (or ``offsets``); False when Kafka refused it for a reason it recovers from.
+
+    A rebalance that lands between a batch and its commit makes aiokafka
+    raise ``CommitFailedError`` (UnknownMemberId, IllegalGeneration): the sink
+    exited with code 1 on it five times in two cluster runs (issue 35). The
+    records are simply read again, by this process or the partition's new
+    owner, and every writer here is idempotent; so it is logged and the loop
+    goes on (the consumer rejoins the group on its next fetch).
+    """
+    try:
+        await consumer.commit(offsets)
+    except RECOVERABLE as exc:
+        log.warning("offset commit refused (%s: %s); those records will be read again", type(exc).__name__, exc)
+        if watchdog is not None:
+            watchdog.fault(f"offset commit refused: {type(exc).__name__}")
+        return False
+    return True

@@ -57,7 +57,8 @@ async def retry(
     """``call()`` until it does not raise one of ``errors``; re-raise once ``stopping()``
     or after ``give_up_after`` seconds.
 
-    No limit by default: the stall watchdog ends a wait that goes on too long.
+    No limit by default. Each failure tells the watchdog that the part reported
+    a fault (not a hang); an attempt that hangs silently is still a stall.
     """
 
     def failed(state: RetryCallState) -> bool:
@@ -69,6 +70,9 @@ async def retry(
         if on_retry is not None:
             on_retry()
         delay = state.next_action.sleep if state.next_action else 0.0
+        if watchdog is not None:
+            # The part answered with an error: waiting on it is not a hang.
+            watchdog.fault(f"{what}: retrying after {type(exc).__name__}")
         log.warning("%s failed (%s: %s); retrying in %.1f s", what, type(exc).__name__, str(exc)[:200], delay)
 
     def before(state: RetryCallState) -> None:

@@ -10,6 +10,16 @@ doing; a thread outside the event loop exits the process with
 :data:`STALL_EXIT` when work has waited ``timeout_s`` without progress, or
 when the event loop itself has not turned for ``timeout_s`` (blocked),
 after logging what it waited on and every thread's stack.
+
+A wait on a part that *reports* a fault it recovers from (Kafka's buffer
+full, a leader gone, not enough in-sync replicas, a commit refused by a
+rebalance, the database away) is not a hang: the process says so with
+:meth:`Watchdog.fault` each time the fault is reported, and the clock waits
+while it keeps being said. Exiting there only restarted the process into
+the same condition (issue 35: a bridge exited four times in a row on a
+busy box, each restart resending the same backlog, and nothing moved for
+19 minutes). Silence is still a stall: a client that hears nothing (a
+frozen broker) times out in seconds and so reports a fault.
 """
 
 from __future__ import annotations
@@ -58,6 +68,7 @@ class Watchdog:
         self._clock = clock
         self._exit = exit
         self._progress_at = clock()
+        self._fault_at = float("-inf")
         self._beat_at = clock()
         self.doing = "starting"
         self._stop = threading.Event()
@@ -70,6 +81,11 @@ class Watchdog:
         self._progress_at = self._clock()
         if doing is not None:
             self.doing = doing
+
+    def fault(self, doing: str) -> None:
+        """The work waits on a part that reported a fault it recovers from: not a stall, while said again within the timeout."""
+        self._fault_at = self._clock()
+        self.doing = doing
 
     def busy(self, doing: str) -> None:
         """What the process is about to wait on; named in the log if it stalls there."""
@@ -84,7 +100,8 @@ class Watchdog:
             return 0
 
     def progress_age(self) -> float:
-        return max(0.0, self._clock() - self._progress_at)
+        """Seconds since progress, or since a fault was last reported, whichever is later."""
+        return max(0.0, self._clock() - max(self._progress_at, self._fault_at))
 
     def check(self, limit: float | None = None) -> Health:
         """Healthy unless work has waited ``limit`` (default: the timeout) without progress, or the loop is blocked."""

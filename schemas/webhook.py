@@ -1,6 +1,6 @@
 """The body and signature of an alert webhook: the contract with whoever receives them.
 
-The notifier (issue 28; not built yet) is to post each alert's opening and closing
+The notifier (``sinks/notifier.py``) posts each alert's opening and closing
 to the configured URLs with this body and these headers; a receiver checks
 the signature with ``verify`` (or its own few lines of HMAC) and drops a
 repeat by ``Idempotency-Key``: delivery is at least once.
@@ -56,14 +56,30 @@ def sign(secret: bytes, payload: bytes, at: int | None = None) -> str:
 
 
 def verify(secret: bytes, header: str, payload: bytes, tolerance_s: float = 300.0, now: float | None = None) -> bool:
-    """Is ``header`` a signature of ``payload`` with ``secret``, made within ``tolerance_s`` of ``now``?"""
-    try:
-        fields = dict(part.split("=", 1) for part in header.split(","))
-        at = int(fields["t"])
-    except (KeyError, ValueError):
+    """Is ``header`` a signature of ``payload`` with ``secret``, made within ``tolerance_s`` of ``now``?
+
+    Lenient in what it reads, as receivers' own parsers are: spaces around the
+    comma-separated fields, and several ``v1`` values (a sender rolling its
+    secret signs with both), any one of which may match.
+    """
+    at: int | None = None
+    candidates: list[str] = []
+    for part in header.split(","):
+        name, sep, value = part.strip().partition("=")
+        if not sep:
+            return False
+        if name == "t":
+            try:
+                at = int(value.strip())
+            except ValueError:
+                return False
+        elif name == "v1":
+            candidates.append(value.strip())
+    if at is None or not candidates:
         return False
     now = time.time() if now is None else now
     if abs(now - at) > tolerance_s:
         return False
     expected = hmac.new(secret, f"{at}.".encode() + payload, hashlib.sha256).hexdigest()
-    return hmac.compare_digest(expected, fields.get("v1", ""))
+    # Every candidate is compared (no early exit) so the time taken says nothing about which matched.
+    return any([hmac.compare_digest(expected, candidate) for candidate in candidates])

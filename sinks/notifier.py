@@ -51,7 +51,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from runtime.kafka_admin import ensure_topics
-from runtime.kafka_client import kafka_security
+from runtime.kafka_client import client_timeouts, commit_read, consumer_timeouts, kafka_security
 from runtime.process import run_supervised
 from runtime.retry import delays, retry
 from runtime.settings import NotifierSettings, Webhook
@@ -89,13 +89,26 @@ class Delivery:
 
 
 def deliveries(alert: Mapping[str, Any], webhooks: Iterable[Webhook]) -> list[Delivery]:
-    """What one ``alerts`` row (times in ms) queues: one delivery per webhook that wants it."""
-    body = contract.body(alert)
-    return [
-        Delivery(w.name, alert["alert_id"], alert["state"], alert["kind"], alert["site"], alert["camera_id"],
-                 contract.idempotency_key(alert["alert_id"], alert["state"], w.name), body)
-        for w in webhooks if w.wants(alert["kind"], alert["site"])
-    ]
+    """What one ``alerts`` row (times in ms) queues: one delivery per webhook that wants it.
+
+    A closing comes with its opening, queued first: an alert that opened and
+    closed between two sweeps (a reconciler alert lasting one pass) or
+    within one worker batch is only ever seen closed, and a receiver must
+    still get it whole. Where the opening was queued already, the conflict
+    rule keeps the one queued and adds nothing.
+    """
+    changes = [alert]
+    if alert["state"] == "closed":
+        changes.insert(0, {**alert, "state": "open", "closed_at": None})
+    out = []
+    for change in changes:
+        body = contract.body(change)
+        out += [
+            Delivery(w.name, change["alert_id"], change["state"], change["kind"], change["site"], change["camera_id"],
+                     contract.idempotency_key(change["alert_id"], change["state"], w.name), body)
+            for w in webhooks if w.wants(change["kind"], change["site"])
+        ]
+    return out
 
 
 def outcome(status: int) -> Outcome:
@@ -212,9 +225,9 @@ class Notifier:
         engine = make_engine(s.database_url)
         consumer = AIOKafkaConsumer(
             s.kafka_topics.alerts, bootstrap_servers=s.kafka_bootstrap, group_id=f"{s.kafka_topic_prefix}-notifier",
-            enable_auto_commit=False, auto_offset_reset="latest", **kafka_security(s),
+            enable_auto_commit=False, auto_offset_reset="latest", **consumer_timeouts(), **kafka_security(s),
         )
-        deadletters = AIOKafkaProducer(bootstrap_servers=s.kafka_bootstrap, acks="all", **kafka_security(s))
+        deadletters = AIOKafkaProducer(bootstrap_servers=s.kafka_bootstrap, acks="all", **client_timeouts(), **kafka_security(s))
         await consumer.start()
         await deadletters.start()
         posting = asyncio.create_task(self._post_while_locked(engine), name="posting")
@@ -261,7 +274,7 @@ class Notifier:
                 self._queued.set()
             if batches:
                 self.watchdog.busy("committing Kafka offsets")
-                await consumer.commit()
+                await commit_read(consumer, log, self.watchdog)
             await self._anchor(consumer)
             self.watchdog.progress()
             self.backlog = await self._behind(consumer)
@@ -301,7 +314,8 @@ class Notifier:
         for tp in consumer.assignment() - self._anchored:
             if await consumer.committed(tp) is None:
                 position = await consumer.position(tp)
-                await consumer.commit({tp: position})
+                if not await commit_read(consumer, log, self.watchdog, {tp: position}):
+                    continue  # a rebalance: whoever has the partition next anchors it
                 log.info("alerts partition %d: new to this notifier group, reading from its end (offset %d)", tp.partition, position)
             self._anchored.add(tp)
 

@@ -27,7 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.types import TypeEngine
 
 from runtime.kafka_admin import ensure_topics
-from runtime.kafka_client import kafka_security
+from runtime.kafka_client import commit_read, consumer_timeouts, kafka_security
 from runtime.process import run_supervised
 from runtime.retry import retry
 from runtime.settings import SinkSettings
@@ -146,6 +146,7 @@ class Sink:
             group_id=f"{self.settings.kafka_topic_prefix}-sink",
             enable_auto_commit=False,
             auto_offset_reset="earliest",
+            **consumer_timeouts(),
             **kafka_security(self.settings),
         )
         await consumer.start()
@@ -184,8 +185,8 @@ class Sink:
                     sink_metrics.SINK_LAG.observe(max(0.0, time.time() - newest / 1000))
                 if batches:
                     self.watchdog.busy("committing Kafka offsets")
-                    await consumer.commit()
-                    self.watchdog.progress()
+                    await commit_read(consumer, log, self.watchdog)
+                    self.watchdog.progress()  # the rows are in SQL either way
                 self.backlog = self._behind(consumer)
                 sink_metrics.SINK_BACKLOG.set(self.backlog)
         finally:

@@ -17,6 +17,16 @@ bridge that gives a shard up finishes what Kafka is writing for it, acks
 that, and disconnects before the group hands it on; one that only thinks it
 still has it (frozen, cut off) is thrown off the broker when the new owner
 connects with the same client id (MQTT session takeover).
+
+Kafka being slow, away or short of in-sync replicas is backpressure, never
+an exit: a full producer buffer makes the lane wait and send again, a record
+Kafka refused for a reason it recovers from is sent again, and meanwhile
+every message before it is acked and its watermark published, so a backlog
+shrinks message by message even on an overloaded box. (Exiting there, as
+the bridge did, restarted it into the same backlog: on a busy box it
+forwarded 12,000-46,000 events, hit the buffer timeout and exited again,
+four times, acking nothing for 19 minutes while the cameras resent their
+whole tails; issue 35.)
 """
 
 from __future__ import annotations
@@ -30,11 +40,13 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 from aiokafka import AIOKafkaProducer
+from aiokafka.structs import TopicPartition
 
 from runtime.kafka_admin import ensure_topics
-from runtime.kafka_client import kafka_security
+from runtime.kafka_client import REQUEST_TIMEOUT_S, client_timeouts, kafka_security, partition_health, recoverable
 from runtime.mqtt import make_client
 from runtime.process import run_supervised
+from runtime.retry import delays
 from runtime.settings import BridgeSettings
 from runtime.watchdog import Watchdog
 from schemas.codec import Event, EventError, Reason, decode, decode_ack, encode, encode_ack
@@ -46,6 +58,12 @@ from streams.partitioning import partition_for
 from streams.shards import LaneId, hold_shards, lane_name
 
 log = logging.getLogger("fleetsight.bridge")
+
+# How long a lane waits on Kafka's acknowledgement before it asks Kafka
+# whether it is well (a partition without a leader, too few in-sync copies,
+# no answer at all: a fault, so waiting on; all well: the watchdog judges).
+ACK_CHECK_S = 5.0
+FAULT_LOG_EVERY_S = 10.0
 
 
 @dataclass
@@ -127,28 +145,41 @@ class Lane:
         for task in self.tasks:
             task.add_done_callback(self.bridge.lane_task_done)
 
-    async def stop(self, timeout: float) -> None:
-        """Finish what Kafka is writing (up to ``timeout``), ack it, publish the
-        watermarks and disconnect; whatever is not acked comes again to the next owner."""
+    async def stop(self, drain_s: float) -> None:
+        """The one way a lane stops: given up to another bridge, the bridge stopping, or the bridge failing.
+
+        Finishes what Kafka is writing for up to ``drain_s`` (0: nothing more),
+        acks that, publishes the watermarks and the retained status
+        ``offline``, and disconnects; whatever is not acked comes again to the
+        next owner. Never blocks the event loop (paho's ``loop_stop`` joins its
+        thread, so it runs in another). A clean disconnect makes the broker
+        drop the will, so the status is published here, not left to the will
+        (the failure path used to disconnect without it: the lane stayed
+        ``online``).
+        """
+        name = lane_name(self.lane)
         forward, complete, publisher = self.tasks
         forward.cancel()
-        await self.pending.put(None)
-        try:
-            await asyncio.wait_for(asyncio.shield(complete), timeout)
-        except TimeoutError:
-            log.warning("lane %s: Kafka did not confirm within %.0f s; the broker resends the rest", lane_name(self.lane), timeout)
-        except Exception:
-            pass  # already reported by the bridge; nothing more is acked
+        if drain_s > 0 and not complete.done():
+            try:
+                # The end marker may wait for room in a full queue: within the same time.
+                async with asyncio.timeout(drain_s):
+                    await self.pending.put(None)
+                    await asyncio.shield(complete)
+            except TimeoutError:
+                log.warning("lane %s: Kafka did not confirm within %.0f s; the broker resends the rest", name, drain_s)
+            except Exception:  # noqa: BLE001 - already reported by the bridge; nothing more is acked
+                pass
         publisher.cancel()
+        for task in self.tasks:
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
         self.publish_acks()
         info = self.client.publish(self._status, b"offline", qos=1, retain=True)
         try:
             await asyncio.wait_for(asyncio.to_thread(info.wait_for_publish, 5), 6)
         except (TimeoutError, RuntimeError, ValueError):
-            pass  # the will says offline if this did not get through
-        for task in self.tasks:
-            task.cancel()
-        await asyncio.gather(*self.tasks, return_exceptions=True)
+            pass  # not connected: the will (an unclean end) or the next owner's "online" tells the truth
         self.client.disconnect()
         await asyncio.to_thread(self.client.loop_stop)
 
@@ -176,16 +207,13 @@ class Lane:
     # --- asyncio side -------------------------------------------------------
 
     async def _forward(self) -> None:
-        producer = self.bridge.producer
         watchdog = self.bridge.watchdog
         while True:
             received, generation, msg = await self.inbox.get()
             self.in_hand = 1
             outcome = self.bridge.handle(msg.topic, bytes(msg.payload))  # bytes already: no copy
             watchdog.busy("handing a message's records to the Kafka producer")
-            futures = [
-                await producer.send(r.topic, r.value, key=r.key, partition=r.partition) for r in outcome.records
-            ]
+            futures = [await self.bridge.send(r) for r in outcome.records]
             await self.pending.put(_Pending(received, generation, msg.mid, msg.qos, futures, outcome))
             self.in_hand = 0
             stream_metrics.BRIDGE_PENDING.set(self.bridge.backlog())
@@ -199,7 +227,7 @@ class Lane:
                 return
             if item.futures:
                 watchdog.busy(f"waiting for Kafka to acknowledge {len(item.futures)} records")
-                await asyncio.gather(*item.futures)  # raises if Kafka refused: we stop, unacked
+                await self.bridge.confirmed(item.outcome.records, item.futures)
             if item.generation == self.generation and item.qos > 0:
                 self.client.ack(item.mid, item.qos)
             outcome = item.outcome
@@ -244,6 +272,7 @@ class Bridge:
         self._stop = asyncio.Event()
         self._failed: asyncio.Future[None] | None = None
         self._producer: AIOKafkaProducer | None = None
+        self._fault_logged = float("-inf")
         self.watchdog = Watchdog("bridge", settings.stall_timeout_s, waiting=self.backlog)
 
     @property
@@ -254,6 +283,63 @@ class Bridge:
     def backlog(self) -> int:
         """MQTT messages received and not yet in Kafka."""
         return sum(lane.backlog() for lane in list(self.lanes.values()))
+
+    # --- Kafka: backpressure, not failure ------------------------------------
+
+    async def send(self, record: Record) -> asyncio.Future:
+        """Hand ``record`` to the producer and return its delivery future.
+
+        A full buffer (aiokafka's ``KafkaTimeoutError`` after a request's time)
+        is backpressure: the lane waits here and tries again, holding the MQTT
+        messages behind it unacked with the broker.
+        """
+        while True:
+            try:
+                future: asyncio.Future = await self.producer.send(record.topic, record.value, key=record.key, partition=record.partition)
+                return future
+            except Exception as exc:
+                if not recoverable(exc):
+                    raise
+                self.kafka_fault(f"Kafka is not taking records ({type(exc).__name__}): its buffer is full; waiting", exc)
+
+    async def confirmed(self, records: list[Record], futures: list[asyncio.Future]) -> None:
+        """Wait until Kafka has every one of ``records`` (``futures`` their deliveries, replaced as they are resent).
+
+        A record refused for a reason Kafka recovers from is sent again after a
+        backoff (the later ones of the lane wait, so the broker gets its acks in
+        order); a wait with no answer asks Kafka how its partitions are, so the
+        watchdog can tell a fault from a hang.
+        """
+        backoff = delays(0.2, 5.0)
+        while True:
+            await asyncio.wait(futures, timeout=ACK_CHECK_S)
+            failed = [i for i, f in enumerate(futures) if f.done() and f.exception() is not None]
+            if not failed and all(f.done() for f in futures):
+                return
+            if failed:
+                exc = futures[failed[0]].exception()
+                assert exc is not None
+                if not recoverable(exc):
+                    raise exc
+                self.kafka_fault(f"Kafka refused {len(failed)} record(s) ({type(exc).__name__}: {exc}); sending them again", exc)
+                await asyncio.sleep(next(backoff))
+                for i in failed:
+                    futures[i] = await self.send(records[i])
+            else:
+                waited = {TopicPartition(r.topic, r.partition) for r, f in zip(records, futures, strict=True)
+                          if not f.done() and r.partition is not None}
+                problem = await partition_health(self.producer.client, waited, REQUEST_TIMEOUT_S)
+                if problem is not None:
+                    self.kafka_fault(f"waiting for Kafka to acknowledge: {problem}", None)
+
+    def kafka_fault(self, what: str, exc: BaseException | None) -> None:
+        """Kafka reported a fault the bridge waits out: the watchdog is told it is not a hang, the log once in a while."""
+        self.watchdog.fault(what)
+        stream_metrics.BRIDGE_KAFKA_FAULTS.labels(type(exc).__name__ if exc is not None else "unhealthy").inc()
+        now = time.monotonic()
+        if now - self._fault_logged >= FAULT_LOG_EVERY_S:
+            self._fault_logged = now
+            log.warning("%s (%d MQTT messages wait; the cameras keep theirs in their outboxes)", what, self.backlog())
 
     # --- turning one message into records (pure, no I/O) -------------------
 
@@ -375,6 +461,7 @@ class Bridge:
         self._producer = AIOKafkaProducer(
             bootstrap_servers=self.settings.kafka_bootstrap,
             **kafka_security(self.settings),
+            **client_timeouts(),
             acks="all",
             enable_idempotence=True,
             linger_ms=5,
@@ -398,12 +485,10 @@ class Bridge:
         finally:
             for task in (group, stop):
                 task.cancel()
-            for lane in list(self.lanes.values()):
-                for task in lane.tasks:
-                    task.cancel()
-                lane.client.disconnect()
-                lane.client.loop_stop()
-            self.lanes.clear()
+            # Failing: the same stop as a revoke, with nothing more to drain
+            # (what Kafka has not confirmed stays unacked with the broker).
+            lanes, self.lanes = list(self.lanes.values()), {}
+            await asyncio.gather(*(lane.stop(0) for lane in lanes), return_exceptions=True)
             await self._producer.stop()
             log.info("bridge stopped: %d events forwarded, %d rejected", self.forwarded, self.rejected)
 

@@ -11,6 +11,9 @@ BRIDGE_MESSAGES = Counter("fleetsight_bridge_messages", "MQTT messages handled",
 BRIDGE_EVENTS = Counter("fleetsight_bridge_events_forwarded", "Events written to Kafka")
 BRIDGE_DEADLETTERS = Counter("fleetsight_bridge_deadletters", "Input sent to the dead-letter topic", ["reason"])
 BRIDGE_KAFKA_ACK = Histogram("fleetsight_bridge_kafka_ack_seconds", "MQTT arrival to Kafka acknowledgement", buckets=LATENCY_BUCKETS)
+BRIDGE_KAFKA_FAULTS = Counter(
+    "fleetsight_bridge_kafka_faults", "Faults Kafka reported that the bridge waited out (backpressure, not an exit)", ["fault"],
+)
 BRIDGE_PENDING = Gauge("fleetsight_bridge_pending_messages", "MQTT messages waiting for Kafka")
 
 # Stream worker

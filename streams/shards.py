@@ -20,7 +20,7 @@ from collections.abc import Awaitable, Callable
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 
-from runtime.kafka_client import kafka_security
+from runtime.kafka_client import consumer_timeouts, kafka_security
 from runtime.settings import BridgeSettings
 from schemas.topics import SHARDS
 
@@ -53,14 +53,12 @@ class _Listener(ConsumerRebalanceListener):
 async def hold_shards(settings: BridgeSettings, revoke: LaneHandler, assign: LaneHandler, stop: asyncio.Event) -> None:
     """Be a member of the bridges' group until ``stop``; ``revoke``/``assign``
     get the lanes as the group takes them away and hands them over."""
-    session_ms = int(settings.bridge_session_timeout_s * 1000)
     consumer = AIOKafkaConsumer(
         bootstrap_servers=settings.kafka_bootstrap,
         group_id=f"{settings.kafka_topic_prefix}-bridges",
         client_id=f"bridge-{socket.gethostname()}",
         enable_auto_commit=False,
-        session_timeout_ms=session_ms,
-        heartbeat_interval_ms=max(500, session_ms // 6),
+        **consumer_timeouts(settings.bridge_session_timeout_s),
         **kafka_security(settings),
     )
     consumer.subscribe([settings.kafka_topics.bridge_shards], listener=_Listener(revoke, assign))

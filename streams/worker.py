@@ -33,18 +33,20 @@ from typing import Any
 import faust
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import NewTopic
+from faust.exceptions import ProducerSendError
 from faust.types import TP
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from runtime import metrics
 from runtime.kafka_admin import ensure_topics, replication
-from runtime.kafka_client import kafka_security
+from runtime.kafka_client import REQUEST_TIMEOUT_S, KafkaFault, client_timeouts, kafka_security, recoverable
 from runtime.retry import retry
 from runtime.settings import WorkerSettings
 from runtime.watchdog import Watchdog
 from schemas.aggregates import ALERTS, Row, encode_rows
 from schemas.codec import Event
 from schemas.deadletter import DeadLetter
+from streams import faust_seam
 from streams import metrics as stream_metrics
 from streams.aggregate import BatchResult, Incoming, MinuteAggregator, bucket_camera
 from streams.offsets import applicable
@@ -64,7 +66,10 @@ STREAM_BUFFER = 16384  # records Faust buffers for the agent (stream_buffer_maxs
 PRUNE_EVERY_S = 60.0
 PROBE_EVERY_S = 5.0
 KAFKA_TIMEOUT_S = 30.0
-DB_ERRORS = (OperationalError, DBAPIError, OSError, asyncio.TimeoutError)
+# What a batch (or a sweep) is retried on, rolled back and run again: the
+# database away, or Kafka not taking its rows (a leader moving, too few
+# in-sync copies, a frozen node timing out) -- not a reason to exit.
+DB_ERRORS = (OperationalError, DBAPIError, OSError, asyncio.TimeoutError, KafkaFault)
 
 
 class LogEnds:
@@ -83,7 +88,8 @@ class LogEnds:
     async def ends(self, partitions: list[int]) -> tuple[dict[int, int], dict[int, int]]:
         if self._consumer is None:
             consumer = AIOKafkaConsumer(
-                bootstrap_servers=self.settings.kafka_bootstrap, enable_auto_commit=False, **kafka_security(self.settings)
+                bootstrap_servers=self.settings.kafka_bootstrap, enable_auto_commit=False, **client_timeouts(),
+                **kafka_security(self.settings),
             )
             await asyncio.wait_for(consumer.start(), KAFKA_TIMEOUT_S)
             self._consumer = consumer
@@ -137,7 +143,7 @@ class Worker:
         return partition_for(bucket_camera(key_or_camera), self.partitions)
 
     def owned(self) -> set[int]:
-        return {tp.partition for tp in self.app.assignor.assigned_actives() if tp.topic == self.topics.events}
+        return {tp.partition for tp in faust_seam.assigned_actives(self.app) if tp.topic == self.topics.events}
 
     # --- partitions handed over -------------------------------------------------------
 
@@ -178,13 +184,12 @@ class Worker:
         commits it itself: its bookkeeping of acked offsets, which a seek
         leaves stale, once held the group's commits back for good after a
         rebalance (2 records every 2.8 s, seen with two workers). These are
-        the offsets the database holds, committed after its transaction,
-        through the transport's commit (Faust's own ``commit()`` takes no
-        offsets). Only partitions still assigned are committed.
+        the offsets the database holds, committed after its transaction
+        (``streams.faust_seam.commit``: Faust's own ``commit()`` takes no
+        offsets). Only partitions still assigned are committed; a commit a
+        rebalance refused is skipped, not a crash.
         """
-        tps = {TP(self.topics.events, p): offset for p, offset in offsets.items()}
-        ok: bool = await self.app.consumer._commit(tps)  # type: ignore[attr-defined]  # noqa: SLF001 - on the transport Consumer, not ConsumerT
-        return ok
+        return await faust_seam.commit(self.app, {TP(self.topics.events, p): offset for p, offset in offsets.items()})
 
     # --- a batch ---------------------------------------------------------------------
 
@@ -262,6 +267,15 @@ class Worker:
     async def emit(self, rows: list[Row], dead: list[DeadLetter]) -> None:
         """Send rows, alerts and dead letters, and wait until Kafka has them all."""
         self.watchdog.busy(f"sending {len(rows)} rows to Kafka")
+        try:
+            await self._emit(rows, dead)
+        except Exception as exc:
+            cause = exc.__cause__ if isinstance(exc, ProducerSendError) else exc
+            if cause is not None and recoverable(cause):
+                raise KafkaFault(f"sending rows to Kafka: {type(cause).__name__}: {cause}") from exc
+            raise
+
+    async def _emit(self, rows: list[Row], dead: list[DeadLetter]) -> None:
         sent = [
             await self.rows_out.send(value=encode_rows(rows[start : start + ROWS_PER_RECORD]))
             for start in range(0, len(rows), ROWS_PER_RECORD)
@@ -362,6 +376,13 @@ def create_app(settings: WorkerSettings, brokers: int = 1) -> StreamApp:
         producer_acks=-1,
         broker_session_timeout=settings.stream_session_timeout_s,
         broker_heartbeat_interval=min(3.0, settings.stream_session_timeout_s / 3),
+        # Faust's defaults wait 90 s on a consumer request and 1,200 s on a
+        # produce request: with a broker frozen (not dead) every fetch, commit
+        # and row send to it waited that long (issue 35). The client
+        # timeouts of every process (runtime.kafka_client); Faust wants the
+        # request timeout no shorter than the session.
+        broker_request_timeout=max(REQUEST_TIMEOUT_S, settings.stream_session_timeout_s),
+        producer_request_timeout=REQUEST_TIMEOUT_S,
         datadir=str(datadir),
         broker_credentials=faust_credentials(settings),
         # Faust fetched 1 MB a partition and buffered 4,096 records: a
@@ -385,7 +406,7 @@ def create_app(settings: WorkerSettings, brokers: int = 1) -> StreamApp:
     # an agent runs with concurrency > 1.
     @app.agent(events, concurrency=1)
     async def aggregate(stream: faust.StreamT) -> None:
-        async for batch in stream.take_events(BATCH_MAX, within=BATCH_WITHIN_S):  # type: ignore[attr-defined]  # Stream has it, StreamT does not
+        async for batch in faust_seam.take_events(stream, BATCH_MAX, within=BATCH_WITHIN_S):
             await worker.apply([
                 Incoming(e.message.partition, int(e.message.timestamp * 1000), e.message.value, e.message.offset)
                 for e in batch

@@ -6,7 +6,7 @@ from functools import cached_property
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from runtime.settings.base import DatabaseSettings, KafkaSettings, SupervisedSettings
 
@@ -28,13 +28,27 @@ class Webhook(BaseModel):
     kinds: tuple[str, ...] = ()
     sites: tuple[str, ...] = ()
 
-    @field_validator("url")
-    @classmethod
-    def _http(cls, value: str) -> str:
-        parts = urlsplit(value)
+    @model_validator(mode="after")
+    def _http(self) -> Webhook:
+        # A model validator, not a field one: its error names the webhook
+        # (a field validator's would only say "webhooks.2.url").
+        try:
+            parts = urlsplit(self.url)
+            port = parts.port  # raises for a port out of 0-65535 or not a number
+        except ValueError as exc:
+            raise ValueError(f"webhook {self.name}: bad URL ({exc})") from None
         if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"a webhook URL is http:// or https:// with a host, got {value!r}")
-        return value
+            raise ValueError(f"webhook {self.name}: a webhook URL is http:// or https:// with a host")
+        if port == 0:
+            raise ValueError(f"webhook {self.name}: port 0 in the URL")
+        if parts.username is not None or parts.password is not None:
+            # It would be logged and sent as HTTP Basic auth on every post;
+            # the signature (secret_file) is how a receiver knows the sender.
+            raise ValueError(
+                f"webhook {self.name}: credentials in the URL are refused (they would be logged and sent in clear); "
+                "the receiver checks the signature made with secret_file instead"
+            )
+        return self
 
     def wants(self, kind: str, site: str) -> bool:
         """Does this webhook take alerts of ``kind`` at ``site``?"""
@@ -42,7 +56,10 @@ class Webhook(BaseModel):
 
     def secret(self) -> bytes:
         """The signing key, read from ``secret_file``."""
-        key = self.secret_file.read_bytes().strip()
+        try:
+            key = self.secret_file.read_bytes().strip()
+        except OSError as exc:
+            raise ValueError(f"webhook {self.name}: cannot read secret file {self.secret_file}: {exc.strerror or exc}") from None
         if not key:
             raise ValueError(f"webhook {self.name}: secret file {self.secret_file} is empty")
         return key

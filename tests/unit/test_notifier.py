@@ -39,12 +39,22 @@ def test_an_alert_goes_to_the_webhooks_whose_kinds_and_sites_take_it() -> None:
     assert got[0].idempotency_key != got[1].idempotency_key  # but each webhook its own key
     assert got[0].idempotency_key == contract.idempotency_key(ALERT["alert_id"], "open", "all")
     closed = deliveries({**ALERT, "state": "closed", "closed_at": ALERT["opened_at"] + 60_000}, hooks)
-    assert closed[0].idempotency_key != got[0].idempotency_key
+    # A closing brings its opening along, queued first (the queue keeps an opening already there).
+    assert [(d.webhook, d.state) for d in closed] == [("all", "open"), ("occupancy", "open"), ("all", "closed"), ("occupancy", "closed")]
+    assert closed[0] == got[0]
+    assert closed[2].idempotency_key != got[0].idempotency_key
 
 
 def test_a_wrong_webhook_config_is_refused_with_its_reason(tmp_path: Path) -> None:
-    with pytest.raises(ValidationError, match="http:// or https://"):
+    with pytest.raises(ValidationError, match="webhook ftp: a webhook URL is http:// or https://"):
         hook("ftp", url="ftp://hooks.example/x")
+    with pytest.raises(ValidationError, match="webhook big: bad URL .*out of range"):
+        hook("big", url="https://hooks.example:99999/x")
+    with pytest.raises(ValidationError, match="webhook zero: port 0"):
+        hook("zero", url="https://hooks.example:0/x")
+    with pytest.raises(ValidationError, match="webhook creds: credentials in the URL are refused") as refused:
+        hook("creds", url="http://user:hunter2@hooks.example/x")
+    assert "hunter2" not in str(refused.value)  # not even in the error that is logged
     with pytest.raises(ValidationError, match="String should match pattern"):
         hook("has space")
     with pytest.raises(ValidationError, match="repeated: ops"):
@@ -53,7 +63,7 @@ def test_a_wrong_webhook_config_is_refused_with_its_reason(tmp_path: Path) -> No
     empty.write_text("\n")
     with pytest.raises(ValueError, match="ops: secret file .* is empty"):
         _ = NotifierSettings(webhooks=[hook("ops", secret_file=str(empty))]).webhook_secrets
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(ValueError, match="webhook ops: cannot read secret file .*missing"):
         _ = NotifierSettings(webhooks=[hook("ops", secret_file=str(tmp_path / "missing"))]).webhook_secrets
     kept = tmp_path / "ops"
     kept.write_text("  s3cret \n")

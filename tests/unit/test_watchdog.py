@@ -37,6 +37,18 @@ def test_waiting_work_without_progress_is_a_stall_and_progress_clears_it() -> No
     assert health.doing == "reading skipped offsets 394-455 of partition 3"
 
 
+def test_a_reported_fault_holds_the_clock_while_it_keeps_being_reported() -> None:
+    clock, waiting = Clock(), [10]
+    dog = Watchdog("bridge", 60, waiting=lambda: waiting[0], clock=clock)
+    for _ in range(10):  # Kafka says "not enough replicas" for 10 minutes: waiting, not hung
+        clock.now += 55
+        dog.fault("waiting for Kafka: NotEnoughReplicasError")
+        assert dog.check().ok
+    clock.now += 61  # then silence: a hang after all
+    health = dog.check()
+    assert not health.ok and health.doing == "waiting for Kafka: NotEnoughReplicasError"
+
+
 def test_a_broken_waiting_probe_counts_as_nothing_waiting() -> None:
     def broken() -> int:
         raise RuntimeError("probe")

@@ -44,3 +44,15 @@ def test_one_key_per_alert_state_and_webhook() -> None:
     key = idempotency_key(ALERT["alert_id"], "open", "ops-chat")
     assert key == idempotency_key(ALERT["alert_id"], "open", "ops-chat")
     assert len({key, idempotency_key(ALERT["alert_id"], "closed", "ops-chat"), idempotency_key(ALERT["alert_id"], "open", "pager")}) == 3
+
+
+def test_verify_reads_headers_as_receivers_write_them() -> None:
+    payload = body(ALERT)
+    good = sign(b"s3cret", payload, at=1764756005)
+    t, v1 = good.split(",")
+    assert verify(b"s3cret", f"{t}, {v1}", payload, now=1764756010)  # a space after the comma
+    other = "v1=" + "0" * 64
+    assert verify(b"s3cret", f"{t},{v1},{other}", payload, now=1764756010)  # the valid one first
+    assert verify(b"s3cret", f"{t},{other},{v1}", payload, now=1764756010)  # or last
+    assert not verify(b"s3cret", f"{t},{other}", payload, now=1764756010)
+    assert not verify(b"s3cret", t, payload, now=1764756010)  # no signature at all
