@@ -16,7 +16,7 @@ import logging
 from collections.abc import Iterable
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka import errors as kafka_errors
 from aiokafka.helpers import create_ssl_context
 
@@ -104,14 +104,18 @@ def kafka_security(settings: KafkaSettings) -> dict[str, Any]:
     }
 
 
-async def partition_health(client: Any, partitions: Iterable[TopicPartition], timeout_s: float) -> str | None:
+async def partition_health(
+    owner: AIOKafkaProducer | AIOKafkaConsumer, partitions: Iterable[TopicPartition], timeout_s: float = REQUEST_TIMEOUT_S,
+) -> str | None:
     """What is wrong with ``partitions`` as Kafka tells it now, or None if they look well.
 
-    ``client`` is an aiokafka client (``producer.client``). Asked when records
+    Asked through ``owner``'s connections when records
     wait on Kafka longer than usual: no answer, a partition without a leader
     or one short of in-sync copies (a node down or catching up) are faults
     Kafka reports and recovers from; all well while nothing moves is a hang.
     """
+    # A producer shows its client; a consumer keeps it private (aiokafka 0.14).
+    client = owner.client if isinstance(owner, AIOKafkaProducer) else owner._client  # noqa: SLF001
     try:
         cluster = await asyncio.wait_for(client.fetch_all_metadata(), timeout_s)
     except (kafka_errors.KafkaError, TimeoutError, OSError) as exc:

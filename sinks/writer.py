@@ -27,7 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.types import TypeEngine
 
 from runtime.kafka_admin import ensure_topics
-from runtime.kafka_client import commit_read, consumer_timeouts, kafka_security
+from runtime.kafka_client import commit_read, consumer_timeouts, kafka_security, partition_health
 from runtime.process import run_supervised
 from runtime.retry import retry
 from runtime.settings import SinkSettings
@@ -40,6 +40,8 @@ from sinks.models import MODELS
 from sinks.reconcile import Reconciler
 
 log = logging.getLogger("fleetsight.sink")
+
+HEALTH_CHECK_S = 5.0  # at most this often, ask Kafka what is wrong while rows wait and none come
 
 T = TypeVar("T")
 
@@ -132,6 +134,7 @@ class Sink:
         self.written = 0
         self.backlog = 0  # row records read or known in Kafka, not yet written
         self._next: dict[Any, int] = {}  # partition -> next offset to read
+        self._next_health_check = 0.0
         self.watchdog = Watchdog("sink", settings.stall_timeout_s, waiting=lambda: self.backlog)
 
     def stop(self) -> None:
@@ -175,6 +178,12 @@ class Sink:
                         except (ValueError, TypeError, KeyError) as exc:
                             log.error("skipping unreadable row record at %s:%s: %s", message.partition, message.offset, exc)
                 self.backlog = self._behind(consumer) + sum(len(m) for m in batches.values())
+                if not batches and self.backlog and time.monotonic() >= self._next_health_check:
+                    # Rows wait and none came: a fault Kafka reports (a leader gone, copies out of sync,
+                    # no answer) is waited out; all well while nothing comes is for the watchdog to judge.
+                    self._next_health_check = time.monotonic() + HEALTH_CHECK_S
+                    if (problem := await partition_health(consumer, consumer.assignment())) is not None:
+                        self.watchdog.fault(f"rows wait and Kafka says {problem}")
                 if rows:
                     started = time.perf_counter()
                     self.written += await self._retry(

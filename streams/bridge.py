@@ -43,7 +43,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.structs import TopicPartition
 
 from runtime.kafka_admin import ensure_topics
-from runtime.kafka_client import REQUEST_TIMEOUT_S, client_timeouts, kafka_security, partition_health, recoverable
+from runtime.kafka_client import client_timeouts, kafka_security, partition_health, recoverable
 from runtime.mqtt import make_client
 from runtime.process import run_supervised
 from runtime.retry import delays
@@ -64,6 +64,7 @@ log = logging.getLogger("fleetsight.bridge")
 # no answer at all: a fault, so waiting on; all well: the watchdog judges).
 ACK_CHECK_S = 5.0
 FAULT_LOG_EVERY_S = 10.0
+LEAVE_TIMEOUT_S = 5.0  # for the group leave and the producer's close on the way out
 
 
 @dataclass
@@ -119,6 +120,7 @@ class Lane:
         self.inbox: asyncio.Queue[tuple[float, int, mqtt.MQTTMessage]] = asyncio.Queue()
         self.pending: asyncio.Queue[_Pending | None] = asyncio.Queue(maxsize=10_000)
         self.in_hand = 0  # the message _forward holds (taken from the inbox, not yet pending)
+        self.confirming = 0  # the message _complete waits on (taken from pending, not yet acked)
         self._acks_changed = asyncio.Event()
         self._loop = asyncio.get_running_loop()
         self._status = bridge.mqtt_topics.bridge_status(lane)
@@ -130,7 +132,7 @@ class Lane:
         self.tasks: list[asyncio.Task] = []
 
     def backlog(self) -> int:
-        return self.inbox.qsize() + self.in_hand + self.pending.qsize()
+        return self.inbox.qsize() + self.in_hand + self.pending.qsize() + self.confirming
 
     def start(self) -> None:
         settings = self.bridge.settings
@@ -227,7 +229,9 @@ class Lane:
                 return
             if item.futures:
                 watchdog.busy(f"waiting for Kafka to acknowledge {len(item.futures)} records")
+                self.confirming = 1
                 await self.bridge.confirmed(item.outcome.records, item.futures)
+                self.confirming = 0
             if item.generation == self.generation and item.qos > 0:
                 self.client.ack(item.mid, item.qos)
             outcome = item.outcome
@@ -273,6 +277,9 @@ class Bridge:
         self._failed: asyncio.Future[None] | None = None
         self._producer: AIOKafkaProducer | None = None
         self._fault_logged = float("-inf")
+        # How long a wait on Kafka goes before the bridge asks Kafka how it is (and how long
+        # that question may take): both well inside the stall timeout, so a fault is heard first.
+        self._check_s = min(ACK_CHECK_S, settings.stall_timeout_s / 4)
         self.watchdog = Watchdog("bridge", settings.stall_timeout_s, waiting=self.backlog)
 
     @property
@@ -289,18 +296,28 @@ class Bridge:
     async def send(self, record: Record) -> asyncio.Future:
         """Hand ``record`` to the producer and return its delivery future.
 
-        A full buffer (aiokafka's ``KafkaTimeoutError`` after a request's time)
-        is backpressure: the lane waits here and tries again, holding the MQTT
-        messages behind it unacked with the broker.
+        A full buffer or no metadata yet (aiokafka waits up to a request's time
+        for either, then raises ``KafkaTimeoutError``) is backpressure: the lane
+        waits here and tries again, holding the MQTT messages behind it unacked
+        with the broker. The wait is cut into slices shorter than the stall
+        timeout, each followed by a look at Kafka, so a fault is reported
+        before the watchdog judges (seen: a frozen Kafka held a first send
+        for its whole metadata wait, and the watchdog fired first).
         """
         while True:
             try:
-                future: asyncio.Future = await self.producer.send(record.topic, record.value, key=record.key, partition=record.partition)
+                future: asyncio.Future = await asyncio.wait_for(
+                    self.producer.send(record.topic, record.value, key=record.key, partition=record.partition), self._check_s,
+                )
                 return future
+            except TimeoutError:
+                where = [] if record.partition is None else [TopicPartition(record.topic, record.partition)]
+                if (problem := await partition_health(self.producer, where, self._check_s)) is not None:
+                    self.kafka_fault(f"Kafka is not taking records: {problem}", None)
             except Exception as exc:
                 if not recoverable(exc):
                     raise
-                self.kafka_fault(f"Kafka is not taking records ({type(exc).__name__}): its buffer is full; waiting", exc)
+                self.kafka_fault(f"Kafka is not taking records ({type(exc).__name__}); waiting", exc)
 
     async def confirmed(self, records: list[Record], futures: list[asyncio.Future]) -> None:
         """Wait until Kafka has every one of ``records`` (``futures`` their deliveries, replaced as they are resent).
@@ -312,7 +329,7 @@ class Bridge:
         """
         backoff = delays(0.2, 5.0)
         while True:
-            await asyncio.wait(futures, timeout=ACK_CHECK_S)
+            await asyncio.wait(futures, timeout=self._check_s)
             failed = [i for i, f in enumerate(futures) if f.done() and f.exception() is not None]
             if not failed and all(f.done() for f in futures):
                 return
@@ -328,7 +345,7 @@ class Bridge:
             else:
                 waited = {TopicPartition(r.topic, r.partition) for r, f in zip(records, futures, strict=True)
                           if not f.done() and r.partition is not None}
-                problem = await partition_health(self.producer.client, waited, REQUEST_TIMEOUT_S)
+                problem = await partition_health(self.producer, waited, self._check_s)
                 if problem is not None:
                     self.kafka_fault(f"waiting for Kafka to acknowledge: {problem}", None)
 
@@ -481,7 +498,12 @@ class Bridge:
             # then leave the group so the others take the shards at once.
             await self._revoke(set(self.lanes))
             leave.set()
-            await asyncio.wait_for(group, timeout=30)
+            try:
+                # Leaving lets the others take the shards at once; a Kafka that does not
+                # answer cannot be left, and then the session timeout does it.
+                await asyncio.wait_for(group, timeout=LEAVE_TIMEOUT_S)
+            except TimeoutError:
+                log.warning("Kafka did not answer the bridge leaving its group; its shards move when its session times out")
         finally:
             for task in (group, stop):
                 task.cancel()
@@ -489,7 +511,11 @@ class Bridge:
             # (what Kafka has not confirmed stays unacked with the broker).
             lanes, self.lanes = list(self.lanes.values()), {}
             await asyncio.gather(*(lane.stop(0) for lane in lanes), return_exceptions=True)
-            await self._producer.stop()
+            try:
+                # What it still holds is not acked to the broker, so nothing is lost by not waiting.
+                await asyncio.wait_for(self._producer.stop(), LEAVE_TIMEOUT_S)
+            except TimeoutError:
+                log.warning("Kafka did not take the producer's last records; their MQTT messages come again")
             log.info("bridge stopped: %d events forwarded, %d rejected", self.forwarded, self.rejected)
 
     def stop(self) -> None:

@@ -39,7 +39,14 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 
 from runtime import metrics
 from runtime.kafka_admin import ensure_topics, replication
-from runtime.kafka_client import REQUEST_TIMEOUT_S, KafkaFault, client_timeouts, kafka_security, recoverable
+from runtime.kafka_client import (
+    REQUEST_TIMEOUT_S,
+    KafkaFault,
+    client_timeouts,
+    kafka_security,
+    partition_health,
+    recoverable,
+)
 from runtime.retry import retry
 from runtime.settings import WorkerSettings
 from runtime.watchdog import Watchdog
@@ -65,7 +72,7 @@ FETCH_BYTES = 8 * 1024 * 1024  # a partition's fetch (Faust's consumer_max_fetch
 STREAM_BUFFER = 16384  # records Faust buffers for the agent (stream_buffer_maxsize)
 PRUNE_EVERY_S = 60.0
 PROBE_EVERY_S = 5.0
-KAFKA_TIMEOUT_S = 30.0
+KAFKA_TIMEOUT_S = REQUEST_TIMEOUT_S
 # What a batch (or a sweep) is retried on, rolled back and run again: the
 # database away, or Kafka not taking its rows (a leader moving, too few
 # in-sync copies, a frozen node timing out) -- not a reason to exit.
@@ -97,6 +104,12 @@ class LogEnds:
         first = await asyncio.wait_for(self._consumer.beginning_offsets(tps), KAFKA_TIMEOUT_S)
         end = await asyncio.wait_for(self._consumer.end_offsets(tps), KAFKA_TIMEOUT_S)
         return {tp.partition: o for tp, o in first.items()}, {tp.partition: o for tp, o in end.items()}
+
+    async def trouble(self, partitions: set[int]) -> str | None:
+        """What Kafka says is wrong with these partitions of the events topic (no leader, copies out of sync), if anything."""
+        if self._consumer is None:
+            return "no Kafka node answers"
+        return await partition_health(self._consumer, {TopicPartition(self.topic, p) for p in partitions})
 
 
 def alert_config(settings: WorkerSettings) -> AlertConfig:
@@ -337,6 +350,8 @@ class Worker:
                 first, end = await self.log_ends.ends(everything)
             except Exception as exc:  # noqa: BLE001 - a failed probe is retried; the watchdog judges
                 log.warning("lag probe: Kafka did not answer (%s: %s)", exc.__class__.__name__, exc)
+                # Faust's fetches wait on the same Kafka: records waiting now is not a hang.
+                self.watchdog.fault(f"Kafka does not answer the lag probe ({exc.__class__.__name__})")
                 continue
             try:
                 applied = await asyncio.wait_for(self.store.applied(), KAFKA_TIMEOUT_S)
@@ -349,6 +364,8 @@ class Worker:
             self.waiting = sum(max(0, end[p] - applied.get(p, first[p])) for p in mine)
             if any(applied.get(p) != self._applied.get(p) for p in mine):
                 self.watchdog.progress()  # some worker moved our partitions on
+            elif self.waiting and (problem := await self.log_ends.trouble(mine)) is not None:
+                self.watchdog.fault(f"records wait and Kafka says {problem}")
             self._applied = applied
 
 

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import re
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -15,24 +13,10 @@ from devtools.ports import free_port
 from edge.config import CameraConfig, OutboxConfig, SourceConfig
 from edge.node import CameraNode
 from runtime.waiting import wait_for
-from tests.support import publish
+from tests.support import publish, scrape, total
 from tests.support.hostile import good_event
 
 pytestmark = pytest.mark.integration
-
-
-def scrape(port: int) -> dict[str, float]:
-    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
-    values: dict[str, float] = {}
-    for line in text.splitlines():
-        if line and not line.startswith("#"):
-            name, value = line.rsplit(" ", 1)
-            values[name] = float(value)
-    return values
-
-
-def total(values: dict[str, float], pattern: str) -> float:
-    return sum(v for k, v in values.items() if re.fullmatch(pattern, k))
 
 
 async def test_bridge_worker_sink_and_edge_export_metrics(stack_factory, media: Path, tmp_path: Path) -> None:

@@ -1,10 +1,11 @@
-"""Processes that stall for real (a database lock, a frozen Kafka) say why and exit for a restart.
+"""Processes that stall for real (a database lock) say why and exit for a restart; a fault Kafka reports is waited out.
 
 Each stall is a real one: a transaction of the test holds a lock the
-process needs, or the Kafka broker is stopped with SIGSTOP. The stall
-timeout is cut to a few seconds; the process must warn on ``/health``,
-exit with 70, name what it waited on, and, restarted, finish the job with
-the counts exact.
+process needs. The stall timeout is cut to a few seconds; the process must
+warn on ``/health``, exit with 70, name what it waited on, and, restarted,
+finish the job with the counts exact. A Kafka broker stopped with SIGSTOP
+is not a hang of the bridge's: its client times out and says so, and the
+bridge waits (issue 35), far past the stall timeout.
 """
 
 from __future__ import annotations
@@ -24,9 +25,13 @@ import pytest
 
 from devtools.ports import free_port
 from devtools.services import Kafka
+from fleetsight.mqtt_users import admin_settings
+from runtime.mqtt import read_retained
 from runtime.waiting import wait_for
 from runtime.watchdog import STALL_EXIT
-from tests.support import SENTINEL, Stack, event, publish, truth
+from schemas.codec import decode_ack, encode_ack
+from schemas.topics import SHARDS
+from tests.support import SENTINEL, Stack, event, publish, scrape, total, truth
 
 pytestmark = pytest.mark.integration
 
@@ -116,19 +121,54 @@ async def test_worker_and_sink_blocked_by_the_database_exit_and_recover_exactly(
     assert await stack.minute_counts() == dict(expected)
 
 
-async def test_bridge_waiting_on_a_frozen_kafka_exits(stack_factory) -> None:
+async def test_bridge_waits_out_a_frozen_kafka_and_its_lanes_say_offline_when_it_stops(stack_factory) -> None:
+    """A frozen Kafka is a fault the bridge reports and waits out, however long past its stall timeout;
+    what came meanwhile is forwarded once Kafka answers; and a bridge stopped while Kafka is frozen
+    again stops at once, leaving every lane's retained status ``offline``."""
     port = free_port()
     stack = await stack_factory(stall_timeout_s=TIMEOUT_S, bridge_metrics_port=port)
     stack.start("bridge")
     await stack.wait_bridge_online()
-    kafka = Kafka(stack.settings).pid()
+    settings, topics = stack.settings, stack.settings.mqtt_topics
+    kafka = Kafka(settings).pid()
     assert kafka is not None, "the local Kafka is not running"
+
+    def faults() -> float:
+        return total(scrape(port), r"fleetsight_bridge_kafka_faults_total\{.*\}")
+
+    def watermark() -> int:
+        found = read_retained(admin_settings(settings), topics.ack("wd-k"))
+        return max((decode_ack(payload).seq for payload in found.values() if payload), default=0)
+
+    now = int(time.time() * 1000)
+    # The camera's outbox starts at seq 1 (retained, as an edge says it): the bridge's watermark starts below it.
+    await asyncio.to_thread(publish, settings, [(topics.outbox("wd-k"), encode_ack("wd-k", 1))], True)
     os.kill(kafka, signal.SIGSTOP)
     try:
-        now = int(time.time() * 1000)
-        await asyncio.to_thread(
-            publish, stack.settings, [(stack.settings.mqtt_topics.events("wd-k"), json.dumps(event("wd-k", 1, now)).encode())]
-        )
-        await stalls_and_exits(stack, "bridge", port, "Kafka")
+        await asyncio.to_thread(publish, settings, [(topics.events("wd-k"), json.dumps(event("wd-k", 1, now)).encode())])
+        # Each look at the frozen Kafka reports a fault; eight of them take over three stall timeouts.
+        await wait_for(lambda: faults() >= 8, 120, "the bridge to report Kafka's fault eight times")
+        stack.assert_running()
+        assert watermark() == 0
     finally:
         os.kill(kafka, signal.SIGCONT)
+    await wait_for(lambda: watermark() == 1, 60, "the event that waited to reach Kafka and be acked")
+    stack.assert_running()
+    # Kafka dropped the frozen time's group sessions: the bridge rejoins and serves every lane again.
+    await stack.wait_bridge_online()
+
+    before = faults()
+    os.kill(kafka, signal.SIGSTOP)
+    try:
+        await asyncio.to_thread(publish, settings, [(topics.events("wd-k"), json.dumps(event("wd-k", 2, now)).encode())])
+        await wait_for(lambda: faults() > before, 60, "the bridge to report the second freeze")
+        started = time.monotonic()
+        stack.kill("bridge", signal.SIGTERM)  # waits for the exit (30 s at most)
+        stopped_s = time.monotonic() - started
+    finally:
+        os.kill(kafka, signal.SIGCONT)
+    log = stack.logs["bridge"].read_text(errors="replace")
+    assert "Kafka did not confirm within" in log, log[-3000:]
+    statuses = read_retained(admin_settings(settings), topics.all_bridge_status)
+    assert len(statuses) == SHARDS + 1 and set(statuses.values()) == {b"offline"}, statuses
+    print(f"bridge stopped in {stopped_s:.1f} s with Kafka frozen")

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import shutil
 import signal
 import subprocess
 import threading
 import time
+import urllib.request
 import uuid
 from collections import Counter
 from pathlib import Path
@@ -233,6 +235,22 @@ def publish(settings: Settings, items: list[tuple[str, bytes]], retain: bool = F
     finally:
         client.disconnect()
         client.loop_stop()
+
+
+def scrape(port: int) -> dict[str, float]:
+    """A process's /metrics, sample name (with labels) -> value."""
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    values: dict[str, float] = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, value = line.rsplit(" ", 1)
+            values[name] = float(value)
+    return values
+
+
+def total(values: dict[str, float], pattern: str) -> float:
+    """The sum of the samples whose name (with labels) matches ``pattern``."""
+    return sum(v for k, v in values.items() if re.fullmatch(pattern, k))
 
 
 def clear_retained(settings: Settings, pattern: str) -> None:
