@@ -145,7 +145,7 @@ async def commit_read(
     """
     try:
         await consumer.commit(offsets)
-    except RECOVERABLE as exc:
+    except (*RECOVERABLE, kafka_errors.IllegalStateError) as exc:  # IllegalState: no partitions assigned, mid-rebalance
         log.warning("offset commit refused (%s: %s); those records will be read again", type(exc).__name__, exc)
         if watchdog is not None:
             watchdog.fault(f"offset commit refused: {type(exc).__name__}")

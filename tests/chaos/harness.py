@@ -58,10 +58,13 @@ PROBE_CAMERA = "chaos-probe"
 PIPELINE = ("bridge", "worker", "sink")
 PARTS = ("edge", "edge-in-outage", "mosquitto", "bridge", "kafka", "worker", "sink", "postgres", "link")
 # Faults of a run on a 3-node Kafka cluster with two of each pipeline process (Chaos(cluster=True)):
-# one node killed and brought back, two nodes down at once, one of the two
-# bridges killed while the other takes over its shards.
-CLUSTER_PARTS = ("kafka-node", "kafka-two-nodes", "bridge-of-two")
+# one node killed and brought back, one node frozen (SIGSTOP: it answers
+# nothing and closes nothing; the one coordinating the workers' group, the
+# worst case), two nodes down at once, one of the two bridges killed while
+# the other takes over its shards.
+CLUSTER_PARTS = ("kafka-node", "kafka-node-frozen", "kafka-two-nodes", "bridge-of-two")
 SECOND_BRIDGE = "bridge-b"
+FROZEN_S = 40.0  # how long a frozen node stays frozen (what issue 35 saw stop the pipeline for all of it)
 
 
 @dataclass
@@ -72,6 +75,8 @@ class Fault:
     recovered_s: float | None = None  # fault to first new event visible in SQL
     restarts: int = 0  # pipeline processes that died on their own until it recovered
     flowing_s: float | None = None  # fault to an event through the pipeline while the part is still down
+    still_s: float | None = None  # longest time SQL did not change while the part was down (frozen)
+    moving_s: float | None = None  # the part back to SQL changing again
 
 
 @dataclass
@@ -106,9 +111,53 @@ class Report:
             restarts = f", {f.restarts} restart(s) of a crashed process" if f.restarts else ""
             if f.flowing_s is not None:
                 restarts += f", events flowed {f.flowing_s:.1f} s after it went down"
+            if f.still_s is not None:
+                restarts += f", SQL stood still {f.still_s:.1f} s at most meanwhile"
+            if f.moving_s is not None:
+                restarts += f", SQL moving {f.moving_s:.1f} s after it was back"
             lines.append(f"  {f.part:<15} down {f.down_s:5.1f} s, recovered after {rec}{restarts}")
         lines += [f"  mismatch: {m}" for m in self.mismatches[:20]]
         return "\n".join(lines)
+
+
+class SqlMotion:
+    """Samples the per-minute table twice a second: when it last changed, and the longest it stood still."""
+
+    def __init__(self, dsn: str) -> None:
+        self.dsn = dsn
+        self.changed_at = time.monotonic()
+        self.stills: list[float] = []
+        self._task: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> SqlMotion:
+        self._task = asyncio.create_task(self._sample())
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._task is not None
+        self._task.cancel()
+        await asyncio.gather(self._task, return_exceptions=True)
+
+    async def _sample(self) -> None:
+        conn: asyncpg.Connection | None = None
+        last = None
+        while True:
+            try:
+                conn = conn or await asyncpg.connect(self.dsn)
+                now = await conn.fetchval("SELECT (count(*), sum(objects), max(updated_at))::text FROM camera_minute_counts")
+                if now != last:
+                    last = now
+                    self.changed_at = time.monotonic()
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+                conn = None
+            self.stills.append(time.monotonic() - self.changed_at)
+            await asyncio.sleep(0.5)  # the sampling period
+
+    def longest_still(self) -> float:
+        return max(self.stills, default=0.0)
+
+    def changed_since(self, t: float) -> bool:
+        return self.changed_at > t
 
 
 class Chaos:
@@ -301,6 +350,17 @@ class Chaos:
             await self.proxy.restore()
         elif part == "bridge-of-two":
             await self._kill_one_bridge(fault, down_s)
+        elif part == "kafka-node-frozen":
+            victim = await self._coordinating_node()
+            pid = victim.pid()
+            assert pid is not None, f"{victim.name} is not running"
+            async with SqlMotion(self.settings.postgres_dsn) as motion:
+                os.kill(pid, signal.SIGSTOP)
+                try:
+                    await wait_for(lambda: time.monotonic() - fault.started >= down_s, down_s + 5, "the freeze to last", interval=0.5)
+                finally:
+                    os.kill(pid, signal.SIGCONT)
+                fault.still_s = motion.longest_still()
         elif part in ("kafka-node", "kafka-two-nodes"):
             nodes = KafkaCluster(self.settings).nodes
             victims = self.rng.sample(nodes, 1 if part == "kafka-node" else 2)
@@ -314,8 +374,12 @@ class Chaos:
                 await self.wait_probe("one-kafka-node-down", fault.started, deadline=45)
                 fault.flowing_s = time.monotonic() - fault.started
             await asyncio.sleep(max(0.0, down_s - (time.monotonic() - fault.started)))  # the node stays down this long
-            for node in victims:
-                await self._restart_service(node)
+            async with SqlMotion(self.settings.postgres_dsn) as motion:
+                for node in victims:
+                    await self._restart_service(node)
+                back = time.monotonic()
+                await wait_for(lambda: motion.changed_since(back), 240, "SQL to move after the nodes were back", interval=0.5)
+                fault.moving_s = motion.changed_at - back
         elif part in PIPELINE:
             self.killed.add(part)
             self.procs[part].send_signal(signal.SIGKILL)
@@ -362,6 +426,18 @@ class Chaos:
         await asyncio.sleep(max(0.0, down_s - (time.monotonic() - fault.started)))
         self._spawn_pipeline(SECOND_BRIDGE)
         self.killed.discard(SECOND_BRIDGE)
+
+    async def _coordinating_node(self) -> Kafka:
+        """The node coordinating the workers' consumer group."""
+        from aiokafka.admin import AIOKafkaAdminClient
+
+        admin = AIOKafkaAdminClient(bootstrap_servers=self.settings.kafka_bootstrap)
+        await admin.start()
+        try:
+            node_id = await admin.find_coordinator(self.settings.stream_app_id)
+        finally:
+            await admin.close()
+        return next(node for node in KafkaCluster(self.settings).nodes if node.node == node_id)
 
     async def wait_camera(self, camera: str, since_wall: float, fault: Fault, deadline: float = 240) -> None:
         """Wait until a row of ``camera`` changes after ``since_wall``."""
@@ -453,7 +529,7 @@ class Chaos:
             schedule = (order * (faults // len(order) + 1))[:faults]
             for part in schedule:
                 await asyncio.sleep(gap_s)  # traffic between faults
-                down = link_cut_s if part == "link" else self.rng.uniform(*down_s)
+                down = link_cut_s if part == "link" else FROZEN_S if part == "kafka-node-frozen" else self.rng.uniform(*down_s)
                 before = sum(self.report.crash_restarts.values())
                 fault = await self.inject(part, down)
                 fault.restarts = sum(self.report.crash_restarts.values()) - before

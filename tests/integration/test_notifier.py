@@ -277,3 +277,38 @@ async def test_notifier_test_posts_one_signed_test_alert_and_says_what_came_back
     assert receiver.bad_signatures == 0
     [request] = receiver.got["ops"]
     assert (request["body"]["kind"], request["body"]["state"]) == ("test", "open")
+
+
+async def test_an_alert_that_opened_and_closed_between_two_sweeps_reaches_the_webhook_whole(stack_factory, tmp_path: Path) -> None:
+    """A reconcile alert lives one reconciler pass: it reaches SQL (not the topic) already closed. The
+    webhook still gets its opening, then its closing (it used to get the closing only)."""
+    (tmp_path / "ops").write_bytes(b"ops-secret")
+    receiver = Receiver({"ops": b"ops-secret"})
+    stack: Stack = await stack_factory(
+        webhooks=[{"name": "ops", "url": receiver.url("ops"), "secret_file": str(tmp_path / "ops")}],
+        notifier_sweep_s=1, notifier_sweep_after_s=2,
+    )
+    await receiver.start()
+    await ensure_topics(stack.settings)
+    try:
+        stack.start("notifier")
+        await reading(stack)
+        now = int(time.time() * 1000)
+        await stack.query(
+            "INSERT INTO alerts (alert_id, camera_id, site, kind, subject, state, opened_at, closed_at, detail, version) "
+            "VALUES ($1, 'cam-r', 'site-a', 'reconcile', 'minute', 'closed', to_timestamp($2 / 1000.0), "
+            "to_timestamp($2 / 1000.0 + 30), 'SQL and the worker disagreed for one pass', 2)",
+            f"cam-r|reconcile|minute|{now}", now,
+        )
+
+        def states() -> list[str]:
+            stack.assert_running()
+            return [r["body"]["state"] for r in receiver.got["ops"]]
+
+        await until(stack, lambda: len(states()) >= 2, 60, "the reconcile alert at the webhook")
+        assert states() == ["open", "closed"]
+        opening, closing = (r["body"] for r in receiver.got["ops"])
+        assert opening["alert_id"] == closing["alert_id"] == f"cam-r|reconcile|minute|{now}"
+        assert opening["closed_at"] is None and closing["closed_at"] is not None
+    finally:
+        await receiver.stop()

@@ -1,0 +1,156 @@
+"""A backlog drained through one bridge on a loaded box, with Kafka killed for a minute in the middle.
+
+Issue 35: on a busy box one Kafka outage became a livelock. The bridge
+exited on a full producer buffer, was restarted into the same backlog and
+exited again; the cameras resent their whole tails every 10 s; nothing was
+confirmed for 19 minutes. Here 20 cameras start with minutes of events in
+their outboxes, two CPU hogs of the test's own keep both cores busy, and
+Kafka is SIGKILLed for 60 s once a quarter of the backlog is confirmed.
+The watermarks must keep moving whenever Kafka is up, no pipeline process
+may exit, and SQL must end exact.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+import pytest
+
+from devtools.services import Kafka
+from edge.outbox import Outbox
+from fleetsight.mqtt_users import admin_settings
+from runtime.mqtt import make_client
+from runtime.waiting import wait_for
+from schemas.codec import decode_ack
+from tests.chaos.camera import events_for
+from tests.chaos.harness import Chaos
+
+pytestmark = pytest.mark.chaos
+
+CAMERAS = 20
+BACKLOG_S = 240  # minutes of events each camera holds when the run starts
+BACKLOG_RATE = 20  # events a second in that backlog, per camera
+KAFKA_DOWN_S = 60
+# Longest the watermarks may stand still while Kafka is up and a backlog is
+# left (Kafka's first minute back included: producers reconnect, groups rejoin).
+STILL_LIMIT_S = 30
+
+
+class Watermarks:
+    """Every camera's ack watermark as the bridge publishes it, and when any last moved."""
+
+    def __init__(self, chaos: Chaos) -> None:
+        self.seqs: dict[str, int] = {}
+        self.moved_at = time.monotonic()
+        self._lock = threading.Lock()
+        settings = admin_settings(chaos.settings)
+        self.client = make_client(settings, "backlog-watch", persistent=False)
+        topics = chaos.settings.mqtt_topics
+        self.client.on_connect = lambda c, u, f, rc, p: c.subscribe(topics.all_acks(), qos=1)
+        self.client.on_message = self._on_message
+        self.client.connect_async(settings.mqtt.host, settings.mqtt.port)
+        self.client.loop_start()
+
+    def _on_message(self, client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
+        if not msg.payload:
+            return
+        ack = decode_ack(bytes(msg.payload))
+        with self._lock:
+            if ack.seq > self.seqs.get(ack.camera_id, 0):
+                self.seqs[ack.camera_id] = ack.seq
+                self.moved_at = time.monotonic()
+
+    def confirmed(self) -> int:
+        with self._lock:
+            return sum(self.seqs.values())
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+def prefill(chaos: Chaos, now_ms: int) -> int:
+    """Put BACKLOG_S of events into every camera's outbox, as if its link had been down that long; returns how many each holds."""
+    held = 0
+    for n, camera in enumerate(chaos.sim_cameras):
+        rng = random.Random(n)
+        outbox = Outbox(chaos.root / f"{camera}.sqlite3", camera, "chaos", keep_confirmed=True)
+        batch, track = [], 0
+        start = now_ms - BACKLOG_S * 1000
+        while len(batch) < BACKLOG_S * BACKLOG_RATE:
+            track += 1
+            batch += events_for(rng, track, start + len(batch) * 1000 // BACKLOG_RATE)
+        outbox.append(batch)
+        held = outbox.last_seq()
+        outbox.close()
+    return held
+
+
+def cpu_hogs(seconds: float) -> list[subprocess.Popen]:
+    """One busy process per core, ending by itself after ``seconds``."""
+    code = f"import time\nend = time.monotonic() + {seconds}\nwhile time.monotonic() < end: pass"
+    return [subprocess.Popen([sys.executable, "-c", code]) for _ in range(os.cpu_count() or 2)]
+
+
+async def test_a_backlog_drains_on_a_loaded_box_through_a_kafka_outage(chaos_root: Path) -> None:
+    chaos = Chaos(chaos_root, seed=35, sim_cameras=CAMERAS, rate=2.0, video=False)
+    held = prefill(chaos, int(time.time() * 1000))
+    backlog = held * CAMERAS
+    hogs = cpu_hogs(900)
+    watch: Watermarks | None = None
+    supervisor: asyncio.Task[None] | None = None
+    still: list[float] = []  # the longest stand-still while Kafka was up, sampled
+    try:
+        await chaos.setup()
+        supervisor = asyncio.create_task(chaos.supervise())
+        watch = Watermarks(chaos)
+        started = time.monotonic()
+
+        async def sample_until(done, deadline: float, what: str) -> None:
+            async def check() -> bool:
+                still.append(time.monotonic() - watch.moved_at)
+                return bool(done())
+            await wait_for(check, deadline, what, interval=1)
+
+        await sample_until(lambda: watch.confirmed() >= backlog // 4, 300, "a quarter of the backlog confirmed")
+        kafka = Kafka(chaos.settings)
+        pid = kafka.pid()
+        assert pid is not None
+        os.kill(pid, signal.SIGKILL)
+        killed_at = time.monotonic()
+        at_kill = watch.confirmed()
+        await wait_for(lambda: time.monotonic() - killed_at >= KAFKA_DOWN_S, KAFKA_DOWN_S + 5, "Kafka's minute down", interval=1)
+        await chaos._restart_service(kafka)
+        back_at = time.monotonic()
+        watch.moved_at = max(watch.moved_at, back_at)  # the stand-still is judged from Kafka's return
+        await wait_for(lambda: watch.confirmed() > at_kill, STILL_LIMIT_S * 4, "the watermarks to move after Kafka came back")
+        moved_after_s = time.monotonic() - back_at
+        await sample_until(lambda: all(watch.seqs.get(c, 0) >= held for c in chaos.sim_cameras), 600, "the whole backlog confirmed")
+        drained_s = time.monotonic() - started
+        restarts = dict(chaos.report.crash_restarts)
+        await chaos.drain()
+    finally:
+        for hog in hogs:
+            hog.kill()
+            hog.wait()
+        if watch is not None:
+            watch.close()
+        if supervisor is not None:
+            supervisor.cancel()
+        await chaos.teardown()
+    report = chaos.report
+    print(report.render())
+    print(f"backlog {backlog} events from {CAMERAS} cameras confirmed in {drained_s:.0f} s (Kafka down {KAFKA_DOWN_S} s); "
+          f"watermarks moved {moved_after_s:.1f} s after Kafka was back; longest stand-still with Kafka up {max(still):.1f} s")
+    assert not restarts, f"pipeline processes exited and were restarted: {restarts}"
+    assert max(still) <= STILL_LIMIT_S, f"the watermarks stood still {max(still):.0f} s with Kafka up"
+    assert report.lost == 0 and report.double == 0, report.render()

@@ -1,0 +1,164 @@
+"""A rebalance that lands mid-batch is read again, never an exit (issue 35).
+
+- A sink whose batch is held up by a database lock while a second sink joins
+  commits after (or during) the rebalance: Kafka refuses the commit
+  (``CommitFailedError``: the sink exited with code 1 on it), the records
+  are read again by whoever owns them, and the UPSERTs make that harmless.
+- A worker that loses every partition of its batch while applying it
+  (frozen past its session, so the other worker takes them all) commits
+  nothing: Faust's own commit handed aiokafka an empty map and crashed.
+
+Each ends with both processes running and SQL exact.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+
+import asyncpg
+import pytest
+from aiokafka.admin import AIOKafkaAdminClient
+
+from devtools.ports import free_port
+from runtime.waiting import wait_for
+from streams.aggregate import bucket_camera
+from streams.partitioning import partition_for
+from tests.support import Stack, assert_sql_matches, event, publish, truth, with_sentinel
+
+pytestmark = pytest.mark.integration
+
+
+def send(stack: Stack, events: list[dict]) -> None:
+    topics = stack.settings.mqtt_topics
+    publish(stack.settings, [(topics.events(e["camera_id"]), json.dumps(e).encode()) for e in events])
+
+
+async def waiting_on_a_lock(conn: asyncpg.Connection, statement: str) -> bool:
+    """Is another session waiting for a lock in a statement starting with ``statement``?"""
+    n = await conn.fetchval(
+        "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE $1 AND pid <> pg_backend_pid()",
+        f"{statement}%",
+    )
+    return bool(n)
+
+
+async def group_state(stack: Stack, group: str) -> str:
+    admin = AIOKafkaAdminClient(bootstrap_servers=stack.settings.kafka_bootstrap)
+    await admin.start()
+    try:
+        [described] = await admin.describe_consumer_groups([group])
+        return str(described.groups[0][1])
+    finally:
+        await admin.close()
+
+
+async def test_a_rebalance_between_a_sinks_batch_and_its_commit_is_read_again(stack: Stack) -> None:
+    for component in ("bridge", "worker", "sink"):
+        stack.start(component)
+    await stack.wait_bridge_online()
+    now = int(time.time() * 1000)
+    first = [event("rb-sink", s, now) for s in range(1, 21)]
+    send(stack, first)
+    await wait_for(lambda: _objects(stack, 20), 90, "the first 20 events in SQL")
+
+    conn = await asyncpg.connect(stack.dsn)
+    try:
+        tx = conn.transaction()
+        await tx.start()
+        await conn.execute("LOCK TABLE camera_minute_counts IN EXCLUSIVE MODE")
+        second = [event("rb-sink", s, now) for s in range(21, 41)]
+        send(stack, second)
+        await wait_for(lambda: waiting_on_a_lock(conn, "INSERT INTO camera_minute_counts"), 60, "the sink's batch to wait on the lock")
+        # A second sink joins: the group rebalances while the first one's batch is uncommitted.
+        stack.start("sink", "sink-b", stack.settings.model_copy(update={"sink_metrics_port": free_port()}))
+        group = f"{stack.settings.kafka_topic_prefix}-sink"
+        await wait_for(lambda: _rebalancing(stack, group), 60, "the sinks' group to start rebalancing")
+        await tx.rollback()
+    finally:
+        await conn.close()
+    last = [event("rb-sink", s, now) for s in range(41, 61)]
+    send(stack, last + [with_sentinel("rb-sink", 61, [])])
+    await assert_sql_matches(stack, truth(first + second + last + [with_sentinel("rb-sink", 61, [])]), ["rb-sink"])
+    stack.assert_running()
+    log = stack.logs["sink"].read_text(errors="replace")
+    assert "offset commit refused" in log, log[-3000:]
+
+
+async def _objects(stack: Stack, n: int) -> bool:
+    return sum((await stack.minute_counts()).values()) >= n
+
+
+async def _rebalancing(stack: Stack, group: str) -> bool:
+    return await group_state(stack, group) in ("PreparingRebalance", "CompletingRebalance")
+
+
+def positioned(stack: Stack, name: str, partition: int) -> int:
+    """How many times ``name`` said it was positioned on ``partition`` (each rebalance that gave it the partition)."""
+    return sum(
+        1 for line in stack.logs[name].read_text(errors="replace").splitlines()
+        if "positioned " in line and f" {partition}@" in " " + line.split("positioned ", 1)[1].replace(",", " ")
+    )
+
+
+def times_positioned(stack: Stack, name: str) -> int:
+    return stack.logs[name].read_text(errors="replace").count("positioned ")
+
+
+async def test_a_worker_that_loses_every_partition_of_its_batch_commits_nothing_and_goes_on(stack: Stack) -> None:
+    workers = ("worker-1", "worker-2")
+    stack.start("bridge")
+    stack.start("sink")
+    for name in workers:
+        stack.start("worker", name)
+    await stack.wait_bridge_online()
+    camera = "rb-worker"
+    partition = partition_for(bucket_camera(camera), stack.settings.kafka_partitions)
+    now = int(time.time() * 1000)
+    first = [event(camera, s, now) for s in range(1, 21)]
+    send(stack, first)
+    await wait_for(lambda: _objects(stack, 20), 120, "the first 20 events in SQL")
+    # The owner is the worker that was positioned on the partition last.
+    owner = max(workers, key=lambda w: _last_positioned_at(stack, w, partition))
+    assert _last_positioned_at(stack, owner, partition), f"no worker said it holds partition {partition}"
+    other = workers[1 - workers.index(owner)]
+
+    conn = await asyncpg.connect(stack.dsn)
+    try:
+        tx = conn.transaction()
+        await tx.start()
+        await conn.execute("LOCK TABLE stream_offsets IN EXCLUSIVE MODE")
+        second = [event(camera, s, now) for s in range(21, 41)]
+        send(stack, second)
+        await wait_for(lambda: waiting_on_a_lock(conn, "INSERT INTO stream_offsets"), 60, "the owner's batch to wait on the lock")
+        # Frozen past its session: the group gives every partition to the other worker.
+        had, rejoins = positioned(stack, other, partition), times_positioned(stack, owner)
+        pid = stack.procs[owner].pid
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            await wait_for(lambda: positioned(stack, other, partition) > had, 90, f"{other} to take partition {partition} over")
+        finally:
+            await tx.rollback()
+            os.kill(pid, signal.SIGCONT)
+    finally:
+        await conn.close()
+    last = [event(camera, s, now) for s in range(41, 61)]
+    send(stack, last + [with_sentinel(camera, 61, [])])
+    await assert_sql_matches(stack, truth(first + second + last + [with_sentinel(camera, 61, [])]), [camera], timeout=180)
+    # The thawed worker finishes its batch, commits nothing of partitions it lost, rejoins and stays.
+    await wait_for(lambda: _running_and(stack, lambda: times_positioned(stack, owner) > rejoins), 90, f"{owner} to rejoin the group")
+    text = stack.logs[owner].read_text(errors="replace")
+    assert "ValueError" not in text and "Traceback" not in text, text[-3000:]
+
+
+def _last_positioned_at(stack: Stack, name: str, partition: int) -> str:
+    lines = [line for line in stack.logs[name].read_text(errors="replace").splitlines()
+             if "positioned " in line and f" {partition}@" in " " + line.split("positioned ", 1)[1].replace(",", " ")]
+    return lines[-1][:23] if lines else ""
+
+
+def _running_and(stack: Stack, condition) -> bool:
+    stack.assert_running()
+    return bool(condition())
