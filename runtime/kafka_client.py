@@ -146,7 +146,9 @@ async def commit_read(
     try:
         await consumer.commit(offsets)
     except (*RECOVERABLE, kafka_errors.IllegalStateError) as exc:  # IllegalState: no partitions assigned, mid-rebalance
-        log.warning("offset commit refused (%s: %s); those records will be read again", type(exc).__name__, exc)
+        # CommitFailedError's text is a paragraph about poll intervals; what happened is simpler.
+        why = "the group rebalanced" if isinstance(exc, kafka_errors.CommitFailedError) else str(exc)[:200]
+        log.warning("offset commit refused (%s: %s); those records will be read again", type(exc).__name__, why)
         if watchdog is not None:
             watchdog.fault(f"offset commit refused: {type(exc).__name__}")
         return False

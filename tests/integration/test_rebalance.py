@@ -1,9 +1,10 @@
 """A rebalance that lands mid-batch is read again, never an exit (issue 35).
 
-- A sink whose batch is held up by a database lock while a second sink joins
-  commits after (or during) the rebalance: Kafka refuses the commit
-  (``CommitFailedError``: the sink exited with code 1 on it), the records
-  are read again by whoever owns them, and the UPSERTs make that harmless.
+- A sink whose batch is held up by a database lock, frozen past its session
+  while a second sink joins, commits as a member the group has dropped:
+  Kafka refuses the commit (``CommitFailedError``: the sink exited with code
+  1 on it), the records are read again by the partitions' new owner, and
+  the UPSERTs make that harmless.
 - A worker that loses every partition of its batch while applying it
   (frozen past its session, so the other worker takes them all) commits
   nothing: Faust's own commit handed aiokafka an empty map and crashed.
@@ -17,6 +18,7 @@ import json
 import os
 import signal
 import time
+from collections.abc import Awaitable
 
 import asyncpg
 import pytest
@@ -36,21 +38,26 @@ def send(stack: Stack, events: list[dict]) -> None:
     publish(stack.settings, [(topics.events(e["camera_id"]), json.dumps(e).encode()) for e in events])
 
 
-async def waiting_on_a_lock(conn: asyncpg.Connection, statement: str) -> bool:
-    """Is another session waiting for a lock in a statement starting with ``statement``?"""
-    n = await conn.fetchval(
-        "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE $1 AND pid <> pg_backend_pid()",
-        f"{statement}%",
+async def waiting_on_a_lock(stack: Stack, statement: str) -> int:
+    """How many sessions wait for a lock in a statement starting with ``statement``.
+
+    Asked on a connection of its own: a transaction sees pg_stat_activity as
+    it was when it first looked (seen: the lock holder's own view stayed empty).
+    """
+    rows = await stack.query(
+        "SELECT count(*) AS n FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE $1", f"{statement}%",
     )
-    return bool(n)
+    return int(rows[0]["n"])
 
 
-async def group_state(stack: Stack, group: str) -> str:
+async def group_state(stack: Stack, group: str) -> tuple[str, int]:
+    """The consumer group's state and how many members it has."""
     admin = AIOKafkaAdminClient(bootstrap_servers=stack.settings.kafka_bootstrap)
     await admin.start()
     try:
         [described] = await admin.describe_consumer_groups([group])
-        return str(described.groups[0][1])
+        _, _, state, _, _, members, *_ = described.groups[0]  # error, group id, state, protocol type, protocol, members
+        return str(state), len(members)
     finally:
         await admin.close()
 
@@ -71,12 +78,22 @@ async def test_a_rebalance_between_a_sinks_batch_and_its_commit_is_read_again(st
         await conn.execute("LOCK TABLE camera_minute_counts IN EXCLUSIVE MODE")
         second = [event("rb-sink", s, now) for s in range(21, 41)]
         send(stack, second)
-        await wait_for(lambda: waiting_on_a_lock(conn, "INSERT INTO camera_minute_counts"), 60, "the sink's batch to wait on the lock")
-        # A second sink joins: the group rebalances while the first one's batch is uncommitted.
-        stack.start("sink", "sink-b", stack.settings.model_copy(update={"sink_metrics_port": free_port()}))
-        group = f"{stack.settings.kafka_topic_prefix}-sink"
-        await wait_for(lambda: _rebalancing(stack, group), 60, "the sinks' group to start rebalancing")
-        await tx.rollback()
+        await wait_for(lambda: waiting_on_a_lock(stack, "INSERT INTO camera_minute_counts"), 60, "the sink's batch to wait on the lock")
+        # Frozen past its session while a second sink joins: the group hands every partition to the
+        # second. Thawed, the first finishes its batch and commits as a member the group has dropped.
+        pid = stack.procs["sink"].pid
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            stack.start("sink", "sink-b", stack.settings.model_copy(update={"sink_metrics_port": free_port()}))
+            group = f"{stack.settings.kafka_topic_prefix}-sink"
+            # Once the group has dropped the frozen one (after its session), the second reads the
+            # uncommitted batch again, and its write waits too (on the first one's row locks).
+            await wait_for(lambda: _at_least(waiting_on_a_lock(stack, "INSERT INTO camera_"), 2), 90,
+                           "the second sink to read the batch again")
+            assert await group_state(stack, group) == ("Stable", 1)
+        finally:
+            await tx.rollback()
+            os.kill(pid, signal.SIGCONT)
     finally:
         await conn.close()
     last = [event("rb-sink", s, now) for s in range(41, 61)]
@@ -87,12 +104,12 @@ async def test_a_rebalance_between_a_sinks_batch_and_its_commit_is_read_again(st
     assert "offset commit refused" in log, log[-3000:]
 
 
+async def _at_least(count: Awaitable[int], n: int) -> bool:
+    return await count >= n
+
+
 async def _objects(stack: Stack, n: int) -> bool:
     return sum((await stack.minute_counts()).values()) >= n
-
-
-async def _rebalancing(stack: Stack, group: str) -> bool:
-    return await group_state(stack, group) in ("PreparingRebalance", "CompletingRebalance")
 
 
 def positioned(stack: Stack, name: str, partition: int) -> int:
@@ -132,7 +149,7 @@ async def test_a_worker_that_loses_every_partition_of_its_batch_commits_nothing_
         await conn.execute("LOCK TABLE stream_offsets IN EXCLUSIVE MODE")
         second = [event(camera, s, now) for s in range(21, 41)]
         send(stack, second)
-        await wait_for(lambda: waiting_on_a_lock(conn, "INSERT INTO stream_offsets"), 60, "the owner's batch to wait on the lock")
+        await wait_for(lambda: waiting_on_a_lock(stack, "INSERT INTO stream_offsets"), 60, "the owner's batch to wait on the lock")
         # Frozen past its session: the group gives every partition to the other worker.
         had, rejoins = positioned(stack, other, partition), times_positioned(stack, owner)
         pid = stack.procs[owner].pid
