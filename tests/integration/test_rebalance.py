@@ -100,8 +100,12 @@ async def test_a_rebalance_between_a_sinks_batch_and_its_commit_is_read_again(st
     send(stack, last + [with_sentinel("rb-sink", 61, [])])
     await assert_sql_matches(stack, truth(first + second + last + [with_sentinel("rb-sink", 61, [])]), ["rb-sink"])
     stack.assert_running()
+    # Thawed, the first sink races its commit against its heartbeat: the commit is refused
+    # (CommitFailedError, the exit this guards against) or the heartbeat learns first that the
+    # group dropped it and the commit goes out as a non-member's (accepted, harmless). Either
+    # way it was dropped mid-batch, and it is still running.
     log = stack.logs["sink"].read_text(errors="replace")
-    assert "offset commit refused" in log, log[-3000:]
+    assert "offset commit refused" in log or "member_id was not recognized" in log, log[-3000:]
 
 
 async def _at_least(count: Awaitable[int], n: int) -> bool:
