@@ -295,7 +295,8 @@ class Chaos:
 
     # --- the run ----------------------------------------------------------------
 
-    async def setup(self) -> None:
+    async def setup(self, edges: bool = True) -> None:
+        """Services, pipeline and (unless ``edges`` is False: see :meth:`start_edges`) the cameras; then a probe through it all."""
         self.logs.mkdir(parents=True, exist_ok=True)
         subprocess.run(["bash", str(REPO_ROOT / "scripts" / "fetch-media.sh"), str(REPO_ROOT / ".services" / "media")], check=True)
         await asyncio.to_thread(self.services.up)
@@ -308,13 +309,18 @@ class Chaos:
         for name in self.pipeline:
             self._spawn_pipeline(name)
         assert await asyncio.to_thread(wait_bridge_online, self.settings, 90), "bridge did not come online"
+        if edges:
+            self.start_edges()
+        await self.wait_probe("startup", time.monotonic(), deadline=180)
+        if self.cluster:
+            self.report.replicas = await self.replicas()
+
+    def start_edges(self) -> None:
+        """The simulated cameras (and the video camera, if the run has one)."""
         for camera in self.sim_cameras:
             self._spawn_camera(camera)
         if self.video:
             self._spawn_video()
-        await self.wait_probe("startup", time.monotonic(), deadline=180)
-        if self.cluster:
-            self.report.replicas = await self.replicas()
 
     async def replicas(self) -> dict[str, int]:
         """Every topic on the cluster (ours, Faust's, Kafka's own) and its fewest replicas of a partition."""
