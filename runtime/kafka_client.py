@@ -32,20 +32,32 @@ MECHANISM = "SCRAM-SHA-512"
 # nothing and closes nothing, so the whole pipeline stood still for all of a
 # 40 s freeze (issue 35), although Kafka itself fences the node and moves
 # its leaders within broker.session.timeout.ms (3 s, deploy/kafka/kafka.env).
-# 10 s still lets a slow but live broker answer on a loaded 2-core box;
-# a produce that times out is retried by the idempotent producer, with no
-# duplicate.
-REQUEST_TIMEOUT_S = 10.0
-# A consumer group member's session: a dead worker's, sink's or bridge's
-# partitions go to the others after this long. No longer than a request
-# (Faust refuses a session longer than its request timeout).
+# A client meets a frozen node twice before it has moved on (the request
+# that hangs, then maybe a metadata or coordinator lookup sent to it), so
+# 6 s keeps a freeze's stand-still near 12 s at worst; at 10 s one run stood
+# still 30 s (three lookups in a row went to the frozen node). 6 s still lets
+# a slow but live broker answer on a loaded 2-core box, and a produce that
+# times out is retried by the idempotent producer, with no duplicate.
+REQUEST_TIMEOUT_S = 6.0
+# A consumer group member's session (the sink's, the notifier's): its
+# partitions go to the others this long after it dies. The worker's and the
+# bridges' are settings of their own (6 s: Faust wants a session no longer
+# than its requests, and 6 s is Kafka's least, group.min.session.timeout.ms).
 SESSION_TIMEOUT_S = 10.0
 RETRY_BACKOFF_MS = 200
+# How old the client's picture of the cluster may grow: a fenced node drops
+# out of the metadata Kafka answers, and a client that still lists it sends
+# lookups there (aiokafka picks a node at random) and waits a request's time.
+# Kafka's default is 5 minutes; a metadata request every 5 s costs nothing.
+METADATA_MAX_AGE_MS = 5000
 
 
 def client_timeouts() -> dict[str, Any]:
     """aiokafka's timeout arguments for any client (producer, consumer, admin)."""
-    return {"request_timeout_ms": int(REQUEST_TIMEOUT_S * 1000), "retry_backoff_ms": RETRY_BACKOFF_MS}
+    return {
+        "request_timeout_ms": int(REQUEST_TIMEOUT_S * 1000), "retry_backoff_ms": RETRY_BACKOFF_MS,
+        "metadata_max_age_ms": METADATA_MAX_AGE_MS,
+    }
 
 
 def consumer_timeouts(session_timeout_s: float = SESSION_TIMEOUT_S) -> dict[str, Any]:

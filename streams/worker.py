@@ -40,6 +40,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from runtime import metrics
 from runtime.kafka_admin import ensure_topics, replication
 from runtime.kafka_client import (
+    METADATA_MAX_AGE_MS,
     REQUEST_TIMEOUT_S,
     KafkaFault,
     client_timeouts,
@@ -400,6 +401,8 @@ def create_app(settings: WorkerSettings, brokers: int = 1) -> StreamApp:
         # request timeout no shorter than the session.
         broker_request_timeout=max(REQUEST_TIMEOUT_S, settings.stream_session_timeout_s),
         producer_request_timeout=REQUEST_TIMEOUT_S,
+        consumer_metadata_max_age_ms=METADATA_MAX_AGE_MS,
+        producer_metadata_max_age_ms=METADATA_MAX_AGE_MS,
         datadir=str(datadir),
         broker_credentials=faust_credentials(settings),
         # Faust fetched 1 MB a partition and buffered 4,096 records: a

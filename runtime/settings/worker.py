@@ -16,8 +16,9 @@ class WorkerSettings(KafkaSettings, DatabaseSettings, SupervisedSettings):
     stream_app_id: str = Field("fleetsight", pattern=r"^[A-Za-z0-9_.-]+$")
     # How soon the group notices a dead worker and hands its partitions over.
     # No longer than runtime.kafka_client.REQUEST_TIMEOUT_S, or Faust's
-    # requests (which must outlast it) wait that much longer on a frozen broker.
-    stream_session_timeout_s: float = Field(10.0, ge=6)
+    # requests (which must outlast it) wait that much longer on a frozen
+    # broker. 6 s is Kafka's least (group.min.session.timeout.ms).
+    stream_session_timeout_s: float = Field(6.0, ge=6)
     # Events older than this (event time against arrival time in Kafka) go to
     # the dead-letter topic instead of reopening their minute.
     late_after_s: float = Field(24 * 3600.0, gt=0)

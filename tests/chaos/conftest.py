@@ -18,4 +18,7 @@ def chaos_root() -> Iterator[Path]:
     root = Path(tempfile.mkdtemp(prefix="fleetsight-chaos-"))
     os.chmod(root, 0o755)
     yield root
-    shutil.rmtree(root, ignore_errors=True)
+    if os.environ.get("FLEETSIGHT_CHAOS_KEEP"):  # logs and data, to read after a run
+        print(f"chaos run kept in {root}")
+    else:
+        shutil.rmtree(root, ignore_errors=True)
