@@ -59,11 +59,13 @@ SEED ?= 1
 chaos: deps venv
 	$(BIN)/python -m tests.chaos.harness --seed $(SEED) --faults 18 --gap 20 --link-cut 120
 
-# The soak run (about 70 minutes; not in `make test`): the failover test 30
-# times, the short chaos run on 10 seeds and the cluster run (Kafka nodes and
-# a bridge killed) on 10 seeds, a line per run and a summary.
+# The soak run (about 2 hours; not in `make test`): the rebalance-mid-batch
+# tests 10 times, the backlog run (a loaded box, Kafka killed mid-drain) 3
+# times, the failover test 30 times, the short chaos run on 10 seeds and the
+# cluster run (Kafka nodes killed and frozen, a bridge killed) on 10 seeds, a
+# line per run and a summary.
 soak: deps venv
-	$(BIN)/python -m tests.soak --scale-out 30 --chaos 10 --cluster 10
+	$(BIN)/python -m tests.soak --rebalance 10 --backlog 3 --scale-out 30 --chaos 10 --cluster 10
 
 demo: deps venv
 	$(BIN)/python -m devtools demo

@@ -2,10 +2,12 @@
 
     python -m tests.soak [--scale-out 30] [--chaos 10] [--cluster 10] [--first-seed 1]
 
-Runs the scale-out failover test (two workers, one SIGKILLed mid-run)
-``--scale-out`` times, the short chaos run on ``--chaos`` different seeds,
-and the cluster run (a Kafka node killed, one of two bridges killed, two
-Kafka nodes down) on ``--cluster`` seeds, each in its own pytest process
+Runs the rebalance-mid-batch tests ``--rebalance`` times, the backlog run
+(a loaded box, Kafka killed mid-drain) ``--backlog`` times, the scale-out
+failover test (two workers, one SIGKILLed mid-run) ``--scale-out`` times,
+the short chaos run on ``--chaos`` different seeds, and the cluster run (a
+Kafka node killed, one frozen, two down, one of two bridges killed) on
+``--cluster`` seeds, each in its own pytest process
 with a deadline, and prints a line per run (pass / fail / hang, failover or
 bridge takeover seconds, lost, double-counted) and a summary with the
 failover and takeover p50 and p99. Exits non-zero if any run did not
@@ -38,11 +40,13 @@ class Run:
     failover_s: float | None = None
     lost: int | None = None
     double: int | None = None
+    extra: str = ""  # the run's own figures (a freeze's stand-still, a quorum's way back)
 
     def line(self) -> str:
         failover = f"{self.failover_s:5.1f} s" if self.failover_s is not None else "    - "
         counts = f"lost {self.lost}, double {self.double}" if self.lost is not None else "lost ?, double ?"
-        return f"{self.kind:<9} {self.n:>3}  {self.outcome:<4}  failover {failover}  {counts}  ({self.seconds:.0f} s)"
+        extra = f"  {self.extra}" if self.extra else ""
+        return f"{self.kind:<9} {self.n:>3}  {self.outcome:<4}  failover {failover}  {counts}{extra}  ({self.seconds:.0f} s)"
 
 
 def run_one(kind: str, n: int, test: str, deadline_s: float, env: dict[str, str], logs: Path) -> Run:
@@ -73,6 +77,7 @@ def run_one(kind: str, n: int, test: str, deadline_s: float, env: dict[str, str]
     try:
         figures = json.loads(result.read_text() or "{}")
         run.failover_s, run.lost, run.double = figures.get("failover_s"), figures.get("lost"), figures.get("double")
+        run.extra = figures.get("extra", "")
     except (OSError, ValueError):
         pass
     result.unlink(missing_ok=True)
@@ -91,11 +96,20 @@ def main() -> None:
     parser.add_argument("--scale-out", type=int, default=30, help="failover runs")
     parser.add_argument("--chaos", type=int, default=10, help="chaos runs, one seed each")
     parser.add_argument("--cluster", type=int, default=10, help="cluster runs (Kafka nodes and a bridge killed), one seed each")
+    parser.add_argument("--backlog", type=int, default=3, help="backlog runs (a loaded box, Kafka killed mid-drain)")
+    parser.add_argument("--rebalance", type=int, default=10, help="runs of the rebalance-mid-batch tests (sink and worker)")
     parser.add_argument("--first-seed", type=int, default=1)
     args = parser.parse_args()
     logs = Path(tempfile.mkdtemp(prefix="fleetsight-soak-"))
-    print(f"soak: {args.scale_out} failover runs, {args.chaos} chaos runs, {args.cluster} cluster runs; logs in {logs}", flush=True)
+    print(f"soak: {args.scale_out} failover runs, {args.chaos} chaos runs, {args.cluster} cluster runs, {args.backlog} backlog runs, "
+          f"{args.rebalance} rebalance runs; logs in {logs}", flush=True)
     runs: list[Run] = []
+    for n in range(1, args.rebalance + 1):
+        runs.append(run_one("rebalance", n, "tests/integration/test_rebalance.py", 420, {}, logs))
+        print(runs[-1].line(), flush=True)
+    for n in range(1, args.backlog + 1):
+        runs.append(run_one("backlog", n, "tests/chaos/test_backlog.py", 900, {}, logs))
+        print(runs[-1].line(), flush=True)
     for n in range(1, args.scale_out + 1):
         runs.append(run_one("failover", n, "tests/integration/test_scale_out.py", 420, {}, logs))
         print(runs[-1].line(), flush=True)

@@ -13,6 +13,7 @@ may exit, and SQL must end exact.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import random
 import signal
@@ -156,6 +157,11 @@ async def test_a_backlog_drains_on_a_loaded_box_through_a_kafka_outage(chaos_roo
     print(f"backlog {backlog} events from {CAMERAS} cameras confirmed in {done_at - started:.0f} s (Kafka down {KAFKA_DOWN_S} s, "
           f"{at_kill} confirmed at the kill, {watch.confirmed()} in all); watermarks moved {moved_after_s:.1f} s after Kafka was back; "
           f"longest stand-still with Kafka up {still_s:.1f} s")
+    if os.environ.get("FLEETSIGHT_SOAK_RESULT"):  # for `make soak`
+        with open(os.environ["FLEETSIGHT_SOAK_RESULT"], "w") as out:
+            json.dump({"lost": report.lost, "double": report.double, "extra": (
+                f"backlog of {backlog} confirmed in {done_at - started:.0f} s, moving {moved_after_s:.1f} s after Kafka was back, "
+                f"still {still_s:.1f} s at most with Kafka up, restarts {sum(restarts.values())}")}, out)
     assert not restarts, f"pipeline processes exited and were restarted: {restarts}"
     assert at_kill < backlog // 2, "the backlog was nearly drained before Kafka went down: the outage tested nothing"
     assert still_s <= STILL_LIMIT_S, f"the watermarks stood still {still_s:.0f} s with Kafka up"

@@ -36,7 +36,11 @@ async def test_cluster_faults_are_exact(chaos_root: Path) -> None:
     print(report.render())
     if os.environ.get("FLEETSIGHT_SOAK_RESULT"):  # for `make soak`
         with open(os.environ["FLEETSIGHT_SOAK_RESULT"], "w") as out:
-            json.dump({"failover_s": max(report.takeover_s, default=None), "lost": report.lost, "double": report.double}, out)
+            frozen, two = (next((f for f in report.faults if f.part == p), None) for p in ("kafka-node-frozen", "kafka-two-nodes"))
+            extra = (f"frozen node: SQL still {frozen.still_s:.1f} s at most" if frozen and frozen.still_s is not None else "") + (
+                f"; two nodes back: SQL moving after {two.moving_s:.1f} s" if two and two.moving_s is not None else "")
+            json.dump({"failover_s": max(report.takeover_s, default=None), "lost": report.lost, "double": report.double,
+                       "extra": extra}, out)
     # Every topic in three copies: ours, Faust's leader topic (made by us:
     # Faust would make it with one) and Kafka's own offsets topic.
     assert {"__consumer_offsets", "chaos.events", "chaos.agg.rows", "chaos-__assignor-__leader"} <= set(report.replicas)
