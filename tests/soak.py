@@ -58,7 +58,7 @@ def run_one(kind: str, n: int, test: str, deadline_s: float, env: dict[str, str]
         proc = subprocess.Popen(
             [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", test],
             cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-            env={**os.environ, **env, "FLEETSIGHT_SOAK_RESULT": str(result)},
+            env={**os.environ, **env, "FLEETSIGHT_SOAK": "1", "FLEETSIGHT_SOAK_RESULT": str(result)},
         )
         try:
             code = proc.wait(timeout=deadline_s)

@@ -5,17 +5,10 @@ from __future__ import annotations
 from schemas.codec import validate
 from streams.aggregate import Incoming
 from streams.status import AlertConfig, FleetStatus, OccupancyRule
+from tests.support.clock import FakeClock
 
 T0 = 1764072000000
 SEC = 1000
-
-
-class Clock:
-    def __init__(self, now: int) -> None:
-        self.now = now
-
-    def __call__(self) -> int:
-        return self.now
 
 
 def ev(seq: int, ts: int, type_: str, data: dict, camera: str = "cam-1"):
@@ -40,7 +33,7 @@ def status(rows):
 
 
 def test_status_tracks_seqs_gaps_backlog_and_model() -> None:
-    fleet = FleetStatus(AlertConfig(), Clock(T0))
+    fleet = FleetStatus(AlertConfig(), FakeClock(T0))
     cameras: dict = {}
     rows = fleet.observe(cameras, [health(1, T0, 5, model_version="m@1", dropped_events=2), health(2, T0 + SEC, 3), health(5, T0 + 2 * SEC, 4)])
     s = status(rows)
@@ -53,14 +46,14 @@ def test_status_tracks_seqs_gaps_backlog_and_model() -> None:
 
 
 def test_an_older_health_report_does_not_overwrite_a_newer_one() -> None:
-    fleet = FleetStatus(AlertConfig(), Clock(T0))
+    fleet = FleetStatus(AlertConfig(), FakeClock(T0))
     cameras: dict = {}
     fleet.observe(cameras, [health(9, T0 + 60 * SEC, 7)])
     assert status(fleet.observe(cameras, [health(3, T0, 500)]))["outbox_backlog"] == 7
 
 
 def test_offline_opens_once_and_clears_after_the_camera_is_back_for_a_while() -> None:
-    clock = Clock(T0)
+    clock = FakeClock(T0)
     fleet = FleetStatus(AlertConfig(offline_after_s=120, clear_after_s=60), clock)
     cameras: dict = {}
     fleet.observe(cameras, [health(1, T0, 0)])
@@ -80,7 +73,7 @@ def test_offline_opens_once_and_clears_after_the_camera_is_back_for_a_while() ->
 
 
 def test_sweep_leaves_cameras_of_other_workers_alone() -> None:
-    clock = Clock(T0)
+    clock = FakeClock(T0)
     fleet = FleetStatus(AlertConfig(offline_after_s=1), clock)
     cameras: dict = {}
     fleet.observe(cameras, [health(1, T0, 0)])
@@ -89,7 +82,7 @@ def test_sweep_leaves_cameras_of_other_workers_alone() -> None:
 
 
 def test_backlog_alert_needs_rising_depth_over_the_minimum() -> None:
-    fleet = FleetStatus(AlertConfig(backlog_min=100, backlog_reports=3), Clock(T0))
+    fleet = FleetStatus(AlertConfig(backlog_min=100, backlog_reports=3), FakeClock(T0))
     cameras: dict = {}
     assert alerts(fleet.observe(cameras, [health(1, T0, 50), health(2, T0 + 1, 150), health(3, T0 + 2, 140)])) == []
     opened = fleet.observe(cameras, [health(4, T0 + 3, 200), health(5, T0 + 4, 300)])
@@ -100,7 +93,7 @@ def test_backlog_alert_needs_rising_depth_over_the_minimum() -> None:
 
 def test_occupancy_alert_with_hysteresis_does_not_storm_on_flapping() -> None:
     rule = OccupancyRule(zone="till", max=3, for_s=60)
-    fleet = FleetStatus(AlertConfig(occupancy=(rule,)), Clock(T0))
+    fleet = FleetStatus(AlertConfig(occupancy=(rule,)), FakeClock(T0))
     cameras: dict = {}
     # Over the limit for 50 s, under for 10 s, over again: never 60 s in a row.
     flapping = [occupancy(i, T0 + i * 10 * SEC, 5 if i % 6 else 1) for i in range(1, 12)]
@@ -116,7 +109,7 @@ def test_occupancy_alert_with_hysteresis_does_not_storm_on_flapping() -> None:
 
 def test_duplicates_and_stragglers_do_not_move_the_alert_rules() -> None:
     rule = OccupancyRule(zone="till", max=3, for_s=60)
-    fleet = FleetStatus(AlertConfig(occupancy=(rule,)), Clock(T0))
+    fleet = FleetStatus(AlertConfig(occupancy=(rule,)), FakeClock(T0))
     cameras: dict = {}
     steady = [occupancy(i, T0 + i * 30 * SEC, 6) for i in range(1, 5)]
     assert alerts(fleet.observe(cameras, steady)) == [("occupancy", "till", "open")]
@@ -127,7 +120,7 @@ def test_duplicates_and_stragglers_do_not_move_the_alert_rules() -> None:
 
 
 def test_late_events_become_rows() -> None:
-    fleet = FleetStatus(AlertConfig(), Clock(T0))
+    fleet = FleetStatus(AlertConfig(), FakeClock(T0))
     cameras: dict = {}
     _, event, _ = health(4, T0, 0)
     rows = fleet.observe(cameras, [], late=[(Incoming(0, T0 + 90_000 * SEC, b""), event)])
@@ -136,7 +129,7 @@ def test_late_events_become_rows() -> None:
 
 
 def test_clock_skew_from_the_nodes_own_estimate_opens_and_closes_an_alert() -> None:
-    fleet = FleetStatus(AlertConfig(clock_skew_s=5.0), Clock(T0))
+    fleet = FleetStatus(AlertConfig(clock_skew_s=5.0), FakeClock(T0))
     cameras: dict = {}
     rows = fleet.observe(cameras, [health(1, T0, 0, clock_offset_s=-7.25, clock_error_s=0.01)])
     assert alerts(rows) == [("clock_skew", "", "open")] and status(rows)["clock_offset_s"] == -7.25
@@ -146,7 +139,7 @@ def test_clock_skew_from_the_nodes_own_estimate_opens_and_closes_an_alert() -> N
 
 
 def test_clock_offset_from_live_health_reports_takes_the_least_delayed_and_ignores_backlog() -> None:
-    fleet = FleetStatus(AlertConfig(clock_skew_s=5.0), Clock(T0))
+    fleet = FleetStatus(AlertConfig(clock_skew_s=5.0), FakeClock(T0))
     cameras: dict = {}
 
     def sent(seq: int, ts: int, arrived: int, age: float):
@@ -162,7 +155,7 @@ def test_clock_offset_from_live_health_reports_takes_the_least_delayed_and_ignor
 
 
 def test_geometry_versions_are_kept_with_their_lines_and_first_and_last_seen() -> None:
-    fleet = FleetStatus(AlertConfig(), Clock(T0))
+    fleet = FleetStatus(AlertConfig(), FakeClock(T0))
     cameras: dict = {}
     version = "0123456789abcdef"
     geometry = {"version": version, "lines": [{"name": "door", "a": [0.1, 0.5], "b": [0.9, 0.5]}], "zones": []}
@@ -176,7 +169,7 @@ def test_geometry_versions_are_kept_with_their_lines_and_first_and_last_seen() -
 
 
 def test_video_down_opens_on_a_stall_and_closes_when_video_is_back() -> None:
-    fleet = FleetStatus(AlertConfig(), Clock(T0))
+    fleet = FleetStatus(AlertConfig(), FakeClock(T0))
     cameras: dict = {}
     rows = fleet.observe(cameras, [health(1, T0, 0, video_state="ok", video_reconnects=0, video_lost_s=0.0)])
     assert alerts(rows) == [] and status(rows)["video_state"] == "ok"
@@ -192,7 +185,7 @@ def test_video_down_opens_on_a_stall_and_closes_when_video_is_back() -> None:
 
 
 def test_tamper_alert_per_kind_opens_and_closes_with_the_reports() -> None:
-    fleet = FleetStatus(AlertConfig(), Clock(T0))
+    fleet = FleetStatus(AlertConfig(), FakeClock(T0))
     cameras: dict = {}
     assert alerts(fleet.observe(cameras, [health(1, T0, 0, tamper=[])])) == []
     rows = fleet.observe(cameras, [health(2, T0 + SEC, 0, tamper=["moved"])])
@@ -207,7 +200,7 @@ def test_tamper_alert_per_kind_opens_and_closes_with_the_reports() -> None:
 
 
 def test_overloaded_opens_when_a_node_misses_more_than_its_share_of_live_frames_and_closes_at_half() -> None:
-    fleet = FleetStatus(AlertConfig(missed_share=0.2), Clock(T0))
+    fleet = FleetStatus(AlertConfig(missed_share=0.2), FakeClock(T0))
     cameras: dict = {}
     rows = fleet.observe(cameras, [health(1, T0, 0, frames=300, frames_missed=3)])
     assert alerts(rows) == [] and (status(rows)["frames_missed"], status(rows)["frames_missed_share"]) == (3, 0.0099)
@@ -225,7 +218,7 @@ def test_overloaded_opens_when_a_node_misses_more_than_its_share_of_live_frames_
 
 
 def test_a_report_over_a_few_frames_does_not_open_overloaded() -> None:
-    fleet = FleetStatus(AlertConfig(missed_share=0.2), Clock(T0))
+    fleet = FleetStatus(AlertConfig(missed_share=0.2), FakeClock(T0))
     cameras: dict = {}
     # A stream just back: 3 frames taken, 4 missed in the burst; the share says nothing yet.
     rows = fleet.observe(cameras, [health(1, T0, 0, frames=3, frames_missed=4)])

@@ -3,18 +3,11 @@
 from __future__ import annotations
 
 from edge.uplink import ResendTimer
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.support.clock import FakeClock
 
 
 def test_resends_back_off_while_nothing_moves_and_reset_when_the_watermark_does() -> None:
-    clock = Clock()
+    clock = FakeClock(100.0)
     timer = ResendTimer(10, 160, clock=clock)
     resends = []
     for _ in range(600):  # ten minutes with no confirmation at all
@@ -32,7 +25,7 @@ def test_resends_back_off_while_nothing_moves_and_reset_when_the_watermark_does(
 
 
 def test_a_silence_counts_from_when_something_is_outstanding() -> None:
-    clock = Clock()
+    clock = FakeClock(100.0)
     timer = ResendTimer(10, 160, clock=clock)
     clock.now += 500  # idle: nothing was outstanding
     timer.restart()  # now events go out

@@ -6,18 +6,11 @@ import asyncio
 import threading
 
 from runtime.watchdog import STALL_EXIT, Watchdog
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.support.clock import FakeClock
 
 
 def test_waiting_work_without_progress_is_a_stall_and_progress_clears_it() -> None:
-    clock, waiting = Clock(), [0]
+    clock, waiting = FakeClock(), [0]
     dog = Watchdog("worker", 60, waiting=lambda: waiting[0], clock=clock)
     clock.now += 500
     assert dog.check().ok  # idle for long: nothing waits, no stall
@@ -38,7 +31,7 @@ def test_waiting_work_without_progress_is_a_stall_and_progress_clears_it() -> No
 
 
 def test_a_reported_fault_holds_the_clock_while_it_keeps_being_reported() -> None:
-    clock, waiting = Clock(), [10]
+    clock, waiting = FakeClock(), [10]
     dog = Watchdog("bridge", 60, waiting=lambda: waiting[0], clock=clock)
     for _ in range(10):  # Kafka says "not enough replicas" for 10 minutes: waiting, not hung
         clock.now += 55
@@ -53,7 +46,7 @@ def test_a_broken_waiting_probe_counts_as_nothing_waiting() -> None:
     def broken() -> int:
         raise RuntimeError("probe")
 
-    clock = Clock()
+    clock = FakeClock()
     dog = Watchdog("sink", 5, waiting=broken, clock=clock)
     clock.now += 100
     assert dog.check().ok
