@@ -51,7 +51,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from runtime.kafka_admin import ensure_topics
-from runtime.kafka_client import client_timeouts, commit_read, consumer_timeouts, kafka_security
+from runtime.kafka_client import RECOVERABLE, client_timeouts, commit_read, consumer_timeouts, kafka_security
 from runtime.process import run_supervised
 from runtime.retry import delays, retry
 from runtime.settings import NotifierSettings, Webhook
@@ -267,7 +267,14 @@ class Notifier:
                     items += deliveries(row.values, self.webhooks)
             if refused:
                 self.watchdog.busy("sending dead letters")
-                await asyncio.gather(*[await deadletters.send(self.settings.kafka_topics.deadletter, d.to_record()) for d in refused])
+                topic = self.settings.kafka_topics.deadletter
+
+                async def send_letters() -> None:
+                    await asyncio.gather(*[await deadletters.send(topic, d.to_record()) for d in refused])  # noqa: B023 (awaited at once)
+
+                # Kafka refusing them for a while (a leader moving) is waited out, not an exit.
+                await retry(send_letters, what=f"sending {len(refused)} dead letter(s)", errors=RECOVERABLE, log=log,
+                            watchdog=self.watchdog, stopping=self._stop.is_set)
             if items:
                 queued = await self._retry(lambda: queue(engine, items), f"queueing {len(items)} deliveries")  # noqa: B023
                 sink_metrics.NOTIFY_QUEUED.inc(queued)
