@@ -160,7 +160,7 @@ class Lane:
         ``online``).
         """
         name = lane_name(self.lane)
-        forward, complete, publisher = self.tasks
+        forward, complete, _ = self.tasks
         forward.cancel()
         if drain_s > 0 and not complete.done():
             try:
@@ -172,7 +172,6 @@ class Lane:
                 log.warning("lane %s: Kafka did not confirm within %.0f s; the broker resends the rest", name, drain_s)
             except Exception:  # noqa: BLE001 - already reported by the bridge; nothing more is acked
                 pass
-        publisher.cancel()
         for task in self.tasks:
             task.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)
@@ -306,9 +305,10 @@ class Bridge:
         """
         while True:
             try:
-                future: asyncio.Future = await asyncio.wait_for(
-                    self.producer.send(record.topic, record.value, key=record.key, partition=record.partition), self._check_s,
-                )
+                async with asyncio.timeout(self._check_s):  # no task per record, unlike wait_for: this is the hot path
+                    future: asyncio.Future = await self.producer.send(
+                        record.topic, record.value, key=record.key, partition=record.partition,
+                    )
                 return future
             except TimeoutError:
                 where = [] if record.partition is None else [TopicPartition(record.topic, record.partition)]

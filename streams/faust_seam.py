@@ -26,11 +26,9 @@ from typing import Any
 
 import faust
 from aiokafka import TopicPartition
-from aiokafka.errors import IllegalStateError
-from aiokafka.structs import OffsetAndMetadata
 from faust.types import TP
 
-from runtime.kafka_client import RECOVERABLE
+from runtime.kafka_client import commit_read
 
 log = logging.getLogger("fleetsight.worker")
 
@@ -47,19 +45,9 @@ async def commit(app: faust.App, offsets: Mapping[TP, int]) -> bool:
     async def in_thread() -> bool:
         consumer = thread._ensure_consumer()  # noqa: SLF001 - the aiokafka consumer, on this thread's loop
         assigned = consumer.assignment()
-        mine = {
-            TopicPartition(tp.topic, tp.partition): OffsetAndMetadata(offset, "")
-            for tp, offset in offsets.items() if TopicPartition(tp.topic, tp.partition) in assigned
-        }
-        if not mine:
-            return False
-        try:
-            await consumer.commit(mine)
-        except (IllegalStateError, *RECOVERABLE) as exc:
-            log.warning("commit of %s refused (%s: %s); the database keeps the offsets",
-                        ", ".join(f"{tp.partition}@{o.offset}" for tp, o in mine.items()), type(exc).__name__, exc)
-            return False
-        return True
+        mine = {TopicPartition(tp.topic, tp.partition): offset for tp, offset in offsets.items()
+                if TopicPartition(tp.topic, tp.partition) in assigned}
+        return bool(mine) and await commit_read(consumer, log, offsets=mine)
 
     ok: bool = await thread.call_thread(in_thread)
     return ok

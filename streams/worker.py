@@ -107,9 +107,10 @@ class LogEnds:
         return {tp.partition: o for tp, o in first.items()}, {tp.partition: o for tp, o in end.items()}
 
     async def trouble(self, partitions: set[int]) -> str | None:
-        """What Kafka says is wrong with these partitions of the events topic (no leader, copies out of sync), if anything."""
-        if self._consumer is None:
-            return "no Kafka node answers"
+        """What Kafka says is wrong with these partitions of the events topic (no leader, copies out of sync), if anything.
+
+        Asked after :meth:`ends` answered, so its consumer exists."""
+        assert self._consumer is not None
         return await partition_health(self._consumer, {TopicPartition(self.topic, p) for p in partitions})
 
 

@@ -123,14 +123,19 @@ class Report:
         return "\n".join(lines)
 
 
+def longest_gap(times: list[float], start: float, end: float) -> float:
+    """The longest stretch between ``start`` and ``end`` with none of ``times`` (monotonic seconds) in it."""
+    marks = [start, *sorted(t for t in times if start <= t <= end), end]
+    return max(b - a for a, b in zip(marks, marks[1:], strict=False))
+
+
 class SqlMotion:
-    """Samples the per-minute table twice a second: when it last changed, and the longest it stood still."""
+    """Samples the per-minute table twice a second: each time it changed, and the longest it stood still."""
 
     def __init__(self, dsn: str) -> None:
         self.dsn = dsn
-        self.changed_at = time.monotonic()
+        self.started = time.monotonic()
         self.changes: list[float] = []
-        self.stills: list[float] = []
         self._task: asyncio.Task[None] | None = None
 
     async def __aenter__(self) -> SqlMotion:
@@ -153,14 +158,13 @@ class SqlMotion:
                     if last is not None:
                         self.changes.append(time.monotonic())
                     last = now
-                    self.changed_at = time.monotonic()
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
                 conn = None
-            self.stills.append(time.monotonic() - self.changed_at)
             await asyncio.sleep(0.5)  # the sampling period
 
     def longest_still(self) -> float:
-        return max(self.stills, default=0.0)
+        """The longest SQL stood still from the start of sampling until now."""
+        return longest_gap(self.changes, self.started, time.monotonic())
 
     def first_change_after(self, t: float) -> float | None:
         return next((c for c in self.changes if c > t), None)

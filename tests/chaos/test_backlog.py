@@ -33,7 +33,7 @@ from runtime.mqtt import make_client
 from runtime.waiting import wait_for
 from schemas.codec import decode_ack
 from tests.chaos.camera import events_for
-from tests.chaos.harness import Chaos
+from tests.chaos.harness import Chaos, longest_gap
 
 # Two and a half minutes (a minute of it Kafka down): part of `make soak`, not of `make test`.
 pytestmark = [
@@ -85,8 +85,8 @@ class Watermarks:
     def longest_still(self, start: float, end: float) -> float:
         """The longest time between ``start`` and ``end`` in which no watermark moved."""
         with self._lock:
-            times = [start, *(m for m in self.moves if start <= m <= end), end]
-        return max(b - a for a, b in zip(times, times[1:], strict=False))
+            moves = list(self.moves)
+        return longest_gap(moves, start, end)
 
     def close(self) -> None:
         self.client.disconnect()

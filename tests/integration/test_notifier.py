@@ -111,11 +111,8 @@ async def test_every_alert_change_reaches_its_webhooks_once_per_key_through_a_re
         ],
         webhook_retry_max_s=5, webhook_timeout_s=5, notifier_sweep_s=1, notifier_sweep_after_s=2,
     )
-    await receiver.start()
-    await ensure_topics(stack.settings)
     try:
-        stack.start("notifier")
-        await reading(stack)
+        await start_notifier(stack, receiver)
         now = int(time.time() * 1000)
         kinds = ("offline", "occupancy", "video_down", "overloaded")
         first = [alert(n, "open", kinds[n % 4], "site-b" if n % 2 else "site-a", now + n) for n in range(8)]
@@ -197,6 +194,14 @@ async def test_every_alert_change_reaches_its_webhooks_once_per_key_through_a_re
     letters = await stack.deadletters(expect=2)
     assert {(d["stage"], d["reason"], d["source_topic"]) for d in letters} == {("notifier", "malformed", stack.settings.kafka_topics.alerts)}
     assert {d["payload"] for d in letters} >= {"not json"}
+
+
+async def start_notifier(stack: Stack, receiver: Receiver) -> None:
+    """The receiver up, then a notifier that has taken its place in the alerts topic."""
+    await receiver.start()
+    await ensure_topics(stack.settings)
+    stack.start("notifier")
+    await reading(stack)
 
 
 async def reading(stack: Stack) -> None:
@@ -288,11 +293,8 @@ async def test_an_alert_that_opened_and_closed_between_two_sweeps_reaches_the_we
         webhooks=[{"name": "ops", "url": receiver.url("ops"), "secret_file": str(tmp_path / "ops")}],
         notifier_sweep_s=1, notifier_sweep_after_s=2,
     )
-    await receiver.start()
-    await ensure_topics(stack.settings)
     try:
-        stack.start("notifier")
-        await reading(stack)
+        await start_notifier(stack, receiver)
         now = int(time.time() * 1000)
         await stack.query(
             "INSERT INTO alerts (alert_id, camera_id, site, kind, subject, state, opened_at, closed_at, detail, version) "

@@ -20,7 +20,6 @@ import signal
 import time
 from collections.abc import Awaitable
 
-import asyncpg
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 
@@ -28,7 +27,7 @@ from devtools.ports import free_port
 from runtime.waiting import wait_for
 from streams.aggregate import bucket_camera
 from streams.partitioning import partition_for
-from tests.support import Stack, assert_sql_matches, event, publish, truth, with_sentinel
+from tests.support import Stack, assert_sql_matches, event, publish, table_locked, truth, with_sentinel
 
 pytestmark = pytest.mark.integration
 
@@ -71,19 +70,16 @@ async def test_a_rebalance_between_a_sinks_batch_and_its_commit_is_read_again(st
     send(stack, first)
     await wait_for(lambda: _objects(stack, 20), 90, "the first 20 events in SQL")
 
-    conn = await asyncpg.connect(stack.dsn)
+    pid = stack.procs["sink"].pid
     try:
-        tx = conn.transaction()
-        await tx.start()
-        await conn.execute("LOCK TABLE camera_minute_counts IN EXCLUSIVE MODE")
-        second = [event("rb-sink", s, now) for s in range(21, 41)]
-        send(stack, second)
-        await wait_for(lambda: waiting_on_a_lock(stack, "INSERT INTO camera_minute_counts"), 60, "the sink's batch to wait on the lock")
-        # Frozen past its session while a second sink joins: the group hands every partition to the
-        # second. Thawed, the first finishes its batch and commits as a member the group has dropped.
-        pid = stack.procs["sink"].pid
-        os.kill(pid, signal.SIGSTOP)
-        try:
+        async with table_locked(stack, "camera_minute_counts"):
+            second = [event("rb-sink", s, now) for s in range(21, 41)]
+            send(stack, second)
+            await wait_for(lambda: waiting_on_a_lock(stack, "INSERT INTO camera_minute_counts"), 60,
+                           "the sink's batch to wait on the lock")
+            # Frozen past its session while a second sink joins: the group hands every partition to the
+            # second. Thawed, the first finishes its batch and commits as a member the group has dropped.
+            os.kill(pid, signal.SIGSTOP)
             stack.start("sink", "sink-b", stack.settings.model_copy(update={"sink_metrics_port": free_port()}))
             group = f"{stack.settings.kafka_topic_prefix}-sink"
             # Once the group has dropped the frozen one (after its session), the second reads the
@@ -91,11 +87,8 @@ async def test_a_rebalance_between_a_sinks_batch_and_its_commit_is_read_again(st
             await wait_for(lambda: _at_least(waiting_on_a_lock(stack, "INSERT INTO camera_"), 2), 90,
                            "the second sink to read the batch again")
             assert await group_state(stack, group) == ("Stable", 1)
-        finally:
-            await tx.rollback()
-            os.kill(pid, signal.SIGCONT)
     finally:
-        await conn.close()
+        os.kill(pid, signal.SIGCONT)  # after the lock is gone: the thawed sink's batch goes through at once
     last = [event("rb-sink", s, now) for s in range(41, 61)]
     send(stack, last + [with_sentinel("rb-sink", 61, [])])
     await assert_sql_matches(stack, truth(first + second + last + [with_sentinel("rb-sink", 61, [])]), ["rb-sink"])
@@ -116,12 +109,14 @@ async def _objects(stack: Stack, n: int) -> bool:
     return sum((await stack.minute_counts()).values()) >= n
 
 
+def positioned_lines(stack: Stack, name: str, partition: int) -> list[str]:
+    """``name``'s log lines saying it was positioned on ``partition`` (one per rebalance that gave it the partition)."""
+    return [line for line in stack.logs[name].read_text(errors="replace").splitlines()
+            if "positioned " in line and f" {partition}@" in " " + line.split("positioned ", 1)[1].replace(",", " ")]
+
+
 def positioned(stack: Stack, name: str, partition: int) -> int:
-    """How many times ``name`` said it was positioned on ``partition`` (each rebalance that gave it the partition)."""
-    return sum(
-        1 for line in stack.logs[name].read_text(errors="replace").splitlines()
-        if "positioned " in line and f" {partition}@" in " " + line.split("positioned ", 1)[1].replace(",", " ")
-    )
+    return len(positioned_lines(stack, name, partition))
 
 
 def times_positioned(stack: Stack, name: str) -> int:
@@ -146,25 +141,18 @@ async def test_a_worker_that_loses_every_partition_of_its_batch_commits_nothing_
     assert _last_positioned_at(stack, owner, partition), f"no worker said it holds partition {partition}"
     other = workers[1 - workers.index(owner)]
 
-    conn = await asyncpg.connect(stack.dsn)
+    pid = stack.procs[owner].pid
     try:
-        tx = conn.transaction()
-        await tx.start()
-        await conn.execute("LOCK TABLE stream_offsets IN EXCLUSIVE MODE")
-        second = [event(camera, s, now) for s in range(21, 41)]
-        send(stack, second)
-        await wait_for(lambda: waiting_on_a_lock(stack, "INSERT INTO stream_offsets"), 60, "the owner's batch to wait on the lock")
-        # Frozen past its session: the group gives every partition to the other worker.
-        had, rejoins = positioned(stack, other, partition), times_positioned(stack, owner)
-        pid = stack.procs[owner].pid
-        os.kill(pid, signal.SIGSTOP)
-        try:
+        async with table_locked(stack, "stream_offsets"):
+            second = [event(camera, s, now) for s in range(21, 41)]
+            send(stack, second)
+            await wait_for(lambda: waiting_on_a_lock(stack, "INSERT INTO stream_offsets"), 60, "the owner's batch to wait on the lock")
+            # Frozen past its session: the group gives every partition to the other worker.
+            had, rejoins = positioned(stack, other, partition), times_positioned(stack, owner)
+            os.kill(pid, signal.SIGSTOP)
             await wait_for(lambda: positioned(stack, other, partition) > had, 90, f"{other} to take partition {partition} over")
-        finally:
-            await tx.rollback()
-            os.kill(pid, signal.SIGCONT)
     finally:
-        await conn.close()
+        os.kill(pid, signal.SIGCONT)
     last = [event(camera, s, now) for s in range(41, 61)]
     send(stack, last + [with_sentinel(camera, 61, [])])
     await assert_sql_matches(stack, truth(first + second + last + [with_sentinel(camera, 61, [])]), [camera], timeout=180)
@@ -175,8 +163,7 @@ async def test_a_worker_that_loses_every_partition_of_its_batch_commits_nothing_
 
 
 def _last_positioned_at(stack: Stack, name: str, partition: int) -> str:
-    lines = [line for line in stack.logs[name].read_text(errors="replace").splitlines()
-             if "positioned " in line and f" {partition}@" in " " + line.split("positioned ", 1)[1].replace(",", " ")]
+    lines = positioned_lines(stack, name, partition)
     return lines[-1][:23] if lines else ""
 
 

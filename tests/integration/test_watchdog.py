@@ -20,7 +20,6 @@ import time
 import urllib.error
 import urllib.request
 
-import asyncpg
 import pytest
 
 from devtools.ports import free_port
@@ -31,7 +30,7 @@ from runtime.waiting import wait_for
 from runtime.watchdog import STALL_EXIT
 from schemas.codec import decode_ack, encode_ack
 from schemas.topics import SHARDS
-from tests.support import SENTINEL, Stack, event, publish, scrape, total, truth
+from tests.support import SENTINEL, Stack, event, publish, scrape, table_locked, total, truth
 
 pytestmark = pytest.mark.integration
 
@@ -91,30 +90,20 @@ async def test_worker_and_sink_blocked_by_the_database_exit_and_recover_exactly(
     assert health(ports["worker"]) == 200 and health(ports["sink"]) == 200
     assert health_command("worker") == 0
 
-    conn = await asyncpg.connect(stack.dsn)
-    try:
-        # 1. The worker's state table is locked against writes: its batch waits on the lock.
-        tx = conn.transaction()
-        await tx.start()
-        await conn.execute("LOCK TABLE stream_offsets IN EXCLUSIVE MODE")
+    # 1. The worker's state table is locked against writes: its batch waits on the lock.
+    async with table_locked(stack, "stream_offsets"):
         more = [event("wd-a", s, now) for s in range(21, 31)]
         send(more)
         await stalls_and_exits(stack, "worker", ports["worker"], "locking the state of partitions")
         assert health_command("worker") == 1  # gone: the healthcheck says so too
-        await tx.rollback()
-        stack.start("worker")  # as compose's restart: would
+    stack.start("worker")  # as compose's restart: would
 
-        # 2. The public table is locked: the sink's UPSERT waits on the lock.
-        tx = conn.transaction()
-        await tx.start()
-        await conn.execute("LOCK TABLE camera_minute_counts IN EXCLUSIVE MODE")
+    # 2. The public table is locked: the sink's UPSERT waits on the lock.
+    async with table_locked(stack, "camera_minute_counts"):
         last = [event("wd-a", s, now) for s in range(31, 41)] + [event("wd-a", 41, now, SENTINEL)]
         send(last)
         await stalls_and_exits(stack, "sink", ports["sink"], "writing")
-        await tx.rollback()
-        stack.start("sink")
-    finally:
-        await conn.close()
+    stack.start("sink")
 
     expected = truth(sent + more + last)
     await wait_for(lambda: counted(41), 90, "all 41 events in SQL after the restarts")

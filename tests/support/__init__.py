@@ -13,6 +13,8 @@ import time
 import urllib.request
 import uuid
 from collections import Counter
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -251,6 +253,18 @@ def scrape(port: int) -> dict[str, float]:
 def total(values: dict[str, float], pattern: str) -> float:
     """The sum of the samples whose name (with labels) matches ``pattern``."""
     return sum(v for k, v in values.items() if re.fullmatch(pattern, k))
+
+
+@asynccontextmanager
+async def table_locked(stack: Stack, table: str) -> AsyncIterator[None]:
+    """``table`` locked against writes (EXCLUSIVE mode) until the block ends: writers wait on it, readers do not."""
+    conn = await asyncpg.connect(stack.dsn)
+    try:
+        async with conn.transaction():
+            await conn.execute(f"LOCK TABLE {table} IN EXCLUSIVE MODE")
+            yield
+    finally:
+        await conn.close()
 
 
 def clear_retained(settings: Settings, pattern: str) -> None:
