@@ -1,7 +1,7 @@
 """How many RTSP cameras one edge box runs in real time, against the bare onnxruntime limit.
 
 Run: .venv/bin/python bench/edge_capacity.py [--rate 5] [--from 4] [--seconds 30]
-         [--against ../wt-before] [--also model.name=nanodet-m-416-int8 ...] [--set SETTING=VALUE ...]
+         [--against ../wt-before] [--also model.name=nanodet-g-416-int8 ...] [--set SETTING=VALUE ...]
 
 1. Bare limit, measured first in the same run: the model alone on real
    frames letterboxed as the detector does, no decoding, tracking or
@@ -54,7 +54,8 @@ from common import ROOT, VIDEO, parse_settings, sample_frames
 
 from devtools.ports import free_port
 from devtools.rtsp import RtspServer
-from edge.detector import DEFAULT_MODEL, Detector, model_spec
+from edge.detector import Detector
+from edge.model_spec import DEFAULT_MODEL, model_spec
 from edge.stages import STAGES as PIPELINE_STAGES
 
 FPS = 10

@@ -27,7 +27,7 @@ frames, fps = sample_frames({frames})
 
 BARE = """
 import cv2, numpy as np, onnxruntime as ort
-from edge.detector import model_spec
+from edge.model_spec import model_spec
 spec = model_spec()
 session = ort.InferenceSession(str(spec.path), providers=["CPUExecutionProvider"])
 name = session.get_inputs()[0].name

@@ -28,7 +28,8 @@ import numpy as np
 from common import camera_config, sample_frames
 
 from edge.capture import Frame
-from edge.detector import build_detector, model_spec
+from edge.detector import build_detector
+from edge.model_spec import model_spec
 from edge.model_switch import ModelSwitch
 from edge.outbox import Outbox
 from edge.pipeline import Pipeline, build_scene

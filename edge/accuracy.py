@@ -35,7 +35,7 @@ import numpy as np
 from edge.capture import Frame
 from edge.conditions import CONDITIONS, Condition
 from edge.config import CameraConfig, LineConfig, ZoneConfig
-from edge.detector import Detections, Detector, build_detector
+from edge.detector import Detections, ObjectDetector, build_detector, thresholds
 from edge.events import NewEvent
 from edge.outbox import Outbox
 from edge.pipeline import Pipeline, build_scene
@@ -64,15 +64,16 @@ class Box:
     width: float
     height: float
     counted: bool = True
+    visibility: float = 1.0  # MOT16's 9th column: the share of the person not hidden (1 where not annotated)
 
     def anchor(self, frame_w: int, frame_h: int) -> tuple[float, float]:
         return ((self.left + self.width / 2) / frame_w, (self.top + self.height) / frame_h)
 
     def mirrored(self, frame_w: int) -> Box:
-        return Box(self.identity, frame_w - self.left - self.width, self.top, self.width, self.height, self.counted)
+        return Box(self.identity, frame_w - self.left - self.width, self.top, self.width, self.height, self.counted, self.visibility)
 
     def scaled(self, k: float) -> Box:
-        return Box(self.identity, self.left * k, self.top * k, self.width * k, self.height * k, self.counted)
+        return Box(self.identity, self.left * k, self.top * k, self.width * k, self.height * k, self.counted, self.visibility)
 
 
 Annotation = dict[int, list[Box]]  # frame index (0-based) -> boxes
@@ -94,11 +95,12 @@ def load_annotation(path: Path | str) -> Annotation:
     if rows.size == 0 or rows.shape[1] < 6:
         raise AnnotationError(f"{path}: expected at least 6 columns (frame, id, left, top, width, height)")
     classes = rows[:, 7] if rows.shape[1] == 9 else np.full(len(rows), PEDESTRIAN)
+    visible = rows[:, 8] if rows.shape[1] == 9 else np.ones(len(rows))
     boxes: Annotation = defaultdict(list)
-    for (frame, identity, left, top, width, height), cls in zip(rows[:, :6], classes):
+    for (frame, identity, left, top, width, height), cls, vis in zip(rows[:, :6], classes, visible):
         if frame < 1:
             raise AnnotationError(f"{path}: frame numbers start at 1, found {frame:g}")
-        boxes[int(frame) - 1].append(Box(int(identity), left, top, width, height, counted=int(cls) == PEDESTRIAN))
+        boxes[int(frame) - 1].append(Box(int(identity), left, top, width, height, counted=int(cls) == PEDESTRIAN, visibility=float(vis)))
     return dict(boxes)
 
 
@@ -267,10 +269,9 @@ class _FrameMemo:
     frame does not depend on who asks.
     """
 
-    def __init__(self, detector: Detector) -> None:
+    def __init__(self, detector: ObjectDetector) -> None:
         self.detector = detector
         self.spec = detector.spec
-        self.class_name = detector.class_name
         self.frame = -1
         self._memo: Detections | None = None
 
@@ -282,6 +283,9 @@ class _FrameMemo:
         if self._memo is None:
             self._memo = self.detector(image, clock)
         return self._memo
+
+    def class_name(self, class_id: int) -> str:
+        return self.detector.class_name(class_id)
 
 
 class _MotTally:
@@ -356,7 +360,7 @@ def evaluate_rates(
     with tempfile.TemporaryDirectory(prefix="fleetsight-eval-") as tmp:
         outboxes = [Outbox(Path(tmp) / f"outbox-{n}.sqlite3", config.camera_id, config.site) for n in range(len(strides))]
         pipelines = [
-            Pipeline(config, detector, build_scene(config), outbox, fps / stride)  # type: ignore[arg-type]  # duck-typed detector
+            Pipeline(config, detector, build_scene(config), outbox, fps / stride)
             for stride, outbox in zip(strides, outboxes)
         ]
         try:
@@ -402,6 +406,76 @@ def evaluate_rates(
         results.append(RateResult(label, stride, fps / stride, truth, counted, people, tally.summary(),
                                   pipeline.stats.detector_runs, mirror, condition.name, scene, tally.ignored_tracks()))
     return results
+
+
+HIDDEN = 0.5  # a person less visible than this is "mostly hidden" (MOT16's visibility column)
+
+
+@dataclass
+class DetectionQuality:
+    """The detector's boxes against the annotated people (IoU >= 0.5), with
+    people mostly hidden (visibility < ``HIDDEN``) apart from the rest."""
+
+    people: Counter = field(default_factory=Counter)  # "hidden" / "visible" -> annotated boxes
+    found: Counter = field(default_factory=Counter)  # ... of which a detection matched
+    false: int = 0  # detections on no person and no ignore region
+
+    def recall(self, band: str | None = None) -> float:
+        """Share of the annotated people found, in one band or all."""
+        people = self.people[band] if band else sum(self.people.values())
+        found = self.found[band] if band else sum(self.found.values())
+        return found / people if people else 0.0
+
+    @property
+    def precision(self) -> float:
+        found = sum(self.found.values())
+        return found / (found + self.false) if found + self.false else 0.0
+
+    def add(self, gt: list[Box], boxes: np.ndarray) -> None:
+        """One frame: annotated boxes and the detections (x1, y1, x2, y2)."""
+        from scipy.optimize import linear_sum_assignment  # the eval extra, as motmetrics
+
+        people = [b for b in gt if b.counted]
+        ignored = [b for b in gt if not b.counted]
+        xywh = np.column_stack([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]]) if len(boxes) else np.zeros((0, 4))
+        dist = _iou_distances(np.array([[b.left, b.top, b.width, b.height] for b in people]).reshape(-1, 4), xywh)
+        rows, cols = linear_sum_assignment(np.nan_to_num(dist, nan=1e6)) if dist.size else ((), ())
+        pairs = {r: c for r, c in zip(rows, cols) if not np.isnan(dist[r, c])}
+        for i, b in enumerate(people):
+            band = "hidden" if b.visibility < HIDDEN else "visible"
+            self.people[band] += 1
+            self.found[band] += i in pairs
+        rest = [c for c in range(len(boxes)) if c not in pairs.values()]
+        if rest and ignored:
+            near = _iou_distances(np.array([[b.left, b.top, b.width, b.height] for b in ignored]), xywh[rest])
+            rest = [c for c, hit in zip(rest, (~np.isnan(near)).any(0)) if not hit]
+        self.false += len(rest)
+
+
+def detection_quality(config: CameraConfig, video: Path | str, annotation: Annotation, *, every: int = 3, class_name: str = "person") -> DetectionQuality:
+    """The camera's detector (its model, family and thresholds) on every ``every``-th
+    frame of ``video``, box by box against the annotation: the detections sure
+    enough to start a track (``detect.confidence``)."""
+    detector = build_detector(config)
+    confidence = thresholds(config, detector.spec)[0]
+    quality = DetectionQuality()
+    cap = cv2.VideoCapture(str(video))
+    if not cap.isOpened():
+        raise FileNotFoundError(f"cannot open video {video}")
+    index = 0
+    try:
+        while True:
+            ok, image = cap.read()
+            if not ok:
+                break
+            if index % every == 0:
+                found = detector(image)
+                wanted = np.array([detector.class_name(c) == class_name for c in found.class_id], bool) & (found.confidence >= confidence)
+                quality.add(annotation.get(index, []), found.xyxy[wanted] if len(found) else found.xyxy)
+            index += 1
+    finally:
+        cap.release()
+    return quality
 
 
 def every_nth(n: int) -> str:

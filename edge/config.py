@@ -10,6 +10,7 @@ from typing import Annotated, Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from edge.model_spec import DEFAULT_MODEL, canonical_name, registry
 from schemas.codec import load_schema
 
 _DEFS = load_schema("event")["$defs"]
@@ -46,8 +47,8 @@ class ModelUpdateConfig(_Strict):
 
 
 class ModelConfig(_Strict):
-    name: str = "nanodet-m-416"
-    path: Path | None = Field(None, description="another file of the same architecture (needs sha256)")
+    name: str = Field(DEFAULT_MODEL, description="architecture, a key of edge/models/models.json (README, \"Which detector for which camera\")")
+    path: Path | None = Field(None, description="a file of that architecture: a brought one, or another of a shipped one (needs sha256)")
     sha256: str | None = Field(None, pattern=r"^[0-9a-fA-F]{64}$")
     providers: list[str] | None = None
     threads: int | None = Field(None, ge=1, le=64)
@@ -58,11 +59,32 @@ class ModelConfig(_Strict):
     )
     updates: ModelUpdateConfig = Field(default_factory=ModelUpdateConfig)
 
+    @field_validator("name")
+    @classmethod
+    def _known(cls, name: str) -> str:
+        if canonical_name(name) not in registry():
+            raise ValueError(f"unknown model {name!r}; known: {', '.join(sorted(registry()))}")
+        return name
+
+    @model_validator(mode="after")
+    def _brought_file(self) -> ModelConfig:
+        entry = registry()[canonical_name(self.name)]
+        if entry.get("file") is None and (self.path is None or self.sha256 is None):
+            raise ValueError(
+                f"{self.name} ({entry['family']}) does not ship with FleetSight: give the file you bring as model.path "
+                "and its model.sha256 (README, \"Which detector for which camera\")"
+            )
+        if self.path is not None and self.sha256 is None:
+            raise ValueError(f"model.path {self.path} needs model.sha256 as well: files are verified before loading")
+        return self
+
 
 class DetectConfig(_Strict):
-    confidence: float = Field(0.4, gt=0, lt=1, description="a detection this sure may start a track")
+    confidence: float | None = Field(None, gt=0, lt=1, description="a detection this sure may start a track (default: the model family's, README)")
     fps: float | None = Field(None, gt=0, le=240, description="detection rate; frames between are not run (default: every frame); 5 counts as well as 10")
-    track_low: float = Field(0.15, gt=0, lt=1, description="detections down to this confidence only continue tracks (ByteTrack)")
+    track_low: float | None = Field(
+        None, gt=0, lt=1, description="detections down to this confidence only continue tracks (ByteTrack; default: the model family's)",
+    )
     iou: float = Field(0.5, gt=0, lt=1)
     classes: list[str] = Field(default_factory=lambda: ["person", "bicycle", "car", "motorcycle", "bus", "truck"])
 

@@ -11,7 +11,8 @@ import shutil
 from pathlib import Path
 
 from edge.config import CameraConfig
-from edge.detector import Detector, ModelError, build_detector, model_spec, verify
+from edge.detector import ObjectDetector, build_detector
+from edge.model_spec import ModelError, canonical_name, model_spec, verify
 from schemas.rollout import DesiredModel
 
 log = logging.getLogger("fleetsight.updater")
@@ -103,10 +104,10 @@ class ModelStore:
             self.file(desired.sha256).unlink(missing_ok=True)
 
 
-def startup_detector(config: CameraConfig, store: ModelStore) -> Detector:
+def startup_detector(config: CameraConfig, store: ModelStore) -> ObjectDetector:
     """The model a rollout made current if it still loads, else the config's."""
     current = store.current()
-    if current and current.get("name") == config.model.name:
+    if current and canonical_name(current.get("name", "")) == canonical_name(config.model.name):
         try:
             return build_detector(config, model_spec(current["name"], Path(current["path"]), current["sha256"], current["version"]))
         except ModelError as exc:

@@ -10,7 +10,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from edge.detector import Detector
+from edge.detector import ObjectDetector
 from schemas.rollout import DesiredModel
 
 log = logging.getLogger("fleetsight.updater")
@@ -18,7 +18,7 @@ log = logging.getLogger("fleetsight.updater")
 
 @dataclass
 class _Candidate:
-    detector: Detector
+    detector: ObjectDetector
     desired: DesiredModel
 
 
@@ -31,7 +31,7 @@ class ModelSwitch:
     """
 
     def __init__(
-        self, detector: Detector, probation_frames: int, max_slowdown: float,
+        self, detector: ObjectDetector, probation_frames: int, max_slowdown: float,
         on_outcome: Callable[[DesiredModel, bool, str], None] = lambda d, ok, why: None,
     ) -> None:
         self.detector = detector
@@ -42,7 +42,7 @@ class ModelSwitch:
         self._offered: _Candidate | None = None
         self._cancel: str | None = None
         self._trial: _Candidate | None = None
-        self._previous: Detector | None = None
+        self._previous: ObjectDetector | None = None
         self._recent: deque[float] = deque(maxlen=50)
         self._baseline = 0.0
         self._runs: list[float] = []
@@ -51,7 +51,7 @@ class ModelSwitch:
     def on_probation(self) -> bool:
         return self._trial is not None
 
-    def offer(self, detector: Detector, desired: DesiredModel) -> None:
+    def offer(self, detector: ObjectDetector, desired: DesiredModel) -> None:
         with self._lock:
             self._offered = _Candidate(detector, desired)
 
@@ -60,7 +60,7 @@ class ModelSwitch:
         with self._lock:
             self._offered, self._cancel = None, reason
 
-    def current(self) -> Detector:
+    def current(self) -> ObjectDetector:
         """The detector for the next frame (a model offered since is swapped in here)."""
         with self._lock:
             offered, self._offered = self._offered, None
@@ -78,7 +78,7 @@ class ModelSwitch:
             log.info("now running %s (on probation for %d detector runs)", offered.desired.version, self.probation_frames)
         return self.detector
 
-    def observe(self, elapsed_s: float) -> Detector:
+    def observe(self, elapsed_s: float) -> ObjectDetector:
         """Record one inference time; returns the detector to keep using."""
         if self._trial is None:
             self._recent.append(elapsed_s)
@@ -98,7 +98,7 @@ class ModelSwitch:
         self.on_outcome(trial.desired, True, f"median inference {median * 1000:.0f} ms")
         return self.detector
 
-    def roll_back(self, reason: str) -> Detector:
+    def roll_back(self, reason: str) -> ObjectDetector:
         """Put the model from before the trial back."""
         assert self._trial is not None and self._previous is not None
         trial, self._trial = self._trial, None

@@ -20,7 +20,7 @@ import numpy as np
 from edge import metrics as edge_metrics
 from edge.capture import Frame, Idle, VideoSource
 from edge.config import CameraConfig
-from edge.detector import Detector
+from edge.detector import ObjectDetector, thresholds
 from edge.events import NewEvent
 from edge.gate import MotionGate
 from edge.outbox import Outbox
@@ -83,7 +83,7 @@ class Pipeline:
     def __init__(
         self,
         config: CameraConfig,
-        detector: Detector,
+        detector: ObjectDetector,
         scene: Scene,
         outbox: Outbox,
         fps: float,
@@ -117,7 +117,7 @@ class Pipeline:
         self.tracker = Tracker(
             # The tracker reports a track from its second detection on; the
             # scene confirms it after min_hits (and keeps what it did before).
-            min(fps, config.detect.fps or fps), activation=config.detect.confidence, min_hits=2,
+            min(fps, config.detect.fps or fps), activation=thresholds(config, detector.spec)[0], min_hits=2,
             lost_s=config.tracking.lost_s, match_cost=config.tracking.match_cost,
         )
         scene.restore(outbox.load_state(), start)
@@ -330,7 +330,7 @@ class DebugWriter:
         self.written = 0
         directory.mkdir(parents=True, exist_ok=True)
 
-    def maybe_write(self, frame: Frame, tracked: list[TrackedObject], events: list[NewEvent], detector: Detector, scene: Scene) -> None:
+    def maybe_write(self, frame: Frame, tracked: list[TrackedObject], events: list[NewEvent], detector: ObjectDetector, scene: Scene) -> None:
         notable = any(e.type in ("line.cross", "zone.enter", "zone.exit") for e in events)
         if frame.index % self.every and not notable:
             return

@@ -24,7 +24,8 @@ import numpy as np
 
 from edge import metrics as edge_metrics
 from edge.config import CameraConfig
-from edge.detector import Detector, ModelError, ModelSpec, build_detector, model_spec
+from edge.detector import ObjectDetector, build_detector
+from edge.model_spec import ModelError, ModelSpec, canonical_name, model_spec
 from edge.model_store import ModelStore
 from edge.model_switch import ModelSwitch
 from schemas.rollout import DesiredModel, ModelReport, RolloutError, State
@@ -111,14 +112,17 @@ class ModelUpdater:
         if not self.config.model.updates.enabled:
             self.report(desired, "refused", "model updates are turned off in this camera's config")
             return
-        if desired.name != self.config.model.name:
+        if canonical_name(desired.name) != canonical_name(self.config.model.name):
             self._fail(desired, "refused", f"a {desired.name} model; this camera runs {self.config.model.name}")
             return
         if desired.chunks != -(-desired.size // desired.chunk_size):
             self._fail(desired, "refused", f"{desired.chunks} chunks cannot hold {desired.size} bytes")
             return
-        shipped = model_spec(desired.name)
-        if desired.sha256 == shipped.sha256:
+        try:
+            shipped: ModelSpec | None = model_spec(desired.name)
+        except ModelError:  # a brought architecture: no file of it ships with the edge
+            shipped = None
+        if shipped is not None and desired.sha256 == shipped.sha256:
             self._spawn(self._load(desired, shipped.path))
         elif self.store.file(desired.sha256).is_file():
             self._spawn(self._load(desired, self.store.file(desired.sha256)))
@@ -191,7 +195,7 @@ class ModelUpdater:
         self.switch.offer(detector, desired)
         self.report(desired, "probation", f"watching {self.config.model.updates.probation_frames} detector runs")
 
-    def _build(self, spec: ModelSpec) -> Detector:
+    def _build(self, spec: ModelSpec) -> ObjectDetector:
         detector = build_detector(self.config, spec)
         # One run on a blank frame: a model that loads but cannot run fails
         # here, and the first (slow) run does not count against its probation.

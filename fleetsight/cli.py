@@ -174,7 +174,7 @@ def cmd_edge_run(args: argparse.Namespace, settings: EdgeSettings) -> int:
 
     from edge.capture import stuck_connections
     from edge.config import ConfigError, SiteConfig, load_edge_config
-    from edge.detector import ModelError
+    from edge.model_spec import ModelError
     from edge.node import CameraNode
     from edge.site import Site
 
@@ -247,7 +247,7 @@ def cmd_model(args: argparse.Namespace, settings: Settings) -> int:
     console = Console()
     try:
         if args.action == "publish":
-            row = asyncio.run(rollout.publish(settings, args.file, args.version, args.name, args.notes, check=not args.no_check))
+            row = asyncio.run(rollout.publish(settings, args.file, args.version, args.name, args.notes, check=not args.no_check, family=args.family))
             print(f"{row.version}  {row.name}  {row.size_bytes} bytes  sha256 {row.sha256}")
         elif args.action == "rollout":
             desired = asyncio.run(rollout.rollout(settings, args.version, args.site, args.camera))
@@ -283,7 +283,7 @@ def cmd_edge_eval(args: argparse.Namespace, settings: EdgeSettings) -> int:
     from edge.accuracy import AnnotationError, evaluate_rates, every_nth, format_report, load_annotation
     from edge.conditions import condition
     from edge.config import ConfigError, load_camera_config
-    from edge.detector import ModelError
+    from edge.model_spec import ModelError
 
     try:
         config = load_camera_config(args.config)
@@ -403,7 +403,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = model_sub.add_parser("publish", help="put an ONNX file in the registry")
     p.add_argument("file", type=Path)
     p.add_argument("--version", help="default: <architecture>@<first 12 hex digits of its sha256>")
-    p.add_argument("--name", default="nanodet-m-416", help="architecture the edges know it as")
+    p.add_argument("--name", help="architecture the edges know it as (edge/models/models.json; default: the family's first, else nanodet-g-416)")
+    p.add_argument("--family", help="how the edges decode it: nanodet-g, nanodet-plus or yolox; its outputs are checked against it")
     p.add_argument("--notes", default="")
     p.add_argument("--no-check", action="store_true", help="do not load it with onnxruntime first")
     p.set_defaults(func=cmd_model, settings=Settings)

@@ -38,23 +38,28 @@ MAX_MODEL_BYTES = 512 * 1024 * 1024
 def inspect_onnx(path: Path, name: str, sha256: str) -> str:
     """The input shape, once the file has loaded the way an edge loads it (with
     the outputs a ``name`` model must have); raises RolloutError if it does not."""
-    from edge.detector import Detector, model_spec
+    from edge.detector import Detector
+    from edge.model_spec import model_spec
 
     try:
         detector = Detector(model_spec(name, path, sha256), threads=1)
     except Exception as exc:  # onnxruntime raises its own exception types
-        raise RolloutError(f"{path}: onnxruntime cannot load it as a {name}: {exc}") from None
+        raise RolloutError(f"{path}: it does not load as a {name}: {exc}") from None
     return "x".join(str(d) for d in detector.session.get_inputs()[0].shape)
 
 
-async def publish(settings: Settings, path: Path, version: str | None, name: str, notes: str = "", check: bool = True) -> ModelVersion:
-    """Put a model file in the registry; returns its row (without the content)."""
-    from edge.detector import ModelError, model_spec
+async def publish(
+    settings: Settings, path: Path, version: str | None, name: str | None, notes: str = "", check: bool = True, family: str | None = None,
+) -> ModelVersion:
+    """Put a model file in the registry, as architecture ``name`` or the first of
+    ``family`` (its outputs checked against the family's); returns its row (without the content)."""
+    from edge.model_spec import ModelError, architecture, registry
 
     try:
-        spec = model_spec(name)
+        name = architecture(name, family)
     except ModelError as exc:
         raise RolloutError(str(exc)) from None
+    entry = registry()[name]
     if not path.is_file():
         raise RolloutError(f"{path}: no such file")
     content = path.read_bytes()
@@ -64,9 +69,9 @@ async def publish(settings: Settings, path: Path, version: str | None, name: str
     version = version or f"{name}@{sha[:12]}"
     if not re.match(VERSION_PATTERN, version):
         raise RolloutError(f"version {version!r}: use letters, digits and _.:@+- (64 at most)")
-    shape = inspect_onnx(path, name, sha) if check else f"1x3x{spec.input_size}x{spec.input_size}"
+    shape = inspect_onnx(path, name, sha) if check else f"1x3x{entry['input_size']}x{entry['input_size']}"
     row = ModelVersion(
-        version=version, name=name, sha256=sha, size_bytes=len(content), input_shape=shape, classes=len(spec.classes), notes=notes, content=content
+        version=version, name=name, sha256=sha, size_bytes=len(content), input_shape=shape, classes=entry["num_classes"], notes=notes, content=content
     )
     engine = make_engine(settings.database_url)
     try:
@@ -83,7 +88,7 @@ async def publish(settings: Settings, path: Path, version: str | None, name: str
                 raise RolloutError(f"version {version} is already taken by another file") from None
     finally:
         await engine.dispose()
-    log.info("published %s (%s, %d bytes, sha256 %s)", version, name, len(content), sha)
+    log.info("published %s (%s, family %s, %d bytes, sha256 %s)", version, name, entry["family"], len(content), sha)
     return row
 
 

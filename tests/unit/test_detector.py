@@ -10,7 +10,8 @@ import cv2
 import numpy as np
 import pytest
 
-from edge.detector import Detector, ModelError, model_spec, nms
+from edge.detector import Detector, nms
+from edge.model_spec import ModelError, model_spec
 from edge.tracker import Tracker
 
 

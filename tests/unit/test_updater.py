@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
 from edge.capture import Frame
 from edge.config import CameraConfig, OutboxConfig, SourceConfig
-from edge.detector import Detections, ModelError
+from edge.detector import Detections
+from edge.model_spec import ModelError, model_spec
 from edge.model_store import ModelStore
 from edge.model_switch import ModelSwitch
 from edge.outbox import Outbox
@@ -20,10 +21,10 @@ from schemas.rollout import DesiredModel, RolloutError, chunk_hashes
 
 
 class FakeDetector:
-    """Stands in for a model: its timing and failures are what the switch judges."""
+    """An ObjectDetector whose timing and failures are what the switch judges (no model runs)."""
 
     def __init__(self, version: str, fail: bool = False) -> None:
-        self.spec = SimpleNamespace(version=version, sha256=hashlib.sha256(version.encode()).hexdigest())
+        self.spec = dataclasses.replace(model_spec(), version=version, sha256=hashlib.sha256(version.encode()).hexdigest())
         self.fail = fail
         self.calls = 0
 
@@ -39,7 +40,7 @@ class FakeDetector:
 
 def desired(version: str = "v2", rollout_id: int = 1, content: bytes = b"x" * 1000, chunk: int = 300) -> DesiredModel:
     return DesiredModel(
-        rollout_id=rollout_id, issued_at_ms=0, version=version, name="nanodet-m-416",
+        rollout_id=rollout_id, issued_at_ms=0, version=version, name="nanodet-g-416",
         sha256=hashlib.sha256(content).hexdigest(), size=len(content), chunk_size=chunk,
         chunk_sha256=chunk_hashes(content, chunk),
     )
