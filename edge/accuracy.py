@@ -279,9 +279,9 @@ class _FrameMemo:
         if index != self.frame:
             self.frame, self._memo = index, None
 
-    def __call__(self, image: np.ndarray, clock: StageClock | None = None) -> Detections:
+    def __call__(self, frame: np.ndarray, clock: StageClock | None = None) -> Detections:
         if self._memo is None:
-            self._memo = self.detector(image, clock)
+            self._memo = self.detector(frame, clock)
         return self._memo
 
     def class_name(self, class_id: int) -> str:
