@@ -22,6 +22,7 @@ import time
 from common import ROOT, parse_settings, sample_frames
 
 from devtools.accuracy_suite import RATES, run_suite, scenes
+from devtools.model_files import model_settings
 from edge.accuracy import format_lines, format_suite
 from edge.conditions import CONDITIONS
 
@@ -33,8 +34,11 @@ def main() -> int:
     parser.add_argument("--no-write", action="store_true", help="print only; leave BENCHMARKS.md alone")
     parser.add_argument("--set", action="append", default=[], metavar="SETTING=VALUE",
                         help="a camera setting over the scenes' files, dotted, the value in YAML (a lever to try); implies --no-write")
+    parser.add_argument("--model", help="another architecture of edge/models/models.json (a brought one is read from ../shared/models); implies --no-write")
     args = parser.parse_args()
     settings = parse_settings(args.set)
+    if args.model:
+        settings = {**model_settings(args.model), **settings}
     sample_frames(limit=1)  # fetches vtest.avi once if it is missing
     specs = scenes()
     missing = [str(p) for s in specs for p in s.missing()]

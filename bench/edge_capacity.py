@@ -1,7 +1,8 @@
 """How many RTSP cameras one edge box runs in real time, against the bare onnxruntime limit.
 
 Run: .venv/bin/python bench/edge_capacity.py [--rate 5] [--from 4] [--seconds 30]
-         [--against ../wt-before] [--also model.name=nanodet-g-416-int8 ...] [--set SETTING=VALUE ...]
+         [--against ../wt-before] [--also model.name=nanodet-g-416-int8 ...] [--model nanodet-plus-m-416 ...]
+         [--set SETTING=VALUE ...]
 
 1. Bare limit, measured first in the same run: the model alone on real
    frames letterboxed as the detector does, no decoding, tracking or
@@ -24,7 +25,10 @@ Run: .venv/bin/python bench/edge_capacity.py [--rate 5] [--from 4] [--seconds 30
 3. Side by side, each N for each one after the other: ``--against DIR``,
    the edge code of another checkout (a git worktree of an older commit:
    the ratio of the two is the gain), and ``--also SETTING=VALUE``, this
-   checkout with other settings (a lever). ``--set`` applies to all.
+   checkout with other settings (a lever), and ``--model NAME``, this checkout
+   running another architecture of ``edge/models/models.json`` (a brought
+   one is read from ``../shared/models/``, never shipped). ``--set`` applies
+   to all.
 
 Prints, per N, what each camera kept up with, and CPU per stage in ms a
 frame (decode, gate, preprocess, inference, nms, tracking, scene, outbox;
@@ -52,6 +56,7 @@ import onnxruntime as ort
 import yaml
 from common import ROOT, VIDEO, parse_settings, sample_frames
 
+from devtools.model_files import missing, model_settings
 from devtools.ports import free_port
 from devtools.rtsp import RtspServer
 from edge.detector import Detector
@@ -92,12 +97,10 @@ class Result:
 
 def bare_limit(settings: dict, rate: float, frames: int = 40, rounds: int = 3) -> tuple[float, float, float]:
     """Inferences a second of the bare model: (one at a time on every core, one per core at once, ms per inference of the first)."""
-    spec = model_spec(settings.get("model.name", DEFAULT_MODEL))
+    path = Path(settings["model.path"]) if settings.get("model.path") else None
+    spec = model_spec(settings.get("model.name", DEFAULT_MODEL), path, hashlib.sha256(path.read_bytes()).hexdigest() if path else None)
     if settings.get("model.input_size"):
         spec = dataclasses.replace(spec, input_size=settings["model.input_size"])
-    if settings.get("model.path"):
-        path = Path(settings["model.path"])
-        spec = dataclasses.replace(spec, path=path, sha256=hashlib.sha256(path.read_bytes()).hexdigest())
     images, _ = sample_frames(limit=frames)
     blobs = [Detector(spec).preprocess(image)[0] for image in images]
 
@@ -208,11 +211,18 @@ def main() -> int:
     parser.add_argument("--against", type=Path, help="another checkout (a git worktree of an older commit) to run side by side")
     parser.add_argument("--also", action="append", default=[], metavar="SETTING=VALUE[,SETTING=VALUE]",
                         help="this checkout with these settings too, side by side (repeat for more variants)")
+    parser.add_argument("--model", action="append", default=[], metavar="NAME",
+                        help="this checkout running another architecture too, side by side (a brought one from ../shared/models)")
     parser.add_argument("--set", action="append", default=[], metavar="SETTING=VALUE", help="a camera setting, dotted, the value in YAML")
     args = parser.parse_args()
     settings = parse_settings(args.set)
+    absent = missing(args.model)
+    if absent:
+        print(f"model files not found: {', '.join(map(str, absent))} (see ../shared/models/README.md)", file=sys.stderr)
+        return 2
     variants = [Variant("this checkout", ROOT, settings)]
     variants += [Variant(also, ROOT, settings | parse_settings(also.split(","))) for also in args.also]
+    variants += [Variant(name, ROOT, settings | model_settings(name)) for name in args.model]
     if args.against:
         variants.append(Variant(f"{args.against.name} (another checkout)", args.against.resolve(), settings))
     bares: dict[str, float] = {}  # per variant: cameras the bare model allows

@@ -31,7 +31,7 @@ def model_settings(name: str) -> dict[str, object]:
     """Dotted camera settings that run architecture ``name``: the shipped file, or the brought one."""
     if name not in BROUGHT:
         return {"model.name": name}
-    return {"model.name": name, "model.path": brought_file(name), "model.sha256": BROUGHT[name][1]}
+    return {"model.name": name, "model.path": str(brought_file(name)), "model.sha256": BROUGHT[name][1]}
 
 
 def missing(names: list[str]) -> list[Path]:

@@ -35,6 +35,7 @@ import numpy as np
 from edge.capture import Frame
 from edge.conditions import CONDITIONS, Condition
 from edge.config import CameraConfig, LineConfig, ZoneConfig
+from edge.crowding import CROWDED
 from edge.detector import Detections, ObjectDetector, build_detector, thresholds
 from edge.events import NewEvent
 from edge.outbox import Outbox
@@ -237,6 +238,7 @@ class RateResult:
     condition: str = "daylight"
     scene: str = ""
     ignored_tracks: int = 0  # tracks seen mostly on a reflection, distractor or occluder (MOT16 annotations)
+    crowding: float | None = None  # share of the people seen overlapping another (edge/crowding.py)
 
     @property
     def crossing_error(self) -> float:
@@ -404,7 +406,8 @@ def evaluate_rates(
         label = " ".join(filter(None, [scene, condition.name if condition.name != "daylight" else "", f"{fps / stride:.3g} fps",
                                        "mirrored" if mirror else ""]))
         results.append(RateResult(label, stride, fps / stride, truth, counted, people, tally.summary(),
-                                  pipeline.stats.detector_runs, mirror, condition.name, scene, tally.ignored_tracks()))
+                                  pipeline.stats.detector_runs, mirror, condition.name, scene, tally.ignored_tracks(),
+                                  pipeline.stats.crowding()))
     return results
 
 
@@ -510,21 +513,29 @@ def format_report(results: list[RateResult]) -> str:
                        f"{r.truth.exits[zone]} / {r.counted.exits[zone]} | {occ} |")
         out.append("")
     out += ["### Summary", "",
-            "| rate | crossing error | entry error | exit error | occupancy error | tracks / identities | MOTA | IDF1 | ID switches | fragmentations |",
-            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+            "| rate | crossing error | entry error | exit error | occupancy error | tracks / identities | MOTA | IDF1 | ID switches | fragmentations | crowding |",
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for r in results:
         out.append(
             f"| {r.label} | {_pct(r.crossing_error)} | {_pct(r.entry_error)} | {_pct(r.exit_error)} | {_pct(r.occupancy_error)} | "
             f"{r.counted.tracks} / {r.identities} ({r.tracks_ratio:.2f}x) | {r.mot['mota']:.3f} | {r.mot['idf1']:.3f} | "
-            f"{r.mot['num_switches']:.0f} | {r.mot['num_fragmentations']:.0f} |"
+            f"{r.mot['num_switches']:.0f} | {r.mot['num_fragmentations']:.0f} | {_crowding(r.crowding)} |"
         )
     out.append("")
+    crowded = [r for r in results if r.crowding is not None and r.crowding > CROWDED]
+    if crowded:
+        out.append(f"- crowding {_crowding(crowded[0].crowding)}: more than {CROWDED:.0%} of the people seen overlap another here, so "
+                   "people hide each other and the counts run low (README, \"Where to mount a camera\")")
     for r in results:
         base = _fastest(results, r)
         if r is not base:
             out.append(f"- {r.label} against {base.label}: crossing counts differ by {_pct(rate_invariance(base, r))} "
                        f"(per line and direction, summed)")
     return "\n".join(out) + "\n"
+
+
+def _crowding(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
 
 
 def _fastest(results: list[RateResult], r: RateResult) -> RateResult:
@@ -535,14 +546,16 @@ def _fastest(results: list[RateResult], r: RateResult) -> RateResult:
 
 def format_suite(results: list[RateResult]) -> str:
     """Markdown: one row per scene, condition and rate, and how far each lower rate is from the highest."""
-    out = ["| scene | condition | rate | crossing error | entry error | exit error | occupancy error | tracks / people | on reflections etc. | MOTA | IDF1 | vs. the higher rate |",
-           "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    out = ["| scene | condition | rate | crossing error | entry error | exit error | occupancy error | tracks / people | on reflections etc. "
+           "| MOTA | IDF1 | vs. the higher rate | crowding |",
+           "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for r in results:
         base = _fastest(results, r)
         out.append(
             f"| {r.scene} | {r.condition}{' mirrored' if r.mirrored else ''} | {r.fps:.3g} fps | {_pct(r.crossing_error)} | {_pct(r.entry_error)} | "
             f"{_pct(r.exit_error)} | {_pct(r.occupancy_error)} | {r.counted.tracks} / {r.identities} ({r.tracks_ratio:.2f}x) | "
-            f"{r.ignored_tracks} | {r.mot['mota']:.3f} | {r.mot['idf1']:.3f} | {'' if r is base else _pct(rate_invariance(base, r))} |"
+            f"{r.ignored_tracks} | {r.mot['mota']:.3f} | {r.mot['idf1']:.3f} | {'' if r is base else _pct(rate_invariance(base, r))} | "
+            f"{_crowding(r.crowding)} |"
         )
     return "\n".join(out) + "\n"
 

@@ -17,10 +17,11 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from edge import crowding
 from edge import metrics as edge_metrics
 from edge.capture import Frame, Idle, VideoSource
 from edge.config import CameraConfig
-from edge.detector import ObjectDetector, thresholds
+from edge.detector import Detections, ObjectDetector, thresholds
 from edge.events import NewEvent
 from edge.gate import MotionGate
 from edge.outbox import Outbox
@@ -49,6 +50,12 @@ class NodeStats:
     detect_due: int = 0  # frames at which the detection rate asked for a detection (run, or gated)
     detect_missed: int = 0  # detection instants that passed with no frame taken (a busy node, a gap in the video)
     stages: StageClock = field(default_factory=StageClock)  # CPU per stage (bench/edge_capacity.py)
+    people_seen: int = 0  # person detections sure enough to start a track, over every detector run
+    people_overlapping: int = 0  # ... of which overlapped another person (edge/crowding.py)
+
+    def crowding(self) -> float | None:
+        """The share of people seen overlapping another, so far."""
+        return crowding.crowding(self.people_overlapping, self.people_seen)
 
     def fps(self) -> float:
         if len(self.frame_times) < 2:
@@ -114,10 +121,11 @@ class Pipeline:
         # n-th moment, and the tracker paces its motion model to that rate.
         self._detect_every = 1.0 / config.detect.fps if config.detect.fps and config.detect.fps < fps else 0.0
         self._next_detect = start
+        self._activation = thresholds(config, detector.spec)[0]  # a detection this sure may start a track
         self.tracker = Tracker(
             # The tracker reports a track from its second detection on; the
             # scene confirms it after min_hits (and keeps what it did before).
-            min(fps, config.detect.fps or fps), activation=thresholds(config, detector.spec)[0], min_hits=2,
+            min(fps, config.detect.fps or fps), activation=self._activation, min_hits=2,
             lost_s=config.tracking.lost_s, match_cost=config.tracking.match_cost,
         )
         scene.restore(outbox.load_state(), start)
@@ -126,7 +134,7 @@ class Pipeline:
         self._next_occupancy = start + config.occupancy_interval_s
         self._next_health = start + config.health_interval_s
         self._next_state = start
-        self._reported = (0, 0, 0)  # frames, skipped frames and missed live frames at the last health report
+        self._reported = (0, 0, 0, 0, 0)  # frames, skipped, missed live frames, people seen and overlapping at the last health report
         camera = config.camera_id
         self._m_frames = edge_metrics.EDGE_FRAMES.labels(camera)
         self._m_skipped = edge_metrics.EDGE_FRAMES_SKIPPED.labels(camera)
@@ -260,7 +268,16 @@ class Pipeline:
         self.stats.inference_ms.append(elapsed * 1000)
         self._m_inference.observe(elapsed)
         self.stats.detector_runs += 1
+        self._count_people(detections)
         return detections
+
+    def _count_people(self, detections: Detections) -> None:
+        classes = self.detector.spec.classes
+        if "person" not in classes or not len(detections):
+            return
+        people = detections.xyxy[(detections.class_id == classes.index("person")) & (detections.confidence >= self._activation)]
+        self.stats.people_seen += len(people)
+        self.stats.people_overlapping += crowding.overlapping(people)
 
     def _observations(self, tracked: list[TrackedObject], shape: tuple[int, ...]) -> list[Observation]:
         h, w = shape[:2]
@@ -279,7 +296,8 @@ class Pipeline:
         missed_total = self.video.missed if self.video is not None else 0
         frames, skipped = self.stats.frames - self._reported[0], self.stats.skipped - self._reported[1]
         missed = missed_total - self._reported[2]
-        self._reported = (self.stats.frames, self.stats.skipped, missed_total)
+        people, overlapping = self.stats.people_seen - self._reported[3], self.stats.people_overlapping - self._reported[4]
+        self._reported = (self.stats.frames, self.stats.skipped, missed_total, self.stats.people_seen, self.stats.people_overlapping)
         data = {
             "uptime_s": round(time.monotonic() - self.stats.started, 1),
             "fps": round(self.stats.fps(), 2),
@@ -291,6 +309,11 @@ class Pipeline:
             "outbox_age_s": round(self.outbox.oldest_age_s(ts), 1),
             "dropped_events": self.outbox.dropped,
             "model_version": self.detector.spec.version,
+            # How much the people in view hid each other since the last report
+            # (edge/crowding.py): the cloud adds them up per minute and warns
+            # when a camera's counts run low.
+            "people_seen": people,
+            "people_overlapping": overlapping,
         }
         if self.video is not None and self.video.state in ("ok", "stalled", "down"):
             self._video_reported = self.video.state

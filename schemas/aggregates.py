@@ -58,7 +58,7 @@ CAMERA_MINUTE_HEALTH = TableSpec(
     key=("camera_id", "minute"),
     values=(
         "site", "reports", "frames", "frames_skipped", "fps_mean",
-        "inference_ms_p50", "inference_ms_p95", "outbox_depth_max", "events",
+        "inference_ms_p50", "inference_ms_p95", "outbox_depth_max", "people_seen", "people_overlapping", "crowding", "events",
     ),
     times=frozenset({"minute"}),
 )
@@ -68,7 +68,7 @@ CAMERA_STATUS = TableSpec(
     values=(
         "site", "online", "last_heard_at", "last_event_at", "outbox_backlog", "outbox_age_s",
         "dropped_events", "seq_first", "seq_last", "seq_received", "seq_gaps", "model_version", "clock_offset_s",
-        "video_state", "video_reconnects", "video_lost_s", "tamper", "frames_missed", "frames_missed_share", "version",
+        "video_state", "video_reconnects", "video_lost_s", "tamper", "frames_missed", "frames_missed_share", "crowding", "version",
     ),
     times=frozenset({"last_heard_at", "last_event_at"}),
     version="version",

@@ -80,6 +80,13 @@ class _Zones(_Updated):
     occupancy_samples: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
 
 
+# The crowding signal (edge/crowding.py); the migration that added it uses the same words.
+PEOPLE_SEEN = "person detections sure enough to start a track, over the detector runs reported"
+PEOPLE_OVERLAPPING = "of those, overlapping another person by a fifth of their area or more"
+CROWDING = "people_overlapping / people_seen: above 0.2 people hide each other and counts run low (README)"
+STATUS_CROWDING = "share of people seen overlapping another in its last health report; over the alert limit: crowded"
+
+
 class _Health(_Updated):
     camera_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     site: Mapped[str] = mapped_column(String(64), nullable=False)
@@ -90,6 +97,9 @@ class _Health(_Updated):
     inference_ms_p50: Mapped[float | None] = mapped_column(Float, comment="mean of the reported medians")
     inference_ms_p95: Mapped[float | None] = mapped_column(Float, comment="largest reported 95th percentile")
     outbox_depth_max: Mapped[int | None] = mapped_column(BigInteger)
+    people_seen: Mapped[int] = mapped_column(BigInteger, nullable=False, server_default="0", comment=PEOPLE_SEEN)
+    people_overlapping: Mapped[int] = mapped_column(BigInteger, nullable=False, server_default="0", comment=PEOPLE_OVERLAPPING)
+    crowding: Mapped[float | None] = mapped_column(Float, comment=CROWDING)
 
 
 def _time(comment: str | None = None) -> Mapped[datetime]:
@@ -249,6 +259,7 @@ class CameraStatus(_Updated, Base):
     frames_missed_share: Mapped[float | None] = mapped_column(
         Float, comment="frames_missed over the frames that arrived in that time (0-1); over the alert limit: overloaded"
     )
+    crowding: Mapped[float | None] = mapped_column(Float, comment=STATUS_CROWDING)
     last_matched_minute: Mapped[datetime | None] = mapped_column(
         DateTime(timezone=True), comment="newest minute whose SQL figures match the camera's ledger (set by the reconciler)"
     )
@@ -263,7 +274,7 @@ class Alert(_Updated, Base):
     alert_id: Mapped[str] = mapped_column(String(200), primary_key=True)
     camera_id: Mapped[str] = mapped_column(String(64), nullable=False)
     site: Mapped[str] = mapped_column(String(64), nullable=False)
-    kind: Mapped[str] = mapped_column(String(32), nullable=False, comment="offline, backlog, occupancy, clock_skew, reconcile, video_down, tamper or overloaded")
+    kind: Mapped[str] = mapped_column(String(32), nullable=False, comment="offline, backlog, occupancy, clock_skew, reconcile, video_down, tamper, overloaded or crowded")
     subject: Mapped[str] = mapped_column(String(100), nullable=False, comment="zone (and class) for occupancy, else empty")
     state: Mapped[str] = mapped_column(String(8), nullable=False, comment="open or closed")
     opened_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)

@@ -148,6 +148,8 @@ def folds(event: Event) -> Iterator[Fold]:
             "p50_sum": ("add", d.get("inference_ms_p50", 0.0)),
             "inference_ms_p95": ("max", d.get("inference_ms_p95", 0.0)),
             "outbox_depth_max": ("max", d.get("outbox_depth", 0)),
+            "people_seen": ("add", d.get("people_seen", 0)),
+            "people_overlapping": ("add", d.get("people_overlapping", 0)),
         }
 
 
@@ -200,6 +202,8 @@ def finish(table: TableSpec, acc: dict[str, float]) -> dict[str, Any]:
             "reports": a("reports"), "frames": a("frames"), "frames_skipped": a("frames_skipped"),
             "fps_mean": _mean(a("fps_sum"), a("reports")), "inference_ms_p50": _mean(a("p50_sum"), a("reports")),
             "inference_ms_p95": acc.get("inference_ms_p95"), "outbox_depth_max": acc.get("outbox_depth_max"),
+            "people_seen": a("people_seen"), "people_overlapping": a("people_overlapping"),
+            "crowding": _mean(a("people_overlapping"), a("people_seen")),
         }
     raise ValueError(f"not a per-minute table: {table.name}")
 

@@ -29,6 +29,10 @@ make a storm of them:
   ``missed_share`` of the camera's live frames since the one before (a
   newer frame replaced each while the node was busy: the box runs more than
   it can); closes at half of it or below.
+- ``crowded``: a health report over at least ``CROWDING_MIN_PEOPLE`` people
+  says more than ``crowding_share`` of them overlapped another person
+  (edge/crowding.py: people hide each other, and the camera's counts run
+  low); closes at 80 % of it or below.
 
 Each camera's geometry versions (``camera_geometry``) are kept here too:
 first and last seen from the events that carry a version, the lines and
@@ -64,8 +68,10 @@ class AlertConfig:
     occupancy: tuple[OccupancyRule, ...] = field(default_factory=tuple)
     clock_skew_s: float = 5.0
     missed_share: float = 0.2
+    crowding_share: float = 0.2
 
 
+CROWDING_MIN_PEOPLE = 50  # a report over fewer people seen says too little to open or close a crowded alert
 MISSED_MIN_FRAMES = 20  # a report over fewer frames (a stream just back) does not open an overloaded alert
 LIVE_AGE_S = 5.0  # a health report made with nothing older than this waiting was sent live
 CLOCK_SAMPLES = 10
@@ -95,7 +101,7 @@ class FleetStatus:
                 "health_ts": 0, "model_version": None, "alerts": {}, "zones": {}, "geometries": {},
                 "clock_offset_s": None, "clock_samples": [],
                 "video_state": None, "video_reconnects": None, "video_lost_s": None, "tamper": None,
-                "frames_missed": None, "frames_missed_share": None,
+                "frames_missed": None, "frames_missed_share": None, "crowding": None,
             }
         # .get: states saved before geometry and clocks were kept
         return {**state, "alerts": dict(state["alerts"]), "zones": dict(state["zones"]), "geometries": dict(state.get("geometries", {}))}
@@ -225,6 +231,7 @@ class FleetStatus:
                 state[column] = d[field_]
         self._video(event, state, rows)
         self._missed(event, state, rows)
+        self._crowded(event, state, rows)
         if "outbox_depth" not in d:
             return
         depths = (state["depths"] + [d["outbox_depth"]])[-self.config.backlog_reports:]
@@ -266,6 +273,21 @@ class FleetStatus:
             self._open(state, event.camera_id, "overloaded", "", event.ts, detail, rows)
         elif share <= limit / 2:
             self._close(state, "overloaded", "", event.ts, rows)
+
+    def _crowded(self, event: Event, state: dict[str, Any], rows: list[Row]) -> None:
+        d = event.data
+        seen = d.get("people_seen", 0)  # a node from before the crowding signal sends none
+        if seen < CROWDING_MIN_PEOPLE:
+            return
+        share = d.get("people_overlapping", 0) / seen
+        state["crowding"] = round(share, 4)
+        limit = self.config.crowding_share
+        if share > limit:
+            detail = (f"{share:.0%} of the {seen} people seen overlapped another (limit {limit:.0%}): people hide each other "
+                      "here and the counts run low; a higher camera looking down sees them apart")
+            self._open(state, event.camera_id, "crowded", "", event.ts, detail, rows)
+        elif share <= 0.8 * limit:
+            self._close(state, "crowded", "", event.ts, rows)
 
     def _occupancy(self, event: Event, state: dict[str, Any], rows: list[Row]) -> None:
         zone = event.data["zone"]
@@ -328,5 +350,6 @@ class FleetStatus:
             "model_version": state["model_version"], "clock_offset_s": state.get("clock_offset_s"),
             "video_state": state.get("video_state"), "video_reconnects": state.get("video_reconnects"),
             "video_lost_s": state.get("video_lost_s"), "tamper": state.get("tamper"),
-            "frames_missed": state.get("frames_missed"), "frames_missed_share": state.get("frames_missed_share"), "version": self._version(),
+            "frames_missed": state.get("frames_missed"), "frames_missed_share": state.get("frames_missed_share"),
+            "crowding": state.get("crowding"), "version": self._version(),
         })

@@ -123,6 +123,7 @@ def alert_config(settings: WorkerSettings) -> AlertConfig:
         occupancy=tuple(OccupancyRule(**rule) for rule in settings.occupancy_alerts),
         clock_skew_s=settings.clock_skew_alert_s,
         missed_share=settings.missed_frames_alert_share,
+        crowding_share=settings.crowding_alert_share,
     )
 
 

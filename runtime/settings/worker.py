@@ -35,5 +35,8 @@ class WorkerSettings(KafkaSettings, DatabaseSettings, SupervisedSettings):
     # A camera whose node missed more than this share of its live frames between
     # two health reports (busy with the others) opens an overloaded alert.
     missed_frames_alert_share: float = Field(0.2, gt=0, le=1)
+    # A camera where more than this share of the people seen overlap another
+    # (edge/crowding.py) opens a crowded alert: its counts run low.
+    crowding_alert_share: float = Field(0.2, gt=0, le=1)
     # e.g. [{"zone": "checkout", "max": 8, "for_s": 120}]; optional camera_id, object_class
     occupancy_alerts: list[dict[str, Any]] = Field(default_factory=list)

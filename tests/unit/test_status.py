@@ -224,3 +224,23 @@ def test_a_report_over_a_few_frames_does_not_open_overloaded() -> None:
     rows = fleet.observe(cameras, [health(1, T0, 0, frames=3, frames_missed=4)])
     assert alerts(rows) == [] and status(rows)["frames_missed"] == 4
     assert alerts(fleet.observe(cameras, [health(2, T0 + SEC, 0, frames=12, frames_missed=8)])) == [("overloaded", "", "open")]
+
+
+def test_crowded_opens_when_people_hide_each_other_and_closes_at_four_fifths_of_the_limit() -> None:
+    fleet = FleetStatus(AlertConfig(crowding_share=0.2), FakeClock(T0))
+    cameras: dict = {}
+    # A square seen from high up: few people overlap.
+    rows = fleet.observe(cameras, [health(1, T0, 0, people_seen=400, people_overlapping=32)])
+    assert alerts(rows) == [] and status(rows)["crowding"] == 0.08
+    # A shop front at hip height: a third of the people hide behind another.
+    rows = fleet.observe(cameras, [health(2, T0 + SEC, 0, people_seen=300, people_overlapping=105)])
+    assert alerts(rows) == [("crowded", "", "open")] and status(rows)["crowding"] == 0.35
+    assert "35% of the 300 people" in next(r.values["detail"] for r in rows if r.table == "alerts")
+    # Just under the limit: the same episode goes on; a report over a few people says nothing.
+    assert alerts(fleet.observe(cameras, [health(3, T0 + 2 * SEC, 0, people_seen=100, people_overlapping=18)])) == []
+    rows = fleet.observe(cameras, [health(4, T0 + 3 * SEC, 0, people_seen=10, people_overlapping=0)])
+    assert alerts(rows) == [] and status(rows)["crowding"] == 0.18
+    assert alerts(fleet.observe(cameras, [health(5, T0 + 4 * SEC, 0, people_seen=100, people_overlapping=16)])) == [("crowded", "", "closed")]
+    # A node from before the signal sends neither field: nothing changes.
+    rows = fleet.observe(cameras, [health(6, T0 + 5 * SEC, 0)])
+    assert alerts(rows) == [] and status(rows)["crowding"] == 0.16
