@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 import pytest
+from sqlalchemy import text
 
 from edge.config import CameraConfig, LineConfig, OutboxConfig, SourceConfig, ZoneConfig
 from edge.node import CameraNode
@@ -94,5 +95,25 @@ async def test_broker_outage_mid_run_every_event_arrives_once_in_its_minute(
             await wait_for(reconciled, 60, "every minute of the node to reconcile", interval=1.0)
         except WaitTimeout:
             raise AssertionError(f"{verdicts}\n{stack.log_tail()}") from None
+
+        # The crowding signal: what the node's health reports said, summed per minute in SQL.
+        reports = [e.data for e in created if e.type == "health"]
+        said = (sum(d["people_seen"] for d in reports), sum(d["people_overlapping"] for d in reports))
+        assert said[0] > 100 and 0 <= said[1] < said[0]  # people on the square, mostly apart
+        stored: list = []
+
+        async def crowding_in_sql() -> bool:
+            engine = make_engine(stack.settings.database_url)
+            try:
+                async with engine.connect() as conn:
+                    stored[:] = (await conn.execute(text(
+                        "SELECT sum(people_seen), sum(people_overlapping), max(crowding) FROM camera_minute_health WHERE camera_id = :c"
+                    ), {"c": "cam-plaza"})).one()
+            finally:
+                await engine.dispose()
+            return tuple(stored[:2]) == said
+
+        await wait_for(crowding_in_sql, 60, "the people seen and overlapping in camera_minute_health", interval=1.0)
+        assert 0 <= stored[2] < 0.2  # the square is no crowd (edge/crowding.py)
     finally:
         broker.kill()
