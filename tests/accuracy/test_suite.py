@@ -1,7 +1,10 @@
 """The edge's counts against hand-made ground truth, on the whole suite: both
 annotated scenes (PETS09-S2L1, a square from high up; MOT16-09, a shop front
 from hip height), every picture condition (daylight, dusk, night, compressed,
-half resolution), at 10 and 5 detections a second.
+half resolution), at 10 and 5 detections a second, for every detector family:
+the shipped NanoDet-g and the NanoDet-Plus and YOLOX files a user brings
+(read from ``../shared/models/``; skipped, saying why, where absent), each at
+its family's thresholds (``edge/models/models.json``).
 
 Deterministic for the pinned model and the clips' frames (the conditions'
 noise is seeded per frame), so the targets are asserted. Where a target is
@@ -17,9 +20,13 @@ from pathlib import Path
 import pytest
 
 from devtools.accuracy_suite import EVAL_DIR, run_suite, scenes
+from devtools.model_files import missing as missing_models
+from devtools.model_files import model_settings
 from edge.accuracy import RateResult, evaluate, evaluate_rates, load_annotation, rate_invariance
 from edge.conditions import CONDITIONS
 from edge.config import load_camera_config
+from edge.crowding import CROWDED
+from edge.model_spec import DEFAULT_MODEL
 
 CROSSING_TARGET = 0.10  # summed error per line and direction, every scene, condition and rate
 TRACKS_TARGET = 1.3  # tracks started per annotated person
