@@ -560,6 +560,28 @@ def format_suite(results: list[RateResult]) -> str:
     return "\n".join(out) + "\n"
 
 
+def format_families(by_model: dict[str, list[RateResult]]) -> str:
+    """Markdown: one row per model, the worst and the range of each figure over the suite."""
+    def span(values: list[float], pct: bool = True) -> str:
+        lo, hi = min(values), max(values)
+        return f"{100 * lo:.1f}-{100 * hi:.1f} %" if pct else f"{lo:.2f}-{hi:.2f}"
+
+    out = ["| model | square: crossings 10 / 5 fps (worst) | square: 5 fps vs 10 (worst) | square: tracks / people | "
+           "shop front: crossings 10 fps | shop front: crossings 5 fps | crowding square / shop front |",
+           "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for model, results in by_model.items():
+        square = [r for r in results if r.scene == "pets09-s2l1"]
+        shop = [r for r in results if r.scene == "mot16-09"]
+        worst = {fps: max(r.crossing_error for r in square if r.fps == fps) for fps in (10.0, 5.0)}
+        rates = [rate_invariance(_fastest(square, r), r) for r in square if r.fps == 5.0]
+        out.append(
+            f"| {model} | {_pct(worst[10.0])} / {_pct(worst[5.0])} | {_pct(max(rates))} | {span([r.tracks_ratio for r in square], False)}x | "
+            f"{span([r.crossing_error for r in shop if r.fps == 10.0])} | {span([r.crossing_error for r in shop if r.fps == 5.0])} | "
+            f"{span([r.crowding or 0.0 for r in square], False)} / {span([r.crowding or 0.0 for r in shop], False)} |"
+        )
+    return "\n".join(out) + "\n"
+
+
 def format_lines(results: list[RateResult]) -> str:
     """Markdown: per line and direction, truth and what each run counted."""
     keys = sorted({(r.scene, *k) for r in results for k in set(r.truth.crossings) | set(r.counted.crossings)})
