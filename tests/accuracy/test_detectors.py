@@ -23,7 +23,10 @@ from edge.accuracy import DetectionQuality, detection_quality, load_annotation
 from edge.config import load_camera_config
 
 SCENES = {s.name: s for s in scenes()}
-# architecture -> scene -> (recall, precision) floors; at the shop front recall per band: (hidden, visible)
+# architecture -> scene -> floors, about two points under what was measured (2026-12-07):
+#   nanodet-g  square recall 0.912, precision 0.871; shop front hidden 0.222, visible 0.837, precision 0.852
+#   nanodet-plus       0.915,           0.872;              0.250,         0.854,           0.896
+#   yolox              0.912,           0.786;              0.243,         0.844,           0.886
 FLOORS: dict[str, dict[str, dict[str, float]]] = {
     "nanodet-g-416": {
         "pets09-s2l1": {"recall": 0.89, "precision": 0.85},
@@ -34,8 +37,8 @@ FLOORS: dict[str, dict[str, dict[str, float]]] = {
         "mot16-09": {"hidden": 0.23, "visible": 0.83, "precision": 0.87},
     },
     "yolox-nano-416": {
-        "pets09-s2l1": {"recall": 0.89, "precision": 0.77},
-        "mot16-09": {"hidden": 0.20, "visible": 0.81, "precision": 0.89},
+        "pets09-s2l1": {"recall": 0.89, "precision": 0.76},
+        "mot16-09": {"hidden": 0.22, "visible": 0.82, "precision": 0.86},
     },
 }
 absent = [p for s in SCENES.values() for p in s.missing() if EVAL_DIR in p.parents]
