@@ -121,9 +121,12 @@ async def test_corrupted_file_is_refused_and_a_model_that_does_not_load_is_rolle
     v3 = await rollout.publish(stack.settings, v3_file, "nanodet-g-416@depot3", "nanodet-g-416")
     truncated = tmp_path / "truncated.onnx"
     truncated.write_bytes(SHIPPED.path.read_bytes()[: 3 * CHUNK_SIZE + 1000])
-    with pytest.raises(rollout.RolloutError, match="onnxruntime cannot load it"):
+    with pytest.raises(rollout.RolloutError, match="does not load as a nanodet-g-416: onnxruntime could not load"):
         await rollout.publish(stack.settings, truncated, "nanodet-g-416@broken", "nanodet-g-416")
     broken = await rollout.publish(stack.settings, truncated, "nanodet-g-416@broken", "nanodet-g-416", check=False)
+    # A file published as another family than it is: refused before it reaches the registry.
+    with pytest.raises(rollout.RolloutError, match=r"is not a yolox model \(yolox-nano-416\).*a yolox model gives one output 1x3549x85"):
+        await rollout.publish(stack.settings, v3_file, None, None, family="yolox")
 
     # The camera is offline while the file is put up, and a chunk of it is damaged on the broker.
     desired = await rollout.rollout(stack.settings, v3.version, sites=[], cameras=["cam-x"])

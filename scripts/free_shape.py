@@ -1,18 +1,22 @@
-"""Make the shipped NanoDet-g take any input height, width and batch.
+"""Make an ONNX detector take any input height, width and batch.
 
     .venv/bin/pip install onnx          # only here, never at run time
-    .venv/bin/python scripts/free_shape_nanodet.py edge/models/nanodet-g-416.onnx
+    .venv/bin/python scripts/free_shape.py edge/models/nanodet-g-416.onnx
+    .venv/bin/python scripts/free_shape.py my-yolox-nano.onnx     # a YOLOX export made without --dynamic
 
-``scripts/convert_nanodet.py`` gives a graph fixed at 1x3x416x416, though
-the network is fully convolutional: its Reshapes flatten with ``-1`` and its
-Resizes scale by 2 and 0.5. Naming the input's batch, height and width
-``batch``/``height``/``width`` and letting each Reshape copy the batch
+``scripts/convert_nanodet.py`` gives a graph fixed at 1x3x416x416, and
+YOLOX's published ONNX files are fixed at 1x3x416x416 too, though both
+networks are fully convolutional: their Reshapes flatten with ``-1`` and
+NanoDet's Resizes scale by 2 and 0.5. Naming the input's batch, height and
+width ``batch``/``height``/``width`` and letting each Reshape copy the batch
 (``0``) instead of pinning it at ``1`` is all it takes; on a square 416
-input the outputs are those of the fixed graph (largest difference 2e-6).
-``edge.detector`` then letterboxes a 4:3 frame to 416x352 instead of
-416x416 (see ``Detector.layout``).
+input the outputs are those of the fixed graph (NanoDet-g: largest
+difference 2e-6; YOLOX-Nano: identical). ``edge.families`` then letterboxes
+a 4:3 frame to 416x352 and a 16:9 one to 416x256 instead of 416x416 (see
+``Family.layout``). The file's sha256 changes: publish or configure the new
+one.
 
-The int8 copy that edge boxes run by default is made from the result by
+The int8 copy of the shipped model is made from the result by
 ``scripts/quantize_nanodet.py``.
 """
 
