@@ -46,11 +46,8 @@ def main() -> int:
     settings = parse_settings(args.set)
     if args.model:
         settings = {**model_settings(args.model), **settings}
-    sample_frames(limit=1)  # fetches vtest.avi once if it is missing
-    specs = scenes()
-    missing = [str(p) for s in specs for p in s.missing()]
-    if missing:
-        print(f"suite data missing: {', '.join(missing)}", file=sys.stderr)
+    specs = suite_scenes()
+    if specs is None:
         return 2
     started = time.monotonic()
     total = len(specs) * len(CONDITIONS)
@@ -85,13 +82,21 @@ def main() -> int:
     return 0
 
 
-def families(no_write: bool) -> int:
-    """The suite once per detector family, each at its own thresholds, and a table of them side by side."""
-    sample_frames(limit=1)
+def suite_scenes() -> list | None:
+    """The suite's scenes, or None (and why, on stderr) where their data is missing."""
+    sample_frames(limit=1)  # fetches vtest.avi once if it is missing
     specs = scenes()
     missing = [str(p) for s in specs for p in s.missing()]
     if missing:
         print(f"suite data missing: {', '.join(missing)}", file=sys.stderr)
+        return None
+    return specs
+
+
+def families(no_write: bool) -> int:
+    """The suite once per detector family, each at its own thresholds, and a table of them side by side."""
+    specs = suite_scenes()
+    if specs is None:
         return 2
     models = [DEFAULT_MODEL, *(name for name in BROUGHT if not missing_models([name]))]
     started = time.monotonic()

@@ -28,9 +28,9 @@ def overlapping(boxes: np.ndarray) -> int:
     w = np.clip(np.minimum(b[:, None, 2], b[None, :, 2]) - np.maximum(b[:, None, 0], b[None, :, 0]), 0, None)
     h = np.clip(np.minimum(b[:, None, 3], b[None, :, 3]) - np.maximum(b[:, None, 1], b[None, :, 1]), 0, None)
     area = np.maximum((b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1]), 1e-9)
-    under = w * h / area[:, None]  # row i: the share of box i under box j
-    np.fill_diagonal(under, 0.0)
-    return int(((under >= OVERLAP).any(1) | (under >= OVERLAP).any(0)).sum())
+    under = w * h / area[:, None] >= OVERLAP  # row i: box i lies under box j by OVERLAP of its area or more
+    np.fill_diagonal(under, False)
+    return int((under.any(1) | under.any(0)).sum())
 
 
 def crowding(overlapping_people: int, people: int) -> float | None:

@@ -172,10 +172,6 @@ class Detector:
             raise ModelError(f"{self.spec.path.name} does not run on a {size}x{size} input: {exc}") from exc
         self.family.check([o.name for o in self.session.get_outputs()], outputs)
 
-    def layout(self, width: int, height: int) -> Layout:
-        """How a frame of this size is letterboxed for the model."""
-        return self.family.layout(width, height)
-
     def preprocess(self, frame: np.ndarray) -> tuple[np.ndarray, Layout]:
         """BGR frame -> NCHW blob, and the layout to map boxes back with."""
         return self.family.blob(frame)

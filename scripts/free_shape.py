@@ -13,7 +13,7 @@ width ``batch``/``height``/``width`` and letting each Reshape copy the batch
 input the outputs are those of the fixed graph (NanoDet-g: largest
 difference 2e-6; YOLOX-Nano: identical). ``edge.families`` then letterboxes
 a 4:3 frame to 416x352 and a 16:9 one to 416x256 instead of 416x416 (see
-``Family.layout``). The file's sha256 changes: publish or configure the new
+``edge.families.Family.layout``). The file's sha256 changes: publish or configure the new
 one.
 
 The int8 copy of the shipped model is made from the result by
