@@ -40,6 +40,7 @@ import asyncpg  # noqa: E402
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer  # noqa: E402
 from aiokafka.admin import AIOKafkaAdminClient  # noqa: E402
 
+from devtools.ports import free_port  # noqa: E402
 from devtools.processes import spawn, stop, wait_bridge_online  # noqa: E402
 from devtools.services import Services  # noqa: E402
 from fleetsight.mqtt_users import admin_settings  # noqa: E402
@@ -177,11 +178,27 @@ def faust_alone_rate(settings: Settings, records: int, per_record: float) -> flo
     return float(line.split("RECORDS/S")[1].split()[0]) * per_record
 
 
-def faust_rate(settings: Settings, n: int, workers: int, logs: Path, per_record: float) -> float:
+def stage_seconds(port: int) -> dict[str, float]:
+    """The worker's ``fleetsight_worker_stage_seconds`` per stage, read from its metrics."""
+    import urllib.request
+
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    out = {}
+    for line in text.splitlines():
+        if line.startswith("fleetsight_worker_stage_seconds_total{"):
+            labels, value = line.rsplit(" ", 1)
+            out[labels.split('stage="', 1)[1].split('"', 1)[0]] = float(value)
+    return out
+
+
+def faust_rate(settings: Settings, n: int, workers: int, logs: Path, per_record: float, stages: dict[str, float] | None = None) -> float:
     """Events/s from the first offset commit to the last, with ``workers`` workers
-    (``n`` records of ``per_record`` events on average)."""
-    app = settings.model_copy(update={"stream_app_id": f"{settings.stream_app_id}-{workers}w"})
-    procs = [spawn("worker", app, logs / f"worker-{workers}-{i}.log") for i in range(workers)]
+    (``n`` records of ``per_record`` events on average); ``stages`` gets the
+    first worker's time per stage."""
+    port = free_port()
+    app = settings.model_copy(update={"stream_app_id": f"{settings.stream_app_id}-{workers}w", "worker_metrics_port": port})
+    procs = [spawn("worker", app, logs / f"worker-{workers}-{i}.log") for i in range(1)]
+    procs += [spawn("worker", app.model_copy(update={"worker_metrics_port": None}), logs / f"worker-{workers}-{i}.log") for i in range(1, workers)]
     try:
         samples: list[tuple[float, int]] = []
         deadline = time.monotonic() + 600
@@ -195,6 +212,8 @@ def faust_rate(settings: Settings, n: int, workers: int, logs: Path, per_record:
         end = next((t, c) for t, c in samples if c >= n)
         if end[0] <= start[0]:
             raise RuntimeError("the backlog was done within one commit interval: use more --events")
+        if stages is not None:
+            stages.update(stage_seconds(port))
         return (end[1] - start[1]) * per_record / (end[0] - start[0])
     finally:
         stop(procs)
@@ -289,12 +308,15 @@ def main() -> None:
         asyncio.run(produce_backlog(settings, events, args.per_record))
         bare = asyncio.run(bare_consumer(settings, len(events)))
         alone = faust_alone_rate(settings, records, per_record)
-        one = faust_rate(settings, records, 1, logs, per_record)
+        stages: dict[str, float] = {}
+        one = faust_rate(settings, records, 1, logs, per_record, stages)
         print(f"1. {len(events)} events in a backlog, {records} records ({per_record:.1f} events each), {settings.kafka_partitions} partitions")
         print(f"   bare aiokafka consumer (read + JSON decode): {bare:9.0f} events/s")
         print(f"   Faust delivering the records, nothing else: {alone:9.0f} events/s  ({alone / bare:.3f} of bare)")
         print(f"   Faust aggregation, one worker:              {one:9.0f} events/s")
         print(f"   ratio: {one / bare:.3f}  (against Faust alone: {one / alone:.3f})")
+        print("   where the worker's time went, us an event: " + ", ".join(
+            f"{stage} {seconds / len(events) * 1e6:.2f}" for stage, seconds in stages.items()))
         two = faust_rate(settings, records, 2, logs, per_record)
         print(f"2. two workers: {two:.0f} events/s, against one: {one:.0f} events/s; ratio {two / one:.2f}")
         lat = asyncio.run(latency(settings, args.latency_s, args.rate, logs))

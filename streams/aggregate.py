@@ -3,11 +3,17 @@
 Pure logic over a mapping (in the worker, the buckets a batch touches, read
 from PostgreSQL by ``streams.state``; a dict in tests). A bucket is one row
 of a per-minute SQL table, e.g. (camera, class, minute) of
-``camera_minute_counts``; its value holds the running sums *and* the set of
-seqs folded into them, in one record, so the sums and their dedupe state
-can never disagree after a crash, which they could if they lived apart. An
-event always falls in the same buckets, so a duplicate always meets the seq
-set that already holds it.
+``camera_minute_counts``; its value holds the running sums, how many events
+they hold and their first and last seq. Every counted event also falls in
+its camera-minute's bucket of ``camera_minute_events``, and that bucket
+alone keeps the set of seqs folded (as ranges): the dedupe state. An event
+always falls in the same buckets, so a duplicate always meets the seq set
+that already holds it, and the sums and their dedupe state change in one
+transaction, so they can never disagree after a crash. (Until issue 37
+every bucket kept its own seq set: a camera's events spread over its
+buckets left each set one range per event, and writing those sets back
+was a sixth of the worker's time; a state saved that way is read as
+before, see :func:`_minute_bucket`.)
 
 Faust's windowed tables expire windows by wall-clock time, which would drop
 an edge's backlog after an outage; these buckets are plain keys closed by
@@ -91,6 +97,27 @@ class SeqSet:
             ranges.insert(i, [seq, seq])
         return True
 
+    def add_many(self, seqs: Iterable[int]) -> list[int]:
+        """Add every seq of ``seqs``; the ones that were already there (usually none).
+
+        One loop with the in-order case inline: a record's seqs of one
+        bucket arrive ascending, after what the bucket holds.
+        """
+        ranges = self.ranges
+        there: list[int] = []
+        last = ranges[-1] if ranges else None
+        for seq in seqs:
+            if last is not None and seq == last[1] + 1:
+                last[1] = seq
+            elif last is None or seq > last[1]:
+                last = [seq, seq]
+                ranges.append(last)
+            else:
+                if not self.add(seq):
+                    there.append(seq)
+                last = ranges[-1]
+        return there
+
     def __len__(self) -> int:
         return sum(last - first + 1 for first, last in self.ranges)
 
@@ -153,15 +180,42 @@ def folds(event: Event) -> Iterator[Fold]:
         }
 
 
-def _fold(acc: dict[str, float], ops: dict[str, tuple[str, float]], seq: int) -> None:
-    """Add one event's ``ops`` to a bucket's accumulators."""
+Ops = dict[str, tuple[str, float]]
+
+
+def _fold(acc: dict[str, float], ops: Ops, seqs: list[int]) -> None:
+    """Add ``ops`` of the events ``seqs`` (each new to the bucket) to a bucket's accumulators."""
     for name, (op, value) in ops.items():
         if op == "add":
-            acc[name] = acc.get(name, 0) + value
+            if type(value) is int:
+                acc[name] = acc.get(name, 0) + value * len(seqs)
+            else:  # floats added one by one, as ever: the same sum to the last bit
+                total = acc.get(name, 0)
+                for _ in seqs:
+                    total += value
+                acc[name] = total
         elif op == "xor_seq_hash":
-            acc[name] = int(acc.get(name, 0)) ^ seq_hash(seq)
+            digest = int(acc.get(name, 0))
+            for seq in seqs:
+                digest ^= seq_hash(seq)
+            acc[name] = digest
         else:
             acc[name] = max(acc.get(name, value), value)
+
+
+def _by_ops(opss: list[Ops], seqs: list[int]) -> Iterator[tuple[Ops, list[int]]]:
+    """The seqs of a bucket grouped by what they add (usually one group: a shared plan's ops)."""
+    first = opss[0]
+    if opss.count(first) == len(opss):  # identity first, in C
+        yield first, seqs
+        return
+    groups: dict[int, tuple[Ops, list[int]]] = {}
+    for ops, seq in zip(opss, seqs):
+        group = groups.get(id(ops))
+        if group is None:
+            group = groups[id(ops)] = (ops, [])
+        group[1].append(seq)
+    yield from groups.values()
 
 
 def last_minute(bucket: dict[str, Any]) -> int:
@@ -255,6 +309,11 @@ RolledUp = tuple[tuple[str, Rollup, int], ...]
 Planned = tuple[str, TableSpec, dict[str, Any], dict[str, tuple[str, float]], RolledUp]
 
 
+# What one record does to one bucket: (table, dims, rollups, its first event,
+# the seqs in record order, and what each of them adds).
+Group = tuple[TableSpec, dict[str, Any], RolledUp, Event, list[int], list[Ops]]
+
+
 @dataclass(frozen=True)
 class Decoded:
     """A record and what it decoded to: events (each with its folds), or the reasons it was refused."""
@@ -264,6 +323,11 @@ class Decoded:
     # Per item: its folds with their bucket keys (worked out once, for
     # :meth:`MinuteAggregator.keys` and :meth:`MinuteAggregator.apply`); None for an error.
     plans: list[list[Planned] | None]
+    # The folds of the record's events that are neither late nor refused,
+    # gathered per bucket: a record is one camera's consecutive events, so
+    # a bucket's seqs are deduped and folded together (a shared plan's 50
+    # events fold as one), not one event at a time.
+    groups: dict[str, Group]
 
 
 def plan(event: Event) -> list[Planned]:
@@ -304,6 +368,39 @@ _PLANS_KEPT = 50_000
 _plans: dict[tuple[Any, ...], list[Planned]] = {}
 
 
+def _minute_bucket(
+    key: str, group: Group, buckets: MutableMapping[str, Any], touched: dict[str, dict[str, Any]],
+) -> dict[str, Any]:
+    """The batch's copy of a minute bucket (made on first touch): stored, or new for ``group``'s first event.
+
+    A bucket saved before issue 37 holds its own seq set: its count and
+    first and last seq are taken from it, and only ``camera_minute_events``
+    keeps one from now on.
+    """
+    bucket = touched.get(key)
+    if bucket is not None:
+        return bucket
+    table, dims, _, first, _, _ = group
+    stored = buckets.get(key)
+    if not stored:
+        bucket = {
+            "table": table.name, "camera_id": first.camera_id, "site": first.site, "dims": dims, "minute": first.minute,
+            "acc": {}, "events": 0, "seq_first": None, "seq_last": None,
+        }
+    else:
+        bucket = dict(stored)
+        bucket["acc"] = dict(stored["acc"])
+        if "events" not in bucket:
+            seqs = SeqSet(stored["seqs"])
+            bucket["events"], bucket["seq_first"], bucket["seq_last"] = len(seqs), seqs.first, seqs.last
+    if table is not CAMERA_MINUTE_EVENTS:
+        bucket.pop("seqs", None)
+    elif "seqs" not in bucket:
+        bucket["seqs"] = []
+    touched[key] = bucket
+    return bucket
+
+
 @dataclass
 class BatchResult:
     rows: dict[str, Row] = field(default_factory=dict)  # absolute values of the touched buckets
@@ -339,98 +436,128 @@ class MinuteAggregator:
                 items: list[Event | EventError] = decode_validated(record.value)
             except EventError as exc:
                 items = [exc]
-            out.append(Decoded(record, items, [None if isinstance(i, EventError) else plan(i) for i in items]))
+            plans = [None if isinstance(i, EventError) else plan(i) for i in items]
+            out.append(Decoded(record, items, plans, self._group(record, items, plans)))
         return out
+
+    def _group(self, record: Incoming, items: list[Event | EventError], plans: list[list[Planned] | None]) -> dict[str, Group]:
+        groups: dict[str, Group] = {}
+        for event, planned in zip(items, plans):
+            if not planned or self._is_late(record, event):  # type: ignore[arg-type]  # planned: an Event
+                continue
+            seq = event.seq  # type: ignore[union-attr]
+            for key, table, dims, ops, rollups in planned:
+                group = groups.get(key)
+                if group is None:
+                    groups[key] = (table, dims, rollups, event, [seq], [ops])  # type: ignore[assignment]
+                else:
+                    group[4].append(seq)
+                    group[5].append(ops)
+        return groups
+
+    def _is_late(self, record: Incoming, event: Event) -> bool:
+        return record.timestamp_ms - event.ts > self.late_after_ms
 
     @staticmethod
     def keys(decoded: Iterable[Decoded]) -> set[str]:
         """The bucket keys these records fold into: what to load before :meth:`apply`."""
         return {
-            key for d in decoded for p in d.plans if p
-            for planned in p for key in (planned[0], *(rolled[0] for rolled in planned[4]))
+            key for d in decoded for bucket, group in d.groups.items()
+            for key in (bucket, *(rolled[0] for rolled in group[2]))
         }
 
     def apply(self, decoded: Iterable[Decoded], buckets: MutableMapping[str, Any]) -> BatchResult:
         """Fold ``decoded`` into ``buckets`` (bucket key -> state; each touched key is written once)."""
         result = BatchResult()
-        touched: dict[str, tuple[dict[str, Any], SeqSet]] = {}
+        touched: dict[str, dict[str, Any]] = {}
+        seqsets: dict[str, SeqSet] = {}  # of the camera-minutes' buckets of camera_minute_events
         rolled: dict[str, dict[str, Any]] = {}
         stream_time = self.stream_time
         for d in decoded:
             record = d.record
             if record.timestamp_ms > stream_time.get(record.partition, 0):
                 stream_time[record.partition] = record.timestamp_ms
+            there = self._fold_groups(d.groups, buckets, touched, seqsets, rolled)
             for event, planned in zip(d.items, d.plans):
                 if isinstance(event, EventError):
                     result.dead.append(DeadLetter.from_error(event, "streams", record.value, self.source_topic))
+                elif event.type == "reconcile":
+                    self._reconcile(record, event, result)
+                elif self._is_late(record, event):
+                    result.events.append((record, event, False))
+                    result.late.append((record, event))
+                    result.dead.append(self._late(event, record))
                 else:
-                    self._apply(record, event, planned or [], buckets, touched, rolled, result)
-        for key, (bucket, seqs) in touched.items():
-            bucket["seqs"] = seqs.ranges
+                    new = bool(planned) and event.seq not in there
+                    result.events.append((record, event, new))
+                    if new:
+                        result.applied += 1
+                    elif planned:
+                        result.duplicates += 1
+        for key, bucket in touched.items():
+            if key in seqsets:
+                bucket["seqs"] = seqsets[key].ranges
             buckets[key] = bucket  # one state write per bucket per batch
-            result.rows[key] = self.row(bucket, seqs)
+            result.rows[key] = self.row(bucket)
         for key, bucket in rolled.items():
             buckets[key] = bucket
             result.rows[key] = self.rollup_row(bucket)
         return result
 
-    def _apply(
-        self, record: Incoming, event: Event, planned: list[Planned], buckets: MutableMapping[str, Any],
-        touched: dict[str, tuple[dict[str, Any], SeqSet]], rolled: dict[str, dict[str, Any]], result: BatchResult,
-    ) -> None:
-        if event.type == "reconcile":
-            # Not subject to lateness: it reopens no bucket, and after a long
-            # outage it is what says which minutes came back whole; only a
-            # minute past the retention has no row left to report on.
-            if self.retention_ms and record.timestamp_ms - event.data["minute"] > self.retention_ms:
-                result.events.append((record, event, False))
-                result.late.append((record, event))
-                result.dead.append(self._late(event, record, event.data["minute"]))
-                return
-            row = ledger_row(event)
-            have = result.rows.get(row.key)
-            if have is None or have.version < row.version:
-                result.rows[row.key] = row
-            result.events.append((record, event, True))
-            result.applied += 1
-            return
-        if record.timestamp_ms - event.ts > self.late_after_ms:
+    @staticmethod
+    def _fold_groups(
+        groups: dict[str, Group], buckets: MutableMapping[str, Any], touched: dict[str, dict[str, Any]],
+        seqsets: dict[str, SeqSet], rolled: dict[str, dict[str, Any]],
+    ) -> set[int]:
+        """Fold one record's groups into their buckets (and hours and days); the seqs applied before (duplicates)."""
+        there: set[int] = set()
+        for key, group in groups.items():  # the dedupe: each event's camera-minute
+            if group[0] is CAMERA_MINUTE_EVENTS:
+                if key not in seqsets:
+                    seqsets[key] = SeqSet(_minute_bucket(key, group, buckets, touched).get("seqs", ()))
+                there.update(seqsets[key].add_many(group[4]))
+        for key, (table, dims, rollups, first, seqs, opss) in groups.items():
+            bucket = _minute_bucket(key, (table, dims, rollups, first, seqs, opss), buckets, touched)
+            if there:
+                kept = [(ops, seq) for ops, seq in zip(opss, seqs) if seq not in there]
+                if not kept:
+                    continue
+                opss, seqs = [k[0] for k in kept], [k[1] for k in kept]
+            bucket["events"] += len(seqs)
+            low, high = min(seqs), max(seqs)
+            bucket["seq_first"] = low if bucket["seq_first"] is None else min(low, bucket["seq_first"])
+            bucket["seq_last"] = high if bucket["seq_last"] is None else max(high, bucket["seq_last"])
+            acc = bucket["acc"]
+            for ops, some in _by_ops(opss, seqs):
+                _fold(acc, ops, some)
+                for rollup_key, rollup, period in rollups:
+                    total = rolled.get(rollup_key)
+                    if total is None:
+                        stored = buckets.get(rollup_key)
+                        total = rolled[rollup_key] = dict(stored) if stored else {
+                            "table": rollup.spec.name, "camera_id": first.camera_id, "site": first.site, "dims": dims,
+                            "minute": period, "last": period + rollup.span_ms - MINUTE_MS, "acc": {}, "events": 0,
+                        }
+                        total["acc"] = dict(total["acc"])
+                    _fold(total["acc"], ops, some)
+                    total["events"] += len(some)
+        return there
+
+    def _reconcile(self, record: Incoming, event: Event, result: BatchResult) -> None:
+        # Not subject to lateness: it reopens no bucket, and after a long
+        # outage it is what says which minutes came back whole; only a
+        # minute past the retention has no row left to report on.
+        if self.retention_ms and record.timestamp_ms - event.data["minute"] > self.retention_ms:
             result.events.append((record, event, False))
             result.late.append((record, event))
-            result.dead.append(self._late(event, record))
+            result.dead.append(self._late(event, record, event.data["minute"]))
             return
-        new = False
-        seq = event.seq
-        for key, table, dims, ops, rollups in planned:
-            entry = touched.get(key)
-            if entry is None:
-                stored = buckets.get(key)
-                bucket: dict[str, Any] = dict(stored) if stored else {
-                    "table": table.name, "camera_id": event.camera_id, "site": event.site,
-                    "dims": dims, "minute": event.minute, "acc": {}, "seqs": [],
-                }
-                bucket["acc"] = dict(bucket["acc"])
-                entry = touched[key] = (bucket, SeqSet(bucket["seqs"]))
-            if not entry[1].add(seq):
-                continue
-            new = True
-            _fold(entry[0]["acc"], ops, seq)
-            for rollup_key, rollup, period in rollups:
-                total = rolled.get(rollup_key)
-                if total is None:
-                    stored = buckets.get(rollup_key)
-                    total = rolled[rollup_key] = dict(stored) if stored else {
-                        "table": rollup.spec.name, "camera_id": event.camera_id, "site": event.site, "dims": dims,
-                        "minute": period, "last": period + rollup.span_ms - MINUTE_MS, "acc": {}, "events": 0,
-                    }
-                    total["acc"] = dict(total["acc"])
-                _fold(total["acc"], ops, seq)
-                total["events"] += 1
-        result.events.append((record, event, new))
-        if new:
-            result.applied += 1
-        elif planned:
-            result.duplicates += 1
+        row = ledger_row(event)
+        have = result.rows.get(row.key)
+        if have is None or have.version < row.version:
+            result.rows[row.key] = row
+        result.events.append((record, event, True))
+        result.applied += 1
 
     @staticmethod
     def rollup_row(bucket: dict[str, Any]) -> Row:
@@ -442,11 +569,12 @@ class MinuteAggregator:
         return Row(rollup.spec.name, {c: values.get(c) for c in rollup.spec.columns})
 
     @staticmethod
-    def row(bucket: dict[str, Any], seqs: SeqSet) -> Row:
+    def row(bucket: dict[str, Any]) -> Row:
         table = TABLES[bucket["table"]]
         values = {
             "camera_id": bucket["camera_id"], "site": bucket["site"], "minute": bucket["minute"], "geometry": "",
-            **bucket["dims"], **finish(table, bucket["acc"]), "events": len(seqs), "seq_first": seqs.first, "seq_last": seqs.last,
+            **bucket["dims"], **finish(table, bucket["acc"]),
+            "events": bucket["events"], "seq_first": bucket["seq_first"], "seq_last": bucket["seq_last"],
         }
         return Row(table.name, {c: values.get(c) for c in table.columns})
 

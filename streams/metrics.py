@@ -25,3 +25,6 @@ WORKER_OFFSET_JUMPS = Counter("fleetsight_worker_offset_jumps", "Batches whose r
 WORKER_DEADLETTERS = Counter("fleetsight_worker_deadletters", "Records sent to the dead-letter topic", ["reason"])
 # Summed over the workers (each counts the cameras of its partitions) for the share-offline alert rule.
 WORKER_CAMERAS = Gauge("fleetsight_worker_cameras", "Cameras of this worker's partitions, online or offline, at its last status sweep", ["state"])
+# Where a batch's time goes (decode, state, fold, status, send, save, commit) and how
+# long the worker waited for Faust's next batch: the benchmark reads it (BENCHMARKS.md).
+WORKER_STAGE = Counter("fleetsight_worker_stage_seconds", "Time the worker spent in each stage of its batches", ["stage"])

@@ -114,6 +114,14 @@ class LogEnds:
         return await partition_health(self._consumer, {TopicPartition(self.topic, p) for p in partitions})
 
 
+def stage_time(stage: str, since: float | None, now: float | None = None) -> float:
+    """Add the time from ``since`` to now to ``stage`` (``fleetsight_worker_stage_seconds``); now."""
+    now = time.perf_counter() if now is None else now
+    if since is not None:
+        stream_metrics.WORKER_STAGE.labels(stage).inc(now - since)
+    return now
+
+
 def alert_config(settings: WorkerSettings) -> AlertConfig:
     return AlertConfig(
         offline_after_s=settings.offline_after_s,
@@ -151,6 +159,7 @@ class Worker:
         self.waiting = 0  # records in the log not yet applied, in this worker's partitions
         self._pruned: dict[int, float] = {}
         self._applied: dict[int, int] = {}
+        self._done_at: float | None = None  # when the last batch was done (perf_counter)
         self.rows_out = app.topic(self.topics.rows, key_serializer="raw", value_serializer="raw")
         self.alerts_out = app.topic(self.topics.alerts, key_serializer="raw", value_serializer="raw")
         self.deadletter = app.topic(self.topics.deadletter, key_serializer="raw", value_serializer="raw")
@@ -212,20 +221,25 @@ class Worker:
     async def apply(self, records: list[Incoming]) -> None:
         """Apply ``records`` (from any partitions) in one transaction; retried while the database is away."""
         started = time.perf_counter()
+        stage_time("waiting", self._done_at, started)
         async with self.lock:
             result, applied = await retry(
                 lambda: self._apply(records), what=f"applying {len(records)} records to the database",
                 errors=DB_ERRORS, log=log, watchdog=self.watchdog,
             )
         self.watchdog.progress("waiting for records")
+        committing = time.perf_counter()
         await self.commit(applied)
         self._observe(records, result, started)
+        self._done_at = stage_time("commit", committing)
 
     async def _apply(self, records: list[Incoming]) -> tuple[BatchResult, dict[int, int]]:
         """The batch's result, and the next offset of each partition it touched, as committed."""
         partitions = sorted({r.partition for r in records})
         self.watchdog.busy(f"locking the state of partitions {partitions}")
+        at = time.perf_counter()
         async with self.store.batch(partitions) as tx:
+            at = stage_time("lock state", at)
             fresh: list[Incoming] = []
             next_offsets: dict[int, int | None] = {}
             for p in partitions:
@@ -236,23 +250,31 @@ class Worker:
                 if run.missing_from is not None:
                     await self._resume_at(p, run.missing_from, run.held)
             decoded = self.aggregator.read(fresh)
+            at = stage_time("decode", at)
             self.watchdog.busy("reading state from the database")
             buckets = await tx.buckets(MinuteAggregator.keys(decoded))
             cameras = await tx.cameras({e.camera_id for d in decoded for e in d.items if isinstance(e, Event)})
+            at = stage_time("read state", at)
             result = self.aggregator.apply(decoded, buckets)
+            at = stage_time("fold", at)
+            rows = list(result.rows.values()) + self.status.observe(cameras, result.events, result.late)
+            at = stage_time("status", at)
             # Absolute values of every row this batch touched, duplicates
             # included: a replayed batch sends them again, so the sink gets
             # them even if a crash came between this send and the commit.
             # Sent before the commit: a batch whose state is saved has its
             # rows in Kafka.
-            await self.emit(list(result.rows.values()) + self.status.observe(cameras, result.events, result.late), result.dead)
+            await self.emit(rows, result.dead)
+            at = stage_time("send rows", at)
             self.watchdog.busy("writing state to the database")
             await tx.save_buckets(buckets, self.partition_of)
             await tx.save_cameras(cameras, self.partition_of)
             for p in partitions:
                 await tx.advance(p, next_offsets[p], self.aggregator.stream_time.get(p, 0))
                 await self._prune(tx, p)
+            at = stage_time("write state", at)
             self.watchdog.busy("committing")
+        stage_time("commit state", at)
         if result.dead or result.duplicates:
             log.info(
                 "batch of %d: %d applied, %d duplicates dropped, %d dead-lettered",

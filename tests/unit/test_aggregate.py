@@ -189,3 +189,65 @@ def test_an_event_older_than_the_retention_takes_the_late_path_with_that_reason(
     assert dead.reason == "late" and "FLEETSIGHT_RETENTION_DAYS" in dead.detail and dead.seq == 1
     assert [e.seq for _, e in result.late] == [1]
     assert {r.values["objects"] for r in result.rows.values() if r.table == "camera_day_counts"} == {1}
+
+
+def _event(camera: str, seq: int, rng: random.Random) -> dict:
+    type_ = rng.choice(list(BODIES))
+    ts = T0 + seq * 1000 + rng.randrange(0, 30_000)  # a camera's clock runs with its seqs, jittered
+    return {"v": 1, "camera_id": camera, "site": "s", "seq": seq, "ts": ts, "type": type_, "data": BODIES[type_](seq, rng.choice(["person", "car"]))}
+
+
+def _latest(agg: MinuteAggregator, records: list[Incoming], batch: int) -> dict:
+    state: dict = {}
+    latest: dict = {}
+    for start in range(0, len(records), batch):
+        latest.update(agg.process(records[start:start + batch], state).rows)
+    return {key: row.values for key, row in latest.items()}
+
+
+def test_records_of_many_events_fold_as_their_events_one_by_one() -> None:
+    """A record's events are deduped and folded per bucket (issue 37); every row comes out as folding them one at a time does."""
+    rng = random.Random(37)
+    events = {c: [_event(c, seq, rng) for seq in range(1, 700)] for c in ("cam-1", "cam-2", "cam-3")}
+    arrived = T0 + 2 * HOUR
+    singles = [Incoming(0, arrived, encode([validate(e)])) for c in events for e in events[c]]
+    records = []
+    for camera, evs in events.items():
+        at = 0
+        while at < len(evs):  # edge batches of any size, then resends overlapping what went before
+            size = rng.randint(1, 60)
+            records.append(Incoming(0, arrived, encode([validate(e) for e in evs[at:at + size]])))
+            back = rng.randint(0, at)
+            records.append(Incoming(0, arrived, encode([validate(e) for e in evs[back:back + rng.randint(1, 30)]])))
+            at += size
+    rng.shuffle(records)
+    one_by_one = _latest(MinuteAggregator(24 * HOUR), singles, 50)
+    grouped = _latest(MinuteAggregator(24 * HOUR), records, 7)
+    assert grouped.keys() == one_by_one.keys()
+    for key, values in one_by_one.items():
+        for column, value in values.items():
+            if isinstance(value, float):
+                assert abs(grouped[key][column] - value) <= 1e-9 * abs(value), (key, column)
+            else:
+                assert grouped[key][column] == value, (key, column)
+
+
+def test_a_bucket_saved_with_its_own_seqs_goes_on_counting_exactly() -> None:
+    """State from before issue 37: every minute bucket held its seqs; its count and range carry over, a replay is still dropped."""
+    minute = T0 - T0 % MINUTE_MS
+    common = {"camera_id": "cam-1", "site": "s", "minute": minute, "seqs": [[1, 3]]}
+    state = {
+        f"cam-1|camera_minute_events|{minute}": {**common, "table": "camera_minute_events", "dims": {}, "acc": {"digest": 0}},
+        f"cam-1|camera_minute_counts|person|{minute}": {
+            **common, "table": "camera_minute_counts", "dims": {"object_class": "person"}, "acc": {"objects": 3},
+        },
+    }
+    result = MinuteAggregator(24 * HOUR).process([rec(2, T0), rec(4, T0 + 5)], state)
+    assert (result.applied, result.duplicates) == (1, 1)
+    [row] = rows(result, "camera_minute_counts").values()
+    assert (row["objects"], row["events"]) == (4, 4)
+    counts = state[f"cam-1|camera_minute_counts|person|{minute}"]
+    assert "seqs" not in counts and (counts["events"], counts["seq_first"], counts["seq_last"]) == (4, 1, 4)
+    [events] = rows(result, "camera_minute_events").values()
+    assert (events["events"], events["seq_first"], events["seq_last"]) == (4, 1, 4)
+    assert state[f"cam-1|camera_minute_events|{minute}"]["seqs"] == [[1, 4]]
