@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import msgpack
+
 from runtime.settings import Settings
 from schemas.codec import decode, encode_ack
 from schemas.deadletter import DeadLetter
@@ -30,6 +32,20 @@ def test_good_batch_goes_to_the_camera_partition() -> None:
     assert (record.topic, record.key, record.partition) == ("fleetsight.events", b"cam-1", partition_for("cam-1", 8))
     assert [e.seq for e in decode(record.value)] == [1, 2]
     assert out.confirms == [("cam-1", 1), ("cam-1", 2)]
+
+
+def test_a_message_whose_every_event_passed_goes_on_as_it_came_else_only_its_good_events() -> None:
+    b = bridge()
+    whole = json.dumps([ev("cam-1", 1), ev("cam-1", 2)], indent=1).encode()
+    [record] = b.handle("fleetsight/cameras/cam-1/events", whole, NOW).records
+    assert record.value == whole
+    mixed = json.dumps([ev("cam-1", 3), ev("cam-2", 4)]).encode()
+    out = b.handle("fleetsight/cameras/cam-1/events", mixed, NOW)
+    [events] = [r for r in out.records if r.topic == "fleetsight.events"]
+    assert [e.seq for e in decode(events.value)] == [3]
+    packed = msgpack.packb([ev("cam-1", 5)])
+    [record] = b.handle("fleetsight/cameras/cam-1/events", packed, NOW).records
+    assert record.value.startswith(b"{") and [e.seq for e in decode(record.value)] == [5]  # JSON on the events topic
 
 
 def test_rejections_are_dead_lettered_and_still_settle_their_seq() -> None:
