@@ -8,6 +8,10 @@ from collections.abc import Callable
 from typing import Any
 
 import msgpack
+from hypothesis import strategies as st
+from hypothesis_jsonschema import from_schema
+
+from schemas.codec import load_schema
 
 NOW = 1764072000000
 
@@ -54,3 +58,30 @@ MUTATIONS: list[tuple[str, Callable[[dict, random.Random], bytes]]] = [
     ("empty", lambda e, r: b""),
     ("nul bytes", lambda e, r: b"\x00" * r.randint(1, 50)),
 ]
+
+
+def inline(node: Any, defs: dict[str, Any]) -> Any:
+    """The schema with its local $refs replaced by what they point at."""
+    if isinstance(node, dict):
+        if "$ref" in node:
+            return inline(defs[node["$ref"].rsplit("/", 1)[1]], defs)
+        return {k: inline(v, defs) for k, v in node.items() if k not in ("$id", "$schema", "$defs", "examples", "allOf")}
+    if isinstance(node, list):
+        return [inline(v, defs) for v in node]
+    return node
+
+
+def event_strategy(types: tuple[str, ...] | None = None) -> st.SearchStrategy[dict[str, Any]]:
+    """Events of every type (or of ``types``), straight from the contract (one schema per type)."""
+    schema = load_schema("event")
+    defs = schema["$defs"]
+    envelope = inline(schema, defs)
+    per_type = []
+    for branch in schema["allOf"]:
+        if types is not None and branch["if"]["properties"]["type"]["const"] not in types:
+            continue
+        typed = json.loads(json.dumps(envelope))
+        typed["properties"]["type"] = {"const": branch["if"]["properties"]["type"]["const"]}
+        typed["properties"]["data"] = inline(branch["then"]["properties"]["data"], defs)
+        per_type.append(from_schema(typed))
+    return st.one_of(per_type)

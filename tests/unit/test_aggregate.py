@@ -212,7 +212,7 @@ def test_records_of_many_events_fold_as_their_events_one_by_one() -> None:
     arrived = T0 + 2 * HOUR
     singles = [Incoming(0, arrived, encode([validate(e)])) for c in events for e in events[c]]
     records = []
-    for camera, evs in events.items():
+    for evs in events.values():
         at = 0
         while at < len(evs):  # edge batches of any size, then resends overlapping what went before
             size = rng.randint(1, 60)

@@ -7,13 +7,12 @@ import random
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from hypothesis_jsonschema import from_schema
 
 from runtime.settings import Settings
-from schemas.codec import Reason, decode, load_schema
+from schemas.codec import Reason, decode
 from schemas.deadletter import DeadLetter
 from streams.bridge import Bridge
-from tests.support.hostile import MUTATIONS, NOW, good_event
+from tests.support.hostile import MUTATIONS, NOW, event_strategy, good_event
 
 TOPIC = "fleetsight/cameras/cam-f/events"
 REASONS = {r.value for r in Reason}
@@ -34,31 +33,6 @@ def test_random_bytes_never_crash_and_always_get_a_reason(payload: bytes) -> Non
     outcome = bridge.handle(TOPIC, payload, NOW)
     if not forwarded(outcome):
         assert letters(outcome) and all(d.reason in REASONS and d.detail for d in letters(outcome))
-
-
-def inline(node, defs):
-    """The schema with its local $refs replaced by what they point at."""
-    if isinstance(node, dict):
-        if "$ref" in node:
-            return inline(defs[node["$ref"].rsplit("/", 1)[1]], defs)
-        return {k: inline(v, defs) for k, v in node.items() if k not in ("$id", "$schema", "$defs", "examples", "allOf")}
-    if isinstance(node, list):
-        return [inline(v, defs) for v in node]
-    return node
-
-
-def event_strategy():
-    """Events of every type, straight from the contract (one schema per type)."""
-    schema = load_schema("event")
-    defs = schema["$defs"]
-    envelope = inline(schema, defs)
-    per_type = []
-    for branch in schema["allOf"]:
-        typed = json.loads(json.dumps(envelope))
-        typed["properties"]["type"] = {"const": branch["if"]["properties"]["type"]["const"]}
-        typed["properties"]["data"] = inline(branch["then"]["properties"]["data"], defs)
-        per_type.append(from_schema(typed))
-    return st.one_of(per_type)
 
 
 valid_events = event_strategy().map(
