@@ -41,14 +41,14 @@ class _Body(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defaul
     pass
 
 
-class TrackStartBody(_Body):
+class TrackStartBody(_Body, frozen=True):
     track_id: TrackId
     class_: Name = msgspec.field(name="class")
     confidence: Confidence
     bbox: Annotated[list[Fraction], Meta(min_length=4, max_length=4)] | msgspec.UnsetType = UNSET
 
 
-class TrackEndBody(_Body):
+class TrackEndBody(_Body, frozen=True):
     track_id: TrackId
     class_: Name = msgspec.field(name="class")
     dwell_s: Seconds
@@ -56,7 +56,7 @@ class TrackEndBody(_Body):
     zones: Annotated[list[Name], Meta(max_length=64)] | msgspec.UnsetType = UNSET
 
 
-class LineCrossBody(_Body):
+class LineCrossBody(_Body, frozen=True):
     track_id: TrackId
     class_: Name = msgspec.field(name="class")
     line: Name
@@ -64,14 +64,14 @@ class LineCrossBody(_Body):
     geometry: Version | msgspec.UnsetType = UNSET
 
 
-class ZoneEnterBody(_Body):
+class ZoneEnterBody(_Body, frozen=True):
     track_id: TrackId
     class_: Name = msgspec.field(name="class")
     zone: Name
     geometry: Version | msgspec.UnsetType = UNSET
 
 
-class ZoneExitBody(_Body):
+class ZoneExitBody(_Body, frozen=True):
     track_id: TrackId
     class_: Name = msgspec.field(name="class")
     zone: Name
@@ -87,27 +87,27 @@ class _Envelope(msgspec.Struct, frozen=True, forbid_unknown_fields=True, tag_fie
     ts: Ts
 
 
-class TrackStart(_Envelope, tag="track.start"):
+class TrackStart(_Envelope, frozen=True, tag="track.start"):
     data: TrackStartBody
 
 
-class TrackEnd(_Envelope, tag="track.end"):
+class TrackEnd(_Envelope, frozen=True, tag="track.end"):
     data: TrackEndBody
 
 
-class LineCross(_Envelope, tag="line.cross"):
+class LineCross(_Envelope, frozen=True, tag="line.cross"):
     data: LineCrossBody
 
 
-class ZoneEnter(_Envelope, tag="zone.enter"):
+class ZoneEnter(_Envelope, frozen=True, tag="zone.enter"):
     data: ZoneEnterBody
 
 
-class ZoneExit(_Envelope, tag="zone.exit"):
+class ZoneExit(_Envelope, frozen=True, tag="zone.exit"):
     data: ZoneExitBody
 
 
 Typed = TrackStart | TrackEnd | LineCross | ZoneEnter | ZoneExit
 TYPES: dict[type, str] = {TrackStart: "track.start", TrackEnd: "track.end", LineCross: "line.cross", ZoneEnter: "zone.enter", ZoneExit: "zone.exit"}
 
-DECODER = msgspec.json.Decoder(list[Typed] | Typed)  # type: ignore[arg-type]  # a union of a list and its items
+DECODER = msgspec.json.Decoder(list[Typed] | Typed)
