@@ -1,6 +1,6 @@
 """Counting accuracy on the suite: both annotated scenes, every picture condition, 10 and 5 fps.
 
-Run: .venv/bin/python bench/accuracy.py [--no-write] [--set model.input_size=320 ...]
+Run: .venv/bin/python -m bench.accuracy [--no-write] [--set model.input_size=320 ...]
 
 The real edge pipeline (gate, detector, tracker, scene, outbox) with the
 camera files ``bench/pets09-s2l1.yaml`` (11 lines, 5 zones over a square
@@ -19,8 +19,7 @@ import re
 import sys
 import time
 
-from common import ROOT, parse_settings, sample_frames
-
+from bench.common import ROOT, parse_settings, sample_frames
 from devtools.accuracy_suite import RATES, run_suite, scenes
 from devtools.model_files import BROUGHT, model_settings
 from devtools.model_files import missing as missing_models
@@ -69,7 +68,7 @@ def main() -> int:
         print(f"with {', '.join(f'{k}={v}' for k, v in settings.items())}")
     if not args.no_write and not settings:
         section = (
-            f"{SECTION}\n\nCommand: `.venv/bin/python bench/accuracy.py` ({elapsed:.0f} s on this 2-core box, a process per core). "
+            f"{SECTION}\n\nCommand: `.venv/bin/python -m bench.accuracy` ({elapsed:.0f} s on this 2-core box, a process per core). "
             "The real edge pipeline over PETS 2009 S2.L1 (`vtest.avi`, 19 people, `bench/pets09-s2l1.yaml`) and MOT16-09 "
             "(a shop front, 25 pedestrians; distractors, occluders and reflections are ignore regions, `bench/mot16-09.yaml`), "
             f"against their MOTChallenge ground truth in `../shared/eval/`, at {' and '.join(f'{r:g}' for r in RATES)} detections a second. "
@@ -110,7 +109,7 @@ def families(no_write: bool) -> int:
     print(report)
     if not no_write:
         section = (
-            f"{FAMILIES_SECTION}\n\nCommand: `.venv/bin/python bench/accuracy.py --families` ({elapsed:.0f} s on this 2-core box). "
+            f"{FAMILIES_SECTION}\n\nCommand: `.venv/bin/python -m bench.accuracy --families` ({elapsed:.0f} s on this 2-core box). "
             "The whole suite (both scenes, every condition, 10 and 5 fps; the section above says how) once per detector family, "
             "each at its family's thresholds from `edge/models/models.json`, chosen once on this suite "
             f"(confidence to start a track / to continue one: {thresholds}). The brought models are the files in `../shared/models/` "

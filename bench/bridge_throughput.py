@@ -1,6 +1,6 @@
 """The bridge's speed against a bare MQTT subscriber's, and two bridges against one.
 
-Run: .venv/bin/python bench/bridge_throughput.py [--messages 3000] [--per-message 50] [--cameras 200]
+Run: .venv/bin/python -m bench.bridge_throughput [--messages 3000] [--per-message 50] [--cameras 200]
 (starts the local services if they are not up; uses topics of its own).
 
 Each part takes the same load: ``--messages`` MQTT messages of
@@ -24,28 +24,26 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import sys
 import tempfile
 import threading
 import time
 import uuid
 from pathlib import Path
 
+import paho.mqtt.client as mqtt
+
+from devtools.processes import spawn, stop, wait_bridge_lanes, wait_bridge_online
+from devtools.services import Services
+from fleetsight.mqtt_users import admin_settings
+from runtime.kafka_admin import ensure_topics
+from runtime.kafka_offsets import log_offsets
+from runtime.mqtt import make_client
+from runtime.settings import Settings, load_settings
+from runtime.waiting import wait_until
+from schemas.codec import Event, encode
+from schemas.topics import SHARDS, MqttTopics
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-import paho.mqtt.client as mqtt  # noqa: E402
-from aiokafka import AIOKafkaConsumer, TopicPartition  # noqa: E402
-
-from devtools.processes import spawn, stop, wait_bridge_lanes, wait_bridge_online  # noqa: E402
-from devtools.services import Services  # noqa: E402
-from fleetsight.mqtt_users import admin_settings  # noqa: E402
-from runtime.kafka_admin import ensure_topics  # noqa: E402
-from runtime.mqtt import make_client  # noqa: E402
-from runtime.settings import Settings, load_settings  # noqa: E402
-from runtime.waiting import wait_until  # noqa: E402
-from schemas.codec import Event, encode  # noqa: E402
-from schemas.topics import SHARDS, MqttTopics  # noqa: E402
 
 
 def backlog(root: str, cameras: int, messages: int, per_message: int, first_seq: int, legacy: bool) -> list[tuple[str, bytes]]:
@@ -121,13 +119,8 @@ def bare_rate(settings: Settings, items: list[tuple[str, bytes]], per_message: i
 
 
 async def records_in_kafka(settings: Settings) -> int:
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap)
-    await consumer.start()
-    try:
-        tps = [TopicPartition(settings.kafka_topics.events, p) for p in range(settings.kafka_partitions)]
-        return sum((await consumer.end_offsets(tps)).values())
-    finally:
-        await consumer.stop()
+    async with log_offsets(settings) as log:
+        return sum((await log.ends(settings.kafka_topics.events)).values())
 
 
 def bridge_rate(settings: Settings, items: list[tuple[str, bytes]], per_message: int, bridges: int, logs: Path) -> float:

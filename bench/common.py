@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import subprocess
-import sys
 from pathlib import Path
 
+import cv2
+import numpy as np
+
+from edge.config import CameraConfig, GateConfig, LineConfig, ModelConfig, SourceConfig, ZoneConfig
+from schemas.topics import MqttTopics
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-import cv2  # noqa: E402
-import numpy as np  # noqa: E402
-
-from edge.config import CameraConfig, GateConfig, LineConfig, ModelConfig, SourceConfig, ZoneConfig  # noqa: E402
-from schemas.topics import MqttTopics  # noqa: E402
 
 MEDIA = ROOT / ".services" / "media"
 VIDEO = MEDIA / "vtest.avi"

@@ -1,6 +1,6 @@
 """Upstream bytes of a camera node against sending its frames as JPEG.
 
-Run: .venv/bin/python bench/edge_bandwidth.py [--quality 80]
+Run: .venv/bin/python -m bench.edge_bandwidth [--quality 80]
 
 Runs the edge pipeline over the whole sample video (gate on, a line and a
 zone, health every 30 s, occupancy every 10 s). Each frame's stored events
@@ -17,8 +17,8 @@ import time
 from pathlib import Path
 
 import cv2
-from common import EVENTS_TOPIC, camera_config, mqtt_publish_size, sample_frames
 
+from bench.common import EVENTS_TOPIC, camera_config, mqtt_publish_size, sample_frames
 from edge.capture import Frame
 from edge.detector import build_detector
 from edge.outbox import Outbox

@@ -1,6 +1,6 @@
 """How many RTSP cameras one edge box runs in real time, against the bare onnxruntime limit.
 
-Run: .venv/bin/python bench/edge_capacity.py [--rate 5] [--from 4] [--seconds 30]
+Run: .venv/bin/python -m bench.edge_capacity [--rate 5] [--from 4] [--seconds 30]
          [--against ../wt-before] [--also model.name=nanodet-g-416-int8 ...] [--model nanodet-plus-m-416 ...]
          [--set SETTING=VALUE ...]
 
@@ -54,8 +54,8 @@ from pathlib import Path
 
 import onnxruntime as ort
 import yaml
-from common import ROOT, VIDEO, parse_settings, sample_frames
 
+from bench.common import ROOT, VIDEO, parse_settings, sample_frames
 from devtools.model_files import missing, model_settings
 from devtools.ports import free_port
 from devtools.rtsp import RtspServer
@@ -156,7 +156,7 @@ def run_probe(variant: Variant, n: int, server: RtspServer, rate: float, seconds
     job = {"cameras": n, "camera": camera_doc(rate, variant.settings), "url": server.url(), "seconds": seconds, "workdir": str(workdir),
            "dead_port": free_port()}
     env = {**os.environ, "PYTHONPATH": str(variant.code)}
-    out = subprocess.run([sys.executable, str(ROOT / "bench" / "capacity_probe.py"), json.dumps(job)], cwd=variant.code, env=env,
+    out = subprocess.run([sys.executable, "-m", "bench.capacity_probe", json.dumps(job)], cwd=variant.code, env=env,
                          capture_output=True, text=True, timeout=seconds + 240)
     if out.returncode != 0:
         raise RuntimeError(f"probe of {n} cameras with {variant.label} failed:\n{out.stderr[-3000:]}")

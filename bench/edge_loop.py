@@ -1,6 +1,6 @@
 """Edge loop speed against a bare onnxruntime loop, and what the motion gate saves.
 
-Run: .venv/bin/python bench/edge_loop.py [--frames 300] [--threads 2] [--rounds 3]
+Run: .venv/bin/python -m bench.edge_loop [--frames 300] [--threads 2] [--rounds 3]
 
 1. Same decoded frames, same model, same onnxruntime thread settings, gate
    off: frames/s of our whole per-frame pipeline (preprocess, inference,
@@ -25,8 +25,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 import onnxruntime as ort
-from common import camera_config, sample_frames
 
+from bench.common import camera_config, sample_frames
 from edge.capture import Frame
 from edge.detector import build_detector
 from edge.model_spec import model_spec

@@ -1,6 +1,6 @@
 """Peak resident memory of a camera node against a bare onnxruntime process.
 
-Run: .venv/bin/python bench/edge_memory.py [--frames 200]
+Run: .venv/bin/python -m bench.edge_memory [--frames 200]
 
 Each side runs in a fresh process over the same frames of the sample video:
 the bare side imports OpenCV and onnxruntime and runs the model; our side
@@ -20,8 +20,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 COMMON = """
 import sys, time, tempfile
-sys.path.insert(0, {bench!r})
-from common import sample_frames
+from bench.common import sample_frames
 frames, fps = sample_frames({frames})
 """
 
@@ -38,7 +37,7 @@ for image in frames:
 
 OURS = """
 from pathlib import Path
-from common import camera_config
+from bench.common import camera_config
 from edge.capture import Frame
 from edge.outbox import Outbox
 from edge.detector import build_detector
@@ -58,7 +57,7 @@ print(int(peak) - frames_kb)
 
 
 def peak_kb(body: str, frames: int) -> int:
-    code = textwrap.dedent(COMMON.format(bench=str(ROOT / "bench"), frames=frames)) + textwrap.dedent(body) + textwrap.dedent(REPORT)
+    code = textwrap.dedent(COMMON.format(frames=frames)) + textwrap.dedent(body) + textwrap.dedent(REPORT)
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     return int(out.stdout.strip().splitlines()[-1])
 

@@ -2,7 +2,7 @@
 is loaded beside the running one and swapped in, against the same loop with
 no rollout.
 
-Run: .venv/bin/python bench/model_swap.py [--frames 240] [--threads 1] [--rounds 3]
+Run: .venv/bin/python -m bench.model_swap [--frames 240] [--threads 1] [--rounds 3]
 
 Both runs process the same decoded frames of the sample video through the
 whole pipeline (gate off, so the detector runs on every frame). In the
@@ -25,8 +25,8 @@ import time
 from pathlib import Path
 
 import numpy as np
-from common import camera_config, sample_frames
 
+from bench.common import camera_config, sample_frames
 from edge.capture import Frame
 from edge.detector import build_detector
 from edge.model_spec import model_spec

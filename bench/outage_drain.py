@@ -1,6 +1,6 @@
 """End to end on one box: a fleet's live rate, an outage of every camera, and the drain after it.
 
-Run: .venv/bin/python bench/outage_drain.py [--cameras 100] [--rate 10] [--outage 120] [--bridges 1 2]
+Run: .venv/bin/python -m bench.outage_drain [--cameras 100] [--rate 10] [--outage 120] [--bridges 1 2]
 (starts the local services if they are not up; topics, MQTT root and a
 database of its own for each run).
 
@@ -35,19 +35,18 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+import asyncpg
+
+from devtools.processes import spawn, stop, wait_bridge_online
+from devtools.proxy import LinkProxy
+from devtools.services import Services
+from fleetsight.mqtt_users import ensure_user
+from runtime.kafka_admin import ensure_topics
+from runtime.kafka_offsets import behind, log_offsets
+from runtime.settings import REPO_ROOT, Settings, load_settings
+from runtime.waiting import WaitTimeout, wait_for
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-import asyncpg  # noqa: E402
-from aiokafka import AIOKafkaConsumer, TopicPartition  # noqa: E402
-
-from devtools.processes import spawn, stop, wait_bridge_online  # noqa: E402
-from devtools.proxy import LinkProxy  # noqa: E402
-from devtools.services import Services  # noqa: E402
-from fleetsight.mqtt_users import ensure_user  # noqa: E402
-from runtime.kafka_admin import ensure_topics  # noqa: E402
-from runtime.settings import REPO_ROOT, Settings, load_settings  # noqa: E402
-from runtime.waiting import WaitTimeout, wait_for  # noqa: E402
 
 
 @dataclass
@@ -103,21 +102,15 @@ class Fleet:
 async def worker_behind(settings: Settings, ends: dict[int, int] | None = None) -> tuple[int, dict[int, int]]:
     """(records the worker has not applied of ``ends``, or of the current end offsets; those end offsets)."""
     if ends is None:
-        consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap)
-        await consumer.start()
-        try:
-            tps = [TopicPartition(settings.kafka_topics.events, p) for p in range(settings.kafka_partitions)]
-            ends = {tp.partition: offset for tp, offset in (await consumer.end_offsets(tps)).items()}
-        finally:
-            await consumer.stop()
+        async with log_offsets(settings) as log:
+            ends = await log.ends(settings.kafka_topics.events)
     conn = await asyncpg.connect(settings.postgres_dsn)
     try:
         rows = await conn.fetch("SELECT partition, next_offset FROM stream_offsets WHERE app = $1 AND topic = $2",
                                 settings.stream_app_id, settings.kafka_topics.events)
     finally:
         await conn.close()
-    applied = {r["partition"]: r["next_offset"] or 0 for r in rows}
-    return sum(max(0, end - applied.get(p, 0)) for p, end in ends.items()), ends
+    return behind(ends, {r["partition"]: r["next_offset"] or 0 for r in rows}), ends
 
 
 async def run_once(base: Settings, bridges: int, cameras: int, rate: float, outage_s: float, logs: Path) -> Result:

@@ -1,6 +1,6 @@
 """SQL at the size of a fleet's history: the README's and the dashboards' queries on partitioned minutes and on the rollups.
 
-Run: .venv/bin/python bench/sql_scale.py [--cameras 1000] [--days 90] [--reuse] [--keep]
+Run: .venv/bin/python -m bench.sql_scale [--cameras 1000] [--days 90] [--reuse] [--keep]
 (needs the local PostgreSQL: ``python -m devtools services up``; about 35 GB
 of disk and 20-30 minutes of filling at the defaults on a 2-core box).
 
@@ -39,26 +39,25 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import asyncpg
+from rich.console import Console
+from rich.progress import Progress
+from rich.table import Table
+from sqlalchemy import func
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from runtime.settings import load_settings
+from schemas.aggregates import ROLLUP_TABLES, ROLLUPS, TIME_PARTITIONED, Row
+from schemas.codec import encode, validate
+from sinks.db import make_engine, upgrade
+from sinks.models import MODELS
+from sinks.partitions import grain_of, next_start, partition_name, period_start
+from sinks.rollups import insert_from
+from sinks.writer import latest, upsert
+from streams.aggregate import Incoming, MinuteAggregator
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-import asyncpg  # noqa: E402
-from rich.console import Console  # noqa: E402
-from rich.progress import Progress  # noqa: E402
-from rich.table import Table  # noqa: E402
-from sqlalchemy import func  # noqa: E402
-from sqlalchemy.dialects.postgresql import insert as pg_insert  # noqa: E402
-from sqlalchemy.ext.asyncio import AsyncEngine  # noqa: E402
-
-from runtime.settings import load_settings  # noqa: E402
-from schemas.aggregates import ROLLUP_TABLES, ROLLUPS, TIME_PARTITIONED, Row  # noqa: E402
-from schemas.codec import encode, validate  # noqa: E402
-from sinks.db import make_engine, upgrade  # noqa: E402
-from sinks.models import MODELS  # noqa: E402
-from sinks.partitions import grain_of, next_start, partition_name, period_start  # noqa: E402
-from sinks.rollups import insert_from  # noqa: E402
-from sinks.writer import latest, upsert  # noqa: E402
-from streams.aggregate import Incoming, MinuteAggregator  # noqa: E402
 
 DB, OLD_DB = "fleetsight_bench_sql", "fleetsight_bench_sql_old"
 TARGET_MS = 200.0

@@ -1,6 +1,6 @@
 """Stream processing speed on the local Kafka and PostgreSQL.
 
-Run: .venv/bin/python bench/stream_throughput.py [--events 300000] [--latency-s 30] [--rate 200]
+Run: .venv/bin/python -m bench.stream_throughput [--events 300000] [--latency-s 30] [--rate 200]
 (starts the local services if they are not up; uses topics and a database
 of its own and removes them afterwards).
 
@@ -33,23 +33,24 @@ import time
 import uuid
 from pathlib import Path
 
+import asyncpg
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient
+
+from devtools.ports import free_port
+from devtools.processes import spawn, stop, wait_bridge_online
+from devtools.services import Services
+from fleetsight.mqtt_users import admin_settings
+from runtime.kafka_admin import ensure_topics
+from runtime.kafka_client import kafka_security
+from runtime.kafka_offsets import log_offsets
+from runtime.mqtt import make_client
+from runtime.settings import Settings, load_settings
+from runtime.waiting import WaitTimeout, wait_for
+from schemas.codec import Event, encode
+from streams.partitioning import partition_for
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-import asyncpg  # noqa: E402
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer  # noqa: E402
-from aiokafka.admin import AIOKafkaAdminClient  # noqa: E402
-
-from devtools.ports import free_port  # noqa: E402
-from devtools.processes import spawn, stop, wait_bridge_online  # noqa: E402
-from devtools.services import Services  # noqa: E402
-from fleetsight.mqtt_users import admin_settings  # noqa: E402
-from runtime.kafka_admin import ensure_topics  # noqa: E402
-from runtime.mqtt import make_client  # noqa: E402
-from runtime.settings import Settings, load_settings  # noqa: E402
-from runtime.waiting import WaitTimeout, wait_for  # noqa: E402
-from schemas.codec import Event, encode  # noqa: E402
-from streams.partitioning import partition_for  # noqa: E402
 
 CAMERAS = [f"bench-{i:02d}" for i in range(32)]
 
@@ -99,7 +100,8 @@ def as_records(events: list[Event], per_record: int) -> list[list[Event]]:
 
 async def produce_backlog(settings: Settings, events: list[Event], per_record: int) -> None:
     await ensure_topics(settings)
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all", enable_idempotence=True, linger_ms=20)
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all", enable_idempotence=True, linger_ms=20,
+                                **kafka_security(settings))
     await producer.start()
     try:
         futures = [
@@ -114,7 +116,7 @@ async def produce_backlog(settings: Settings, events: list[Event], per_record: i
 
 async def bare_consumer(settings: Settings, n: int) -> float:
     """Events/s of a plain aiokafka consumer reading and JSON-decoding the records."""
-    consumer = AIOKafkaConsumer(settings.kafka_topics.events, bootstrap_servers=settings.kafka_bootstrap,
+    consumer = AIOKafkaConsumer(settings.kafka_topics.events, bootstrap_servers=settings.kafka_bootstrap, **kafka_security(settings),
                                 auto_offset_reset="earliest", enable_auto_commit=False, group_id=f"bare-{uuid.uuid4().hex[:6]}")
     await consumer.start()
     seen = 0
@@ -134,13 +136,8 @@ async def bare_consumer(settings: Settings, n: int) -> float:
 
 async def committed(settings: Settings, group: str) -> int:
     """Records (not events) the group has committed on the events topic."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
-    await admin.start()
-    try:
-        offsets = await admin.list_consumer_group_offsets(group)
-        return sum(meta.offset for tp, meta in offsets.items() if tp.topic == settings.kafka_topics.events and meta.offset > 0)
-    finally:
-        await admin.close()
+    async with log_offsets(settings) as log:
+        return sum((await log.committed(group, settings.kafka_topics.events)).values())
 
 
 def faust_alone(topic: str, bootstrap: str, records: int) -> None:
@@ -169,7 +166,7 @@ def faust_alone(topic: str, bootstrap: str, records: int) -> None:
 def faust_alone_rate(settings: Settings, records: int, per_record: float) -> float:
     """Events/s of :func:`faust_alone` on the events topic (from its first batch to its last)."""
     out = subprocess.run(
-        [sys.executable, __file__, "--faust-alone", settings.kafka_topics.events, settings.kafka_bootstrap, str(records)],
+        [sys.executable, "-m", "bench.stream_throughput", "--faust-alone", settings.kafka_topics.events, settings.kafka_bootstrap, str(records)],
         capture_output=True, text=True, timeout=300, cwd=ROOT,
     )
     line = next((x for x in out.stdout.splitlines() + out.stderr.splitlines() if "RECORDS/S" in x), None)
@@ -326,7 +323,7 @@ def main() -> None:
         print(f"   p50 {p50:.0f} ms, p99 {p99:.0f} ms, max {lat[-1]:.0f} ms")
     finally:
         async def teardown() -> None:
-            admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+            admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap, **kafka_security(settings))
             await admin.start()
             ours = [t for t in await admin.list_topics() if t.startswith(name)]
             if ours:

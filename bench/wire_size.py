@@ -1,6 +1,6 @@
 """Bytes per event on the MQTT wire: JSON vs MessagePack, single vs batched.
 
-Run: .venv/bin/python bench/wire_size.py
+Run: .venv/bin/python -m bench.wire_size
 The baseline is one JSON event per MQTT message (what mosquitto_pub sends);
 ratios below 1 mean fewer bytes than that.
 """
@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import random
 
-from common import mqtt_publish_size
-
+from bench.common import mqtt_publish_size
 from edge.simulate import make_event
 from schemas.codec import Event, encode
 from schemas.topics import MqttTopics

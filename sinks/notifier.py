@@ -52,6 +52,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from runtime.kafka_admin import ensure_topics
 from runtime.kafka_client import RECOVERABLE, client_timeouts, commit_read, consumer_timeouts, kafka_security
+from runtime.kafka_offsets import fetched_lag
 from runtime.process import run_supervised
 from runtime.retry import delays, retry
 from runtime.settings import NotifierSettings, Webhook
@@ -329,16 +330,8 @@ class Notifier:
     @staticmethod
     async def _behind(consumer: AIOKafkaConsumer) -> int:
         """Alert records in the assigned partitions not read yet; 1 while that is unknown."""
-        assigned = consumer.assignment()
-        if not assigned:
-            return 1  # not in the group yet
-        behind = 0
-        for tp in assigned:
-            highwater = consumer.highwater(tp)
-            if highwater is None:
-                return 1  # nothing fetched from it yet
-            behind += max(0, highwater - await consumer.position(tp))
-        return behind
+        read = {tp: await consumer.position(tp) for tp in consumer.assignment() if consumer.highwater(tp) is not None}
+        return fetched_lag(consumer, read, unknown=1)  # not in the group yet, nothing fetched yet: waiting
 
     # --- posting ----------------------------------------------------------------------
 

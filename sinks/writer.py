@@ -28,6 +28,7 @@ from sqlalchemy.types import TypeEngine
 
 from runtime.kafka_admin import ensure_topics
 from runtime.kafka_client import commit_read, consumer_timeouts, kafka_security, partition_health
+from runtime.kafka_offsets import fetched_lag
 from runtime.process import run_supervised
 from runtime.retry import retry
 from runtime.settings import SinkSettings
@@ -217,12 +218,7 @@ class Sink:
 
     def _behind(self, consumer: AIOKafkaConsumer) -> int:
         """Records in the assigned partitions past the last one read (by the last fetch's high watermark)."""
-        behind = 0
-        for tp in consumer.assignment():
-            highwater, read = consumer.highwater(tp), self._next.get(tp)
-            if highwater is not None and read is not None:
-                behind += max(0, highwater - read)
-        return behind
+        return fetched_lag(consumer, self._next)
 
 
 async def run_sink(settings: SinkSettings) -> int:

@@ -31,7 +31,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import faust
-from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import NewTopic
 from faust.exceptions import ProducerSendError
 from faust.types import TP
@@ -39,15 +38,8 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 
 from runtime import metrics
 from runtime.kafka_admin import ensure_topics, replication
-from runtime.kafka_client import (
-    METADATA_MAX_AGE_MS,
-    REQUEST_TIMEOUT_S,
-    KafkaFault,
-    client_timeouts,
-    kafka_security,
-    partition_health,
-    recoverable,
-)
+from runtime.kafka_client import METADATA_MAX_AGE_MS, REQUEST_TIMEOUT_S, KafkaFault, kafka_security, recoverable
+from runtime.kafka_offsets import LogOffsets, behind
 from runtime.retry import retry
 from runtime.settings import WorkerSettings
 from runtime.watchdog import Watchdog
@@ -78,40 +70,6 @@ KAFKA_TIMEOUT_S = REQUEST_TIMEOUT_S
 # database away, or Kafka not taking its rows (a leader moving, too few
 # in-sync copies, a frozen node timing out) -- not a reason to exit.
 DB_ERRORS = (OperationalError, DBAPIError, OSError, asyncio.TimeoutError, KafkaFault)
-
-
-class LogEnds:
-    """The first and next-to-be-written offsets of the events topic: what the watchdog judges progress by.
-
-    A consumer outside the group that reads no records: Faust's own view of
-    the log is only as fresh as its last fetch, which is what stops when
-    the worker is stuck.
-    """
-
-    def __init__(self, settings: WorkerSettings) -> None:
-        self.settings = settings
-        self.topic = settings.kafka_topics.events
-        self._consumer: AIOKafkaConsumer | None = None
-
-    async def ends(self, partitions: list[int]) -> tuple[dict[int, int], dict[int, int]]:
-        if self._consumer is None:
-            consumer = AIOKafkaConsumer(
-                bootstrap_servers=self.settings.kafka_bootstrap, enable_auto_commit=False, **client_timeouts(),
-                **kafka_security(self.settings),
-            )
-            await asyncio.wait_for(consumer.start(), KAFKA_TIMEOUT_S)
-            self._consumer = consumer
-        tps = [TopicPartition(self.topic, p) for p in partitions]
-        first = await asyncio.wait_for(self._consumer.beginning_offsets(tps), KAFKA_TIMEOUT_S)
-        end = await asyncio.wait_for(self._consumer.end_offsets(tps), KAFKA_TIMEOUT_S)
-        return {tp.partition: o for tp, o in first.items()}, {tp.partition: o for tp, o in end.items()}
-
-    async def trouble(self, partitions: set[int]) -> str | None:
-        """What Kafka says is wrong with these partitions of the events topic (no leader, copies out of sync), if anything.
-
-        Asked after :meth:`ends` answered, so its consumer exists."""
-        assert self._consumer is not None
-        return await partition_health(self._consumer, {TopicPartition(self.topic, p) for p in partitions})
 
 
 def stage_time(stage: str, since: float | None, now: float | None = None) -> float:
@@ -154,7 +112,9 @@ class Worker:
             int(settings.late_after_s * 1000), self.topics.events, int(retention_s * 1000) if retention_s else None,
         )
         self.status = FleetStatus(alert_config(settings), clock=lambda: int(time.time() * 1000))
-        self.log_ends = LogEnds(settings)
+        # The log's ends, read outside the group: Faust's own view of the log is
+        # only as fresh as its last fetch, which is what stops when the worker is stuck.
+        self.log = LogOffsets(settings)
         self.lock = asyncio.Lock()
         self.waiting = 0  # records in the log not yet applied, in this worker's partitions
         self._pruned: dict[int, float] = {}
@@ -372,7 +332,8 @@ class Worker:
         while True:
             await asyncio.sleep(PROBE_EVERY_S)  # the probe's period
             try:
-                first, end = await self.log_ends.ends(everything)
+                first = await self.log.firsts(self.topics.events, everything)
+                end = await self.log.ends(self.topics.events, everything)
             except Exception as exc:  # noqa: BLE001 - a failed probe is retried; the watchdog judges
                 log.warning("lag probe: Kafka did not answer (%s: %s)", exc.__class__.__name__, exc)
                 # Faust's fetches wait on the same Kafka: records waiting now is not a hang.
@@ -386,10 +347,10 @@ class Worker:
                 log.warning("lag probe: the database did not answer (%s: %s)", exc.__class__.__name__, exc)
                 applied = self._applied
             mine = self.owned() or set(everything)  # nothing assigned (a rebalance): the group as a whole
-            self.waiting = sum(max(0, end[p] - applied.get(p, first[p])) for p in mine)
+            self.waiting = behind({p: end[p] for p in mine}, applied, first)
             if any(applied.get(p) != self._applied.get(p) for p in mine):
                 self.watchdog.progress()  # some worker moved our partitions on
-            elif self.waiting and (problem := await self.log_ends.trouble(mine)) is not None:
+            elif self.waiting and (problem := await self.log.trouble(self.topics.events, mine)) is not None:
                 self.watchdog.fault(f"records wait and Kafka says {problem}")
             self._applied = applied
 

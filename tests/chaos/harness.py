@@ -43,6 +43,7 @@ from edge.events import NewEvent
 from edge.outbox import Outbox
 from edge.uplink import Uplink
 from fleetsight.mqtt_users import admin_settings, camera_login, ensure_user
+from runtime.kafka_offsets import log_offsets
 from runtime.mqtt import make_client
 from runtime.retry import retry
 from runtime.settings import REPO_ROOT, Settings
@@ -223,27 +224,14 @@ class Chaos:
 
     async def state(self, conn: asyncpg.Connection) -> str:
         """Where events stand: last SQL change per camera, consumer lag per partition."""
-        from aiokafka import AIOKafkaConsumer, TopicPartition
-        from aiokafka.admin import AIOKafkaAdminClient
-
         rows = await conn.fetch("SELECT camera_id, max(updated_at) AS changed, sum(objects) AS objects FROM camera_minute_counts GROUP BY 1 ORDER BY 1")
         out = ["SQL: " + ", ".join(f"{r['camera_id']} {r['objects']} objects, changed {r['changed']:%H:%M:%S}" for r in rows)]
         topics = self.settings.kafka_topics
-        admin = AIOKafkaAdminClient(bootstrap_servers=self.settings.kafka_bootstrap)
-        consumer = AIOKafkaConsumer(bootstrap_servers=self.settings.kafka_bootstrap)
-        await admin.start()
-        await consumer.start()
-        try:
+        async with log_offsets(self.settings) as log:
             for group, topic in ((self.settings.stream_app_id, topics.events), (f"{self.settings.kafka_topic_prefix}-sink", topics.rows)):
-                tps = [TopicPartition(topic, p) for p in range(self.settings.kafka_partitions)]
-                ends = await consumer.end_offsets(tps)
-                committed = await admin.list_consumer_group_offsets(group)
-                out.append(f"{group} on {topic}: " + ", ".join(
-                    f"p{tp.partition} {committed[tp].offset if tp in committed else '-'}/{ends[tp]}" for tp in tps
-                ))
-        finally:
-            await consumer.stop()
-            await admin.close()
+                ends = await log.ends(topic)
+                committed = await log.committed(group, topic)
+                out.append(f"{group} on {topic}: " + ", ".join(f"p{p} {committed.get(p, '-')}/{end}" for p, end in ends.items()))
         return "\n".join(out)
 
     async def state_or_why(self, conn: asyncpg.Connection) -> str:

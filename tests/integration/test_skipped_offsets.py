@@ -17,9 +17,9 @@ import time
 
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.structs import OffsetAndMetadata
 
+from runtime.kafka_offsets import log_offsets
 from runtime.waiting import wait_for
 from streams.partitioning import partition_for
 from tests.support import Stack, event, publish
@@ -36,33 +36,24 @@ def camera_partition(stack: Stack) -> TopicPartition:
 async def log_end(stack: Stack) -> int:
     """The next offset to be written in the camera's partition."""
     tp = camera_partition(stack)
-    consumer = AIOKafkaConsumer(bootstrap_servers=stack.settings.kafka_bootstrap, enable_auto_commit=False)
-    await consumer.start()
-    try:
-        return int((await consumer.end_offsets([tp]))[tp])
-    finally:
-        await consumer.stop()
+    async with log_offsets(stack.settings) as log:
+        return (await log.ends(tp.topic, [tp.partition]))[tp.partition]
 
 
 async def group_offset(stack: Stack) -> int | None:
     """The worker group's committed offset in the camera's partition."""
     tp = camera_partition(stack)
-    admin = AIOKafkaAdminClient(bootstrap_servers=stack.settings.kafka_bootstrap)
-    await admin.start()
-    try:
-        offsets = await admin.list_consumer_group_offsets(stack.settings.stream_app_id, partitions=[tp])
-        return offsets[tp].offset if tp in offsets else None
-    finally:
-        await admin.close()
+    async with log_offsets(stack.settings) as log:
+        return (await log.committed(stack.settings.stream_app_id, tp.topic)).get(tp.partition)
 
 
 async def skip_to_end(stack: Stack) -> int:
     """Commit the stopped worker group's offset at the log end of the camera's partition."""
     tp = camera_partition(stack)
+    end = await log_end(stack)
     consumer = AIOKafkaConsumer(bootstrap_servers=stack.settings.kafka_bootstrap, group_id=stack.settings.stream_app_id, enable_auto_commit=False)
     await consumer.start()
     try:
-        end = (await consumer.end_offsets([tp]))[tp]
         consumer.assign([tp])
         await consumer.commit({tp: OffsetAndMetadata(end, "")})
         return end

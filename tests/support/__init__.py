@@ -29,6 +29,7 @@ from devtools.ports import free_port, port_open
 from devtools.processes import spawn, stop, wait_bridge_online
 from fleetsight.mqtt_users import admin_settings, ensure_user, password_file
 from runtime.kafka_client import kafka_security
+from runtime.kafka_offsets import log_offsets
 from runtime.mqtt import make_client, publish_confirmed, read_retained
 from runtime.settings import Settings
 from runtime.waiting import wait_for, wait_until
@@ -153,13 +154,15 @@ class Stack:
         from schemas.codec import decode
 
         topic = self.settings.kafka_topics.events
-        consumer = AIOKafkaConsumer(bootstrap_servers=self.settings.kafka_bootstrap, enable_auto_commit=False)
+        consumer = AIOKafkaConsumer(bootstrap_servers=self.settings.kafka_bootstrap, enable_auto_commit=False, **kafka_security(self.settings))
         await consumer.start()
         try:
             partitions = [TopicPartition(topic, p) for p in range(self.settings.kafka_partitions)]
             consumer.assign(partitions)
             await consumer.seek_to_beginning(*partitions)
-            end = await consumer.end_offsets(partitions)
+            async with log_offsets(self.settings) as log:
+                ends = await log.ends(topic)
+            end = {tp: ends[tp.partition] for tp in partitions}
             events = 0
             async def behind() -> bool:
                 return any([await consumer.position(tp) < end[tp] for tp in partitions])
