@@ -33,6 +33,7 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 
 from devtools.processes import spawn, stop, wait_bridge_lanes, wait_bridge_online
+from devtools.sandbox import Sandbox
 from devtools.services import Services
 from fleetsight.mqtt_users import admin_settings
 from runtime.kafka_admin import ensure_topics
@@ -173,8 +174,15 @@ def main() -> None:
     args = parser.parse_args()
     base = load_settings()
     Services(base).up()
-    name = f"bbench{uuid.uuid4().hex[:6]}"
-    settings = base.model_copy(update={"mqtt_topic_root": name, "kafka_topic_prefix": name})
+    box = Sandbox(base, prefix="bbench")
+    try:
+        run(box, args)
+    finally:
+        asyncio.run(box.remove())
+
+
+def run(box: Sandbox, args: argparse.Namespace) -> None:
+    name, settings = box.name, box.settings
     asyncio.run(ensure_topics(settings))
     logs = Path(tempfile.mkdtemp(prefix="fleetsight-bridge-bench-"))
     rounds = [backlog(name, args.cameras, args.messages, args.per_message, 1 + r * args.messages * args.per_message, args.legacy)

@@ -31,7 +31,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,6 +38,7 @@ import asyncpg
 
 from devtools.processes import spawn, stop, wait_bridge_online
 from devtools.proxy import LinkProxy
+from devtools.sandbox import Sandbox
 from devtools.services import Services
 from fleetsight.mqtt_users import ensure_user
 from runtime.kafka_admin import ensure_topics
@@ -114,15 +114,9 @@ async def worker_behind(settings: Settings, ends: dict[int, int] | None = None) 
 
 
 async def run_once(base: Settings, bridges: int, cameras: int, rate: float, outage_s: float, logs: Path) -> Result:
-    name = f"drain{uuid.uuid4().hex[:6]}"
-    db = f"fs_{name}"
-    url = base.database_url.rsplit("/", 1)[0].replace("fleetsight@", "postgres@") + f"/{db}"
-    settings = base.model_copy(update={"mqtt_topic_root": name, "kafka_topic_prefix": name, "stream_app_id": name, "database_url": url})
-    admin = await asyncpg.connect(settings.postgres_dsn.rsplit("/", 1)[0] + "/postgres")
-    await admin.execute(f'CREATE DATABASE "{db}"')
-    from sinks.db import upgrade
-
-    await asyncio.to_thread(upgrade, settings.database_url)
+    box = Sandbox(base, prefix="drain")
+    name, settings = box.name, box.settings
+    await box.create_database()
     await ensure_topics(settings)
     ids = [f"{name}-cam-{i}" for i in range(1, cameras + 1)]
     for camera in ids:
@@ -175,8 +169,7 @@ async def run_once(base: Settings, bridges: int, cameras: int, rate: float, outa
     finally:
         await proxy.cut()
         stop(procs)
-        await admin.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
-        await admin.close()
+        await box.remove()
 
 
 def main() -> None:

@@ -35,11 +35,12 @@ from pathlib import Path
 
 import asyncpg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient
 
 from devtools.ports import free_port
 from devtools.processes import spawn, stop, wait_bridge_online
+from devtools.sandbox import Sandbox
 from devtools.services import Services
+from edge.config import MqttConfig
 from fleetsight.mqtt_users import admin_settings
 from runtime.kafka_admin import ensure_topics
 from runtime.kafka_client import kafka_security
@@ -53,14 +54,6 @@ from streams.partitioning import partition_for
 ROOT = Path(__file__).resolve().parent.parent
 
 CAMERAS = [f"bench-{i:02d}" for i in range(32)]
-
-
-def bench_settings(base: Settings, name: str, db: str) -> Settings:
-    url = base.database_url.rsplit("/", 1)[0].replace("fleetsight@", "postgres@") + f"/{db}"
-    return Settings(
-        mqtt_url=base.mqtt_url, kafka_bootstrap=base.kafka_bootstrap, services_dir=base.services_dir,
-        mqtt_topic_root=name, kafka_topic_prefix=name, stream_app_id=name, database_url=url,
-    )
 
 
 def make_events(n: int) -> list[Event]:
@@ -147,7 +140,8 @@ def faust_alone(topic: str, bootstrap: str, records: int) -> None:
     from streams.worker import BATCH_MAX, BATCH_WITHIN_S, FETCH_BYTES, STREAM_BUFFER
 
     # datadir in a temporary folder: by default Faust leaves one in the working directory.
-    app = faust.App(f"faust-alone-{uuid.uuid4().hex[:6]}", broker=f"kafka://{bootstrap}", store="memory://", web_enabled=False,
+    # Named after the sandbox (its topic prefix): its own topic goes with it.
+    app = faust.App(f"{topic.split('.', 1)[0]}-alone", broker=f"kafka://{bootstrap}", store="memory://", web_enabled=False,
                     datadir=tempfile.mkdtemp(prefix="faust-alone-"), consumer_auto_offset_reset="earliest", consumer_max_fetch_size=FETCH_BYTES, stream_buffer_maxsize=STREAM_BUFFER)
     seen = {"n": 0, "first": 0.0}
 
@@ -273,7 +267,8 @@ async def latency(settings: Settings, seconds: float, rate: float, logs: Path) -
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--events", type=int, default=300_000)
-    parser.add_argument("--per-record", type=int, default=50, help="events per Kafka record (the edge batch size the bridge passes on)")
+    parser.add_argument("--per-record", type=int, default=MqttConfig().batch_max,
+                        help="events per Kafka record: an edge's batch (mqtt.batch_max, default 100), as the bridge passes it on")
     parser.add_argument("--latency-s", type=float, default=30.0)
     parser.add_argument("--rate", type=float, default=200.0, help="events/s of background load in part 3")
     parser.add_argument("--faust-alone", nargs=3, metavar=("TOPIC", "BOOTSTRAP", "RECORDS"), help=argparse.SUPPRESS)
@@ -285,55 +280,39 @@ def main() -> None:
 
     base = load_settings()
     Services(base).up()
-    name = f"bench{uuid.uuid4().hex[:6]}"
-    settings = bench_settings(base, name, f"fs_{name}")
+    asyncio.run(run(Sandbox(base, prefix="bench"), args))
+
+
+def run_all(settings: Settings, args: argparse.Namespace) -> None:
     logs = Path(tempfile.mkdtemp(prefix="fleetsight-bench-"))
+    events = make_events(args.events)
+    records = len(as_records(events, args.per_record))
+    per_record = len(events) / records
+    asyncio.run(produce_backlog(settings, events, args.per_record))
+    bare = asyncio.run(bare_consumer(settings, len(events)))
+    alone = faust_alone_rate(settings, records, per_record)
+    stages: dict[str, float] = {}
+    one = faust_rate(settings, records, 1, logs, per_record, stages)
+    print(f"1. {len(events)} events in a backlog, {records} records ({per_record:.1f} events each), {settings.kafka_partitions} partitions")
+    print(f"   bare aiokafka consumer (read + JSON decode): {bare:9.0f} events/s")
+    print(f"   Faust delivering the records, nothing else: {alone:9.0f} events/s  ({alone / bare:.3f} of bare)")
+    print(f"   Faust aggregation, one worker:              {one:9.0f} events/s")
+    print(f"   ratio: {one / bare:.3f}  (against Faust alone: {one / alone:.3f})")
+    print("   where the worker's time went, us an event: " + ", ".join(
+        f"{stage} {seconds / len(events) * 1e6:.2f}" for stage, seconds in stages.items()))
+    two = faust_rate(settings, records, 2, logs, per_record)
+    print(f"2. two workers: {two:.0f} events/s, against one: {one:.0f} events/s; ratio {two / one:.2f}")
+    lat = asyncio.run(latency(settings, args.latency_s, args.rate, logs))
+    p50 = statistics.median(lat)
+    p99 = lat[min(len(lat) - 1, int(0.99 * len(lat)))]
+    print(f"3. event-to-SQL latency at {args.rate:.0f} events/s for {args.latency_s:.0f} s, {len(lat)} probes:")
+    print(f"   p50 {p50:.0f} ms, p99 {p99:.0f} ms, max {lat[-1]:.0f} ms")
 
-    async def setup() -> None:
-        conn = await asyncpg.connect(settings.postgres_dsn.rsplit("/", 1)[0] + "/postgres")
-        await conn.execute(f'CREATE DATABASE "fs_{name}"')
-        await conn.close()
 
-    asyncio.run(setup())
-    from sinks.db import upgrade
-
-    upgrade(settings.database_url)
-    try:
-        events = make_events(args.events)
-        records = len(as_records(events, args.per_record))
-        per_record = len(events) / records
-        asyncio.run(produce_backlog(settings, events, args.per_record))
-        bare = asyncio.run(bare_consumer(settings, len(events)))
-        alone = faust_alone_rate(settings, records, per_record)
-        stages: dict[str, float] = {}
-        one = faust_rate(settings, records, 1, logs, per_record, stages)
-        print(f"1. {len(events)} events in a backlog, {records} records ({per_record:.1f} events each), {settings.kafka_partitions} partitions")
-        print(f"   bare aiokafka consumer (read + JSON decode): {bare:9.0f} events/s")
-        print(f"   Faust delivering the records, nothing else: {alone:9.0f} events/s  ({alone / bare:.3f} of bare)")
-        print(f"   Faust aggregation, one worker:              {one:9.0f} events/s")
-        print(f"   ratio: {one / bare:.3f}  (against Faust alone: {one / alone:.3f})")
-        print("   where the worker's time went, us an event: " + ", ".join(
-            f"{stage} {seconds / len(events) * 1e6:.2f}" for stage, seconds in stages.items()))
-        two = faust_rate(settings, records, 2, logs, per_record)
-        print(f"2. two workers: {two:.0f} events/s, against one: {one:.0f} events/s; ratio {two / one:.2f}")
-        lat = asyncio.run(latency(settings, args.latency_s, args.rate, logs))
-        p50 = statistics.median(lat)
-        p99 = lat[min(len(lat) - 1, int(0.99 * len(lat)))]
-        print(f"3. event-to-SQL latency at {args.rate:.0f} events/s for {args.latency_s:.0f} s, {len(lat)} probes:")
-        print(f"   p50 {p50:.0f} ms, p99 {p99:.0f} ms, max {lat[-1]:.0f} ms")
-    finally:
-        async def teardown() -> None:
-            admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap, **kafka_security(settings))
-            await admin.start()
-            ours = [t for t in await admin.list_topics() if t.startswith(name)]
-            if ours:
-                await admin.delete_topics(ours)
-            await admin.close()
-            conn = await asyncpg.connect(settings.postgres_dsn.rsplit("/", 1)[0] + "/postgres")
-            await conn.execute(f'DROP DATABASE IF EXISTS "fs_{name}" WITH (FORCE)')
-            await conn.close()
-
-        asyncio.run(teardown())
+async def run(box: Sandbox, args: argparse.Namespace) -> None:
+    """Every part, in a sandbox of its own (removed afterwards); each part runs its own event loop, so in a thread."""
+    async with box:
+        await asyncio.to_thread(run_all, box.settings, args)
 
 
 if __name__ == "__main__":

@@ -11,11 +11,11 @@ from datetime import datetime
 import asyncpg
 import pytest
 
+from devtools.sandbox import admin_dsn
 from runtime.settings import Settings
 from schemas.codec import MINUTE_MS, encode, validate
 from sinks.db import upgrade
 from streams.aggregate import Incoming, MinuteAggregator
-from tests.support import admin_dsn
 
 pytestmark = pytest.mark.integration
 

@@ -14,6 +14,7 @@ import asyncpg
 import paho.mqtt.client as mqtt
 import pytest
 
+from devtools.sandbox import admin_dsn
 from runtime.mqtt import make_client
 from runtime.settings import Settings
 from runtime.waiting import wait_for
@@ -21,7 +22,7 @@ from sinks.db import make_engine
 from sinks.keeper import PartitionKeeper
 from sinks.reconcile import Reconciler
 from sinks.writer import upsert
-from tests.support import MqttWatcher, PrivateBroker, Stack, admin_dsn, publish
+from tests.support import MqttWatcher, PrivateBroker, Stack, publish
 
 pytestmark = pytest.mark.integration
 

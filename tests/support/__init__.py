@@ -21,62 +21,29 @@ from typing import Any
 import asyncpg
 import paho.mqtt.client as mqtt
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
 
 from devtools import truth as oracle
 from devtools.configs import mosquitto_conf
 from devtools.ports import free_port, port_open
 from devtools.processes import spawn, stop, wait_bridge_online
+from devtools.sandbox import Sandbox
 from fleetsight.mqtt_users import admin_settings, ensure_user, password_file
 from runtime.kafka_client import kafka_security
 from runtime.kafka_offsets import log_offsets
-from runtime.mqtt import make_client, publish_confirmed, read_retained
+from runtime.mqtt import make_client, publish_confirmed
 from runtime.settings import Settings
 from runtime.waiting import wait_for, wait_until
 from schemas.codec import Event
 
 
-def admin_dsn(settings: Settings, database: str = "postgres") -> str:
-    url = settings.postgres_dsn
-    rest = url.split("@", 1)[1]
-    host = rest.split("/", 1)[0]
-    return f"postgresql://postgres@{host}/{database}"
-
-
-class Stack:
-    """An isolated pipeline (own topics, MQTT root, database) on the shared services."""
+class Stack(Sandbox):
+    """An isolated pipeline (own topics, MQTT root, database) on the shared services, and its processes."""
 
     def __init__(self, base: Settings, tmp: Path, **overrides: Any) -> None:
-        self.name = f"t{uuid.uuid4().hex[:8]}"
-        self.db_name = f"fs_{self.name}"
+        super().__init__(base, **overrides)
         self.tmp = tmp
-        dsn = admin_dsn(base, self.db_name).replace("postgresql://", "postgresql+asyncpg://")
-        self.settings = Settings(
-            mqtt_url=base.mqtt_url,
-            kafka_bootstrap=base.kafka_bootstrap,
-            services_dir=base.services_dir,
-            mqtt_topic_root=self.name,
-            kafka_topic_prefix=self.name,
-            stream_app_id=self.name,
-            database_url=dsn,
-            **overrides,
-        )
         self.procs: dict[str, subprocess.Popen] = {}
         self.logs: dict[str, Path] = {}
-
-    @property
-    def dsn(self) -> str:
-        return admin_dsn(self.settings, self.db_name)
-
-    async def create_database(self) -> None:
-        conn = await asyncpg.connect(admin_dsn(self.settings))
-        try:
-            await conn.execute(f'CREATE DATABASE "{self.db_name}"')
-        finally:
-            await conn.close()
-        from sinks.db import upgrade
-
-        await asyncio.to_thread(upgrade, self.settings.database_url)
 
     def start(self, component: str, name: str | None = None, settings: Settings | None = None) -> subprocess.Popen:
         """Run ``fleetsight <component>`` (with ``settings`` of its own, if given); ``name`` tells two of a kind apart."""
@@ -109,23 +76,7 @@ class Stack:
 
     async def cleanup(self) -> None:
         self.stop_all()
-        conn = await asyncpg.connect(admin_dsn(self.settings))
-        try:
-            await conn.execute(f'DROP DATABASE IF EXISTS "{self.db_name}" WITH (FORCE)')
-        finally:
-            await conn.close()
-        admin = AIOKafkaAdminClient(bootstrap_servers=self.settings.kafka_bootstrap, **kafka_security(self.settings))
-        await admin.start()
-        try:
-            ours = [t for t in await admin.list_topics() if t.startswith(self.name)]
-            if ours:
-                await admin.delete_topics(ours)
-        finally:
-            await admin.close()
-        try:
-            clear_retained(self.settings, f"{self.name}/#")
-        except OSError:
-            pass  # a test's private broker, already gone with its retained messages
+        await self.remove()
 
     def camera_login(self, camera_id: str) -> tuple[str, str]:
         """Provision ``camera_id`` on the broker; its (user, password)."""
@@ -268,13 +219,6 @@ async def table_locked(stack: Stack, table: str) -> AsyncIterator[None]:
             yield
     finally:
         await conn.close()
-
-
-def clear_retained(settings: Settings, pattern: str) -> None:
-    """Remove retained messages under ``pattern`` (ours, from a test)."""
-    found = read_retained(admin_settings(settings), pattern)
-    if found:
-        publish(settings, [(topic, b"") for topic in found], retain=True)
 
 
 class PrivateBroker:
