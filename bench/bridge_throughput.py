@@ -186,13 +186,17 @@ def run(box: Sandbox, args: argparse.Namespace) -> None:
     asyncio.run(ensure_topics(settings))
     logs = Path(tempfile.mkdtemp(prefix="fleetsight-bridge-bench-"))
     rounds = [backlog(name, args.cameras, args.messages, args.per_message, 1 + r * args.messages * args.per_message, args.legacy)
-              for r in range(3)]
+              for r in range(4)]
     events = args.messages * args.per_message
     layout = "the legacy layout (one lane)" if args.legacy else f"{SHARDS} shards"
     print(f"{args.messages} messages of {args.per_message} events ({events} events) from {args.cameras} cameras on {layout}, a round")
-    bare = bare_rate(settings, rounds[0], args.per_message)
-    print(f"  bare QoS 1 subscriber (JSON decode): {bare:9.0f} events/s")
+    # The bare subscriber before and after one bridge, the faster taken (the
+    # box's neighbours move either by up to half from one minute to the next).
+    before = bare_rate(settings, rounds[0], args.per_message)
     one = bridge_rate(settings, rounds[1], args.per_message, 1, logs)
+    after = bare_rate(settings, rounds[3], args.per_message)
+    bare = max(before, after)
+    print(f"  bare QoS 1 subscriber (JSON decode): {bare:9.0f} events/s  (the faster of {before:.0f} before, {after:.0f} after)")
     print(f"  one bridge, into Kafka:              {one:9.0f} events/s  ({one / bare:.2f} of bare)")
     two = bridge_rate(settings, rounds[2], args.per_message, 2, logs)
     print(f"  two bridges, into Kafka:             {two:9.0f} events/s  ({two / one:.2f} of one bridge)")

@@ -286,24 +286,31 @@ class _Wire(Event, frozen=True, forbid_unknown_fields=True):
 _WIRE = msgspec.json.Decoder(list[_Wire] | _Wire)
 
 
-def _fast(payload: bytes) -> list[Event | EventError] | None:
+def read_wire(payload: bytes) -> list[Event] | None:
+    """A record's events as msgspec reads them (envelope types checked, bodies not); None: take :func:`decode_validated`.
+
+    Each event still needs :func:`checked`, unless the caller knows its body
+    meets the check already (the worker: an event whose folds match those
+    of one checked before, ``streams.aggregate``).
+    """
+    if payload[:1] not in (b"[", b"{"):
+        return None
     try:
         wire = _WIRE.decode(payload)
     except msgspec.DecodeError:
         return None
     items = wire if isinstance(wire, list) else [wire]
-    if not items:
-        return None
-    out: list[Event | EventError] = []
-    for w in items:
-        if w.v == 1 and _body_checked(w.type, w.data):
-            out.append(w)
-            continue
-        try:
-            out.append(validate(msgspec.structs.asdict(w)))
-        except EventError as exc:
-            out.append(exc)
-    return out
+    return items or None
+
+
+def checked(w: Event) -> Event | EventError:
+    """An event of :func:`read_wire` once its body has what the aggregation reads (the quick check), or fully validated."""
+    if w.v == 1 and _body_checked(w.type, w.data):
+        return w
+    try:
+        return validate(msgspec.structs.asdict(w))
+    except EventError as exc:
+        return exc
 
 
 def decode_validated(payload: bytes) -> list[Event | EventError]:
@@ -315,10 +322,9 @@ def decode_validated(payload: bytes) -> list[Event | EventError]:
     any other event, and one that fails that check, gets the full
     validation and its exact reason.
     """
-    if payload[:1] in (b"[", b"{"):
-        fast = _fast(payload)
-        if fast is not None:
-            return fast
+    wire = read_wire(payload)
+    if wire is not None:
+        return [checked(w) for w in wire]
     obj = _parse(payload)
     items = obj if isinstance(obj, list) else [obj]
     if not items:
