@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 
 from schemas.codec import MINUTE_MS, encode, validate
@@ -251,3 +252,21 @@ def test_a_bucket_saved_with_its_own_seqs_goes_on_counting_exactly() -> None:
     [events] = rows(result, "camera_minute_events").values()
     assert (events["events"], events["seq_first"], events["seq_last"]) == (4, 1, 4)
     assert state[f"cam-1|camera_minute_events|{minute}"]["seqs"] == [[1, 4]]
+
+
+def test_an_event_that_matches_a_planned_one_in_all_but_its_types_is_still_checked() -> None:
+    """A shared plan skips the quick check only for an event whose checked fields equal a checked event's (issue 37)."""
+    good = {"v": 1, "camera_id": "cam-1", "site": "s", "ts": T0, "type": "line.cross",
+            "data": {"track_id": 1, "class": "person", "line": "door", "direction": "in"}}
+    bad = [
+        {**good, "seq": 2, "data": {**good["data"], "class": 7}},  # a number where the class goes
+        {**good, "seq": 3, "v": 2},  # another schema version
+        {**good, "seq": 4, "data": {**good["data"], "direction": "sideways"}},
+        {**good, "seq": 5, "data": {**good["data"], "geometry": 5}},
+    ]
+    payload = json.dumps([{**good, "seq": 1}, *bad, {**good, "seq": 6}]).encode()
+    result = MinuteAggregator(24 * HOUR).process([Incoming(0, T0 + 1000, payload)], {})
+    assert result.applied == 2
+    assert [d.seq for d in result.dead] == [2, 3, 4, 5] and all(d.reason in ("invalid", "unsupported_version") for d in result.dead)
+    [row] = rows(result, "line_minute_crossings").values()
+    assert row["crossings_in"] == 2
