@@ -1,6 +1,7 @@
 """One site process with N cameras on an RTSP server, measured: the child of ``bench/edge_capacity.py``.
 
-Run by it as ``PYTHONPATH=<checkout> python -m bench.capacity_probe '<json>'``,
+Run by it as ``PYTHONPATH=<checkout> python bench/capacity_probe.py '<json>'`` (a script: it
+imports nothing of ``bench``),
 so the cameras run the edge code of that checkout (today's or an older
 one, from a git worktree) while this file stays the same. Prints one JSON
 line: per camera frames processed and missed, detection instants due and

@@ -156,7 +156,7 @@ def run_probe(variant: Variant, n: int, server: RtspServer, rate: float, seconds
     job = {"cameras": n, "camera": camera_doc(rate, variant.settings), "url": server.url(), "seconds": seconds, "workdir": str(workdir),
            "dead_port": free_port()}
     env = {**os.environ, "PYTHONPATH": str(variant.code)}
-    out = subprocess.run([sys.executable, "-m", "bench.capacity_probe", json.dumps(job)], cwd=variant.code, env=env,
+    out = subprocess.run([sys.executable, str(ROOT / "bench" / "capacity_probe.py"), json.dumps(job)], cwd=variant.code, env=env,
                          capture_output=True, text=True, timeout=seconds + 240)
     if out.returncode != 0:
         raise RuntimeError(f"probe of {n} cameras with {variant.label} failed:\n{out.stderr[-3000:]}")
