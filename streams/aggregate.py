@@ -356,8 +356,8 @@ def _plan(event: Event) -> list[Planned]:
     ]
 
 
-def _planned(wire: list[Event]) -> tuple[list[Event | EventError], list[list[Planned] | None]]:
-    """A record's events (as ``schemas.codec.read_wire`` reads them) and their plans.
+def _planned(wire: list[Event], oldest: int) -> tuple[list[Event | EventError], list[list[Planned] | None], dict[str, Group]]:
+    """A record's events (as ``schemas.codec.read_wire`` reads them), their plans, and their groups (events from ``oldest`` on).
 
     An event of a busiest type whose fields are those of an event checked
     and planned before takes that plan with no check of its own: the quick
@@ -366,20 +366,39 @@ def _planned(wire: list[Event]) -> tuple[list[Event | EventError], list[list[Pla
     """
     items: list[Event | EventError] = []
     plans: list[list[Planned] | None] = []
+    groups: dict[str, Group] = {}
     same, known = _SAME_FOLDS, _plans
     for w in wire:
         fields = same.get(w.type)
+        planned = None
         if fields is not None and w.v == 1:
             data, ts = w.data, w.ts
             planned = known.get((w.type, w.camera_id, ts - ts % MINUTE_MS, *[data.get(f) for f in fields]))
-            if planned is not None:
-                items.append(w)
-                plans.append(planned)
+        if planned is None:
+            item = checked(w)
+            if isinstance(item, EventError):
+                items.append(item)
+                plans.append(None)
                 continue
-        item = checked(w)
-        items.append(item)
-        plans.append(None if isinstance(item, EventError) else plan(item))
-    return items, plans
+            planned = plan(item)
+            w = item
+        items.append(w)
+        plans.append(planned)
+        if w.ts >= oldest:
+            _add(groups, w, planned)
+    return items, plans, groups
+
+
+def _add(groups: dict[str, Group], event: Event, planned: list[Planned]) -> None:
+    """Put ``event``'s folds in its record's groups."""
+    seq = event.seq
+    for key, table, dims, ops, rollups in planned:
+        group = groups.get(key)
+        if group is None:
+            groups[key] = (table, dims, rollups, event, [seq], [ops])
+        else:
+            group[4].append(seq)
+            group[5].append(ops)
 
 
 # The busiest event types whose folds depend only on these fields (and the
@@ -458,33 +477,24 @@ class MinuteAggregator:
         """Decode records; a record that cannot be read at all holds its one error."""
         out: list[Decoded] = []
         for record in records:
+            oldest = record.timestamp_ms - self.late_after_ms  # older is late (see _is_late)
             wire = read_wire(record.value)
             if wire is not None:
-                items, plans = _planned(wire)
-            else:
-                try:
-                    items = decode_validated(record.value)
-                except EventError as exc:
-                    items = [exc]
-                plans = [None if isinstance(i, EventError) else plan(i) for i in items]
-            out.append(Decoded(record, items, plans, self._group(record, items, plans)))
-        return out
-
-    def _group(self, record: Incoming, items: list[Event | EventError], plans: list[list[Planned] | None]) -> dict[str, Group]:
-        groups: dict[str, Group] = {}
-        oldest = record.timestamp_ms - self.late_after_ms  # older is late (see _is_late)
-        for event, planned in zip(items, plans):
-            if not planned or event.ts < oldest:  # type: ignore[union-attr]  # planned: an Event
+                out.append(Decoded(record, *_planned(wire, oldest)))
                 continue
-            seq = event.seq  # type: ignore[union-attr]
-            for key, table, dims, ops, rollups in planned:
-                group = groups.get(key)
-                if group is None:
-                    groups[key] = (table, dims, rollups, event, [seq], [ops])  # type: ignore[assignment]
-                else:
-                    group[4].append(seq)
-                    group[5].append(ops)
-        return groups
+            try:
+                items = decode_validated(record.value)
+            except EventError as exc:
+                items = [exc]
+            plans: list[list[Planned] | None] = []
+            groups: dict[str, Group] = {}
+            for item in items:
+                planned = None if isinstance(item, EventError) else plan(item)
+                plans.append(planned)
+                if planned and item.ts >= oldest:  # type: ignore[union-attr]  # planned: an Event
+                    _add(groups, item, planned)  # type: ignore[arg-type]
+            out.append(Decoded(record, items, plans, groups))
+        return out
 
     def _is_late(self, record: Incoming, event: Event) -> bool:
         return record.timestamp_ms - event.ts > self.late_after_ms

@@ -115,27 +115,42 @@ class FleetStatus:
         received: dict[str, SeqSet] = {}  # per camera, while the batch lasts
         rows: list[Row] = []
         geometries: set[tuple[str, str]] = set()  # (camera, version) that changed
-        for record, event, fresh in events:
-            state = states.get(event.camera_id)
+        events = events if isinstance(events, list) else list(events)
+        i, n = 0, len(events)
+        while i < n:
+            # A run: the events of one record (one camera's, consecutive). What
+            # the run does to the camera's state as a whole is done once: per
+            # event it cost 0.9 us of the worker's 9 (issue 37); the rules
+            # below read none of these fields.
+            record, first, _ = events[i]
+            camera_id = first.camera_id
+            j = i + 1
+            while j < n and events[j][0] is record and events[j][1].camera_id == camera_id:
+                j += 1
+            run = events[i:j]
+            i = j
+            state = states.get(camera_id)
             if state is None:
-                state = states[event.camera_id] = self._state(cameras, event.camera_id, event.site)
-                received[event.camera_id] = SeqSet(state["seqs"])
-            state["site"] = event.site
+                state = states[camera_id] = self._state(cameras, camera_id, first.site)
+                received[camera_id] = SeqSet(state["seqs"])
             if record.timestamp_ms > state["last_heard_at"]:
                 state["last_heard_at"] = record.timestamp_ms
-            state["last_event_at"] = max(state["last_event_at"], event.ts)
+            state["last_event_at"] = max(state["last_event_at"], max(e.ts for _, e, _ in run))
             if not state["online"]:
                 state["online"], state["online_since"] = True, record.timestamp_ms
-            received[event.camera_id].add(event.seq)
-            version = self._geometry(event, state)
-            if version:
-                geometries.add((event.camera_id, version))
-            if not fresh:
-                continue
-            if event.type == "health" and event.ts > state["health_ts"]:
-                self._health(record, event, state, rows)
-            elif event.type == "occupancy":
-                self._occupancy(event, state, rows)
+            received[camera_id].add_many([e.seq for _, e, _ in run])
+            for _, event, fresh in run:
+                state["site"] = event.site
+                if "geometry" in event.data or event.type == "geometry":
+                    version = self._geometry(event, state)
+                    if version:
+                        geometries.add((camera_id, version))
+                if not fresh:
+                    continue
+                if event.type == "health" and event.ts > state["health_ts"]:
+                    self._health(record, event, state, rows)
+                elif event.type == "occupancy":
+                    self._occupancy(event, state, rows)
         for record, event in late:
             rows.append(Row(LATE_EVENTS.name, {
                 "camera_id": event.camera_id, "seq": event.seq, "site": event.site, "event_ts": event.ts,
