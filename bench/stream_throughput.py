@@ -31,6 +31,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import asyncpg
@@ -47,7 +48,7 @@ from runtime.kafka_client import kafka_security
 from runtime.kafka_offsets import log_offsets
 from runtime.mqtt import make_client
 from runtime.settings import Settings, load_settings
-from runtime.waiting import WaitTimeout, wait_for
+from runtime.waiting import WaitTimeout, wait_for, wait_until
 from schemas.codec import Event, encode
 from streams.partitioning import partition_for
 
@@ -191,32 +192,49 @@ def sharing(log: Path, partitions: int, workers: int) -> bool:
     return held <= -(-partitions // workers)
 
 
-def faust_rate(settings: Settings, n: int, workers: int, logs: Path, per_record: float, stages: dict[str, float] | None = None) -> float:
+def faust_rate(
+    settings: Settings, n: int, workers: int, logs: Path, per_record: float, stages: dict[str, float] | None = None,
+    produce: Callable[[Settings], None] | None = None,
+) -> float:
     """Events/s from the first offset commit to the last, with ``workers`` workers
     (``n`` records of ``per_record`` events on average); ``stages`` gets the
-    first worker's time per stage."""
+    first worker's time per stage.
+
+    With ``produce``, the workers start on empty topics of their own, and
+    the backlog is written there once every worker holds its share of the
+    partitions; the rate is timed from the first commit after it is all
+    written. Timed from the start instead, a second worker joining stopped
+    both for the rebalance (seconds, of a run of a few): the group's start-up,
+    not its speed (two workers measured 0.01-2.2x one).
+    """
     port = free_port()
     app = settings.model_copy(update={"stream_app_id": f"{settings.stream_app_id}-{workers}w", "worker_metrics_port": port})
+    if produce is not None:
+        app = app.model_copy(update={"kafka_topic_prefix": f"{settings.kafka_topic_prefix}-{workers}w"})
     paths = [logs / f"worker-{workers}-{i}.log" for i in range(workers)]
     procs = [spawn("worker", app, paths[0])]
     procs += [spawn("worker", app.model_copy(update={"worker_metrics_port": None}), path) for path in paths[1:]]
     try:
-        samples: list[tuple[float, int, bool]] = []
+        written = 0.0
+        if produce is not None:
+            try:
+                wait_until(lambda: all(sharing(path, settings.kafka_partitions, workers) for path in paths), 180,
+                           f"{workers} workers sharing the partitions")
+            except WaitTimeout:
+                raise RuntimeError(f"the workers did not share the partitions; logs in {logs}") from None
+            produce(app)
+            written = time.monotonic()
+        samples: list[tuple[float, int]] = []
         deadline = time.monotonic() + 600
         while time.monotonic() < deadline:
             done = asyncio.run(committed(app, app.stream_app_id))
-            samples.append((time.monotonic(), done, all(sharing(path, settings.kafka_partitions, workers) for path in paths)))
+            samples.append((time.monotonic(), done))
             if done >= n:
                 break
             time.sleep(0.25)  # sampling period of the committed offsets
-        # From the first commit once every worker has its share: a second
-        # worker joining mid-run stops both for the rebalance (seconds, of a
-        # run of a few), which measured the group's start-up, not its speed.
-        start = next(((t, c) for t, c, shared in samples if c > 0 and shared), None)
-        if start is None:
-            raise RuntimeError(f"the backlog was done before the {workers} workers shared the partitions: use more --events")
-        end = next((t, c) for t, c, _ in samples if c >= n)
-        if end[0] <= start[0]:
+        start = next(((t, c) for t, c in samples if c > 0 and t >= written), None)
+        end = next((t, c) for t, c in samples if c >= n)
+        if start is None or end[0] <= start[0]:
             raise RuntimeError("the backlog was done within one commit interval: use more --events")
         if stages is not None:
             stages.update(stage_seconds(port))
@@ -320,7 +338,8 @@ def run_all(settings: Settings, args: argparse.Namespace) -> None:
     print(f"   ratio: {one / bare:.3f}  (against Faust alone: {one / alone:.3f})")
     print("   where the worker's time went, us an event: " + ", ".join(
         f"{stage} {seconds / len(events) * 1e6:.2f}" for stage, seconds in stages.items()))
-    two = faust_rate(settings, records, 2, logs, per_record)
+    two = faust_rate(settings, records, 2, logs, per_record,
+                     produce=lambda topics: asyncio.run(produce_backlog(topics, events, args.per_record)))
     print(f"2. two workers: {two:.0f} events/s, against one: {one:.0f} events/s; ratio {two / one:.2f}")
     lat = asyncio.run(latency(settings, args.latency_s, args.rate, logs))
     p50 = statistics.median(lat)

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping
 from functools import cached_property
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal, Self
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 from pydantic import Field, field_validator, model_validator
@@ -78,6 +79,22 @@ class BaseConfig(BaseSettings):
                 raise FileNotFoundError(f"FLEETSIGHT_CONFIG points at {config_file!r}, which is not a file")
             sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=config_file))
         return tuple(sources)
+
+    def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> Self:
+        """A copy with ``update`` applied; what is worked out from the settings (``mqtt``, ``kafka_topics``...) is worked out again.
+
+        pydantic copies the instance's ``__dict__``, where a ``cached_property``
+        keeps its value: a copy with another topic prefix went on naming the
+        old topics (the stream benchmark wrote a backlog into the wrong topic
+        while its workers, given the new prefix in their environment, waited
+        on theirs; issue 37).
+        """
+        copied = super().model_copy(update=update, deep=deep)
+        for cls in type(self).__mro__:
+            for name, attr in vars(cls).items():
+                if isinstance(attr, cached_property):
+                    copied.__dict__.pop(name, None)
+        return copied
 
     def env(self) -> dict[str, str]:
         """These settings as environment variables, for child processes."""

@@ -72,3 +72,14 @@ def test_one_database_url_carries_the_password_file(tmp_path: Path, monkeypatch:
     secret.unlink()
     with pytest.raises(ValueError, match="database_password_file"):
         WorkerSettings()
+
+
+def test_a_copy_with_other_names_names_its_own_topics() -> None:
+    """Derived values are worked out again in a copy (a cached property was copied stale: issue 37)."""
+    from runtime.settings import Settings
+
+    base = Settings(kafka_topic_prefix="one", mqtt_topic_root="one", mqtt_url="mqtt://127.0.0.1:1883")
+    assert (base.kafka_topics.events, base.mqtt_topics.root, base.mqtt.port) == ("one.events", "one", 1883)
+    copy = base.model_copy(update={"kafka_topic_prefix": "two", "mqtt_topic_root": "two", "mqtt_url": "mqtt://127.0.0.1:1884"})
+    assert (copy.kafka_topics.events, copy.mqtt_topics.root, copy.mqtt.port) == ("two.events", "two", 1884)
+    assert base.kafka_topics.events == "one.events"
