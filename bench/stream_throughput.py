@@ -243,7 +243,8 @@ def faust_rate(
         stop(procs)
 
 
-async def latency(settings: Settings, seconds: float, rate: float, logs: Path) -> list[float]:
+async def latency(settings: Settings, seconds: float, rate: float, logs: Path) -> list[tuple[float, float]]:
+    """(ms from publish to its row in SQL, when it was published) of each probe, fastest first."""
     procs = [spawn(c, settings, logs / f"{c}-latency.log") for c in ("bridge", "worker", "sink")]
     try:
         assert await asyncio.to_thread(wait_bridge_online, settings, 60)
@@ -292,7 +293,7 @@ async def latency(settings: Settings, seconds: float, rate: float, logs: Path) -
         rows = await conn.fetch(probes)
         await conn.close()
         client.loop_stop()
-        return sorted((float(r["at"]) - sent[r["object_class"]]) * 1000 for r in rows)
+        return sorted(((float(r["at"]) - sent[r["object_class"]]) * 1000, sent[r["object_class"]]) for r in rows)
     finally:
         stop(procs)
 
@@ -341,11 +342,15 @@ def run_all(settings: Settings, args: argparse.Namespace) -> None:
     two = faust_rate(settings, records, 2, logs, per_record,
                      produce=lambda topics: asyncio.run(produce_backlog(topics, events, args.per_record)))
     print(f"2. two workers: {two:.0f} events/s, against one: {one:.0f} events/s; ratio {two / one:.2f}")
-    lat = asyncio.run(latency(settings, args.latency_s, args.rate, logs))
+    probes = asyncio.run(latency(settings, args.latency_s, args.rate, logs))
+    lat = [ms for ms, _ in probes]
     p50 = statistics.median(lat)
     p99 = lat[min(len(lat) - 1, int(0.99 * len(lat)))]
     print(f"3. event-to-SQL latency at {args.rate:.0f} events/s for {args.latency_s:.0f} s, {len(lat)} probes:")
     print(f"   p50 {p50:.0f} ms, p99 {p99:.0f} ms, max {lat[-1]:.0f} ms")
+    # When the slowest went, to find in the logs (kept in this folder) what held them.
+    slowest = ", ".join(f"{ms:.0f} ms at {time.strftime('%H:%M:%S', time.localtime(at))}.{int(at % 1 * 1000):03d}" for ms, at in probes[-3:])
+    print(f"   slowest: {slowest}; logs in {logs}")
 
 
 async def run(box: Sandbox, args: argparse.Namespace) -> None:
