@@ -28,7 +28,7 @@ def schema_says(obj: Any) -> bool:
     return True
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(event_strategy(TYPES), min_size=1, max_size=4))
 def test_every_event_the_schema_makes_of_these_types_is_read_as_the_exact_path_reads_it(events: list[dict]) -> None:
     fast = _typed(json.dumps(events).encode())
