@@ -44,8 +44,6 @@ from runtime.waiting import wait_until
 from schemas.codec import Event, encode
 from schemas.topics import SHARDS, MqttTopics
 
-ROOT = Path(__file__).resolve().parent.parent
-
 
 def backlog(root: str, cameras: int, messages: int, per_message: int, first_seq: int, legacy: bool) -> list[tuple[str, bytes]]:
     """(topic, payload) pairs: each camera's events in seq order, round-robin over cameras."""

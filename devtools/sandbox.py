@@ -80,24 +80,23 @@ class Sandbox:
         """The sandbox's database as the superuser (asyncpg, psql)."""
         return admin_dsn(self.settings, self.db_name)
 
-    async def create_database(self) -> None:
-        """Make the database and migrate it to the head."""
+    async def _as_superuser(self, statement: str) -> None:
         conn = await asyncpg.connect(admin_dsn(self.settings))
         try:
-            await conn.execute(f'CREATE DATABASE "{self.db_name}"')
+            await conn.execute(statement)
         finally:
             await conn.close()
+
+    async def create_database(self) -> None:
+        """Make the database and migrate it to the head."""
+        await self._as_superuser(f'CREATE DATABASE "{self.db_name}"')
         from sinks.db import upgrade
 
         await asyncio.to_thread(upgrade, self.settings.database_url)
 
     async def remove(self) -> None:
         """Drop the database, delete the topics named after the sandbox, clear its retained messages."""
-        conn = await asyncpg.connect(admin_dsn(self.settings))
-        try:
-            await conn.execute(f'DROP DATABASE IF EXISTS "{self.db_name}" WITH (FORCE)')
-        finally:
-            await conn.close()
+        await self._as_superuser(f'DROP DATABASE IF EXISTS "{self.db_name}" WITH (FORCE)')
         admin = AIOKafkaAdminClient(
             bootstrap_servers=self.settings.kafka_bootstrap, **client_timeouts(), **kafka_security(self.settings),
         )

@@ -34,6 +34,7 @@ class LogOffsets:
         self.settings = settings
         self.timeout_s = timeout_s
         self._consumer: AIOKafkaConsumer | None = None
+        self._admin: AIOKafkaAdminClient | None = None
 
     async def _client(self) -> AIOKafkaConsumer:
         if self._consumer is None:
@@ -45,10 +46,22 @@ class LogOffsets:
             self._consumer = consumer
         return self._consumer
 
+    async def _admin_client(self) -> AIOKafkaAdminClient:
+        if self._admin is None:
+            admin = AIOKafkaAdminClient(
+                bootstrap_servers=self.settings.kafka_bootstrap, **client_timeouts(), **kafka_security(self.settings),
+            )
+            await asyncio.wait_for(admin.start(), self.timeout_s)
+            self._admin = admin
+        return self._admin
+
     async def close(self) -> None:
         if self._consumer is not None:
             consumer, self._consumer = self._consumer, None
             await consumer.stop()
+        if self._admin is not None:
+            admin, self._admin = self._admin, None
+            await admin.close()
 
     def _partitions(self, topic: str, partitions: Iterable[int] | None) -> list[TopicPartition]:
         numbers = range(self.settings.kafka_partitions) if partitions is None else partitions
@@ -68,14 +81,8 @@ class LogOffsets:
 
     async def committed(self, group: str, topic: str) -> dict[int, int]:
         """Partition -> the offset ``group`` committed on ``topic`` (partitions it never committed are absent)."""
-        admin = AIOKafkaAdminClient(
-            bootstrap_servers=self.settings.kafka_bootstrap, **client_timeouts(), **kafka_security(self.settings),
-        )
-        await asyncio.wait_for(admin.start(), self.timeout_s)
-        try:
-            found = await asyncio.wait_for(admin.list_consumer_group_offsets(group), self.timeout_s)
-        finally:
-            await admin.close()
+        admin = await self._admin_client()
+        found = await asyncio.wait_for(admin.list_consumer_group_offsets(group), self.timeout_s)
         return {tp.partition: meta.offset for tp, meta in found.items() if tp.topic == topic and meta.offset >= 0}
 
     async def trouble(self, topic: str, partitions: Iterable[int]) -> str | None:

@@ -175,28 +175,40 @@ def validate(obj: Any) -> Event:
     )
 
 
-def _parse(payload: bytes) -> Any:
-    # JSON text starts with an ASCII byte; a MessagePack map or array never does.
-    is_json = payload.lstrip()[:1] < b"\x80"
+def is_json(payload: bytes) -> bool:
+    """Whether a wire message is JSON (else MessagePack): JSON text starts with an ASCII byte, a MessagePack map or array never does."""
+    return payload.lstrip()[:1] < b"\x80"
+
+
+def _items(decoder: msgspec.json.Decoder[Any], payload: bytes) -> list[Any] | None:
+    """The events ``decoder`` reads from a JSON object or array, as a list; None where it refuses them or there are none."""
+    if payload[:1] not in (b"[", b"{"):
+        return None
     try:
-        if is_json:
+        wire = decoder.decode(payload)
+    except msgspec.DecodeError:  # ValidationError too
+        return None
+    items = wire if isinstance(wire, list) else [wire]
+    return items or None
+
+
+def _parse(payload: bytes) -> Any:
+    json_ = is_json(payload)
+    try:
+        if json_:
             return json.loads(payload)
         return msgpack.unpackb(payload, raw=False, strict_map_key=True)
     except RecursionError:
         raise EventError(Reason.MALFORMED, "nesting too deep") from None
     except (ValueError, msgpack.UnpackException, TypeError) as exc:
-        kind = "JSON" if is_json else "MessagePack"
+        kind = "JSON" if json_ else "MessagePack"
         raise EventError(Reason.MALFORMED, f"not valid {kind}: {exc}"[:300]) from None
 
 
 def _typed(payload: bytes) -> list[Event | EventError] | None:
     """The events of a JSON message that ``schemas.typed`` reads whole (None: take the exact path)."""
-    try:
-        wire = typed.DECODER.decode(payload)
-    except msgspec.DecodeError:  # ValidationError too
-        return None
-    items = wire if isinstance(wire, list) else [wire]
-    if not items or len(items) > MAX_BATCH:
+    items = _items(typed.DECODER, payload)
+    if items is None or len(items) > MAX_BATCH:
         return None
     to_builtins, types = msgspec.to_builtins, typed.TYPES
     return [Event(w.camera_id, w.site, w.seq, w.ts, types[type(w)], to_builtins(w.data), 1) for w in items]
@@ -213,7 +225,7 @@ def decode(payload: bytes, max_bytes: int | None = None) -> list[Event | EventEr
         raise EventError(Reason.TOO_LARGE, f"{len(payload)} bytes is over the limit of {max_bytes}")
     if not payload.strip():
         raise EventError(Reason.MALFORMED, "empty payload")
-    if payload[:1] in (b"[", b"{") and (fast := _typed(payload)) is not None:
+    if (fast := _typed(payload)) is not None:
         return fast
     obj = _parse(payload)
     items = obj if isinstance(obj, list) else [obj]
@@ -293,14 +305,7 @@ def read_wire(payload: bytes) -> list[Event] | None:
     meets the check already (the worker: an event whose folds match those
     of one checked before, ``streams.aggregate``).
     """
-    if payload[:1] not in (b"[", b"{"):
-        return None
-    try:
-        wire = _WIRE.decode(payload)
-    except msgspec.DecodeError:
-        return None
-    items = wire if isinstance(wire, list) else [wire]
-    return items or None
+    return _items(_WIRE, payload)
 
 
 def checked(w: Event) -> Event | EventError:

@@ -335,14 +335,19 @@ def plan(event: Event) -> list[Planned]:
     fields = _SAME_FOLDS.get(event.type)
     if fields is None:
         return _plan(event)
-    data = event.data
-    signature = (event.type, event.camera_id, event.minute, *[data.get(f) for f in fields])
+    signature = _signature(event, fields)
     planned = _plans.get(signature)
     if planned is None:
         if len(_plans) >= _PLANS_KEPT:
             _plans.clear()
         planned = _plans[signature] = _plan(event)
     return planned
+
+
+def _signature(event: Event, fields: tuple[str, ...]) -> tuple[Any, ...]:
+    """What a shared plan is kept under: the type, camera, minute and the fields the folds depend on."""
+    data = event.data
+    return (event.type, event.camera_id, event.minute, *[data.get(f) for f in fields])
 
 
 def _plan(event: Event) -> list[Planned]:
@@ -372,8 +377,7 @@ def _planned(wire: list[Event], oldest: int) -> tuple[list[Event | EventError], 
         fields = same.get(w.type)
         planned = None
         if fields is not None and w.v == 1:
-            data, ts = w.data, w.ts
-            planned = known.get((w.type, w.camera_id, ts - ts % MINUTE_MS, *[data.get(f) for f in fields]))
+            planned = known.get(_signature(w, fields))
         if planned is None:
             item = checked(w)
             if isinstance(item, EventError):
@@ -477,7 +481,7 @@ class MinuteAggregator:
         """Decode records; a record that cannot be read at all holds its one error."""
         out: list[Decoded] = []
         for record in records:
-            oldest = record.timestamp_ms - self.late_after_ms  # older is late (see _is_late)
+            oldest = self._oldest(record)
             wire = read_wire(record.value)
             if wire is not None:
                 out.append(Decoded(record, *_planned(wire, oldest)))
@@ -496,8 +500,9 @@ class MinuteAggregator:
             out.append(Decoded(record, items, plans, groups))
         return out
 
-    def _is_late(self, record: Incoming, event: Event) -> bool:
-        return record.timestamp_ms - event.ts > self.late_after_ms
+    def _oldest(self, record: Incoming) -> int:
+        """The oldest event time of ``record`` that is not late: ``late_after`` before its arrival."""
+        return record.timestamp_ms - self.late_after_ms
 
     @staticmethod
     def keys(decoded: Iterable[Decoded]) -> set[str]:
@@ -519,7 +524,7 @@ class MinuteAggregator:
             if record.timestamp_ms > stream_time.get(record.partition, 0):
                 stream_time[record.partition] = record.timestamp_ms
             there = self._fold_groups(d.groups, buckets, touched, seqsets, rolled)
-            oldest = record.timestamp_ms - self.late_after_ms  # older is late (see _is_late)
+            oldest = self._oldest(record)
             events = result.events
             for event, planned in zip(d.items, d.plans):
                 if planned and event.ts >= oldest:  # type: ignore[union-attr]  # the usual event: planned (never an error, never a reconcile), in time
@@ -533,7 +538,7 @@ class MinuteAggregator:
                     result.dead.append(DeadLetter.from_error(event, "streams", record.value, self.source_topic))
                 elif event.type == "reconcile":
                     self._reconcile(record, event, result)
-                elif self._is_late(record, event):
+                elif event.ts < oldest:
                     events.append((record, event, False))
                     result.late.append((record, event))
                     result.dead.append(self._late(event, record))

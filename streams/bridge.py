@@ -49,7 +49,7 @@ from runtime.process import run_supervised
 from runtime.retry import delays
 from runtime.settings import BridgeSettings
 from runtime.watchdog import Watchdog
-from schemas.codec import Event, EventError, Reason, decode, decode_ack, encode, encode_ack
+from schemas.codec import Event, EventError, Reason, decode, decode_ack, encode, encode_ack, is_json
 from schemas.deadletter import DeadLetter
 from schemas.topics import SHARDS, shard_of
 from streams import metrics as stream_metrics
@@ -424,7 +424,7 @@ class Bridge:
             # partition. A JSON message whose every event passed goes on as it
             # came: re-encoding it was about 6 % of the bridge's time (py-spy,
             # issue 35), and the worker reads it the same (one event or an array).
-            whole = len(good) == len(results) and payload.lstrip()[:1] < b"\x80"
+            whole = len(good) == len(results) and is_json(payload)
             out.records.append(
                 Record(
                     self.kafka_topics.events,

@@ -29,7 +29,6 @@ from devtools.processes import spawn, stop, wait_bridge_online
 from devtools.sandbox import Sandbox
 from fleetsight.mqtt_users import admin_settings, ensure_user, password_file
 from runtime.kafka_client import kafka_security
-from runtime.kafka_offsets import log_offsets
 from runtime.mqtt import make_client, publish_confirmed
 from runtime.settings import Settings
 from runtime.waiting import wait_for, wait_until
@@ -111,9 +110,7 @@ class Stack(Sandbox):
             partitions = [TopicPartition(topic, p) for p in range(self.settings.kafka_partitions)]
             consumer.assign(partitions)
             await consumer.seek_to_beginning(*partitions)
-            async with log_offsets(self.settings) as log:
-                ends = await log.ends(topic)
-            end = {tp: ends[tp.partition] for tp in partitions}
+            end = await consumer.end_offsets(partitions)
             events = 0
             async def behind() -> bool:
                 return any([await consumer.position(tp) < end[tp] for tp in partitions])
