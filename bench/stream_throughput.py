@@ -32,10 +32,11 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import asyncpg
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from devtools.ports import free_port
 from devtools.processes import spawn, stop, wait_bridge_online
@@ -49,6 +50,7 @@ from runtime.kafka_offsets import log_offsets
 from runtime.mqtt import make_client
 from runtime.settings import Settings, load_settings
 from runtime.waiting import WaitTimeout, wait_for, wait_until
+from schemas.aggregates import Row, decode_rows
 from schemas.codec import Event, encode
 from streams.partitioning import partition_for
 
@@ -244,8 +246,57 @@ def faust_rate(
         stop(procs)
 
 
-async def latency(settings: Settings, seconds: float, rate: float, logs: Path) -> list[tuple[float, float]]:
-    """(ms from publish to its row in SQL, when it was published) of each probe, fastest first."""
+@dataclass(frozen=True)
+class Probe:
+    """One probe event's way through the pipeline: when it was published, and when each hop had it (s)."""
+
+    published: float
+    in_kafka: float | None  # the events topic's record (the bridge's send)
+    in_rows: float | None  # the rows topic's record (the worker's send)
+    in_sql: float  # the row's updated_at (the sink's transaction)
+
+    @property
+    def ms(self) -> float:
+        return (self.in_sql - self.published) * 1000
+
+    def hops(self) -> str:
+        """Milliseconds spent in the bridge, the worker and the sink."""
+        if self.in_kafka is None or self.in_rows is None:
+            return "hops unknown (not found in Kafka)"
+        bridge, worker, sink = self.in_kafka - self.published, self.in_rows - self.in_kafka, self.in_sql - self.in_rows
+        return f"bridge {bridge * 1000:.0f}, worker {worker * 1000:.0f}, sink {sink * 1000:.0f}"
+
+
+async def hop_times(settings: Settings) -> tuple[dict[str, float], dict[str, float]]:
+    """When each probe reached the events topic and the rows topic (record timestamps, s), by its class."""
+    topics = settings.kafka_topics
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, **kafka_security(settings),
+                                auto_offset_reset="earliest", enable_auto_commit=False)
+    await consumer.start()
+    try:
+        found: dict[str, dict[str, float]] = {topics.events: {}, topics.rows: {}}
+        for topic, seen in found.items():
+            tps = [TopicPartition(topic, p) for p in range(settings.kafka_partitions)]  # both topics have as many
+            consumer.assign(tps)
+            await consumer.seek_to_beginning(*tps)
+            ends = await consumer.end_offsets(tps)
+            while [tp for tp, end in ends.items() if await consumer.position(tp) < end]:
+                for messages in (await consumer.getmany(timeout_ms=1000, max_records=5000)).values():
+                    for m in messages:
+                        if b'"probe-' not in m.value:
+                            continue
+                        items = decode_rows(m.value) if topic == topics.rows else [json.loads(m.value)]
+                        for item in items:
+                            cls = item.values.get("object_class") if isinstance(item, Row) else item["data"].get("class")
+                            if isinstance(cls, str) and cls.startswith("probe-"):
+                                seen.setdefault(cls, m.timestamp / 1000)
+        return found[topics.events], found[topics.rows]
+    finally:
+        await consumer.stop()
+
+
+async def latency(settings: Settings, seconds: float, rate: float, logs: Path) -> list[Probe]:
+    """Each probe's way from publish to its row in SQL, fastest first."""
     procs = [spawn(c, settings, logs / f"{c}-latency.log") for c in ("bridge", "worker", "sink")]
     try:
         assert await asyncio.to_thread(wait_bridge_online, settings, 60)
@@ -297,7 +348,12 @@ async def latency(settings: Settings, seconds: float, rate: float, logs: Path) -
         rows = await conn.fetch(probes)
         await conn.close()
         client.loop_stop()
-        return sorted(((float(r["at"]) - sent[r["object_class"]]) * 1000, sent[r["object_class"]]) for r in rows)
+        in_kafka, in_rows = await hop_times(settings)
+        found = [
+            Probe(sent[cls], in_kafka.get(cls), in_rows.get(cls), float(r["at"]))
+            for r in rows if (cls := r["object_class"])
+        ]
+        return sorted(found, key=lambda p: p.ms)
     finally:
         stop(procs)
 
@@ -309,6 +365,7 @@ def main() -> None:
                         help="events per Kafka record: an edge's batch (mqtt.batch_max, default 100), as the bridge passes it on")
     parser.add_argument("--latency-s", type=float, default=30.0)
     parser.add_argument("--rate", type=float, default=200.0, help="events/s of background load in part 3")
+    parser.add_argument("--parts", default="1,2,3", help="which parts to run, e.g. 3 for the latency alone")
     parser.add_argument("--faust-alone", nargs=3, metavar=("TOPIC", "BOOTSTRAP", "RECORDS"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.faust_alone:
@@ -323,6 +380,15 @@ def main() -> None:
 
 def run_all(settings: Settings, args: argparse.Namespace) -> None:
     logs = Path(tempfile.mkdtemp(prefix="fleetsight-bench-"))
+    parts = {int(p) for p in args.parts.split(",")}
+    if parts & {1, 2}:
+        throughput(settings, args, logs, parts)
+    if 3 in parts:
+        latencies(settings, args, logs)
+
+
+def throughput(settings: Settings, args: argparse.Namespace, logs: Path, parts: set[int]) -> None:
+    """Parts 1 and 2: a backlog through one worker against a bare consumer, and through two workers."""
     events = make_events(args.events)
     records = len(as_records(events, args.per_record))
     per_record = len(events) / records
@@ -343,18 +409,27 @@ def run_all(settings: Settings, args: argparse.Namespace) -> None:
     print(f"   ratio: {one / bare:.3f}  (against Faust alone: {one / alone:.3f})")
     print("   where the worker's time went, us an event: " + ", ".join(
         f"{stage} {seconds / len(events) * 1e6:.2f}" for stage, seconds in stages.items()))
+    if 2 not in parts:
+        return
     two = faust_rate(settings, records, 2, logs, per_record,
                      produce=lambda topics: asyncio.run(produce_backlog(topics, events, args.per_record)))
     print(f"2. two workers: {two:.0f} events/s, against one: {one:.0f} events/s; ratio {two / one:.2f}")
+
+
+def latencies(settings: Settings, args: argparse.Namespace, logs: Path) -> None:
+    """Part 3: event-to-SQL latency through the whole pipeline, with where the slowest probes waited."""
     probes = asyncio.run(latency(settings, args.latency_s, args.rate, logs))
-    lat = [ms for ms, _ in probes]
+    lat = [p.ms for p in probes]
     p50 = statistics.median(lat)
     p99 = lat[min(len(lat) - 1, int(0.99 * len(lat)))]
     print(f"3. event-to-SQL latency at {args.rate:.0f} events/s for {args.latency_s:.0f} s, {len(lat)} probes:")
     print(f"   p50 {p50:.0f} ms, p99 {p99:.0f} ms, max {lat[-1]:.0f} ms")
     # When the slowest went, to find in the logs (kept in this folder) what held them.
-    slowest = ", ".join(f"{ms:.0f} ms at {time.strftime('%H:%M:%S', time.localtime(at))}.{int(at % 1 * 1000):03d}" for ms, at in probes[-3:])
-    print(f"   slowest: {slowest}; logs in {logs}")
+    print(f"   the median probe: {probes[len(probes) // 2].hops()}")
+    for p in probes[-3:]:
+        at = p.published
+        print(f"   slow: {p.ms:.0f} ms at {time.strftime('%H:%M:%S', time.localtime(at))}.{int(at % 1 * 1000):03d} ({p.hops()})")
+    print(f"   logs in {logs}")
 
 
 async def run(box: Sandbox, args: argparse.Namespace) -> None:

@@ -17,6 +17,7 @@ in SQL and compares (``sinks/reconcile.py``). Both sides use this module, so
 from __future__ import annotations
 
 import hashlib
+import struct
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,11 +33,25 @@ def seq_hash(seq: int) -> int:
     return int.from_bytes(digest, "big") >> (64 - DIGEST_BITS)
 
 
+_BLANK = hashlib.blake2b(digest_size=8)
+_SEQ = struct.Struct(">Q").pack
+
+
 def seq_digest(seqs: Iterable[int]) -> int:
+    """The XOR of ``seqs``' hashes (:func:`seq_hash`), many at a time.
+
+    The same value, at half the cost: a copy of a blank hasher is cheaper
+    than making one from keyword arguments, and the shift distributes over
+    XOR, so it is done once. Hashing was a ninth of the stream worker's
+    time per event (0.9 of 8 us, issue 37).
+    """
     out = 0
+    copy, value = _BLANK.copy, int.from_bytes
     for seq in seqs:
-        out ^= seq_hash(seq)
-    return out
+        hasher = copy()
+        hasher.update(_SEQ(seq))
+        out ^= value(hasher.digest(), "big")
+    return out >> (64 - DIGEST_BITS)
 
 
 def digest_hex(value: int) -> str:

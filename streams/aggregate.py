@@ -57,7 +57,7 @@ from schemas.aggregates import (
 )
 from schemas.codec import MINUTE_MS, Event, EventError, Reason, checked, decode_validated, read_wire
 from schemas.deadletter import DeadLetter
-from schemas.ledger import UNCOUNTED, digest_hex, seq_hash
+from schemas.ledger import UNCOUNTED, digest_hex, seq_digest
 
 log = logging.getLogger("fleetsight.aggregate")
 
@@ -195,27 +195,9 @@ def _fold(acc: dict[str, float], ops: Ops, seqs: list[int]) -> None:
                     total += value
                 acc[name] = total
         elif op == "xor_seq_hash":
-            digest = int(acc.get(name, 0))
-            for seq in seqs:
-                digest ^= seq_hash(seq)
-            acc[name] = digest
+            acc[name] = int(acc.get(name, 0)) ^ seq_digest(seqs)
         else:
             acc[name] = max(acc.get(name, value), value)
-
-
-def _by_ops(opss: list[Ops], seqs: list[int]) -> Iterator[tuple[Ops, list[int]]]:
-    """The seqs of a bucket grouped by what they add (usually one group: a shared plan's ops)."""
-    first = opss[0]
-    if opss.count(first) == len(opss):  # identity first, in C
-        yield first, seqs
-        return
-    groups: dict[int, tuple[Ops, list[int]]] = {}
-    for ops, seq in zip(opss, seqs):
-        group = groups.get(id(ops))
-        if group is None:
-            group = groups[id(ops)] = (ops, [])
-        group[1].append(seq)
-    yield from groups.values()
 
 
 def last_minute(bucket: dict[str, Any]) -> int:
@@ -310,8 +292,13 @@ Planned = tuple[str, TableSpec, dict[str, Any], dict[str, tuple[str, float]], Ro
 
 
 # What one record does to one bucket: (table, dims, rollups, its first event,
-# the seqs in record order, and what each of them adds).
-Group = tuple[TableSpec, dict[str, Any], RolledUp, Event, list[int], list[Ops]]
+# and runs of seqs, each with what every seq of it adds). A run is the
+# record's events that share one plan (so one ops), in record order; an
+# event with a plan of its own is a run of one, so float sums are still
+# added event by event in record order.
+Group = tuple[TableSpec, dict[str, Any], RolledUp, Event, list[tuple[Ops, list[int]]]]
+# The record's events per plan (by identity), in the order first seen: (plan, its first event, their seqs).
+Runs = dict[int, tuple[list[Planned], Event, list[int]]]
 
 
 @dataclass(frozen=True)
@@ -371,7 +358,7 @@ def _planned(wire: list[Event], oldest: int) -> tuple[list[Event | EventError], 
     """
     items: list[Event | EventError] = []
     plans: list[list[Planned] | None] = []
-    groups: dict[str, Group] = {}
+    runs: Runs = {}
     same, known = _SAME_FOLDS, _plans
     for w in wire:
         fields = same.get(w.type)
@@ -389,20 +376,25 @@ def _planned(wire: list[Event], oldest: int) -> tuple[list[Event | EventError], 
         items.append(w)
         plans.append(planned)
         if w.ts >= oldest:
-            _add(groups, w, planned)
-    return items, plans, groups
+            run = runs.get(id(planned))
+            if run is None:
+                runs[id(planned)] = (planned, w, [w.seq])
+            else:
+                run[2].append(w.seq)
+    return items, plans, _grouped(runs)
 
 
-def _add(groups: dict[str, Group], event: Event, planned: list[Planned]) -> None:
-    """Put ``event``'s folds in its record's groups."""
-    seq = event.seq
-    for key, table, dims, ops, rollups in planned:
-        group = groups.get(key)
-        if group is None:
-            groups[key] = (table, dims, rollups, event, [seq], [ops])
-        else:
-            group[4].append(seq)
-            group[5].append(ops)
+def _grouped(runs: Runs) -> dict[str, Group]:
+    """A record's runs of events, spread over the buckets their plan folds into."""
+    groups: dict[str, Group] = {}
+    for planned, first, seqs in runs.values():
+        for key, table, dims, ops, rollups in planned:
+            group = groups.get(key)
+            if group is None:
+                groups[key] = (table, dims, rollups, first, [(ops, seqs)])
+            else:
+                group[4].append((ops, seqs))
+    return groups
 
 
 # The busiest event types whose folds depend only on these fields (and the
@@ -429,7 +421,7 @@ def _minute_bucket(
     bucket = touched.get(key)
     if bucket is not None:
         return bucket
-    table, dims, _, first, _, _ = group
+    table, dims, _, first, _ = group
     stored = buckets.get(key)
     if not stored:
         bucket = {
@@ -491,13 +483,13 @@ class MinuteAggregator:
             except EventError as exc:
                 items = [exc]
             plans: list[list[Planned] | None] = []
-            groups: dict[str, Group] = {}
+            runs: Runs = {}
             for item in items:
                 planned = None if isinstance(item, EventError) else plan(item)
                 plans.append(planned)
                 if planned and item.ts >= oldest:  # type: ignore[union-attr]  # planned: an Event
-                    _add(groups, item, planned)  # type: ignore[arg-type]
-            out.append(Decoded(record, items, plans, groups))
+                    runs[id(item)] = (planned, item, [item.seq])  # type: ignore[assignment,union-attr]  # a run of one: as checked events
+            out.append(Decoded(record, items, plans, _grouped(runs)))
         return out
 
     def _oldest(self, record: Incoming) -> int:
@@ -565,20 +557,23 @@ class MinuteAggregator:
             if group[0] is CAMERA_MINUTE_EVENTS:
                 if key not in seqsets:
                     seqsets[key] = SeqSet(_minute_bucket(key, group, buckets, touched).get("seqs", ()))
-                there.update(seqsets[key].add_many(group[4]))
-        for key, (table, dims, rollups, first, seqs, opss) in groups.items():
-            bucket = _minute_bucket(key, (table, dims, rollups, first, seqs, opss), buckets, touched)
+                runs = group[4]
+                # Ascending, the way add_many is quick (the runs of several event types interleave).
+                seqs = runs[0][1] if len(runs) == 1 else sorted(seq for _, some in runs for seq in some)
+                there.update(seqsets[key].add_many(seqs))
+        for key, group in groups.items():
+            table, dims, rollups, first, runs = group
+            bucket = _minute_bucket(key, group, buckets, touched)
             if there:
-                kept = [(ops, seq) for ops, seq in zip(opss, seqs) if seq not in there]
-                if not kept:
+                runs = [(ops, kept) for ops, some in runs if (kept := [seq for seq in some if seq not in there])]
+                if not runs:
                     continue
-                opss, seqs = [k[0] for k in kept], [k[1] for k in kept]
-            bucket["events"] += len(seqs)
-            low, high = min(seqs), max(seqs)
+            low, high = min(min(some) for _, some in runs), max(max(some) for _, some in runs)
+            bucket["events"] += sum(len(some) for _, some in runs)
             bucket["seq_first"] = low if bucket["seq_first"] is None else min(low, bucket["seq_first"])
             bucket["seq_last"] = high if bucket["seq_last"] is None else max(high, bucket["seq_last"])
             acc = bucket["acc"]
-            for ops, some in _by_ops(opss, seqs):
+            for ops, some in runs:
                 _fold(acc, ops, some)
                 for rollup_key, rollup, period in rollups:
                     total = rolled.get(rollup_key)

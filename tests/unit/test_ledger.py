@@ -8,7 +8,7 @@ from pathlib import Path
 from edge.events import NewEvent
 from edge.outbox import Outbox
 from schemas.codec import MINUTE_MS, Event, encode, validate
-from schemas.ledger import MinuteLedger, contribution, digest_hex, seq_digest
+from schemas.ledger import MinuteLedger, contribution, digest_hex, seq_digest, seq_hash
 from streams.aggregate import Incoming, MinuteAggregator, folds
 
 T0 = 1764072000000  # a minute start
@@ -148,3 +148,13 @@ def test_a_full_outbox_reports_each_minute_a_bounded_number_of_times(tmp_path: P
     after = reports(box.append([], close_at=T0 + 600_000))
     assert sorted(after) == [T0 + m * MINUTE_MS for m in range(10)]
     assert sum(r["events"] for r in after.values()) == 600 and sum(r["events"] - r["dropped"] for r in after.values()) == 50
+
+
+def test_the_digest_of_many_is_the_xor_of_each_hash() -> None:
+    """The cloud folds a record's seqs with ``seq_digest``, the edge one at a time with ``seq_hash``: the same digest."""
+    seqs = [1, 2, 3, 255, 256, 65_537, 2**40 + 7, 2**63 - 1]
+    one_by_one = 0
+    for seq in seqs:
+        one_by_one ^= seq_hash(seq)
+    assert seq_digest(seqs) == one_by_one and seq_digest([]) == 0
+    assert seq_hash(1) == 0x28CC_E1AE_9477_ED5C  # the contract with every edge in the field: never changes
