@@ -48,13 +48,24 @@ def cmd_db(args: argparse.Namespace, settings: DatabaseSettings) -> int:
 
 async def _partitions(settings: DatabaseSettings, show: bool) -> int:
     """Partition maintenance now (what the sink does every hour), and with ``show`` a table of what there is."""
+    from sqlalchemy.exc import DBAPIError
+
     from sinks.db import make_engine
-    from sinks.partitions import maintain, sizes
+    from sinks.partitions import JOB_DETACH_WAIT_S, JOB_TRIES, maintain, sizes
 
     engine = make_engine(settings.database_url)
     try:
-        report = await maintain(engine, settings.retention_of, settings.partitions_ahead_days)
-        log.info("partitions: %d made, %d dropped", len(report.created), len(report.dropped))
+        # A busy table is named and left for the next run (the rest goes on): not a failed job.
+        try:
+            report = await maintain(engine, settings.retention_of, settings.partitions_ahead_days,
+                                    detach_wait_s=JOB_DETACH_WAIT_S, tries=JOB_TRIES)
+        except DBAPIError as exc:
+            if getattr(exc.orig, "sqlstate", None) != "55P03":
+                raise
+            log.error("partition maintenance is running elsewhere (a sink or another job kept its lock); nothing changed, run this again later")
+            return 1
+        log.info("partitions: %d made, %d dropped, %d steps left for the next run (busy tables, above)",
+                 len(report.created), len(report.dropped), len(report.deferred))
         if show:
             found = await sizes(engine)
             if not found:

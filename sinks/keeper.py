@@ -53,8 +53,8 @@ class PartitionKeeper:
                     "partition maintenance could not run (%s); run `fleetsight db partitions` as the tables' owner "
                     "(e.g. daily), or give the sink that login", str(exc.orig).splitlines()[0],
                 )
-            elif state == "55P03":  # lock_timeout: a long query holds a table
-                log.warning("partition maintenance waited too long for a table lock; trying again in a minute")
+            elif state == "55P03":  # lock_timeout on the maintenance lock: another sink or the daily job holds it
+                log.warning("partition maintenance is running elsewhere; trying again in a minute")
                 self._last = time.monotonic() - max(0.0, self.settings.partition_maintenance_every_s - 60)
             else:
                 raise

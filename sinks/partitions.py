@@ -21,20 +21,31 @@ block making the partition they belong to.
 
 Partitions are made as plain tables and then attached (``ATTACH
 PARTITION`` takes a lock that lets reads and writes of the parent go on),
-and dropped after ``DETACH``; both under a short ``lock_timeout``, so a long
-query holding the parent makes maintenance wait for its next turn instead
-of queueing every writer behind it.
+one transaction per table, and dropped after ``DETACH PARTITION ...
+CONCURRENTLY``, outside any transaction. A plain ``DETACH`` wants the
+parent to itself: behind a long report it waited out its ``lock_timeout``
+while every sink write queued behind it, then failed the whole job, and
+the rollback took the partitions made ahead with it (issue 38). The
+concurrent one takes a lock that readers and writers pass, then waits for
+the queries that can still see the partition; cut short, it leaves the
+partition "detach pending", and the next run finishes it (``FINALIZE``).
+Whatever does not get its lock is tried again a few times and then left
+for the next run, named in the report (:attr:`Report.deferred`), while
+the rest of the job goes on.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from schemas.aggregates import TIME_PARTITIONED
@@ -46,6 +57,16 @@ log = logging.getLogger("fleetsight.partitions")
 # drops, and rows can wait in Kafka between them.
 DROP_GRACE = timedelta(days=1)
 LOCK_TIMEOUT = "5s"
+RETRY_PAUSE_S = 1.0
+# How long a concurrent detach waits for the queries that can still see its
+# partition, and how often a busy table is tried: the sink's hourly run
+# holds its rows meanwhile, so once and briefly; the daily ``fleetsight db
+# partitions`` (JOB_*) longer. Cut short, a drop is finished by a later run.
+DETACH_WAIT_S = 2.0
+JOB_DETACH_WAIT_S = 60.0
+JOB_TRIES = 3
+DROPPING = "fleetsight: past its retention, being dropped"  # the comment on a partition on its way out
+_BUSY = ("55P03", "57014")  # lock_timeout, statement_timeout (a concurrent detach that waited too long)
 # table resolution -> how its partitions are cut
 GRAIN = {"minute": "day", "hour": "month", "day": "year"}
 
@@ -55,6 +76,7 @@ class Partition:
     name: str
     start: datetime | None  # None: MINVALUE (a table that was there before partitioning, attached whole)
     end: datetime
+    pending: bool = False  # a concurrent detach was cut short: it is on its way out
 
 
 @dataclass
@@ -127,7 +149,8 @@ def _periods(table: str, grain: str, start: datetime, until: datetime) -> list[P
 
 _BOUND = re.compile(r"FROM \((?:'([^']+)'|MINVALUE)\) TO \('([^']+)'\)")
 _EXISTING = text("""
-    SELECT parent.relname AS parent, child.relname AS child, pg_get_expr(child.relpartbound, child.oid) AS bound
+    SELECT parent.relname AS parent, child.relname AS child, pg_get_expr(child.relpartbound, child.oid) AS bound,
+           i.inhdetachpending AS pending
     FROM pg_inherits i
     JOIN pg_class parent ON parent.oid = i.inhparent
     JOIN pg_class child ON child.oid = i.inhrelid
@@ -137,7 +160,13 @@ _EXISTING = text("""
 
 
 def bounds_of(found: dict[str, list[Partition]]) -> dict[str, tuple[datetime | None, datetime]]:
-    return {table: (parts[0].start, parts[-1].end) for table, parts in found.items() if parts}
+    """Per table: the start of its oldest partition that stays and the end of its newest."""
+    out = {}
+    for table, parts in found.items():
+        live = [p for p in parts if not p.pending]
+        if live:
+            out[table] = (live[0].start, live[-1].end)
+    return out
 
 
 _PARENTS = text("""
@@ -156,7 +185,7 @@ async def existing(conn: AsyncConnection) -> dict[str, list[Partition]]:
             log.warning("partition %s of %s has bounds we do not read: %s", row.child, row.parent, row.bound)
             continue
         start = datetime.fromisoformat(bound[1]).astimezone(UTC) if bound[1] else None
-        found[row.parent].append(Partition(row.child, start, datetime.fromisoformat(bound[2]).astimezone(UTC)))
+        found[row.parent].append(Partition(row.child, start, datetime.fromisoformat(bound[2]).astimezone(UTC), row.pending))
     for parts in found.values():
         parts.sort(key=lambda p: p.end)
     return found
@@ -168,45 +197,150 @@ class Report:
     dropped: list[tuple[str, str]] = field(default_factory=list)
     # table -> (start of its oldest partition, None for MINVALUE; end of its newest)
     bounds: dict[str, tuple[datetime | None, datetime]] = field(default_factory=dict)
+    # (table, what waits and why): steps left for the next run, their table busy
+    deferred: list[tuple[str, str]] = field(default_factory=list)
+
+
+_LOCK = "hashtext('fleetsight.partitions')"
 
 
 async def maintain(
     engine: AsyncEngine, retention_of: Callable[[str], int], ahead_days: int, now: datetime | None = None,
-    back_to: dict[str, datetime] | None = None,
+    back_to: dict[str, datetime] | None = None, detach_wait_s: float = DETACH_WAIT_S, tries: int = 1,
 ) -> Report:
-    """Make the partitions due and drop those past their retention, in one transaction.
+    """Make the partitions due, then drop those past their retention (see the module docstring).
 
-    Several sinks may run this at once: a transaction-level advisory lock
-    takes them one at a time.
+    Several sinks and the daily job may run this at once: an advisory lock
+    takes them one at a time. A table that stays busy through ``tries``
+    tries is left for the next run and named in the report; what was made
+    stays made.
     """
     now = now or datetime.now(UTC)
     report = Report()
-    async with engine.begin() as conn:
-        await conn.execute(text(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'"))
-        await conn.execute(text("SELECT pg_advisory_xact_lock(hashtext('fleetsight.partitions'))"))
-        for table, parts in (await existing(conn)).items():
-            todo = plan(table, parts, now, retention_of(table), ahead_days, (back_to or {}).get(table))
-            for p in todo.create:
-                assert p.start is not None  # plan() makes bounded periods only
-                # Made apart, then attached: ATTACH locks the parent far less than CREATE ... PARTITION OF.
-                await conn.execute(text(
-                    f'CREATE TABLE "{p.name}" (LIKE "{table}" INCLUDING DEFAULTS INCLUDING CONSTRAINTS)'
-                ))
-                await conn.execute(text(
-                    f"""ALTER TABLE "{table}" ATTACH PARTITION "{p.name}" """
-                    f"""FOR VALUES FROM ('{p.start.isoformat()}') TO ('{p.end.isoformat()}')"""
-                ))
-                report.created.append((table, p.name))
-            for p in todo.drop:
-                await conn.execute(text(f'ALTER TABLE "{table}" DETACH PARTITION "{p.name}"'))
-                await conn.execute(text(f'DROP TABLE "{p.name}"'))
-                report.dropped.append((table, p.name))
-            kept = sorted([p for p in parts if p not in todo.drop] + todo.create, key=lambda p: p.end)
-            report.bounds.update(bounds_of({table: kept}))
+    async with engine.connect() as session:
+        # Autocommit: a concurrent detach runs outside any transaction. So the
+        # advisory lock is the session's, let go at the end.
+        session = await session.execution_options(isolation_level="AUTOCOMMIT")
+        await session.execute(text(f"SET lock_timeout = '{LOCK_TIMEOUT}'"))
+        await session.execute(text("SET TimeZone = 'UTC'"))
+        await session.execute(text(f"SELECT pg_advisory_lock({_LOCK})"))
+        try:
+            async with engine.connect() as conn, conn.begin():
+                found = await existing(conn)
+            for table, parts in found.items():
+                kept = [p for p in parts if not p.pending]
+                todo = plan(table, kept, now, retention_of(table), ahead_days, (back_to or {}).get(table))
+                if todo.create and await _tried(session, table, "making " + _brief([(table, p.name) for p in todo.create]), report, tries,
+                                                _make, engine, table, todo.create):
+                    report.created += [(table, p.name) for p in todo.create]
+                    kept += todo.create
+                # Those a cut-short run left pending first: another concurrent detach waits for them.
+                for p in [p for p in parts if p.pending] + todo.drop:
+                    if not await _tried(session, table, f"dropping {p.name}", report, tries, _drop, session, table, p.name, detach_wait_s):
+                        break  # the table is busy: its other drops wait for the next run too
+                    report.dropped.append((table, p.name))
+                    if p in kept:
+                        kept.remove(p)
+                report.bounds.update(bounds_of({table: sorted(kept, key=lambda p: p.end)}))
+            for table in await _leftovers(session):
+                if await _tried(session, table, f"dropping {table}", report, tries, _drop_table, session, table):
+                    report.dropped.append((table, table))
+        finally:
+            await session.execute(text(f"SELECT pg_advisory_unlock({_LOCK})"))
     if report.created or report.dropped:
         log.info("partitions: made %d (%s), dropped %d (%s)", len(report.created), _brief(report.created),
                  len(report.dropped), _brief(report.dropped))
+    for table, what in report.deferred:
+        log.warning("partitions of %s: %s", table, what)
     return report
+
+
+async def _tried(
+    session: AsyncConnection, table: str, what: str, report: Report, tries: int, step: Callable[..., Awaitable[None]], *args: Any,
+) -> bool:
+    """Run ``step(*args)`` (a change to ``table``), up to ``tries`` times while the table is busy; False, and in
+    ``report.deferred``, if it stayed busy."""
+    for attempt in range(1, tries + 1):
+        try:
+            await step(*args)
+            return True
+        except DBAPIError as exc:
+            if getattr(exc.orig, "sqlstate", None) not in _BUSY:
+                raise
+            if attempt < tries:
+                await asyncio.sleep(RETRY_PAUSE_S)  # a pause between tries, not a wait on anything in particular
+    holders = await _holders(session, table)
+    report.deferred.append((table, f"{what} left for the next run: the table stayed busy ({tries} {'try' if tries == 1 else 'tries'}){holders}"))
+    return False
+
+
+async def _make(engine: AsyncEngine, table: str, create: list[Partition]) -> None:
+    """Make and attach ``create``, in one transaction of their own."""
+    async with engine.begin() as conn:
+        await conn.execute(text(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'"))
+        for p in create:
+            assert p.start is not None  # plan() makes bounded periods only
+            # Made apart, then attached: ATTACH locks the parent far less than CREATE ... PARTITION OF.
+            await conn.execute(text(f'CREATE TABLE "{p.name}" (LIKE "{table}" INCLUDING DEFAULTS INCLUDING CONSTRAINTS)'))
+            await conn.execute(text(
+                f"""ALTER TABLE "{table}" ATTACH PARTITION "{p.name}" """
+                f"""FOR VALUES FROM ('{p.start.isoformat()}') TO ('{p.end.isoformat()}')"""
+            ))
+
+
+async def _drop(session: AsyncConnection, table: str, name: str, wait_s: float) -> None:
+    """Detach partition ``name`` from ``table`` without holding its writers up, and drop it.
+
+    Where an earlier try left it: attached, detach pending (a wait cut
+    short: finished with ``FINALIZE``), or detached already (only its drop
+    did not get its lock).
+    """
+    pending = (await session.execute(_PENDING, {"name": name})).scalar()
+    if pending is not None:
+        if not pending:
+            # Marked first: if the drop below does not get its lock, the next run knows the detached table as ours.
+            await session.execute(text(f"""COMMENT ON TABLE "{name}" IS '{DROPPING}'"""))
+        await session.execute(text(f"SET statement_timeout = '{int(wait_s * 1000)}ms'"))
+        try:
+            await session.execute(text(f'ALTER TABLE "{table}" DETACH PARTITION "{name}" {"FINALIZE" if pending else "CONCURRENTLY"}'))
+        finally:
+            await session.execute(text("SET statement_timeout = 0"))
+    await _drop_table(session, name)
+
+
+_PENDING = text("SELECT inhdetachpending FROM pg_inherits WHERE inhrelid = CAST(:name AS regclass)")
+
+
+async def _drop_table(session: AsyncConnection, name: str) -> None:
+    await session.execute(text(f'DROP TABLE "{name}"'))
+
+
+_LEFTOVERS = text("""
+    SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+    WHERE n.nspname = current_schema() AND c.relkind = 'r' AND NOT c.relispartition
+      AND obj_description(c.oid, 'pg_class') = :comment
+""")
+
+
+async def _leftovers(session: AsyncConnection) -> list[str]:
+    """Partitions detached on their way out whose drop did not get its lock."""
+    return list((await session.execute(_LEFTOVERS, {"comment": DROPPING})).scalars())
+
+
+_HOLDERS = text(r"""
+    SELECT DISTINCT a.pid, a.state, now() - a.xact_start AS open_for, left(regexp_replace(a.query, '\s+', ' ', 'g'), 80) AS query
+    FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+    WHERE l.granted AND l.pid <> pg_backend_pid()
+      AND l.relation IN (SELECT CAST(:table AS regclass) UNION ALL SELECT inhrelid FROM pg_inherits WHERE inhparent = CAST(:table AS regclass))
+    ORDER BY open_for DESC NULLS LAST LIMIT 3
+""")
+
+
+async def _holders(session: AsyncConnection, table: str) -> str:
+    """Who holds ``table`` (or a partition of it) now, for the message: the long report to look at."""
+    rows = (await session.execute(_HOLDERS, {"table": table})).all()
+    held = "; ".join(f"pid {r.pid} ({r.state}, open {r.open_for}): {r.query}" for r in rows)
+    return f"; held by {held}" if held else ""
 
 
 def _brief(made: list[tuple[str, str]]) -> str:

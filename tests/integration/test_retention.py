@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
@@ -10,6 +11,7 @@ import time
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 
+import asyncpg
 import pytest
 
 from runtime.waiting import wait_for
@@ -66,3 +68,47 @@ async def test_a_backlog_lands_in_minute_hour_and_day_and_past_the_retention_goe
     assert "camera_minute_counts" in done.stdout and "3 days" in done.stdout, done.stdout
     assert not await stack.query("SELECT 1 FROM pg_class WHERE relname = $1", name)
     stack.assert_running()
+
+
+async def test_maintenance_behind_a_long_report_holds_no_writer_up_keeps_what_it_made_and_finishes_later(stack: Stack) -> None:
+    """A report reading a partition past its retention: its drop waits (writers pass), what is due is made, and a later run drops it."""
+    from sinks.db import make_engine
+    from sinks.partitions import maintain
+
+    table = "camera_minute_counts"
+    now = datetime.now(UTC)
+    today = now.replace(hour=0, minute=0, second=0, microsecond=0)
+    old = today - timedelta(days=5)
+    name = f"{table}_p{old:%Y%m%d}"
+    await stack.query(f"CREATE TABLE {name} PARTITION OF {table} FOR VALUES FROM ('{old.isoformat()}') TO ('{(old + timedelta(days=1)).isoformat()}')")
+    ahead = f"{table}_p{today + timedelta(days=9):%Y%m%d}"  # further than the migration makes them
+    assert not await stack.query("SELECT 1 FROM pg_class WHERE relname = $1", ahead)
+
+    report_conn = await asyncpg.connect(stack.dsn)  # an analyst's long report, still open
+    writer = await asyncpg.connect(stack.dsn)
+    engine = make_engine(stack.settings.database_url)
+    try:
+        await report_conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
+        await report_conn.fetch(f"SELECT count(*) FROM {table}")
+        job = asyncio.create_task(maintain(engine, lambda t: 3, ahead_days=9, detach_wait_s=3.0, tries=2))
+
+        async def detaching() -> bool:
+            return bool(await stack.query("SELECT 1 FROM pg_stat_activity WHERE query LIKE 'ALTER TABLE%DETACH PARTITION%' AND state = 'active'"))
+
+        await wait_for(detaching, 30, "the maintenance detaching the old partition")
+        # A sink's write meanwhile: a plain DETACH queued it until the DETACH gave up.
+        await writer.execute(f"INSERT INTO {table} (camera_id, object_class, minute, site, objects, events) VALUES ('w', 'person', $1, 's', 1, 1)", now)
+        assert await detaching(), "the write waited for the detach"
+        report = await job
+        assert (table, name) not in report.dropped and any(t == table and name in why and "busy" in why for t, why in report.deferred), report
+        assert await stack.query("SELECT 1 FROM pg_class WHERE relname = $1", ahead), "the partitions ahead were not made"
+        await report_conn.execute("COMMIT")
+
+        later = await maintain(engine, lambda t: 3, ahead_days=9, detach_wait_s=3.0)
+        assert (table, name) in later.dropped and not later.deferred, later
+        assert not await stack.query("SELECT 1 FROM pg_class WHERE relname = $1", name)
+        assert [r["objects"] for r in await stack.query(f"SELECT objects FROM {table} WHERE camera_id = 'w'")] == [1]
+    finally:
+        await engine.dispose()
+        await writer.close()
+        await report_conn.close()
