@@ -275,6 +275,11 @@ async def timed(conn: asyncpg.Connection, sql: str) -> tuple[float, int, int, in
     return statistics.median(times), rows, scanned, buffers, [tuple(r) for r in result]
 
 
+def pinned(sql: str, at: datetime) -> str:
+    """``sql`` with every ``now()`` fixed at ``at``."""
+    return sql.replace("now()", f"'{at.isoformat()}'::timestamptz")
+
+
 def dashboard_queries() -> dict[str, str]:
     board = json.loads((ROOT / "deploy" / "grafana" / "dashboards" / "fleet.json").read_text())
     out = {}
@@ -305,8 +310,11 @@ async def queries() -> bool:
     for column in ("question", "rollup ms", "rows read", "minutes ms", "rows read", "minutes / rollup", "same answer"):
         pairs.add_column(column, justify="left" if column == "question" else "right", overflow="fold")
     for name, on_rollup, on_minutes in PAIRS:
-        r_ms, r_rows, _, _, r_result = await timed(conn, on_rollup)
-        m_ms, m_rows, _, _, m_result = await timed(conn, on_minutes)
+        # One moment for both: with now() each took its window when it ran, and a
+        # fill that crossed UTC midnight between the two gave two dates (a false "NO").
+        at = await conn.fetchval("SELECT now()")
+        r_ms, r_rows, _, _, r_result = await timed(conn, pinned(on_rollup, at))
+        m_ms, m_rows, _, _, m_result = await timed(conn, pinned(on_minutes, at))
         same = r_result == m_result
         ok &= same and r_ms <= TARGET_MS
         pairs.add_row(name, f"{r_ms:.1f}", f"{r_rows:,}", f"{m_ms:.0f}", f"{m_rows:,}", f"{m_ms / r_ms:.0f}x", "yes" if same else "[red]NO[/]")
@@ -347,9 +355,15 @@ async def upsert_rate(cameras: int, minutes: int) -> None:
         result = aggregator.process(fleet_minute(cameras, base + m * 60_000, 1_000_000 + m * 10), state)
         batches.append(list(result.rows.values()))
     rollup_tables = {r.spec.name for pair in ROLLUPS.values() for r in pair}
+    conn = await asyncpg.connect(admin_dsn(OLD_DB))
+    old_columns: dict[str, set[str]] = {}
+    for r in await conn.fetch("SELECT table_name, column_name FROM information_schema.columns WHERE table_schema = current_schema()"):
+        old_columns.setdefault(r["table_name"], set()).add(r["column_name"])
+    await conn.close()
     results = {}
     for label, database, write, keep in (
-        ("before: 0007's layout and upsert (VALUES, 500 rows a statement)", OLD_DB, values_upsert, lambda t: t not in rollup_tables),
+        ("before: 0007's layout and upsert (VALUES, 500 rows a statement)", OLD_DB,
+         lambda engine, rows: values_upsert(engine, rows, old_columns), lambda t: t not in rollup_tables),
         ("now: partitioned, full history, minute rows only", DB, upsert, lambda t: t not in rollup_tables),
         ("now: partitioned, full history, with hour and day rows", DB, upsert, lambda t: True),
     ):
@@ -371,19 +385,21 @@ async def upsert_rate(cameras: int, minutes: int) -> None:
         console.print(f"  rows/s, {label} / before: {rate / old:.2f}")
 
 
-async def values_upsert(engine: AsyncEngine, rows: list[Row]) -> int:
-    """The baseline: the sink's upsert up to revision 0007 (multi-row VALUES through SQLAlchemy, 500 rows a statement)."""
+async def values_upsert(engine: AsyncEngine, rows: list[Row], columns: dict[str, set[str]]) -> int:
+    """The baseline: the sink's upsert up to revision 0007 (multi-row VALUES through SQLAlchemy, 500 rows a
+    statement), of the ``columns`` each table had then (later revisions added some)."""
     written = 0
     async with engine.begin() as conn:
         for table, items in sorted(latest(rows).items()):
             spec = items[0].spec
             items.sort(key=lambda r: tuple(str(r.values[k]) for k in spec.key))  # noqa: B023
             model = MODELS[table]
-            values = [{c: datetime.fromtimestamp(v / 1000, tz=UTC) if c in spec.times and v is not None else v for c, v in r.values.items()}
-                      for r in items]
+            had = columns[table]
+            values = [{c: datetime.fromtimestamp(v / 1000, tz=UTC) if c in spec.times and v is not None else v
+                       for c, v in r.values.items() if c in had} for r in items]
             for start in range(0, len(values), 500):
                 stmt = pg_insert(model).values(values[start:start + 500])
-                updates = {c: stmt.excluded[c] for c in spec.values} | {"updated_at": func.now()}
+                updates = {c: stmt.excluded[c] for c in spec.values if c in had} | {"updated_at": func.now()}
                 stmt = stmt.on_conflict_do_update(index_elements=list(spec.key), set_=updates,
                                                   where=getattr(model, str(spec.version)) < stmt.excluded[str(spec.version)])
                 await conn.execute(stmt)

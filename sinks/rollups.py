@@ -15,10 +15,12 @@ from schemas.aggregates import ROLLUPS, Rollup
 HOW: dict[str, tuple[str, str | None]] = {
     **{c: ("sum", None) for c in (
         "objects", "tracks_ended", "crossings_in", "crossings_out", "entries", "exits", "occupancy_samples", "events",
-        "reports", "frames", "frames_skipped",
+        "reports", "frames", "frames_skipped", "people_seen", "people_overlapping",
     )},
     **{c: ("max", None) for c in ("dwell_max_s", "occupancy_max", "inference_ms_p95", "outbox_depth_max")},
 }
+# column -> (numerator, denominator): a share of two sums, as the worker works it out from its sums.
+SHARES: dict[str, tuple[str, str]] = {"crowding": ("people_overlapping", "people_seen")}
 MEANS: dict[str, dict[str, str]] = {  # minute table -> mean column -> its weight
     "camera_minute_counts": {"dwell_mean_s": "tracks_ended"},
     "zone_minute_stats": {"dwell_mean_s": "exits", "occupancy_mean": "occupancy_samples"},
@@ -52,6 +54,7 @@ def select_from(rollup: Rollup) -> str:
         "camera_id": "camera_id", **{d: d for d in dims(rollup)}, rollup.column: period, "site": "max(site)",
         **{c: f"{HOW[c][0]}({c})" for c in rollup.spec.values if c in HOW},
         **{m: f"sum({m} * {w}) / nullif(sum({w}), 0)" for m, w in means.items()},
+        **{c: f"CAST(sum({n}) AS float8) / nullif(sum({d}), 0)" for c, (n, d) in SHARES.items() if c in rollup.spec.values},
     }
     return (
         f"SELECT {', '.join(f'{expr} AS {name}' for name, expr in columns.items())} FROM {source} "
