@@ -12,7 +12,7 @@ SINK_LAG = Histogram("fleetsight_sink_record_lag_seconds", "Row record in Kafka 
 SINK_RETRIES = Counter("fleetsight_sink_write_retries", "Database writes retried")
 SINK_BACKLOG = Gauge("fleetsight_sink_backlog_records", "Row records in Kafka not yet written")
 SINK_ROWS_EXPIRED = Counter(
-    "fleetsight_sink_rows_expired", "Rows not written: older than the oldest partition of their table (retention)", ["table"]
+    "fleetsight_sink_rows_expired", "Rows not written: past what their table keeps (FLEETSIGHT_RETENTION_DAYS), or with no partition", ["table"]
 )
 PARTITIONS_MADE = Counter("fleetsight_partitions_created", "Partitions made ahead of time", ["table"])
 PARTITIONS_DROPPED = Counter("fleetsight_partitions_dropped", "Partitions dropped after their retention", ["table"])

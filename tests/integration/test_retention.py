@@ -112,3 +112,31 @@ async def test_maintenance_behind_a_long_report_holds_no_writer_up_keeps_what_it
         await engine.dispose()
         await writer.close()
         await report_conn.close()
+
+
+async def test_a_row_past_the_retention_in_its_partitions_day_of_grace_is_left_out_with_a_word(stack: Stack, caplog) -> None:
+    """Its partition is still there for a day of grace; written, the row would go with it at the next maintenance, unannounced."""
+    from schemas.aggregates import Row
+    from sinks.db import make_engine
+    from sinks.keeper import PartitionKeeper
+
+    settings = stack.settings.model_copy(update={"retention_days": {**stack.settings.retention_days, "minute": 3}})
+    today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    graced = today - timedelta(days=4)  # ends 3 days ago: past the retention, dropped a day from now
+    kept = today - timedelta(days=2)
+    for day in (graced, kept):
+        await stack.query(f"CREATE TABLE camera_minute_counts_p{day:%Y%m%d} PARTITION OF camera_minute_counts "
+                          f"FOR VALUES FROM ('{day.isoformat()}') TO ('{(day + timedelta(days=1)).isoformat()}')")
+    engine = make_engine(settings.database_url)
+    try:
+        keeper = PartitionKeeper(engine, settings)
+        await keeper.maintain()  # the partition of 4 days ago stays: its day of grace
+        assert await stack.query("SELECT 1 FROM pg_class WHERE relname = $1", f"camera_minute_counts_p{graced:%Y%m%d}")
+
+        def row(day: datetime) -> Row:
+            return Row("camera_minute_counts", {"camera_id": "g", "object_class": "person", "minute": int((day + timedelta(hours=12)).timestamp() * 1000)})
+
+        assert await keeper.admit([row(graced), row(kept)]) == [row(kept)]
+        assert "past the 3 days the table keeps" in caplog.text
+    finally:
+        await engine.dispose()
