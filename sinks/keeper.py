@@ -128,8 +128,10 @@ class PartitionKeeper:
     def _past_retention(self, row: Row, now: datetime) -> bool:
         """Whether ``row``'s partition ends before what its table keeps: the next maintenance drops it."""
         t = self._time(row)
+        if t is None:
+            return False
         days = self.settings.retention_of(row.table)
-        if t is None or not days:
+        if not days:
             return False
         grain = grain_of(row.table)
         ends = next_start(grain, period_start(grain, datetime.fromtimestamp(t / 1000, tz=UTC)))

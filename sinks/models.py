@@ -452,3 +452,16 @@ class AlertDelivery(Base):
         Index("ix_alert_deliveries_pending", "webhook", "delivery_id", postgresql_where=text("status = 'pending'")),
         {"comment": "Alert notifications: one row per alert change and webhook (sinks/notifier.py)."},
     )
+
+
+class PartitionFloor(Base):
+    """How far back a time-partitioned table was dropped (sinks/partitions.py)."""
+
+    __tablename__ = "partition_floors"
+    table_name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    dropped_before: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), nullable=False, comment="the end of the newest partition dropped: nothing before it is made again",
+    )
+    retention_days: Mapped[int] = mapped_column(Integer, nullable=False, comment="the retention that drop was made at")
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False, server_default=func.now())
+    __table_args__ = ({"comment": "How far back each time-partitioned table was dropped (sinks/partitions.py)."},)

@@ -115,18 +115,21 @@ def grain_of(table: str) -> str:
 
 def plan(
     table: str, existing: Iterable[Partition], now: datetime, retention_days: int, ahead_days: int, back_to: datetime | None = None,
+    floor: datetime | None = None,
 ) -> Plan:
     """What to make and drop: every period from the newest partition (or today) to ``ahead_days`` on, and
-    back to ``back_to`` (a row older than the oldest partition) if the retention keeps that; drops
-    what is past the retention."""
+    back to ``back_to`` (a row older than the oldest partition) if the retention keeps that and it is not
+    before ``floor`` (where a drop reached: see :func:`maintain`); drops what is past the retention."""
     grain = grain_of(table)
     existing = sorted(existing, key=lambda p: p.end)
     out = Plan()
     keeps_from = now - timedelta(days=retention_days) if retention_days else None
     oldest = existing[0].start if existing else period_start(grain, now)
     if back_to is not None and oldest is not None and back_to < oldest and (keeps_from is None or back_to >= keeps_from):
-        # A fresh install, and an edge with a backlog from before it: its days are made too.
-        out.create += _periods(table, grain, period_start(grain, back_to), oldest)
+        # A fresh install, and an edge with a backlog from before it: its days are made too
+        # (never those a drop took: a process keeping longer would make them again for the next to drop).
+        start = period_start(grain, back_to) if floor is None else max(period_start(grain, back_to), floor)
+        out.create += _periods(table, grain, start, oldest)
     # On from the newest there is, whatever its age: no overlap, and no hole a
     # late row could fall into (days past the retention are dropped next time).
     start = existing[-1].end if existing else period_start(grain, now)
@@ -227,16 +230,24 @@ async def maintain(
         try:
             async with engine.connect() as conn, conn.begin():
                 found = await existing(conn)
+                floors = await _floors(conn)
             for table, parts in found.items():
                 kept = [p for p in parts if not p.pending]
-                todo = plan(table, kept, now, retention_of(table), ahead_days, (back_to or {}).get(table))
+                floor, kept_at = floors.get(table, (None, None))
+                if kept_at is not None and kept_at != retention_of(table):
+                    log.warning(
+                        "%s was last cut back keeping %d days; this process keeps %d (FLEETSIGHT_RETENTION_DAYS): "
+                        "give every process the same, or the shortest decides", table, kept_at, retention_of(table),
+                    )
+                todo = plan(table, kept, now, retention_of(table), ahead_days, (back_to or {}).get(table), floor)
                 if todo.create and await _tried(session, table, "making " + _brief([(table, p.name) for p in todo.create]), report, tries,
                                                 _make, engine, table, todo.create):
                     report.created += [(table, p.name) for p in todo.create]
                     kept += todo.create
                 # Those a cut-short run left pending first: another concurrent detach waits for them.
                 for p in [p for p in parts if p.pending] + todo.drop:
-                    if not await _tried(session, table, f"dropping {p.name}", report, tries, _drop, session, table, p.name, detach_wait_s):
+                    if not await _tried(session, table, f"dropping {p.name}", report, tries, _drop, session, table, p, retention_of(table),
+                                        detach_wait_s):
                         break  # the table is busy: its other drops wait for the next run too
                     report.dropped.append((table, p.name))
                     if p in kept:
@@ -288,24 +299,25 @@ async def _make(engine: AsyncEngine, table: str, create: list[Partition]) -> Non
             ))
 
 
-async def _drop(session: AsyncConnection, table: str, name: str, wait_s: float) -> None:
-    """Detach partition ``name`` from ``table`` without holding its writers up, and drop it.
+async def _drop(session: AsyncConnection, table: str, p: Partition, days: int, wait_s: float) -> None:
+    """Detach ``p`` from ``table`` without holding its writers up, raise the table's floor (dropped at ``days``), drop it.
 
     Where an earlier try left it: attached, detach pending (a wait cut
     short: finished with ``FINALIZE``), or detached already (only its drop
     did not get its lock).
     """
-    pending = (await session.execute(_PENDING, {"name": name})).scalar()
+    pending = (await session.execute(_PENDING, {"name": p.name})).scalar()
     if pending is not None:
         if not pending:
             # Marked first: if the drop below does not get its lock, the next run knows the detached table as ours.
-            await session.execute(text(f"""COMMENT ON TABLE "{name}" IS '{DROPPING}'"""))
+            await session.execute(text(f"""COMMENT ON TABLE "{p.name}" IS '{DROPPING}'"""))
         await session.execute(text(f"SET statement_timeout = '{int(wait_s * 1000)}ms'"))
         try:
-            await session.execute(text(f'ALTER TABLE "{table}" DETACH PARTITION "{name}" {"FINALIZE" if pending else "CONCURRENTLY"}'))
+            await session.execute(text(f'ALTER TABLE "{table}" DETACH PARTITION "{p.name}" {"FINALIZE" if pending else "CONCURRENTLY"}'))
         finally:
             await session.execute(text("SET statement_timeout = 0"))
-    await _drop_table(session, name)
+    await session.execute(_RAISE_FLOOR, {"table": table, "end": p.end, "days": days})
+    await _drop_table(session, p.name)
 
 
 _PENDING = text("SELECT inhdetachpending FROM pg_inherits WHERE inhrelid = CAST(:name AS regclass)")
@@ -313,6 +325,21 @@ _PENDING = text("SELECT inhdetachpending FROM pg_inherits WHERE inhrelid = CAST(
 
 async def _drop_table(session: AsyncConnection, name: str) -> None:
     await session.execute(text(f'DROP TABLE "{name}"'))
+
+
+_FLOORS = text("SELECT table_name, dropped_before, retention_days FROM partition_floors")
+_RAISE_FLOOR = text("""
+    INSERT INTO partition_floors (table_name, dropped_before, retention_days) VALUES (:table, :end, :days)
+    ON CONFLICT (table_name) DO UPDATE SET dropped_before = greatest(partition_floors.dropped_before, excluded.dropped_before),
+        retention_days = excluded.retention_days, updated_at = now()
+""")
+
+
+async def _floors(conn: AsyncConnection) -> dict[str, tuple[datetime, int]]:
+    """Per table, where drops reached and at what retention (none before revision 0012)."""
+    if not (await conn.execute(text("SELECT to_regclass('partition_floors') IS NOT NULL"))).scalar():
+        return {}
+    return {r.table_name: (r.dropped_before.astimezone(UTC), r.retention_days) for r in await conn.execute(_FLOORS)}
 
 
 _LEFTOVERS = text("""

@@ -140,3 +140,24 @@ async def test_a_row_past_the_retention_in_its_partitions_day_of_grace_is_left_o
         assert "past the 3 days the table keeps" in caplog.text
     finally:
         await engine.dispose()
+
+
+async def test_two_processes_with_different_retentions_do_not_make_each_others_drops_again(stack: Stack, caplog) -> None:
+    from sinks.db import make_engine
+    from sinks.partitions import maintain
+
+    table = "camera_minute_counts"
+    today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    old = today - timedelta(days=5)
+    name = f"{table}_p{old:%Y%m%d}"
+    await stack.query(f"CREATE TABLE {name} PARTITION OF {table} FOR VALUES FROM ('{old.isoformat()}') TO ('{(old + timedelta(days=1)).isoformat()}')")
+    engine = make_engine(stack.settings.database_url)
+    try:
+        short = await maintain(engine, lambda t: 3, ahead_days=7)
+        assert (table, name) in short.dropped
+        # A process keeping 30 days meets a row of that day: the day stays gone, and the difference is told.
+        await maintain(engine, lambda t: 30, ahead_days=7, back_to={table: old + timedelta(hours=12)})
+        assert not await stack.query("SELECT 1 FROM pg_class WHERE relname = $1", name)
+        assert "this process keeps 30" in caplog.text
+    finally:
+        await engine.dispose()

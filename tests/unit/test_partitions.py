@@ -72,3 +72,15 @@ def test_a_row_older_than_the_oldest_partition_gets_its_days_if_the_retention_ke
     assert back.create[-1].end == have[0].start
     # Past the retention, nothing is made: the row is left out.
     assert plan("camera_minute_counts", have, NOW, retention_days=2, ahead_days=7, back_to=NOW - timedelta(days=3)).create == []
+
+
+def test_days_a_drop_took_are_never_made_again_for_a_late_row() -> None:
+    """A process keeping longer than the one that dropped would make them for the next drop to take (issue 38)."""
+    have = days("camera_minute_counts", NOW.replace(hour=0, minute=0), 8)
+    floor = have[0].start  # a drop reached the oldest partition there is
+    back = plan("camera_minute_counts", have, NOW, retention_days=90, ahead_days=7, back_to=NOW - timedelta(days=3), floor=floor)
+    assert [p for p in back.create if p.end <= have[0].start] == []
+    # A floor further back still lets the days after it be made.
+    earlier = plan("camera_minute_counts", have, NOW, retention_days=90, ahead_days=7, back_to=NOW - timedelta(days=3),
+                   floor=floor - timedelta(days=1))
+    assert [p.start for p in earlier.create if p.end <= have[0].start] == [floor - timedelta(days=1)]
