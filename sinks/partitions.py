@@ -222,48 +222,63 @@ async def maintain(
     report = Report()
     async with engine.connect() as session:
         # Autocommit: a concurrent detach runs outside any transaction. So the
-        # advisory lock is the session's, let go at the end.
+        # advisory lock and the settings are the session's, undone at the end.
         session = await session.execution_options(isolation_level="AUTOCOMMIT")
-        await session.execute(text(f"SET lock_timeout = '{LOCK_TIMEOUT}'"))
-        await session.execute(text("SET TimeZone = 'UTC'"))
-        await session.execute(text(f"SELECT pg_advisory_lock({_LOCK})"))
         try:
-            async with engine.connect() as conn, conn.begin():
-                found = await existing(conn)
-                floors = await _floors(conn)
-            for table, parts in found.items():
-                kept = [p for p in parts if not p.pending]
-                floor, kept_at = floors.get(table, (None, None))
-                if kept_at is not None and kept_at != retention_of(table):
-                    log.warning(
-                        "%s was last cut back keeping %d days; this process keeps %d (FLEETSIGHT_RETENTION_DAYS): "
-                        "give every process the same, or the shortest decides", table, kept_at, retention_of(table),
-                    )
-                todo = plan(table, kept, now, retention_of(table), ahead_days, (back_to or {}).get(table), floor)
-                if todo.create and await _tried(session, table, "making " + _brief([(table, p.name) for p in todo.create]), report, tries,
-                                                _make, engine, table, todo.create):
-                    report.created += [(table, p.name) for p in todo.create]
-                    kept += todo.create
-                # Those a cut-short run left pending first: another concurrent detach waits for them.
-                for p in [p for p in parts if p.pending] + todo.drop:
-                    if not await _tried(session, table, f"dropping {p.name}", report, tries, _drop, session, table, p, retention_of(table),
-                                        detach_wait_s):
-                        break  # the table is busy: its other drops wait for the next run too
-                    report.dropped.append((table, p.name))
-                    if p in kept:
-                        kept.remove(p)
-                report.bounds.update(bounds_of({table: sorted(kept, key=lambda p: p.end)}))
-            for table in await _leftovers(session):
-                if await _tried(session, table, f"dropping {table}", report, tries, _drop_table, session, table):
-                    report.dropped.append((table, table))
-        finally:
-            await session.execute(text(f"SELECT pg_advisory_unlock({_LOCK})"))
+            await session.execute(text(f"SET lock_timeout = '{LOCK_TIMEOUT}'"))
+            await session.execute(text("SET TimeZone = 'UTC'"))
+            await session.execute(text(f"SELECT pg_advisory_lock({_LOCK})"))
+            try:
+                await _run(session, engine, report, now, retention_of, ahead_days, back_to or {}, detach_wait_s, tries)
+            finally:
+                await session.execute(text(f"SELECT pg_advisory_unlock({_LOCK})"))
+                await session.execute(text("RESET ALL"))  # the pool hands this connection to the sink's writes next
+        except BaseException:
+            # Not back to the pool: it may still hold the lock (every other maintenance
+            # would wait on it) or the lock timeout (the sink's writes would run under it).
+            await session.invalidate()
+            raise
     if report.created or report.dropped:
         log.info("partitions: made %d (%s), dropped %d (%s)", len(report.created), _brief(report.created),
                  len(report.dropped), _brief(report.dropped))
     for table, what in report.deferred:
         log.warning("partitions of %s: %s", table, what)
     return report
+
+
+async def _run(
+    session: AsyncConnection, engine: AsyncEngine, report: Report, now: datetime, retention_of: Callable[[str], int],
+    ahead_days: int, back_to: dict[str, datetime], detach_wait_s: float, tries: int,
+) -> None:
+    """The maintenance itself, under the lock: per table, make what is due, then drop what is past the retention."""
+    async with engine.connect() as conn, conn.begin():
+        found = await existing(conn)
+        floors = await _floors(conn)
+    for table, parts in found.items():
+        kept = [p for p in parts if not p.pending]
+        floor, kept_at = floors.get(table, (None, None))
+        if kept_at is not None and kept_at != retention_of(table):
+            log.warning(
+                "%s was last cut back keeping %d days; this process keeps %d (FLEETSIGHT_RETENTION_DAYS): "
+                "give every process the same, or the shortest decides", table, kept_at, retention_of(table),
+            )
+        todo = plan(table, kept, now, retention_of(table), ahead_days, back_to.get(table), floor)
+        if todo.create and await _tried(session, table, "making " + _brief([(table, p.name) for p in todo.create]), report, tries,
+                                        _make, engine, table, todo.create):
+            report.created += [(table, p.name) for p in todo.create]
+            kept += todo.create
+        # Those a cut-short run left pending first: another concurrent detach waits for them.
+        for p in [p for p in parts if p.pending] + todo.drop:
+            if not await _tried(session, table, f"dropping {p.name}", report, tries, _drop, session, table, p, retention_of(table),
+                                detach_wait_s):
+                break  # the table is busy: its other drops wait for the next run too
+            report.dropped.append((table, p.name))
+            if p in kept:
+                kept.remove(p)
+        report.bounds.update(bounds_of({table: sorted(kept, key=lambda p: p.end)}))
+    for table in await _leftovers(session):
+        if await _tried(session, table, f"dropping {table}", report, tries, _drop_table, session, table):
+            report.dropped.append((table, table))
 
 
 async def _tried(

@@ -161,3 +161,20 @@ async def test_two_processes_with_different_retentions_do_not_make_each_others_d
         assert "this process keeps 30" in caplog.text
     finally:
         await engine.dispose()
+
+
+async def test_maintenance_hands_its_connections_back_as_it_found_them(stack: Stack) -> None:
+    """It runs under a lock timeout, in UTC, holding an advisory lock: none of that may stay on a pooled connection the sink writes with."""
+    from sinks.db import make_engine
+    from sinks.partitions import maintain
+
+    engine = make_engine(stack.settings.database_url)
+    try:
+        await maintain(engine, lambda t: 3, ahead_days=7)
+        async with engine.connect() as first, engine.connect() as second:  # the pool's two connections
+            for conn in (first, second):
+                assert (await conn.exec_driver_sql("SHOW lock_timeout")).scalar() == "0"
+        assert not await stack.query(
+            "SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND database = (SELECT oid FROM pg_database WHERE datname = current_database())")
+    finally:
+        await engine.dispose()
