@@ -315,6 +315,9 @@ class Decoded:
     # a bucket's seqs are deduped and folded together (a shared plan's 50
     # events fold as one), not one event at a time.
     groups: dict[str, Group]
+    # Items that repeat an earlier event of the record (same camera, minute
+    # and seq): left out of the groups, duplicates whatever the state holds.
+    repeated: frozenset[int] = frozenset()
 
 
 def plan(event: Event) -> list[Planned]:
@@ -348,8 +351,11 @@ def _plan(event: Event) -> list[Planned]:
     ]
 
 
-def _planned(wire: list[Event], oldest: int) -> tuple[list[Event | EventError], list[list[Planned] | None], dict[str, Group]]:
-    """A record's events (as ``schemas.codec.read_wire`` reads them), their plans, and their groups (events from ``oldest`` on).
+def _planned(
+    wire: list[Event], oldest: int,
+) -> tuple[list[Event | EventError], list[list[Planned] | None], dict[str, Group], frozenset[int]]:
+    """A record's events (as ``schemas.codec.read_wire`` reads them), their plans, their groups (events from
+    ``oldest`` on), and the items that repeat an earlier one (see :class:`Decoded`).
 
     An event of a busiest type whose fields are those of an event checked
     and planned before takes that plan with no check of its own: the quick
@@ -381,7 +387,44 @@ def _planned(wire: list[Event], oldest: int) -> tuple[list[Event | EventError], 
                 runs[id(planned)] = (planned, w, [w.seq])
             else:
                 run[2].append(w.seq)
-    return items, plans, _grouped(runs)
+    groups = _grouped(runs)
+    if _repeats(groups):  # rare: an edge that sent an event twice in one message
+        runs, repeated = _first_only(items, plans, oldest)
+        return items, plans, _grouped(runs), repeated
+    return items, plans, groups, frozenset()
+
+
+def _repeats(groups: dict[str, Group]) -> bool:
+    """Whether a camera-minute of the record holds a seq twice."""
+    for table, _, _, _, runs in groups.values():
+        if table is CAMERA_MINUTE_EVENTS:
+            n = sum(len(seqs) for _, seqs in runs)
+            if n > 1 and len({seq for _, seqs in runs for seq in seqs}) < n:
+                return True
+    return False
+
+
+def _first_only(items: list[Event | EventError], plans: list[list[Planned] | None], oldest: int) -> tuple[Runs, frozenset[int]]:
+    """Runs of one event each, in record order, of the first of each (camera, minute, seq); the indexes of the rest.
+
+    Grouped, a seq twice in one record met its own first copy in the
+    camera-minute's seq set, and both copies were dropped as duplicates
+    (issue 37's grouping, found in review: the event was lost).
+    """
+    runs: Runs = {}
+    seen: set[tuple[str, int, int]] = set()
+    repeated: set[int] = set()
+    for i, (item, planned) in enumerate(zip(items, plans, strict=True)):
+        if not planned or item.ts < oldest:  # type: ignore[union-attr]  # planned: an Event
+            continue
+        event: Event = item  # type: ignore[assignment]
+        key = (event.camera_id, event.minute, event.seq)
+        if key in seen:
+            repeated.add(i)
+        else:
+            seen.add(key)
+            runs[id(event)] = (planned, event, [event.seq])
+    return runs, frozenset(repeated)
 
 
 def _grouped(runs: Runs) -> dict[str, Group]:
@@ -482,14 +525,9 @@ class MinuteAggregator:
                 items = decode_validated(record.value)
             except EventError as exc:
                 items = [exc]
-            plans: list[list[Planned] | None] = []
-            runs: Runs = {}
-            for item in items:
-                planned = None if isinstance(item, EventError) else plan(item)
-                plans.append(planned)
-                if planned and item.ts >= oldest:  # type: ignore[union-attr]  # planned: an Event
-                    runs[id(item)] = (planned, item, [item.seq])  # type: ignore[assignment,union-attr]  # a run of one: as checked events
-            out.append(Decoded(record, items, plans, _grouped(runs)))
+            plans = [None if isinstance(item, EventError) else plan(item) for item in items]
+            runs, repeated = _first_only(items, plans, oldest)  # runs of one: as checked events
+            out.append(Decoded(record, items, plans, _grouped(runs), repeated))
         return out
 
     def _oldest(self, record: Incoming) -> int:
@@ -518,9 +556,10 @@ class MinuteAggregator:
             there = self._fold_groups(d.groups, buckets, touched, seqsets, rolled)
             oldest = self._oldest(record)
             events = result.events
-            for event, planned in zip(d.items, d.plans):
+            repeated = d.repeated
+            for i, (event, planned) in enumerate(zip(d.items, d.plans, strict=True)):
                 if planned and event.ts >= oldest:  # type: ignore[union-attr]  # the usual event: planned (never an error, never a reconcile), in time
-                    new = event.seq not in there  # type: ignore[union-attr]  # planned: an Event
+                    new = not (there and event.seq in there.get((event.camera_id, event.minute), ()) or repeated and i in repeated)  # type: ignore[union-attr]
                     events.append((record, event, new))  # type: ignore[arg-type]
                     if new:
                         result.applied += 1
@@ -550,9 +589,9 @@ class MinuteAggregator:
     def _fold_groups(
         groups: dict[str, Group], buckets: MutableMapping[str, Any], touched: dict[str, dict[str, Any]],
         seqsets: dict[str, SeqSet], rolled: dict[str, dict[str, Any]],
-    ) -> set[int]:
-        """Fold one record's groups into their buckets (and hours and days); the seqs applied before (duplicates)."""
-        there: set[int] = set()
+    ) -> dict[tuple[str, int], set[int]]:
+        """Fold one record's groups into their buckets (and hours and days); per (camera, minute), the seqs applied before (duplicates)."""
+        there: dict[tuple[str, int], set[int]] = {}
         for key, group in groups.items():  # the dedupe: each event's camera-minute
             if group[0] is CAMERA_MINUTE_EVENTS:
                 if key not in seqsets:
@@ -560,12 +599,13 @@ class MinuteAggregator:
                 runs = group[4]
                 # Ascending, the way add_many is quick (the runs of several event types interleave).
                 seqs = runs[0][1] if len(runs) == 1 else sorted(seq for _, some in runs for seq in some)
-                there.update(seqsets[key].add_many(seqs))
+                if dup := seqsets[key].add_many(seqs):
+                    there[(group[3].camera_id, group[3].minute)] = set(dup)
         for key, group in groups.items():
             table, dims, rollups, first, runs = group
             bucket = _minute_bucket(key, group, buckets, touched)
-            if there:
-                runs = [(ops, kept) for ops, some in runs if (kept := [seq for seq in some if seq not in there])]
+            if there and (applied := there.get((first.camera_id, first.minute))):
+                runs = [(ops, kept) for ops, some in runs if (kept := [seq for seq in some if seq not in applied])]
                 if not runs:
                     continue
             low, high = min(min(some) for _, some in runs), max(max(some) for _, some in runs)

@@ -217,7 +217,10 @@ def test_records_of_many_events_fold_as_their_events_one_by_one() -> None:
         at = 0
         while at < len(evs):  # edge batches of any size, then resends overlapping what went before
             size = rng.randint(1, 60)
-            records.append(Incoming(0, arrived, encode([validate(e) for e in evs[at:at + size]])))
+            batch = evs[at:at + size]
+            if rng.random() < 0.3:  # an edge that put an event in its batch twice
+                batch = [*batch, batch[rng.randrange(len(batch))]]
+            records.append(Incoming(0, arrived, encode([validate(e) for e in batch])))
             back = rng.randint(0, at)
             records.append(Incoming(0, arrived, encode([validate(e) for e in evs[back:back + rng.randint(1, 30)]])))
             at += size
@@ -231,6 +234,21 @@ def test_records_of_many_events_fold_as_their_events_one_by_one() -> None:
                 assert abs(grouped[key][column] - value) <= 1e-9 * abs(value), (key, column)
             else:
                 assert grouped[key][column] == value, (key, column)
+
+
+def test_an_event_twice_in_one_record_counts_once() -> None:
+    """Grouped per bucket, the second copy met the first in the seq set and both were dropped (found in issue 37's review)."""
+    minute = T0 - T0 % MINUTE_MS
+    events = [
+        validate({"v": 1, "camera_id": "cam-1", "site": "s", "seq": seq, "ts": minute + seq, "type": "track.start", "data": BODIES["track.start"](seq, "person")})
+        for seq in (1, 2, 2, 3)
+    ]
+    records = [Incoming(0, minute + 10_000, encode(events))]
+    result = MinuteAggregator(24 * HOUR).process(records, {})
+    assert (result.applied, result.duplicates) == (3, 1)
+    [row] = rows(result, "camera_minute_counts").values()
+    assert (row["objects"], row["events"]) == (3, 3)
+    assert [new for _, _, new in result.events] == [True, True, False, True]
 
 
 def test_a_bucket_saved_with_its_own_seqs_goes_on_counting_exactly() -> None:
