@@ -10,7 +10,9 @@ time (a fresh install meeting an edge's backlog from the day before).
 What still has no partition (older than the retention: the stream worker
 sends such events down the late path, so this is only a net for a worker
 with other settings) is left out, logged and counted
-(``fleetsight_sink_rows_expired``).
+(``fleetsight_sink_rows_expired``), and so is a row already past its
+table's retention whose partition only waits out its day of grace: written,
+it would go with the partition at the next maintenance, unannounced.
 """
 
 from __future__ import annotations
