@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -28,7 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from runtime.settings import DatabaseSettings
 from schemas.aggregates import TIME_PARTITIONED, Row
 from sinks import metrics as sink_metrics
-from sinks.partitions import bounds_of, existing, grain_of, maintain, next_start, period_start
+from sinks.partitions import bounds_of, existing, maintain, past_retention
 
 log = logging.getLogger("fleetsight.partitions")
 
@@ -130,14 +130,9 @@ class PartitionKeeper:
     def _past_retention(self, row: Row, now: datetime) -> bool:
         """Whether ``row``'s partition ends before what its table keeps: the next maintenance drops it."""
         t = self._time(row)
-        if t is None:
-            return False
-        days = self.settings.retention_of(row.table)
-        if not days:
-            return False
-        grain = grain_of(row.table)
-        ends = next_start(grain, period_start(grain, datetime.fromtimestamp(t / 1000, tz=UTC)))
-        return ends <= now - timedelta(days=days)
+        return t is not None and past_retention(
+            row.table, datetime.fromtimestamp(t / 1000, tz=UTC), now, self.settings.retention_of(row.table),
+        )
 
 
 def _ms(moment: datetime) -> int:

@@ -113,6 +113,19 @@ def grain_of(table: str) -> str:
     return GRAIN[TIME_PARTITIONED[table][1]]
 
 
+def keeps_from(now: datetime, retention_days: int) -> datetime | None:
+    """The oldest time a table with this retention keeps (None: it keeps everything)."""
+    return now - timedelta(days=retention_days) if retention_days else None
+
+
+def past_retention(table: str, moment: datetime, now: datetime, retention_days: int) -> bool:
+    """Whether the partition holding ``moment`` ends before what ``table`` keeps: maintenance
+    drops it once its day of grace (:data:`DROP_GRACE`) is over."""
+    kept = keeps_from(now, retention_days)
+    grain = grain_of(table)
+    return kept is not None and next_start(grain, period_start(grain, moment)) <= kept
+
+
 def plan(
     table: str, existing: Iterable[Partition], now: datetime, retention_days: int, ahead_days: int, back_to: datetime | None = None,
     floor: datetime | None = None,
@@ -123,9 +136,9 @@ def plan(
     grain = grain_of(table)
     existing = sorted(existing, key=lambda p: p.end)
     out = Plan()
-    keeps_from = now - timedelta(days=retention_days) if retention_days else None
+    kept = keeps_from(now, retention_days)
     oldest = existing[0].start if existing else period_start(grain, now)
-    if back_to is not None and oldest is not None and back_to < oldest and (keeps_from is None or back_to >= keeps_from):
+    if back_to is not None and oldest is not None and back_to < oldest and (kept is None or back_to >= kept):
         # A fresh install, and an edge with a backlog from before it: its days are made too
         # (never those a drop took: a process keeping longer would make them again for the next to drop).
         start = period_start(grain, back_to) if floor is None else max(period_start(grain, back_to), floor)
@@ -134,8 +147,8 @@ def plan(
     # late row could fall into (days past the retention are dropped next time).
     start = existing[-1].end if existing else period_start(grain, now)
     out.create += _periods(table, grain, start, next_start(grain, period_start(grain, now + timedelta(days=ahead_days))))
-    if keeps_from is not None:
-        out.drop = [p for p in existing if p.end <= keeps_from - DROP_GRACE]
+    if kept is not None:
+        out.drop = [p for p in existing if p.end <= kept - DROP_GRACE]
     return out
 
 
@@ -222,11 +235,10 @@ async def maintain(
     report = Report()
     async with engine.connect() as session:
         # Autocommit: a concurrent detach runs outside any transaction. So the
-        # advisory lock and the settings are the session's, undone at the end.
+        # advisory lock and the lock timeout are the session's, undone at the end.
         session = await session.execution_options(isolation_level="AUTOCOMMIT")
         try:
             await session.execute(text(f"SET lock_timeout = '{LOCK_TIMEOUT}'"))
-            await session.execute(text("SET TimeZone = 'UTC'"))
             await session.execute(text(f"SELECT pg_advisory_lock({_LOCK})"))
             try:
                 await _run(session, engine, report, now, retention_of, ahead_days, back_to or {}, detach_wait_s, tries)
