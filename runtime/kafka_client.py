@@ -142,6 +142,9 @@ async def partition_health(
     return None
 
 
+COMMIT_CHECK_S = 5.0  # how long an offset commit waits before asking Kafka how it is
+
+
 async def commit_read(
     consumer: AIOKafkaConsumer, log: logging.Logger, watchdog: Watchdog | None = None,
     offsets: dict[TopicPartition, int] | None = None,
@@ -155,8 +158,17 @@ async def commit_read(
     owner, and every writer here is idempotent; so it is logged and the loop
     goes on (the consumer rejoins the group on its next fetch).
     """
+    commit = asyncio.ensure_future(consumer.commit(offsets))
     try:
-        await consumer.commit(offsets)
+        # aiokafka waits for the group's coordinator without end: with Kafka
+        # killed mid-commit the sink sat here silent for its whole stall
+        # timeout and the watchdog restarted it (soak, 2 of 5 backlog runs on
+        # a loaded box). So the wait is cut into slices, each followed by a
+        # look at Kafka: a fault it reports is waited out, not judged a hang.
+        while not (await asyncio.wait({commit}, timeout=COMMIT_CHECK_S))[0]:
+            if watchdog is not None and (problem := await partition_health(consumer, consumer.assignment())) is not None:
+                watchdog.fault(f"offset commit waits: {problem}")
+        commit.result()
     except (*RECOVERABLE, kafka_errors.IllegalStateError) as exc:  # IllegalState: no partitions assigned, mid-rebalance
         # CommitFailedError's text is a paragraph about poll intervals; what happened is simpler.
         why = "the group rebalanced" if isinstance(exc, kafka_errors.CommitFailedError) else str(exc)[:200]
@@ -164,4 +176,7 @@ async def commit_read(
         if watchdog is not None:
             watchdog.fault(f"offset commit refused: {type(exc).__name__}")
         return False
+    finally:
+        if not commit.done():
+            commit.cancel()  # we were cancelled: stopping
     return True
