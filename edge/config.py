@@ -137,6 +137,19 @@ class TrackingConfig(_Strict):
 class LineConfig(_Strict):
     name: Name
     points: tuple[Point, Point] = Field(description="two points, as fractions of the frame ([x, y], 0..1)")
+    entrance: str | None = Field(
+        None, description="a door of the camera's site: the line's direction (in or out) that enters the site (README, \"People inside a site\")",
+    )
+
+    @field_validator("entrance")
+    @classmethod
+    def _direction(cls, value: str | None) -> str | None:
+        if value is not None and value not in ("in", "out"):
+            raise ValueError(
+                f"entrance is the one direction of the line that enters the site, in or out, not {value!r} "
+                "(the other direction leaves it)"
+            )
+        return value
 
     @model_validator(mode="after")
     def _distinct(self) -> LineConfig:
@@ -203,6 +216,15 @@ class CameraConfig(_Strict):
     snapshots: SnapshotConfig = Field(default_factory=SnapshotConfig)
     metrics_port: int | None = Field(9104, ge=0, le=65535, description="Prometheus /metrics; null: off")
     metrics_bind: str = "127.0.0.1"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _entrances_need_a_site(cls, data: Any) -> Any:
+        if isinstance(data, dict) and not data.get("site"):
+            doors = [str(line.get("name")) for line in data.get("lines") or [] if isinstance(line, dict) and line.get("entrance")]
+            if doors:
+                raise ValueError(f"line {', '.join(doors)} is a site entrance, but the camera names no site: set site (or the site file's site)")
+        return data
 
     @field_validator("lines", "zones")
     @classmethod

@@ -72,7 +72,7 @@ class NodeStats:
 
 def build_scene(config: CameraConfig) -> Scene:
     return Scene(
-        [Line(line.name, *line.points) for line in config.lines],
+        [Line(line.name, *line.points, line.entrance) for line in config.lines],
         [Zone(zone.name, tuple(zone.polygon)) for zone in config.zones],
         margin=config.tracking.margin,
         track_timeout_s=config.tracking.timeout_s,

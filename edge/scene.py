@@ -72,6 +72,7 @@ class Line:
     name: str
     a: Point
     b: Point
+    entrance: str | None = None  # a site entrance: the direction ("in" or "out") that enters the site
 
     def offset(self, p: Point) -> float:
         """Signed distance of ``p`` from the line, in frame fractions."""
@@ -210,7 +211,7 @@ class Scene:
         self._orphans_until = 0.0
         self._next_id = 1
         self.geometry_doc = geometry_version.normalized(
-            [(line.name, line.a, line.b) for line in self.lines], [(zone.name, zone.polygon) for zone in self.zones]
+            [(line.name, line.a, line.b, line.entrance) for line in self.lines], [(zone.name, zone.polygon) for zone in self.zones]
         )
         self.geometry = geometry_version.version(self.geometry_doc) if self.lines or self.zones else ""
         self._retired: list[NewEvent] = []  # zone exits under an older geometry, out with the next frame

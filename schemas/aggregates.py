@@ -233,5 +233,7 @@ TIME_PARTITIONED: dict[str, tuple[str, str]] = {
         CAMERA_MINUTE_COUNTS, LINE_MINUTE_CROSSINGS, ZONE_MINUTE_STATS, CAMERA_MINUTE_HEALTH, CAMERA_MINUTE_EVENTS, CAMERA_MINUTE_LEDGER,
     )},
     "camera_minute_reconciliation": ("minute", "minute"),
+    # Site occupancy (sinks/site_occupancy.py): kept by the sink, not sent as rows.
+    "site_minute_occupancy": ("minute", "minute"), "site_hour_occupancy": ("hour", "hour"), "site_day_occupancy": ("day", "day"),
     **{r.spec.name: (r.column, r.column) for r in ROLLUP_TABLES.values()},
 }

@@ -16,14 +16,24 @@ from typing import Any
 Point = Sequence[float]
 
 
-def normalized(lines: Iterable[tuple[str, Point, Point]], zones: Iterable[tuple[str, Sequence[Point]]]) -> dict[str, Any]:
-    """Lines ``(name, a, b)`` and zones ``(name, polygon)`` in one canonical form (sorted, rounded)."""
+def normalized(
+    lines: Iterable[tuple[str, Point, Point] | tuple[str, Point, Point, str | None]], zones: Iterable[tuple[str, Sequence[Point]]],
+) -> dict[str, Any]:
+    """Lines ``(name, a, b)`` or ``(name, a, b, entrance)`` and zones ``(name, polygon)`` in one canonical form (sorted, rounded).
+
+    ``entrance`` (``"in"`` or ``"out"``: the line's direction that enters the
+    site) is in a line's form only where it is set, so a line that is no
+    site entrance keeps the version it had before entrances existed.
+    """
 
     def pt(p: Point) -> list[float]:
         return [round(float(p[0]), 4), round(float(p[1]), 4)]
 
+    def line(name: str, a: Point, b: Point, entrance: str | None = None) -> dict[str, Any]:
+        return {"name": name, "a": pt(a), "b": pt(b), **({"entrance": entrance} if entrance else {})}
+
     return {
-        "lines": sorted(({"name": name, "a": pt(a), "b": pt(b)} for name, a, b in lines), key=lambda d: str(d["name"])),
+        "lines": sorted((line(*spec) for spec in lines), key=lambda d: str(d["name"])),
         "zones": sorted(({"name": name, "polygon": [pt(p) for p in poly]} for name, poly in zones), key=lambda d: str(d["name"])),
     }
 

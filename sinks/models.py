@@ -277,7 +277,10 @@ class Alert(_Updated, Base):
     alert_id: Mapped[str] = mapped_column(String(200), primary_key=True)
     camera_id: Mapped[str] = mapped_column(String(64), nullable=False)
     site: Mapped[str] = mapped_column(String(64), nullable=False)
-    kind: Mapped[str] = mapped_column(String(32), nullable=False, comment="offline, backlog, occupancy, clock_skew, reconcile, video_down, tamper, overloaded or crowded")
+    kind: Mapped[str] = mapped_column(
+        String(32), nullable=False,
+        comment="offline, backlog, occupancy, clock_skew, reconcile, video_down, tamper, overloaded, crowded or capacity (a site's: camera_id empty)",
+    )
     subject: Mapped[str] = mapped_column(String(100), nullable=False, comment="zone (and class) for occupancy, else empty")
     state: Mapped[str] = mapped_column(String(8), nullable=False, comment="open or closed")
     opened_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
@@ -468,3 +471,57 @@ class PartitionFloor(Base):
     retention_days: Mapped[int] = mapped_column(Integer, nullable=False, comment="the retention that drop was made at")
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False, server_default=func.now())
     __table_args__ = ({"comment": "How far back each time-partitioned table was dropped (sinks/partitions.py)."},)
+
+
+# --- site occupancy: kept by the sink from the doors' crossings (sinks/site_occupancy.py) ---
+
+SITE_DAY = "start of the site's day (its day_starts in its time zone, FLEETSIGHT_SITES): the count starts at 0"
+INSIDE = "people inside at the end: net in since the day started, plus corrected"
+CORRECTED = "exits ignored since the day started so that inside never went below 0 (a door missed their entry)"
+COMPLETE = "false while a door of the site is dark (offline or sending a backlog) for this time: figures may still grow"
+
+
+class _SiteOccupancy(_Updated):
+    site: Mapped[str] = mapped_column(String(64), primary_key=True)
+    people_in: Mapped[int] = mapped_column(BigInteger, nullable=False, comment="people who came in through the site's entrances")
+    people_out: Mapped[int] = mapped_column(BigInteger, nullable=False, comment="people who went out through them")
+    inside: Mapped[int] = mapped_column(BigInteger, nullable=False, comment=INSIDE)
+    peak: Mapped[int] = mapped_column(BigInteger, nullable=False, comment="most people inside at any minute's start or end")
+    corrected: Mapped[int] = mapped_column(BigInteger, nullable=False, comment=CORRECTED)
+    complete: Mapped[bool] = mapped_column(Boolean, nullable=False, comment=COMPLETE)
+
+
+class SiteMinuteOccupancy(_SiteOccupancy, Base):
+    """People in, out and inside per site and minute."""
+
+    __tablename__ = "site_minute_occupancy"
+    minute: Mapped[datetime] = _time("start of the minute, event time, UTC")
+    day: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False, comment=SITE_DAY)
+    net: Mapped[int] = mapped_column(BigInteger, nullable=False, comment="people in minus out since the day started")
+    __table_args__ = (
+        _brin(__tablename__),
+        # The minutes a dark door left incomplete: few, and found again when it has sent them.
+        Index("ix_site_minute_occupancy_incomplete", "site", "minute", postgresql_where=text("NOT complete")),
+        {"comment": "People in, out and inside per site and event-time minute, from the crossings of its entrance lines.",
+         **MINUTE_PARTITIONS},
+    )
+
+
+class SiteHourOccupancy(_SiteOccupancy, Base):
+    __tablename__ = "site_hour_occupancy"
+    hour: Mapped[datetime] = _time(HOUR)
+    __table_args__ = (
+        _brin(__tablename__, "hour"),
+        {"comment": "People in, out and inside per site and UTC hour: inside at its last minute, the peak of its minutes.",
+         "postgresql_partition_by": "RANGE (hour)"},
+    )
+
+
+class SiteDayOccupancy(_SiteOccupancy, Base):
+    __tablename__ = "site_day_occupancy"
+    day: Mapped[datetime] = _time(SITE_DAY)
+    __table_args__ = (
+        Index("ix_site_day_occupancy_day", "day"),
+        {"comment": "Visits (people_in), the peak and what was left inside per site and site day (its own time zone and reset).",
+         "postgresql_partition_by": "RANGE (day)"},
+    )

@@ -34,11 +34,13 @@ from runtime.retry import retry
 from runtime.settings import SinkSettings
 from runtime.watchdog import Watchdog
 from schemas.aggregates import TABLES, Row, TableSpec, decode_rows
+from schemas.sites import SiteRule
 from sinks import metrics as sink_metrics
 from sinks.db import make_engine
 from sinks.keeper import PartitionKeeper
 from sinks.models import MODELS
 from sinks.reconcile import Reconciler
+from sinks.site_occupancy import SiteRefresh
 
 log = logging.getLogger("fleetsight.sink")
 
@@ -106,11 +108,18 @@ def _upsert_sql(table: str) -> tuple[TextClause, tuple[str, ...]]:
     return text(sql), json_columns
 
 
-async def upsert(engine: AsyncEngine, rows: Iterable[Row]) -> int:
-    """Write absolute row values; a row never moves to a smaller version."""
+async def upsert(engine: AsyncEngine, rows: Iterable[Row], sites: dict[str, SiteRule] | None = None) -> int:
+    """Write absolute row values; a row never moves to a smaller version.
+
+    The site tables follow the doors' crossings in the same transaction
+    (``sinks/site_occupancy.py``; ``sites``: each site's day and zone).
+    """
     written = 0
     async with engine.begin() as conn:
-        for table, items in sorted(latest(rows).items()):
+        tables = latest(rows)
+        site_refresh = SiteRefresh(sites or {})
+        await site_refresh.read(conn, tables)
+        for table, items in sorted(tables.items()):
             spec = items[0].spec
             # In key order: the reconciler locks camera_status rows in the same order.
             items.sort(key=lambda r: tuple(str(r.values[k]) for k in spec.key))  # noqa: B023 (used at once)
@@ -123,6 +132,7 @@ async def upsert(engine: AsyncEngine, rows: Iterable[Row]) -> int:
             await conn.execute(statement, arrays)
             written += len(values)
             sink_metrics.SINK_ROWS.labels(table).inc(len(values))
+        await site_refresh.write(conn)
     return written
 
 
@@ -157,7 +167,7 @@ class Sink:
         log.info("sink: %s -> %s", self.settings.kafka_topics.rows, engine.url.render_as_string(hide_password=True))
         s = self.settings
         reconciler = Reconciler(
-            engine, s.reconcile_every_s, s.reconcile_window_s, s.reconcile_grace_s, write_rows=lambda rows: upsert(engine, rows)
+            engine, s.reconcile_every_s, s.reconcile_window_s, s.reconcile_grace_s, write_rows=lambda rows: upsert(engine, rows, s.sites)
         )
         reconciling = asyncio.create_task(reconciler.run(self._stop), name="reconcile")
         keeper = PartitionKeeper(engine, s)
@@ -212,9 +222,8 @@ class Sink:
             stopping=self._stop.is_set, on_retry=sink_metrics.SINK_RETRIES.inc,
         )
 
-    @staticmethod
-    async def _write(engine: AsyncEngine, keeper: PartitionKeeper, rows: list[Row]) -> int:
-        return await upsert(engine, await keeper.admit(rows))
+    async def _write(self, engine: AsyncEngine, keeper: PartitionKeeper, rows: list[Row]) -> int:
+        return await upsert(engine, await keeper.admit(rows), self.settings.sites)
 
     def _behind(self, consumer: AIOKafkaConsumer) -> int:
         """Records in the assigned partitions past the last one read (by the last fetch's high watermark)."""
