@@ -130,3 +130,12 @@ def test_a_folder_of_camera_files_is_a_site(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     with pytest.raises(ConfigError, match="no camera files"):
         load_site_config(tmp_path / "empty")
+
+
+def test_an_entrance_says_which_way_enters_and_needs_a_site(tmp_path: Path) -> None:
+    door = GOOD.replace("points: [[0.1, 0.5], [0.9, 0.5]]}", "points: [[0.1, 0.5], [0.9, 0.5]], entrance: out}")
+    assert load_camera_config(write(tmp_path, door)).lines[0].entrance == "out"
+    with pytest.raises(ConfigError, match=r"lines\.0\.entrance: .*in or out, not 'both'"):
+        load_camera_config(write(tmp_path, door.replace("entrance: out", "entrance: both")))
+    with pytest.raises(ConfigError, match="door is a site entrance, but the camera names no site"):
+        load_camera_config(write(tmp_path, door.replace("site: shop-1\n", "")))

@@ -312,3 +312,11 @@ def test_a_person_walking_away_keeps_the_anchor_at_the_bottom_of_the_box() -> No
         box = (0.5 - h / 6, 0.2, 0.5 + h / 6, 0.2 + h)
         scene.update(1000 + i, i * 0.1, [Observation(1, "person", 0.8, (0.5, box[3]), box)])
         assert abs(scene.tracks[1].anchor[1] - box[3]) < 1e-9
+
+
+def test_a_line_that_is_no_entrance_keeps_the_version_it_had_before_entrances() -> None:
+    # The version a door and a room had before issue 38: every node and every row of camera_geometry keeps it.
+    assert Scene([DOOR], [ROOM]).geometry == "c4a7c37807d19eb7"
+    entrance = Line("door", (0.2, 0.5), (0.8, 0.5), entrance="in")
+    assert Scene([entrance], [ROOM]).geometry != "c4a7c37807d19eb7"  # marking a door is a new version
+    assert Scene([entrance], [ROOM]).geometry_doc["lines"] == [{"name": "door", "a": [0.2, 0.5], "b": [0.8, 0.5], "entrance": "in"}]
