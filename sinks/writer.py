@@ -36,6 +36,7 @@ from runtime.watchdog import Watchdog
 from schemas.aggregates import TABLES, Row, TableSpec, decode_rows
 from schemas.sites import SiteRule
 from sinks import metrics as sink_metrics
+from sinks.capacity import CapacityWatch
 from sinks.db import make_engine
 from sinks.keeper import PartitionKeeper
 from sinks.models import MODELS
@@ -170,6 +171,8 @@ class Sink:
             engine, s.reconcile_every_s, s.reconcile_window_s, s.reconcile_grace_s, write_rows=lambda rows: upsert(engine, rows, s.sites)
         )
         reconciling = asyncio.create_task(reconciler.run(self._stop), name="reconcile")
+        capacity = CapacityWatch(engine, s.sites, s.capacity_check_s, write_rows=lambda rows: upsert(engine, rows, s.sites))
+        watching = asyncio.create_task(capacity.run(self._stop), name="capacity")
         keeper = PartitionKeeper(engine, s)
         try:
             while not self._stop.is_set():
@@ -212,6 +215,7 @@ class Sink:
         finally:
             self._stop.set()
             await reconciling
+            await watching
             await consumer.stop()
             await engine.dispose()
 

@@ -24,7 +24,7 @@ class Webhook(BaseModel):
     # a file so the secret stays out of the config and the environment.
     secret_file: Path
     # Empty: every kind (offline, backlog, occupancy, clock_skew, reconcile,
-    # video_down, tamper, overloaded), every site.
+    # video_down, tamper, overloaded, crowded, capacity), every site.
     kinds: tuple[str, ...] = ()
     sites: tuple[str, ...] = ()
 

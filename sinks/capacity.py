@@ -1,0 +1,139 @@
+"""The site capacity alert: more people inside a site than it may hold, for long enough.
+
+Beside the sink, as the reconciler is: every ``capacity_check_s`` each site
+with a ``capacity`` (``FLEETSIGHT_SITES``) is read from
+``site_minute_occupancy``. It is over since the first of the latest run of
+its minutes that were over, and an alert opens when that is
+``capacity_for_s`` ago; it closes when the latest minute is at or under the
+limit again (or the site's day started again: the count is back at zero).
+The alert is a row of ``alerts`` like any other: the notifier's sweep of
+that table posts it to the webhooks. Its detail says when a door of the
+site is dark, since the figure may then be low.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from runtime.waiting import wait_event
+from schemas.aggregates import ALERTS, Row
+from schemas.codec import MINUTE_MS
+from schemas.sites import SiteRule
+
+log = logging.getLogger("fleetsight.capacity")
+
+KIND = "capacity"
+# Minutes read back, past the capacity's duration: a run of minutes over the limit longer than this is "since then".
+LOOK_BACK_MS = 10 * MINUTE_MS
+
+_MINUTES = text("""
+    SELECT site, minute, day, inside, complete FROM site_minute_occupancy
+    WHERE site = ANY(:sites) AND minute >= :since ORDER BY site, minute
+""")
+_OPEN = text("SELECT alert_id, site, opened_at, detail FROM alerts WHERE kind = :kind AND state = 'open'")
+
+
+@dataclass(frozen=True)
+class Over:
+    """A site over its capacity now: how many inside, since when, whether a door is dark."""
+
+    inside: int
+    since: int  # ms
+    complete: bool
+
+
+def over(rule: SiteRule, minutes: list[Any], now: int) -> Over | None:
+    """Whether the site is over ``rule.capacity`` now, judged from its recent minutes (oldest first)."""
+    if rule.capacity is None or not minutes:
+        return None
+    latest = minutes[-1]
+    day_start, _ = rule.day_of(now)
+    if _ms(latest.day) != day_start or latest.inside <= rule.capacity:
+        return None  # the day started again since (inside is 0), or it is under now
+    since = _ms(latest.minute)
+    for row in reversed(minutes):
+        if row.inside <= rule.capacity or _ms(row.day) != day_start:
+            break
+        since = _ms(row.minute)
+    return Over(int(latest.inside), since, bool(latest.complete))
+
+
+class CapacityWatch:
+    """Opens and closes the capacity alerts of the sites that have a capacity."""
+
+    def __init__(
+        self, engine: AsyncEngine, rules: dict[str, SiteRule], every_s: float,
+        write_rows: Callable[[list[Row]], Awaitable[int]], clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.engine = engine
+        self.rules = {site: rule for site, rule in rules.items() if rule.capacity is not None}
+        self.every_s = every_s
+        self.write_rows = write_rows
+        self.clock = clock
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Until ``stop``; a failed pass is logged and tried again next time."""
+        if not self.rules:
+            return
+        while not stop.is_set():
+            try:
+                await self.once()
+            except Exception as exc:  # noqa: BLE001 - the sink goes on; the next pass tries again
+                log.warning("capacity check failed (%s: %s); trying again in %.0f s", exc.__class__.__name__, exc, self.every_s)
+            await wait_event(stop, self.every_s)
+
+    async def once(self) -> list[Row]:
+        """One pass: the alert rows it wrote."""
+        now = int(self.clock() * 1000)
+        since = min(now - int(rule.capacity_for_s * 1000) for rule in self.rules.values()) - LOOK_BACK_MS
+        recent: dict[str, list[Any]] = {site: [] for site in self.rules}
+        async with self.engine.connect() as conn:
+            for row in await conn.execute(_MINUTES, {"sites": sorted(self.rules), "since": _when(since)}):
+                recent[row.site].append(row)
+            opened = {r.site: r for r in await conn.execute(_OPEN, {"kind": KIND})}
+        rows = []
+        for site, rule in sorted(self.rules.items()):
+            state = over(rule, recent[site], now)
+            if state is not None and site not in opened and now - state.since >= rule.capacity_for_s * 1000:
+                rows.append(_alert(site, rule, state, now))
+                log.warning("%s", rows[-1].values["detail"])
+            elif state is None and site in opened:
+                rows.append(_closed(opened[site], now))
+        if rows:
+            await self.write_rows(rows)
+        return rows
+
+
+def _alert(site: str, rule: SiteRule, state: Over, now: int) -> Row:
+    local = datetime.fromtimestamp(state.since / 1000, tz=UTC).astimezone(rule.zone)
+    detail = f"{state.inside} people inside {site}, over its capacity of {rule.capacity} since {local:%H:%M} ({rule.time_zone})"
+    if not state.complete:
+        detail += "; incomplete: a door of the site is offline or sending a backlog, so there may be more"
+    return Row(ALERTS.name, {
+        "alert_id": f"{site}|{KIND}||{now}", "camera_id": "", "site": site, "kind": KIND, "subject": "",
+        "state": "open", "opened_at": now, "closed_at": None, "detail": detail, "version": 1,
+    })
+
+
+def _closed(r: Any, now: int) -> Row:
+    return Row(ALERTS.name, {
+        "alert_id": r.alert_id, "camera_id": "", "site": r.site, "kind": KIND, "subject": "",
+        "state": "closed", "opened_at": _ms(r.opened_at), "closed_at": now, "detail": r.detail, "version": 2,
+    })
+
+
+def _ms(moment: datetime) -> int:
+    return int(moment.timestamp() * 1000)
+
+
+def _when(ms: int) -> datetime:
+    return datetime.fromtimestamp(ms / 1000, tz=UTC)
