@@ -22,6 +22,7 @@ from sqlalchemy import text
 from runtime.settings import SinkSettings
 from sinks.db import make_engine
 from sinks.reconcile import EDGE_DROPPED, MATCH, MISMATCH, PENDING, Verdict, check, check_rollups, judge, rollup_state
+from sinks.site_occupancy import SiteMismatch, check_sites
 
 _SPAN = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhd])$")
 _SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -90,7 +91,9 @@ async def audit(settings: SinkSettings, since_ms: int, camera: str | None, conso
     engine = make_engine(settings.database_url)
     now = int(time.time() * 1000)
     try:
+        # One snapshot: the sink writes a site's minutes with its doors' rows, so they are compared as one.
         async with engine.connect() as conn:
+            await conn.execution_options(isolation_level="REPEATABLE READ")
             grace = int(settings.reconcile_grace_s * 1000)
             verdicts = [judge(c, now, grace) for c in await check(conn, since_ms, camera)]
             rollups_checked, rollups = await check_rollups(conn, since_ms, camera, now, count=True)
@@ -98,15 +101,18 @@ async def audit(settings: SinkSettings, since_ms: int, camera: str | None, conso
                 r.camera_id: r.clock_offset_s
                 for r in await conn.execute(text("SELECT camera_id, clock_offset_s FROM camera_status"))
             }
+            sites_checked, sites_bad = await check_sites(conn, since_ms, settings.sites)
     finally:
         await engine.dispose()
     cameras = summarize(verdicts, clocks)
     since = datetime.fromtimestamp(since_ms / 1000, tz=UTC)
     mismatched = [v for v in verdicts if v.state == MISMATCH]
     rollups_bad = [c for c in rollups if rollup_state(c, now, grace) == MISMATCH]
-    failed = 1 if mismatched or rollups_bad else 0
+    failed = 1 if mismatched or rollups_bad or sites_bad else 0
     if output != "table":
-        console.file.write(machine_readable(output, since, cameras, mismatched, rollups_checked, len(rollups) - len(rollups_bad), rollups_bad))
+        console.file.write(machine_readable(
+            output, since, cameras, mismatched, rollups_checked, len(rollups) - len(rollups_bad), rollups_bad, sites_checked, sites_bad,
+        ))
         return failed
     console.print(f"Reconciliation since {since:%Y-%m-%d %H:%M} UTC ({len(verdicts)} camera-minutes)", highlight=False)
     rows = []
@@ -132,12 +138,19 @@ async def audit(settings: SinkSettings, since_ms: int, camera: str | None, conso
     for c in rollups_bad[:SHOWN_MISMATCHES]:
         differs = ", ".join(f"{k} summed {d['summed']} rollup {d['rollup']}" for k, d in c.differences.items())
         console.print(f"[red]mismatch[/] {c.table} {c.camera_id} {c.key} {datetime.fromtimestamp(c.period / 1000, tz=UTC):%Y-%m-%d %H:%M}: {differs}")
+    console.print(
+        f"site minutes against their doors' crossings: {sites_checked} checked, "
+        + (f"[bold red]{len(sites_bad)} differ[/]" if sites_bad else "0 differ")
+    )
+    for m in sites_bad[:SHOWN_MISMATCHES]:
+        console.print(f"[red]mismatch[/] site {m.site} {datetime.fromtimestamp(m.minute / 1000, tz=UTC):%Y-%m-%d %H:%M}: "
+                      f"in, out, inside: SQL {m.sql or 'no row'}, the doors {m.doors or 'no crossing'}")
     return failed
 
 
 def machine_readable(
     output: str, since: datetime, cameras: list[CameraAudit], mismatched: list[Verdict], rollups_checked: int, rollups_pending: int,
-    rollups_bad: list,
+    rollups_bad: list, sites_checked: int = 0, sites_bad: list[SiteMismatch] | None = None,
 ) -> str:
     """The audit for scripts: ``json`` (everything) or ``csv`` (one row per camera)."""
     def iso(ms: int | None) -> str | None:
@@ -161,6 +174,8 @@ def machine_readable(
         "rollups": {"checked": rollups_checked, "pending": rollups_pending, "differ": [
             {"table": c.table, "camera_id": c.camera_id, "key": c.key, "period": iso(c.period), "differences": c.differences}
             for c in rollups_bad]},
+        "sites": {"checked": sites_checked, "differ": [
+            {"site": m.site, "minute": iso(m.minute), "sql": m.sql, "doors": m.doors} for m in sites_bad or []]},
     }, indent=2, default=str) + "\n"
 
 

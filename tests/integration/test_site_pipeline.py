@@ -4,6 +4,7 @@ mid-stream; the real Mosquitto, bridge, Kafka, worker, sink, PostgreSQL, notifie
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
 import time
 from collections import Counter
@@ -21,6 +22,7 @@ from schemas.codec import MINUTE_MS
 from schemas.sites import SiteRule
 from streams.partitioning import partition_for
 from tests.integration.test_notifier import Receiver, reading, until
+from tests.integration.test_reconciliation import audit
 from tests.support import Stack
 
 pytestmark = pytest.mark.integration
@@ -168,6 +170,12 @@ async def test_a_sites_occupancy_is_exact_after_a_dark_door_and_a_killed_worker_
         front.cross("out", 4)
         await until(stack, lambda: capacity_states() == ["open", "closed"], 60, "the capacity alert's closing")
         assert receiver.bad_signatures == 0
+        # fleetsight audit: the site's minutes are its doors' crossings; a changed figure is named.
+        report = json.loads((await asyncio.to_thread(audit, stack, "--format", "json")).stdout)
+        assert report["sites"]["checked"] >= len(want) and report["sites"]["differ"] == []
+        await stack.query("UPDATE site_minute_occupancy SET inside = inside + 1 WHERE site = $1 AND minute = (SELECT max(minute) FROM site_minute_occupancy)", SITE)
+        bad = await asyncio.to_thread(audit, stack)
+        assert bad.returncode == 1 and f"mismatch site {SITE}" in bad.stdout, bad.stdout + bad.stderr
     finally:
         for door in (front, back):
             if door.stop is not None:
