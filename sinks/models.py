@@ -7,10 +7,10 @@ the minute in event time (when the camera saw it), UTC. Column names match
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, time
 from typing import Any
 
-from sqlalchemy import BigInteger, Boolean, DateTime, Float, ForeignKey, Identity, Index, Integer, LargeBinary, String, Text, func, text
+from sqlalchemy import BigInteger, Boolean, DateTime, Float, ForeignKey, Identity, Index, Integer, LargeBinary, String, Text, Time, func, text
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -525,3 +525,15 @@ class SiteDayOccupancy(_SiteOccupancy, Base):
         {"comment": "Visits (people_in), the peak and what was left inside per site and site day (its own time zone and reset).",
          "postgresql_partition_by": "RANGE (day)"},
     )
+
+
+class SiteRules(_Updated, Base):
+    """A site's rules as the sink was started with them (``FLEETSIGHT_SITES``), for SQL to read."""
+
+    __tablename__ = "site_rules"
+    site: Mapped[str] = mapped_column(String(64), primary_key=True)
+    time_zone: Mapped[str] = mapped_column(String(64), nullable=False, comment="IANA zone: the site's day follows its clock")
+    day_starts: Mapped[time] = mapped_column(Time, nullable=False, comment="local time the count starts again at zero")
+    capacity: Mapped[int | None] = mapped_column(Integer, comment="people the site may hold (null: no limit)")
+    capacity_for_s: Mapped[float] = mapped_column(Float, nullable=False, comment="over the capacity this long opens an alert")
+    __table_args__ = ({"comment": "Each site's rules as the sink was started with them (FLEETSIGHT_SITES); a site not here: UTC midnight, no capacity."},)

@@ -330,3 +330,24 @@ async def check_sites(conn: AsyncConnection, since_ms: int, rules: dict[str, Sit
             if want.get(minute) != have.get(minute):
                 bad.append(SiteMismatch(site, minute, have.get(minute), want.get(minute)))
     return checked, bad
+
+
+_SAVE_RULES = text("""
+    INSERT INTO site_rules (site, time_zone, day_starts, capacity, capacity_for_s)
+    SELECT * FROM unnest(CAST(:sites AS text[]), CAST(:zones AS text[]), CAST(:starts AS time[]), CAST(:capacities AS integer[]),
+                         CAST(:durations AS float8[]))
+    ON CONFLICT (site) DO UPDATE SET time_zone = excluded.time_zone, day_starts = excluded.day_starts, capacity = excluded.capacity,
+        capacity_for_s = excluded.capacity_for_s, updated_at = now()
+    WHERE (site_rules.time_zone, site_rules.day_starts, site_rules.capacity, site_rules.capacity_for_s)
+          IS DISTINCT FROM (excluded.time_zone, excluded.day_starts, excluded.capacity, excluded.capacity_for_s)
+""")
+
+
+async def save_rules(conn: AsyncConnection, rules: dict[str, SiteRule]) -> None:
+    """The sites' rules where SQL can read them (``site_occupancy_now`` starts each site's day by them)."""
+    sites = sorted(rules)
+    if sites:
+        await conn.execute(_SAVE_RULES, {
+            "sites": sites, "zones": [rules[s].time_zone for s in sites], "starts": [rules[s].day_starts for s in sites],
+            "capacities": [rules[s].capacity for s in sites], "durations": [rules[s].capacity_for_s for s in sites],
+        })

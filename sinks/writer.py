@@ -41,7 +41,7 @@ from sinks.db import make_engine
 from sinks.keeper import PartitionKeeper
 from sinks.models import MODELS
 from sinks.reconcile import Reconciler
-from sinks.site_occupancy import SiteRefresh
+from sinks.site_occupancy import SiteRefresh, save_rules
 
 log = logging.getLogger("fleetsight.sink")
 
@@ -175,6 +175,7 @@ class Sink:
         watching = asyncio.create_task(capacity.run(self._stop), name="capacity")
         keeper = PartitionKeeper(engine, s)
         try:
+            await self._retry(lambda: self._save_rules(engine), "saving the sites' rules")
             while not self._stop.is_set():
                 if keeper.due():
                     self.watchdog.busy("making and dropping partitions")
@@ -225,6 +226,10 @@ class Sink:
             call, what=what, errors=(OperationalError, DBAPIError, OSError), log=log, watchdog=self.watchdog,
             stopping=self._stop.is_set, on_retry=sink_metrics.SINK_RETRIES.inc,
         )
+
+    async def _save_rules(self, engine: AsyncEngine) -> None:
+        async with engine.begin() as conn:
+            await save_rules(conn, self.settings.sites)
 
     async def _write(self, engine: AsyncEngine, keeper: PartitionKeeper, rows: list[Row]) -> int:
         return await upsert(engine, await keeper.admit(rows), self.settings.sites)

@@ -143,6 +143,8 @@ async def test_a_sites_occupancy_is_exact_after_a_dark_door_and_a_killed_worker_
         got = await site()
         latest = max(got)
         assert got[latest][3] is False, f"a door is dark: the site's minutes cannot be complete {got}"
+        [now_row] = await stack.query("SELECT inside, complete, dark_doors FROM site_occupancy_now WHERE site = $1", SITE)
+        assert tuple(now_row.values()) == (4, False, back_id)
         # The worker dies mid-stream and comes back.
         stack.kill("worker", signal.SIGKILL)
         front.cross("in", 2)
@@ -162,6 +164,8 @@ async def test_a_sites_occupancy_is_exact_after_a_dark_door_and_a_killed_worker_
         except Exception:
             raise AssertionError(f"SQL {await site()}\nexpected {want}\n{stack.log_tail(40)}") from None
         assert want[max(want)][2] == 7
+        [now_row] = await stack.query("SELECT inside, visits_today, capacity, complete, dark_doors FROM site_occupancy_now WHERE site = $1", SITE)
+        assert tuple(now_row.values()) == (7, 8, 4, True, None)
         # Seven inside, the site holds four: the alert reaches the webhook; four leave and it closes.
         await until(stack, lambda: capacity_states() == ["open"], 60, "the capacity alert at the webhook")
         opened = receiver.got["ops"][0]["body"]

@@ -89,11 +89,58 @@ def upgrade() -> None:
     """)
     op.execute("COMMENT ON VIEW site_entrances IS 'Lines that are site entrances, per camera geometry version; direction: the one that enters the site.'")
     op.execute("GRANT SELECT ON site_entrances TO fleetsight_writer, fleetsight_analyst")
+    op.create_table(
+        "site_rules",
+        sa.Column("site", sa.String(64), primary_key=True),
+        sa.Column("time_zone", sa.String(64), nullable=False, comment="IANA zone: the site's day follows its clock"),
+        sa.Column("day_starts", sa.Time, nullable=False, comment="local time the count starts again at zero"),
+        sa.Column("capacity", sa.Integer, comment="people the site may hold (null: no limit)"),
+        sa.Column("capacity_for_s", sa.Float, nullable=False, comment="over the capacity this long opens an alert"),
+        sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now(), comment="when the sink last changed the row"),
+        comment="Each site's rules as the sink was started with them (FLEETSIGHT_SITES); a site not here: UTC midnight, no capacity.",
+    )
+    op.execute("GRANT SELECT, INSERT, UPDATE ON site_rules TO fleetsight_writer")
+    op.execute("GRANT SELECT ON site_rules TO fleetsight_analyst")
+    op.execute(SITE_OCCUPANCY_NOW)
+    op.execute("COMMENT ON VIEW site_occupancy_now IS 'People inside each site now (0 once its day started again), "
+               "whether a door is dark, and its capacity.'")
+    op.execute("GRANT SELECT ON site_occupancy_now TO fleetsight_writer, fleetsight_analyst")
     op.alter_column("alerts", "kind", existing_type=sa.String(32), existing_nullable=False, comment=KINDS, existing_comment=OLD_KINDS)
+
+
+# The latest day row of each site holds the inside at its last minute; a day
+# that is not the site's current one means the count has started again (0).
+# A door is dark as sinks/site_occupancy.py says (offline, a backlog, or
+# catching up: its newest event well before its arrival).
+SITE_OCCUPANCY_NOW = """
+    CREATE VIEW site_occupancy_now AS
+    SELECT l.site,
+           CASE WHEN l.day < d.today THEN 0 ELSE l.inside END AS inside,
+           CASE WHEN l.day < d.today THEN 0 ELSE l.people_in END AS visits_today,
+           CASE WHEN l.day < d.today THEN 0 ELSE l.peak END AS peak_today,
+           d.today AS day_started,
+           r.capacity,
+           dark.doors IS NULL AS complete,
+           dark.doors AS dark_doors
+    FROM (SELECT DISTINCT ON (site) site, day, inside, people_in, peak FROM site_day_occupancy ORDER BY site, day DESC) l
+    LEFT JOIN site_rules r ON r.site = l.site
+    CROSS JOIN LATERAL (
+        SELECT (date_trunc('day', (now() AT TIME ZONE coalesce(r.time_zone, 'UTC')) - coalesce(r.day_starts, '00:00')::interval)
+                + coalesce(r.day_starts, '00:00')::interval) AT TIME ZONE coalesce(r.time_zone, 'UTC') AS today
+    ) d
+    LEFT JOIN LATERAL (
+        SELECT string_agg(DISTINCT s.camera_id, ', ' ORDER BY s.camera_id) AS doors
+        FROM site_entrances e JOIN camera_status s ON s.camera_id = e.camera_id
+        WHERE e.site = l.site AND (NOT s.online OR coalesce(s.outbox_backlog, 0) > 0
+              OR s.last_event_at - make_interval(secs => coalesce(s.clock_offset_s, 0)) < s.last_heard_at - interval '120 seconds')
+    ) dark ON true
+"""
 
 
 def downgrade() -> None:
     op.alter_column("alerts", "kind", existing_type=sa.String(32), existing_nullable=False, comment=OLD_KINDS, existing_comment=KINDS)
+    op.execute("DROP VIEW site_occupancy_now")
+    op.drop_table("site_rules")
     op.execute("DROP VIEW site_entrances")
     for table in TABLES:
         op.drop_table(table)
