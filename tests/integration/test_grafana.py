@@ -57,13 +57,19 @@ async def fill(stack: Stack) -> None:
     from streams.aggregate import Incoming, MinuteAggregator
     from streams.status import AlertConfig, FleetStatus
 
+    from schemas import geometry
+
     now = int(time.time() * 1000)
+    # The door is a site entrance: the site panels have rows.
+    doc = geometry.normalized([("door", (0.1, 0.5), (0.9, 0.5), "in")], [("till", [(0.0, 0.0), (0.5, 0.0), (0.5, 0.5)])])
+    version = geometry.version(doc)
     bodies = [
+        ("geometry", {"version": version, **doc}),
         ("track.start", {"track_id": 1, "class": "person", "confidence": 0.9}),
         ("track.end", {"track_id": 1, "class": "person", "dwell_s": 4.0, "max_confidence": 0.9}),
-        ("line.cross", {"track_id": 1, "class": "person", "line": "door", "direction": "in"}),
-        ("zone.exit", {"track_id": 1, "class": "person", "zone": "till", "dwell_s": 2.0}),
-        ("occupancy", {"zone": "till", "counts": {"person": 2}}),
+        ("line.cross", {"track_id": 1, "class": "person", "line": "door", "direction": "in", "geometry": version}),
+        ("zone.exit", {"track_id": 1, "class": "person", "zone": "till", "dwell_s": 2.0, "geometry": version}),
+        ("occupancy", {"zone": "till", "counts": {"person": 2}, "geometry": version}),
         *[("health", {"uptime_s": 1.0, "frames": 600, "frames_skipped": 10, "inference_ms_p95": 40.0, "outbox_depth": d}) for d in (200, 300, 400)],
     ]
     records = [

@@ -147,7 +147,8 @@ async def test_readme_queries_return_the_ground_truth(stack_factory) -> None:
     for component in ("bridge", "worker", "sink"):
         stack.start(component)
     await stack.wait_bridge_online()
-    queries = readme_queries()
+    # The site queries need doors: tests/integration/test_site_pipeline.py runs them.
+    queries = {name: sql for name, sql in readme_queries().items() if not name.startswith("site-")}
     assert len(queries) >= 5
 
     topics = stack.settings.mqtt_topics

@@ -22,6 +22,7 @@ from schemas.codec import MINUTE_MS
 from schemas.sites import SiteRule
 from streams.partitioning import partition_for
 from tests.integration.test_notifier import Receiver, reading, until
+from tests.integration.test_queries import readme_queries
 from tests.integration.test_reconciliation import audit
 from tests.support import Stack
 
@@ -166,6 +167,7 @@ async def test_a_sites_occupancy_is_exact_after_a_dark_door_and_a_killed_worker_
         assert want[max(want)][2] == 7
         [now_row] = await stack.query("SELECT inside, visits_today, capacity, complete, dark_doors FROM site_occupancy_now WHERE site = $1", SITE)
         assert tuple(now_row.values()) == (7, 8, 4, True, None)
+        await readme_queries_answer(stack, want, rule)
         # Seven inside, the site holds four: the alert reaches the webhook; four leave and it closes.
         await until(stack, lambda: capacity_states() == ["open"], 60, "the capacity alert at the webhook")
         opened = receiver.got["ops"][0]["body"]
@@ -196,3 +198,36 @@ async def _inside(site: Any, n: int) -> bool:
 
 async def _offline(status: Any, camera: str) -> bool:
     return (await status(camera)).get("online") is False
+
+
+async def readme_queries_answer(stack: Stack, want: dict[int, tuple[int, int, int]], rule: SiteRule) -> None:
+    """The README's site queries give what the doors' events say."""
+    queries = {name: sql for name, sql in readme_queries().items() if name.startswith("site-")}
+    assert set(queries) == {"site-people-inside-now", "site-visits-per-day", "site-peak-this-week"}
+    days: dict[int, list[int]] = {}
+    peaks: dict[int, int] = {}
+    before = 0
+    for minute in sorted(want):
+        day = days.setdefault(rule.day_of(minute)[0], [0, 0, 0])  # visits, peak, inside at the end
+        if day == [0, 0, 0]:
+            before = 0
+        people_in, _, inside = want[minute]
+        peak = max(before, inside)
+        day[0] += people_in
+        day[1] = max(day[1], peak)
+        day[2] = inside
+        hour = minute - minute % 3_600_000
+        peaks[hour] = max(peaks.get(hour, 0), peak)
+        before = inside
+    today = max(days)
+    now_rows = await stack.query(queries["site-people-inside-now"])
+    assert [tuple(r.values()) for r in now_rows] == [(SITE, days[today][2], 4, True, None, days[today][0], days[today][1])]
+    visits = await stack.query(queries["site-visits-per-day"])
+    assert [(int(r["day"].timestamp() * 1000), r["visits"], r["peak"], r["left_inside_at_reset"], r["corrected"], r["complete"]) for r in visits] == [
+        (day, v[0], v[1], v[2], 0, True) for day, v in sorted(days.items())
+    ]
+    top = max(peaks.values())
+    [peak_row] = await stack.query(queries["site-peak-this-week"])
+    assert (peak_row["site"], peak_row["peak"], int(peak_row["in_the_hour_from"].timestamp() * 1000)) == (
+        SITE, top, min(h for h, p in peaks.items() if p == top),
+    )
