@@ -47,7 +47,8 @@ SITE = "plaza"
 # Drawn on vtest.avi; coordinates are fractions of the frame.
 CAMERAS: list[dict[str, Any]] = [
     {"camera_id": "plaza-north",
-     "lines": [{"name": "crosswalk", "points": [[0.05, 0.55], [0.95, 0.55]]}],
+     # The plaza's entrance: walking "in" over it enters the site (README, "People inside a site").
+     "lines": [{"name": "crosswalk", "points": [[0.05, 0.55], [0.95, 0.55]], "entrance": "in"}],
      "zones": [{"name": "benches", "polygon": [[0.55, 0.10], [0.98, 0.10], [0.98, 0.50], [0.55, 0.50]]}]},
     {"camera_id": "plaza-west",
      "lines": [{"name": "west-path", "points": [[0.35, 0.05], [0.35, 0.95]]}],
@@ -243,6 +244,7 @@ def run_demo(settings: Settings, options: DemoOptions | None = None) -> int:
         console.print(
             "\nQuery it yourself:\n"
             f"  psql {dsn} -c 'SELECT * FROM line_minute_crossings ORDER BY minute DESC LIMIT 20'\n"
+            f"  psql {dsn} -c 'SELECT * FROM site_occupancy_now'\n"
             "Stop the services with: make services-down"
         )
         return 0 if ok else 1
@@ -299,7 +301,7 @@ async def _wait_exact(dsn: str, cameras: list[str], before: Truth, expected: Tru
 
 def _print_results(console: Console, dsn: str, cameras: list[str], since: datetime) -> None:
     data = asyncio.run(report.fetch(dsn, cameras, since))
-    for name in ("objects by class", "line crossings", "camera status"):
+    for name in ("objects by class", "line crossings", "people inside the site per minute", "camera status"):
         rows = data.rows[name]
         sql = report.QUERIES[name].strip()
         params = f"$1 = {cameras}" + (f", $2 = '{since:%Y-%m-%d %H:%M}+00'" if "$2" in sql else "")

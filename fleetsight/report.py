@@ -43,6 +43,10 @@ GROUP BY camera_id, object_class HAVING sum(objects) > 0 ORDER BY camera_id, obj
     "camera health per minute": """
 SELECT camera_id, minute, frames, frames_skipped, inference_ms_p50
 FROM camera_minute_health WHERE camera_id = ANY($1) AND minute >= $2 ORDER BY minute, camera_id""",
+    "people inside the site per minute": """
+SELECT site, minute, people_in, people_out, inside, complete
+FROM site_minute_occupancy WHERE site IN (SELECT site FROM camera_status WHERE camera_id = ANY($1)) AND minute >= $2
+ORDER BY site, minute""",
     "camera status": """
 SELECT camera_id, site, online, last_heard_at, outbox_backlog, dropped_events, seq_gaps, model_version
 FROM camera_status WHERE camera_id = ANY($1) ORDER BY camera_id""",

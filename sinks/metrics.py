@@ -14,6 +14,9 @@ SINK_BACKLOG = Gauge("fleetsight_sink_backlog_records", "Row records in Kafka no
 SINK_ROWS_EXPIRED = Counter(
     "fleetsight_sink_rows_expired", "Rows not written: past what their table keeps (FLEETSIGHT_RETENTION_DAYS), or with no partition", ["table"]
 )
+SINK_SITE_ERRORS = Counter(
+    "fleetsight_sink_site_errors", "Batches whose site tables could not be brought up to date (logged; the rows were written)"
+)
 PARTITIONS_MADE = Counter("fleetsight_partitions_created", "Partitions made ahead of time", ["table"])
 PARTITIONS_DROPPED = Counter("fleetsight_partitions_dropped", "Partitions dropped after their retention", ["table"])
 

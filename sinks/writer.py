@@ -23,7 +23,7 @@ from aiokafka import AIOKafkaConsumer
 from sqlalchemy import BigInteger, Boolean, DateTime, Float, Integer, TextClause, text
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.exc import DBAPIError, OperationalError
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.types import TypeEngine
 
 from runtime.kafka_admin import ensure_topics
@@ -133,8 +133,33 @@ async def upsert(engine: AsyncEngine, rows: Iterable[Row], sites: dict[str, Site
             await conn.execute(statement, arrays)
             written += len(values)
             sink_metrics.SINK_ROWS.labels(table).inc(len(values))
-        await site_refresh.write(conn)
+        await _sites(conn, site_refresh)
     return written
+
+
+# SQLSTATE classes of a failure that passes (the whole batch is tried again):
+# connection, transaction rollback (deadlock, serialization), operator
+# intervention, resources.
+_PASSING = ("08", "40", "53", "57")
+
+
+async def _sites(conn: AsyncConnection, site_refresh: SiteRefresh) -> None:
+    """The site tables after the batch, in a savepoint of its transaction.
+
+    They are derived from the rows just written: a fault of their own that
+    would come back every time (a broken site rule, a missing partition)
+    must not hold every camera's rows back; it is logged and counted, and
+    ``fleetsight audit`` shows the site minutes it left behind.
+    """
+    try:
+        async with conn.begin_nested():
+            await site_refresh.write(conn)
+    except DBAPIError as exc:
+        state = getattr(exc.orig, "sqlstate", None) or ""
+        if exc.connection_invalidated or state[:2] in _PASSING:
+            raise
+        sink_metrics.SINK_SITE_ERRORS.inc()
+        log.error("the site tables were not brought up to date for this batch (%s); its rows are written", str(exc.orig).splitlines()[0])
 
 
 class Sink:

@@ -58,3 +58,11 @@ async def test_demo_counts_exactly_and_its_report_renders_with_charts_and_frames
     assert screenshot.std() > 20  # not a blank page
     for camera in ("plaza-north", "plaza-west"):
         assert f"<td>{camera}</td>" in dom
+    # The plaza's crosswalk is its entrance: the site's people in and out are that line's person crossings.
+    site = await stack.query("SELECT sum(people_in) AS i, sum(people_out) AS o FROM site_minute_occupancy WHERE site = 'plaza'")
+    line = await stack.query(
+        "SELECT sum(crossings_in) AS i, sum(crossings_out) AS o FROM line_minute_crossings "
+        "WHERE camera_id = 'plaza-north' AND line = 'crosswalk' AND object_class = 'person'"
+    )
+    assert line[0]["i"] and (site[0]["i"], site[0]["o"]) == (line[0]["i"], line[0]["o"])
+    assert "people inside the site per minute" in dom

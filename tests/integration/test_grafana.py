@@ -50,14 +50,13 @@ async def fill(stack: Stack) -> None:
     from sqlalchemy.ext.asyncio import create_async_engine
 
     from runtime.settings import Webhook
+    from schemas import geometry
     from schemas.codec import encode, validate
     from sinks.notifier import deliveries, queue
     from sinks.reconcile import Reconciler
     from sinks.writer import upsert
     from streams.aggregate import Incoming, MinuteAggregator
     from streams.status import AlertConfig, FleetStatus
-
-    from schemas import geometry
 
     now = int(time.time() * 1000)
     # The door is a site entrance: the site panels have rows.
