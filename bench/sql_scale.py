@@ -24,7 +24,9 @@ of disk and 20-30 minutes of filling at the defaults on a 2-core box).
    minute of the whole fleet (on a day ahead, deleted afterwards): into
    this database (partitioned, full, hour and day rows included) against
    the baseline of a database at revision 0007 (unpartitioned, no rollups)
-   written by that revision's upsert, in the same run.
+   written by that revision's upsert, in the same run; and the same rows
+   again with every camera's line a door of its site (the site tables
+   kept by the sink) against without.
 """
 
 from __future__ import annotations
@@ -116,7 +118,9 @@ FLEET = """
     INSERT INTO camera_status (camera_id, site, online, last_heard_at, last_event_at, outbox_backlog, seq_received, seq_gaps, version)
     SELECT camera_id, site, n % 97 <> 0, now() - (n % 60) * interval '1 second', now(), 0, 1000000, 0, 1 FROM bench_cameras;
     INSERT INTO camera_geometry (camera_id, geometry, site, definition, first_seen, last_seen, version)
-    SELECT camera_id, 'a1b2c3d4e5f60718', site, '{}', now() - interval '100 days', now(), 1 FROM bench_cameras;
+    SELECT camera_id, 'a1b2c3d4e5f60718', site,
+           '{"lines": [{"name": "door", "a": [0.1, 0.5], "b": [0.9, 0.5], "entrance": "in"}], "zones": []}',
+           now() - interval '100 days', now(), 1 FROM bench_cameras;
     -- A closed offline alert per camera and week, and an open one for the cameras offline now.
     INSERT INTO alerts (alert_id, camera_id, site, kind, subject, state, opened_at, closed_at, detail, version)
     SELECT c.camera_id || '|offline||' || w, c.camera_id, c.site, 'offline', '', 'closed', now() - w * interval '7 days',
@@ -128,6 +132,30 @@ FLEET = """
     INSERT INTO late_events (camera_id, seq, site, event_ts, type, arrived_at, age_s)
     SELECT camera_id, 1, site, now() - interval '30 hours', 'track.start', now() - interval '2 hours', 100800 FROM bench_cameras WHERE n % 10 = 0;
 """
+# Each camera's door is an entrance of its site (20 doors a site): a site's
+# minutes from its doors' person crossings, each day from zero, as the sink
+# keeps them (sinks/site_occupancy.py), then its hours and days.
+SITE_MINUTES = """
+    INSERT INTO site_minute_occupancy (site, minute, day, people_in, people_out, inside, peak, net, corrected, complete)
+    SELECT site, minute, :day, people_in, people_out, net + corrected,
+           greatest(net + corrected, lag(net + corrected, 1, 0) OVER w), net, corrected, true
+    FROM (SELECT f.*, greatest(0, max(-net) OVER w) AS corrected
+          FROM (SELECT site, minute, people_in, people_out, sum(people_in - people_out) OVER w AS net
+                FROM (SELECT site, minute, sum(crossings_in) AS people_in, sum(crossings_out) AS people_out FROM line_minute_crossings
+                      WHERE object_class = 'person' AND line = 'door' AND minute >= :day AND minute < :day + interval '1 day'
+                      GROUP BY site, minute) flows
+                WINDOW w AS (PARTITION BY site ORDER BY minute)) f
+          WINDOW w AS (PARTITION BY site ORDER BY minute)) x
+    WINDOW w AS (PARTITION BY site ORDER BY minute) ORDER BY minute"""
+SITE_ROLLUP = """
+    INSERT INTO {table} (site, {period}, people_in, people_out, inside, peak, corrected, complete)
+    SELECT site, {grouped}, sum(people_in), sum(people_out), (array_agg(inside ORDER BY minute DESC))[1], max(peak),
+           (array_agg(corrected ORDER BY minute DESC))[1], bool_and(complete)
+    FROM site_minute_occupancy WHERE minute >= :start AND minute < :end GROUP BY 1, 2 ORDER BY 2"""
+SITE_ROLLUPS = [
+    SITE_ROLLUP.format(table="site_hour_occupancy", period="hour", grouped="date_trunc('hour', minute, 'UTC')"),
+    SITE_ROLLUP.format(table="site_day_occupancy", period="day", grouped="day"),
+]
 # The questions the rollups answer, each also asked of the minutes: (name, on the rollup, on the minutes).
 PAIRS = [
     ("people per site per day, this quarter",
@@ -217,14 +245,21 @@ async def fill(cameras: int, days: int, health_days: int) -> None:
                 await c.close()
 
         await asyncio.gather(writer(), writer())
-        rollup_task = progress.add_task("hour and day tables from the minutes", total=len(months) * 6)
+        rollup_task = progress.add_task("hour and day tables from the minutes", total=len(months) * (6 + len(SITE_ROLLUPS)))
+        site_task = progress.add_task("site minutes from the doors' crossings", total=days)
         conn = await asyncpg.connect(admin_dsn(DB))
+        for d in range(days):
+            await conn.execute(re.sub(r":day\b", "$1::timestamptz", SITE_MINUTES), first + timedelta(days=d))
+            progress.advance(site_task)
         for month in months:
             end = next_start("month", month)
             for hour, day in ROLLUPS.values():
                 for rollup in (hour, day):  # the day from the hours just written
                     await conn.execute(re.sub(r":start\b", "$1", re.sub(r":end\b", "$2", insert_from(rollup))), month, end)
                     progress.advance(rollup_task)
+            for sql in SITE_ROLLUPS:
+                await conn.execute(re.sub(r":start\b", "$1", re.sub(r":end\b", "$2", sql)), month, end)
+                progress.advance(rollup_task)
         await conn.execute("ANALYZE")
         await conn.close()
 
@@ -305,8 +340,10 @@ def dashboard_queries(at: datetime | None = None) -> dict[str, str]:
 
 
 def readme_queries() -> dict[str, str]:
+    """The README's queries and its answers to the questions the rollups do not answer (a camera of the fill for its example one)."""
     text = (ROOT / "README.md").read_text()
-    return {f"README: {name}": body.strip() for name, body in re.findall(r"```sql\n-- query: ([\w-]+)\n(.*?)```", text, re.S)}
+    found = re.findall(r"```sql\n\s*-- (query|question): ([\w-]+)\n(.*?)```", text, re.S)
+    return {f"README {kind}: {name}": body.strip().replace("'cam-entrance'", "'cam-0001'") for kind, name, body in found}
 
 
 async def queries() -> bool:
@@ -375,12 +412,19 @@ async def upsert_rate(cameras: int, minutes: int) -> None:
         old_columns.setdefault(r["table_name"], set()).add(r["column_name"])
     await conn.close()
     results = {}
-    for label, database, write, keep in (
+    door = '{"lines": [{"name": "door", "a": [0.1, 0.5], "b": [0.9, 0.5], "entrance": "in"}], "zones": []}'
+    for label, database, write, keep, doors in (
         ("before: 0007's layout and upsert (VALUES, 500 rows a statement)", OLD_DB,
-         lambda engine, rows: values_upsert(engine, rows, old_columns), lambda t: t not in rollup_tables),
-        ("now: partitioned, full history, minute rows only", DB, upsert, lambda t: t not in rollup_tables),
-        ("now: partitioned, full history, with hour and day rows", DB, upsert, lambda t: True),
+         lambda engine, rows: values_upsert(engine, rows, old_columns), lambda t: t not in rollup_tables, None),
+        ("now: partitioned, full history, minute rows only (no doors)", DB, upsert, lambda t: t not in rollup_tables, "{}"),
+        ("now: partitioned, full history, with hour and day rows (no doors)", DB, upsert, lambda t: True, "{}"),
+        # The same rows again (their upserts change nothing now): what keeping the site tables adds.
+        ("now: the same, every camera a door of its site (site tables kept)", DB, upsert, lambda t: True, door),
     ):
+        if doors is not None:
+            conn = await asyncpg.connect(admin_dsn(DB))
+            await conn.execute("UPDATE camera_geometry SET definition = $1::jsonb", doors)
+            await conn.close()
         engine = make_engine(url_of(database))
         written, started = 0, time.perf_counter()
         for rows in batches:

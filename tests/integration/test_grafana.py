@@ -100,3 +100,13 @@ async def test_every_panel_query_runs_on_the_real_schema(stack: Stack) -> None:
             assert rows, f"{panel['title']}: no rows"
             if target["format"] == "time_series":
                 assert {"time", "metric", "value"} <= set(rows[0].keys()), panel["title"]
+
+
+async def test_the_readmes_answers_to_what_the_rollups_do_not_answer_run_on_the_real_schema(stack: Stack) -> None:
+    await fill(stack)
+    text = (REPO_ROOT / "README.md").read_text()
+    questions = re.findall(r"```sql\n\s*-- question: ([\w-]+)\n(.*?)```", text, re.S)
+    assert len(questions) == 4
+    for name, sql in questions:
+        rows = await stack.query(sql.strip().replace("'cam-entrance'", "'cam-g'"))
+        assert rows and all(v is not None for v in rows[0].values()), name
