@@ -79,6 +79,9 @@ def _when(ms: int) -> datetime:
     return datetime.fromtimestamp(ms / 1000, tz=UTC)
 
 
+_NEVER = datetime.max.replace(tzinfo=UTC)  # no door is dark: no minute from here on
+
+
 _ENTRANCES = text("SELECT site, camera_id, geometry, line FROM site_entrances WHERE site = ANY(:sites)")
 _DEFINED = text("""
     SELECT camera_id, geometry FROM camera_geometry
@@ -115,14 +118,15 @@ _MINUTES = text("""
         JOIN site_entrances e ON e.site = t.site
         JOIN line_minute_crossings l
           ON l.camera_id = e.camera_id AND l.geometry = e.geometry AND l.line = e.line AND l.object_class = :person
-         AND l.minute >= t.since AND l.minute < t.day_end
+         AND l.minute >= t.since AND l.minute < t.day_end AND l.minute >= :low AND l.minute < :high
         GROUP BY t.site, t.day, l.minute, t.dark_from
     ),
-    before AS (
+    before AS MATERIALIZED (  -- once per site-day (inlined, it ran again for every minute of flows)
         SELECT t.site, t.day, b.net, b.corrected, b.inside
         FROM t CROSS JOIN LATERAL (
             SELECT net, corrected, inside FROM site_minute_occupancy m
-            WHERE m.site = t.site AND m.minute >= t.day AND m.minute < t.since ORDER BY m.minute DESC LIMIT 1
+            WHERE m.site = t.site AND m.minute >= t.day AND m.minute < t.since AND m.minute >= :first_day AND m.minute < :high
+            ORDER BY m.minute DESC LIMIT 1
         ) b
     ),
     run AS (
@@ -159,27 +163,50 @@ _COMPLETE = text("""
     ),
     dark AS (
         UPDATE site_minute_occupancy o SET complete = false, updated_at = now() FROM t
-        WHERE o.site = t.site AND o.complete AND t.dark_from IS NOT NULL AND o.minute >= t.dark_from
+        WHERE o.site = t.site AND o.complete AND t.dark_from IS NOT NULL AND o.minute >= t.dark_from AND o.minute >= :darkest
         RETURNING o.site, o.minute
     )
     SELECT site, minute FROM done UNION ALL SELECT site, minute FROM dark
 """)
-_ROLLUP = """
+# UTC hours from their minutes, as in the other hour tables.
+_HOURS = text("""
     WITH t AS (SELECT * FROM unnest(CAST(:sites AS text[]), CAST(:froms AS timestamptz[]), CAST(:tos AS timestamptz[])) AS t(site, f, u))
-    INSERT INTO {table} AS o (site, {period}, people_in, people_out, inside, peak, corrected, complete)
-    SELECT m.site, {grouped}, sum(m.people_in), sum(m.people_out), (array_agg(m.inside ORDER BY m.minute DESC))[1], max(m.peak),
-           (array_agg(m.corrected ORDER BY m.minute DESC))[1], bool_and(m.complete)
-    FROM t JOIN site_minute_occupancy m ON m.site = t.site AND m.minute >= t.f AND m.minute < t.u
-    GROUP BY m.site, {grouped}
-    ON CONFLICT (site, {period}) DO UPDATE SET
+    INSERT INTO site_hour_occupancy AS o (site, hour, people_in, people_out, inside, peak, corrected, complete)
+    SELECT m.site, date_trunc('hour', m.minute, 'UTC'), sum(m.people_in), sum(m.people_out), (array_agg(m.inside ORDER BY m.minute DESC))[1],
+           max(m.peak), (array_agg(m.corrected ORDER BY m.minute DESC))[1], bool_and(m.complete)
+    FROM t JOIN site_minute_occupancy m ON m.site = t.site AND m.minute >= t.f AND m.minute < t.u AND m.minute >= :low AND m.minute < :high
+    GROUP BY m.site, date_trunc('hour', m.minute, 'UTC')
+    ON CONFLICT (site, hour) DO UPDATE SET
         people_in = excluded.people_in, people_out = excluded.people_out, inside = excluded.inside, peak = excluded.peak,
         corrected = excluded.corrected, complete = excluded.complete, updated_at = now()
     WHERE (o.people_in, o.people_out, o.inside, o.peak, o.corrected, o.complete)
           IS DISTINCT FROM (excluded.people_in, excluded.people_out, excluded.inside, excluded.peak, excluded.corrected, excluded.complete)
-"""
-# Hours are UTC hours, as in the other hour tables; days are the site's own (the minutes' ``day``).
-_HOURS = text(_ROLLUP.format(table="site_hour_occupancy", period="hour", grouped="date_trunc('hour', m.minute, 'UTC')"))
-_DAYS = text(_ROLLUP.format(table="site_day_occupancy", period="day", grouped="m.day"))
+""")
+# A site's day from the hours wholly inside it and the minutes at its edges
+# (a day that starts on the hour has none): 24 rows, not 1,440.
+_DAYS = text("""
+    WITH t AS (
+        SELECT * FROM unnest(CAST(:sites AS text[]), CAST(:starts AS timestamptz[]), CAST(:ends AS timestamptz[]),
+                             CAST(:inner_from AS timestamptz[]), CAST(:inner_to AS timestamptz[])) AS t(site, day, day_end, hf, hu)
+    ),
+    parts AS (
+        SELECT t.site, t.day, h.hour AS at, h.people_in, h.people_out, h.inside, h.peak, h.corrected, h.complete
+        FROM t JOIN site_hour_occupancy h ON h.site = t.site AND h.hour >= t.hf AND h.hour < t.hu AND h.hour >= :low AND h.hour < :high
+        UNION ALL
+        SELECT t.site, t.day, m.minute, m.people_in, m.people_out, m.inside, m.peak, m.corrected, m.complete
+        FROM t JOIN site_minute_occupancy m ON m.site = t.site AND m.minute >= :low AND m.minute < :high
+         AND (m.minute >= t.day AND m.minute < t.hf OR m.minute >= t.hu AND m.minute < t.day_end)
+    )
+    INSERT INTO site_day_occupancy AS o (site, day, people_in, people_out, inside, peak, corrected, complete)
+    SELECT site, day, sum(people_in), sum(people_out), (array_agg(inside ORDER BY at DESC))[1], max(peak),
+           (array_agg(corrected ORDER BY at DESC))[1], bool_and(complete)
+    FROM parts GROUP BY site, day
+    ON CONFLICT (site, day) DO UPDATE SET
+        people_in = excluded.people_in, people_out = excluded.people_out, inside = excluded.inside, peak = excluded.peak,
+        corrected = excluded.corrected, complete = excluded.complete, updated_at = now()
+    WHERE (o.people_in, o.people_out, o.inside, o.peak, o.corrected, o.complete)
+          IS DISTINCT FROM (excluded.people_in, excluded.people_out, excluded.inside, excluded.peak, excluded.corrected, excluded.complete)
+""")
 
 
 class SiteRefresh:
@@ -237,29 +264,41 @@ class SiteRefresh:
             written += [(r.site, r.minute) for r in await conn.execute(_MINUTES, {
                 "sites": [d.site for d in days], "starts": [_when(d.start) for d in days], "ends": [_when(d.end) for d in days],
                 "sinces": [_when(d.since) for d in days], "darks": [dark.get(d.site) for d in days], "person": PERSON,
+                # Plain bounds as well: the planner prunes partitions by these, not by the arrays' values.
+                "low": _when(min(d.since for d in days)), "high": _when(max(d.end for d in days)),
+                "first_day": _when(min(d.start for d in days)),
             })]
-        written += [(r.site, r.minute) for r in await conn.execute(_COMPLETE, {"sites": watched, "darks": [dark.get(s) for s in watched]})]
+        darks = [dark.get(s) for s in watched]
+        written += [(r.site, r.minute) for r in await conn.execute(_COMPLETE, {
+            "sites": watched, "darks": darks, "darkest": min((d for d in darks if d is not None), default=_NEVER),
+        })]
         await self._roll_up(conn, written)
         return len(written)
 
     async def _roll_up(self, conn: AsyncConnection, written: list[tuple[str, datetime]]) -> None:
-        """The hours and the site-days that hold ``written`` minutes, from their minutes."""
+        """The hours and the site-days that hold ``written`` minutes: hours from their minutes, then days from them."""
         hours: dict[str, tuple[int, int]] = {}
-        days: dict[str, tuple[int, int]] = {}
+        days: set[tuple[str, int, int]] = set()
         for site, minute in written:
             ms = int(minute.timestamp() * 1000)
             hour = ms - ms % HOUR_MS
-            start, end = rule_of(self.rules, site).day_of(ms)
             low, high = hours.get(site, (hour, hour + HOUR_MS))
             hours[site] = (min(low, hour), max(high, hour + HOUR_MS))
-            low, high = days.get(site, (start, end))
-            days[site] = (min(low, start), max(high, end))
-        for statement, spans in ((_HOURS, hours), (_DAYS, days)):
-            if spans:
-                sites = sorted(spans)
-                await conn.execute(statement, {
-                    "sites": sites, "froms": [_when(spans[s][0]) for s in sites], "tos": [_when(spans[s][1]) for s in sites],
-                })
+            days.add((site, *rule_of(self.rules, site).day_of(ms)))
+        if not hours:
+            return
+        sites = sorted(hours)
+        await conn.execute(_HOURS, {
+            "sites": sites, "froms": [_when(hours[s][0]) for s in sites], "tos": [_when(hours[s][1]) for s in sites],
+            "low": _when(min(hours[s][0] for s in sites)), "high": _when(max(hours[s][1] for s in sites)),
+        })
+        spans = sorted(days)
+        inner = [(start + (-start) % HOUR_MS, end - end % HOUR_MS) for _, start, end in spans]
+        await conn.execute(_DAYS, {
+            "sites": [s for s, _, _ in spans], "starts": [_when(a) for _, a, _ in spans], "ends": [_when(b) for _, _, b in spans],
+            "inner_from": [_when(f) for f, _ in inner], "inner_to": [_when(u) for _, u in inner],
+            "low": _when(min(a for _, a, _ in spans)), "high": _when(max(b for _, _, b in spans)),
+        })
 
 
 # A new door's crossings are counted again this far back at most (the minute tables' default retention).
