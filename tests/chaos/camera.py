@@ -19,9 +19,13 @@ from edge.outbox import Outbox
 from edge.uplink import Uplink
 from fleetsight.mqtt_users import camera_login
 from runtime.settings import load_settings
+from schemas import geometry
 from schemas.topics import MqttTopics
 
 CLASSES = ("person", "person", "car", "bicycle")
+# The gate is the chaos site's entrance: every camera is a door of one site, each on its own partition.
+GATE = geometry.normalized([("gate", (0.1, 0.5), (0.9, 0.5), "in")], [])
+VERSION = geometry.version(GATE)
 
 
 LEGACY_ENV = "FLEETSIGHT_CHAOS_LEGACY_TOPICS"
@@ -45,7 +49,9 @@ def events_for(rng: random.Random, track: int, ts: int) -> list[NewEvent]:
     cls = rng.choice(CLASSES)
     out = [NewEvent(ts, "track.start", {"track_id": track, "class": cls, "confidence": 0.8})]
     if rng.random() < 0.6:
-        out.append(NewEvent(ts, "line.cross", {"track_id": track, "class": cls, "line": "gate", "direction": rng.choice(["in", "out"])}))
+        out.append(NewEvent(ts, "line.cross", {
+            "track_id": track, "class": cls, "line": "gate", "direction": rng.choice(["in", "out"]), "geometry": VERSION,
+        }))
     if rng.random() < 0.5:
         out.append(NewEvent(ts, "zone.enter", {"track_id": track, "class": cls, "zone": "bay"}))
         out.append(NewEvent(ts, "zone.exit", {"track_id": track, "class": cls, "zone": "bay", "dwell_s": float(rng.randint(1, 30))}))
@@ -71,6 +77,7 @@ async def main(camera_id: str, path: str, rate: float, seed: int) -> None:
     runner = asyncio.create_task(uplink.run(stop))
     rng = random.Random(seed + outbox.last_seq())  # a restart goes on with other tracks
     track = outbox.last_seq()
+    outbox.append([NewEvent(int(time.time() * 1000), "geometry", {"version": VERSION, **GATE})])  # as a node does at start
     owed = 0.0
     while not stop.is_set():
         if generate.is_set():

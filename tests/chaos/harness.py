@@ -49,9 +49,11 @@ from runtime.retry import retry
 from runtime.settings import REPO_ROOT, Settings
 from runtime.waiting import WaitTimeout, wait_for
 from schemas.codec import Event
+from schemas.sites import UTC_MIDNIGHT
 from schemas.topics import shard_of
 from sinks.db import make_engine
 from sinks.reconcile import RollupCheck, check_rollups
+from sinks.site_occupancy import recount
 from tests.chaos.camera import LEGACY_ENV
 
 SENTINEL = "zz-sentinel"
@@ -633,6 +635,7 @@ class Chaos:
             self.report.mismatches += result.mismatches
             self.report.lost += result.lost
             self.report.double += result.double
+            self.report.mismatches += await compare_sites(conn, counted)
         finally:
             await conn.close()
         await self.compare_rollups()
@@ -662,6 +665,30 @@ class Chaos:
         if self.proxy:
             await self.proxy.cut()
         await asyncio.to_thread(self.services.down)
+
+
+async def compare_sites(conn: asyncpg.Connection, events: list[Event]) -> list[str]:
+    """The site minutes against the doors' person crossings the cameras recorded (each once), each day from zero."""
+    doors = {
+        (e.camera_id, e.data["version"], line["name"]): line["entrance"]
+        for e in events if e.type == "geometry" for line in e.data["lines"] if line.get("entrance")
+    }
+    flows: dict[str, dict[int, list[int]]] = {}
+    for e in {(e.camera_id, e.seq): e for e in events}.values():
+        d = e.data
+        entrance = doors.get((e.camera_id, d.get("geometry", ""), d.get("line"))) if e.type == "line.cross" else None
+        if entrance and d["class"] == "person":
+            counts = flows.setdefault(e.site, {}).setdefault(e.minute, [0, 0])
+            counts[0 if d["direction"] == entrance else 1] += 1
+    want = {
+        (site, minute): v for site, per in flows.items()
+        for minute, v in recount({m: (i, o) for m, (i, o) in per.items()}, UTC_MIDNIGHT).items()
+    }
+    rows = await conn.fetch("SELECT site, minute, people_in, people_out, inside FROM site_minute_occupancy")
+    got = {(r["site"], int(r["minute"].timestamp() * 1000)): (r["people_in"], r["people_out"], r["inside"]) for r in rows}
+    if not want:
+        return ["no door crossings recorded: the site check saw nothing"]
+    return [f"site {k[0]} minute {k[1]}: SQL {got.get(k)}, the cameras {want.get(k)}" for k in sorted(set(want) | set(got)) if want.get(k) != got.get(k)][:5]
 
 
 def main() -> None:
