@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import logging
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar, overload
@@ -81,3 +82,14 @@ async def wait_event(event: asyncio.Event, seconds: float) -> bool:
     except TimeoutError:
         return False
     return True
+
+
+async def every(stop: asyncio.Event, seconds: float, once: Callable[[], Awaitable[object]], what: str, log: logging.Logger) -> None:
+    """``once()`` now and every ``seconds`` until ``stop``: a pass that fails is logged, and the next one tries again.
+    For the periodic passes beside a process's main loop (the sink's reconciler and capacity check)."""
+    while not stop.is_set():
+        try:
+            await once()
+        except Exception as exc:  # noqa: BLE001 - the process goes on; the next pass tries again
+            log.warning("%s failed (%s: %s); trying again in %.0f s", what, exc.__class__.__name__, exc, seconds)
+        await wait_event(stop, seconds)

@@ -24,7 +24,7 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from runtime.waiting import wait_event
+from runtime.waiting import every
 from schemas.aggregates import ALERTS, Row
 from schemas.codec import MINUTE_MS
 from schemas.sites import SiteRule
@@ -82,14 +82,8 @@ class CapacityWatch:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Until ``stop``; a failed pass is logged and tried again next time."""
-        if not self.rules:
-            return
-        while not stop.is_set():
-            try:
-                await self.once()
-            except Exception as exc:  # noqa: BLE001 - the sink goes on; the next pass tries again
-                log.warning("capacity check failed (%s: %s); trying again in %.0f s", exc.__class__.__name__, exc, self.every_s)
-            await wait_event(stop, self.every_s)
+        if self.rules:
+            await every(stop, self.every_s, self.once, "capacity check", log)
 
     async def once(self) -> list[Row]:
         """One pass: the alert rows it wrote."""

@@ -26,7 +26,7 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from runtime.waiting import wait_event
+from runtime.waiting import every
 from schemas.aggregates import ALERTS, ROLLUP_TABLES, Rollup, Row
 from schemas.ledger import MinuteLedger, add_totals, digest_hex
 from sinks import rollups
@@ -314,12 +314,7 @@ class Reconciler:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Until ``stop``; a failed pass is logged and tried again next time."""
-        while not stop.is_set():
-            try:
-                await self.once()
-            except Exception as exc:  # noqa: BLE001 - the sink goes on; the next pass tries again
-                log.warning("reconciliation pass failed (%s: %s); trying again in %.0f s", exc.__class__.__name__, exc, self.every_s)
-            await wait_event(stop, self.every_s)
+        await every(stop, self.every_s, self.once, "reconciliation pass", log)
 
     async def once(self) -> list[Verdict]:
         """One pass; returns the verdicts it reached."""

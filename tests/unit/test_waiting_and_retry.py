@@ -8,7 +8,7 @@ import logging
 import pytest
 
 from runtime.retry import delays, retry
-from runtime.waiting import WaitAborted, WaitTimeout, wait_for, wait_until
+from runtime.waiting import WaitAborted, WaitTimeout, every, wait_for, wait_until
 
 
 def test_wait_until_returns_the_first_truthy_value_and_names_what_timed_out() -> None:
@@ -71,3 +71,22 @@ async def test_retry_retries_the_listed_errors_only() -> None:
         await retry(away, what="away", errors=(ConnectionError,), log=log, first_delay=0.001, max_delay=0.001, give_up_after=0.05)
     with pytest.raises(ConnectionError):  # stopping: re-raised at once
         await retry(away, what="away", errors=(ConnectionError,), log=log, stopping=lambda: True)
+
+
+async def test_a_periodic_pass_that_fails_is_logged_and_the_next_goes_on(caplog: pytest.LogCaptureFixture) -> None:
+    import asyncio
+
+    stop = asyncio.Event()
+    passes: list[int] = []
+
+    async def once() -> None:
+        passes.append(len(passes))
+        if len(passes) == 1:
+            raise ValueError("the database went away")
+        if len(passes) == 3:
+            stop.set()
+
+    with caplog.at_level(logging.WARNING):
+        await asyncio.wait_for(every(stop, 0.01, once, "test pass", logging.getLogger("test")), 5)
+    assert passes == [0, 1, 2]
+    assert "test pass failed (ValueError: the database went away)" in caplog.text
