@@ -35,10 +35,22 @@ KIND = "capacity"
 # Minutes read back, past the capacity's duration: a run of minutes over the limit longer than this is "since then".
 LOOK_BACK_MS = 10 * MINUTE_MS
 
+# The minutes since ``since``, and each site's last one before (a site where
+# nobody came or went for a while is as full as it was: without that row it
+# read as empty and its alert closed).
 _MINUTES = text("""
     SELECT site, minute, day, inside, complete FROM site_minute_occupancy
-    WHERE site = ANY(:sites) AND minute >= :since ORDER BY site, minute
+    WHERE site = ANY(:sites) AND minute >= :since
+    UNION ALL
+    SELECT b.site, b.minute, b.day, b.inside, b.complete
+    FROM unnest(CAST(:sites AS text[])) AS s(site) CROSS JOIN LATERAL (
+        SELECT site, minute, day, inside, complete FROM site_minute_occupancy m
+        WHERE m.site = s.site AND m.minute < :since AND m.minute >= :floor ORDER BY m.minute DESC LIMIT 1
+    ) b
+    ORDER BY site, minute
 """)
+# A site's day is at most 25 hours: a row older than this is from a day that is over.
+FLOOR_MS = 26 * 3_600_000
 _OPEN = text("SELECT alert_id, site, opened_at, detail FROM alerts WHERE kind = :kind AND state = 'open'")
 
 
@@ -91,7 +103,7 @@ class CapacityWatch:
         since = min(now - int(rule.capacity_for_s * 1000) for rule in self.rules.values()) - LOOK_BACK_MS
         recent: dict[str, list[Any]] = {site: [] for site in self.rules}
         async with self.engine.connect() as conn:
-            for row in await conn.execute(_MINUTES, {"sites": sorted(self.rules), "since": _when(since)}):
+            for row in await conn.execute(_MINUTES, {"sites": sorted(self.rules), "since": _when(since), "floor": _when(since - FLOOR_MS)}):
                 recent[row.site].append(row)
             opened = {r.site: r for r in await conn.execute(_OPEN, {"kind": KIND})}
         rows = []
