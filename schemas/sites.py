@@ -59,14 +59,20 @@ class SiteRule(BaseModel):
         date = local.date() if local.time() >= self.day_starts else local.date() - timedelta(days=1)
         start = datetime.combine(date, self.day_starts, tzinfo=self.zone)
         end = datetime.combine(date + timedelta(days=1), self.day_starts, tzinfo=self.zone)
-        return _ms(start), _ms(end)
+        # A start time the clocks skip (02:30 on the night of a spring change) is
+        # read as the moment after the gap, by zoneinfo's fold rules: still one
+        # day per date.
+        return to_ms(start), to_ms(end)
 
 
-def _ms(moment: datetime) -> int:
-    # A start time the clocks skip (02:30 on the night of a spring change) is
-    # read as the moment after the gap, by zoneinfo's fold rules: still one
-    # day per date.
+def to_ms(moment: datetime) -> int:
+    """A moment as the records carry it: ms since the epoch."""
     return int(moment.astimezone(UTC).timestamp() * 1000)
+
+
+def from_ms(ms: int) -> datetime:
+    """ms since the epoch as an aware UTC datetime (what SQL takes)."""
+    return datetime.fromtimestamp(ms / 1000, tz=UTC)
 
 
 UTC_MIDNIGHT = SiteRule()

@@ -27,7 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from runtime.waiting import every
 from schemas.aggregates import ALERTS, Row
 from schemas.codec import MINUTE_MS
-from schemas.sites import SiteRule
+from schemas.sites import SiteRule, from_ms, to_ms
 
 log = logging.getLogger("fleetsight.capacity")
 
@@ -69,13 +69,13 @@ def over(rule: SiteRule, minutes: list[Any], now: int) -> Over | None:
         return None
     latest = minutes[-1]
     day_start, _ = rule.day_of(now)
-    if _ms(latest.day) != day_start or latest.inside <= rule.capacity:
+    if to_ms(latest.day) != day_start or latest.inside <= rule.capacity:
         return None  # the day started again since (inside is 0), or it is under now
-    since = _ms(latest.minute)
+    since = to_ms(latest.minute)
     for row in reversed(minutes):
-        if row.inside <= rule.capacity or _ms(row.day) != day_start:
+        if row.inside <= rule.capacity or to_ms(row.day) != day_start:
             break
-        since = _ms(row.minute)
+        since = to_ms(row.minute)
     return Over(int(latest.inside), since, bool(latest.complete))
 
 
@@ -103,7 +103,7 @@ class CapacityWatch:
         since = min(now - int(rule.capacity_for_s * 1000) for rule in self.rules.values()) - LOOK_BACK_MS
         recent: dict[str, list[Any]] = {site: [] for site in self.rules}
         async with self.engine.connect() as conn:
-            for row in await conn.execute(_MINUTES, {"sites": sorted(self.rules), "since": _when(since), "floor": _when(since - FLOOR_MS)}):
+            for row in await conn.execute(_MINUTES, {"sites": sorted(self.rules), "since": from_ms(since), "floor": from_ms(since - FLOOR_MS)}):
                 recent[row.site].append(row)
             opened = {r.site: r for r in await conn.execute(_OPEN, {"kind": KIND})}
         rows = []
@@ -133,13 +133,5 @@ def _alert(site: str, rule: SiteRule, state: Over, now: int) -> Row:
 def _closed(r: Any, now: int) -> Row:
     return Row(ALERTS.name, {
         "alert_id": r.alert_id, "camera_id": "", "site": r.site, "kind": KIND, "subject": "",
-        "state": "closed", "opened_at": _ms(r.opened_at), "closed_at": now, "detail": r.detail, "version": 2,
+        "state": "closed", "opened_at": to_ms(r.opened_at), "closed_at": now, "detail": r.detail, "version": 2,
     })
-
-
-def _ms(moment: datetime) -> int:
-    return int(moment.timestamp() * 1000)
-
-
-def _when(ms: int) -> datetime:
-    return datetime.fromtimestamp(ms / 1000, tz=UTC)

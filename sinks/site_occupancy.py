@@ -44,9 +44,10 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from runtime.settings.base import RETENTION_DEFAULTS
 from schemas.aggregates import CAMERA_GEOMETRY, CAMERA_STATUS, DAY_MS, HOUR_MS, LINE_MINUTE_CROSSINGS, Row
 from schemas.codec import MINUTE_MS
-from schemas.sites import SiteRule, rule_of
+from schemas.sites import SiteRule, from_ms, rule_of, to_ms
 
 log = logging.getLogger("fleetsight.sites")
 
@@ -73,10 +74,6 @@ def site_days(changed: Iterable[tuple[str, int]], rules: dict[str, SiteRule]) ->
         key = (site, start, end)
         earliest[key] = min(earliest.get(key, minute), minute)
     return [SiteDay(site, start, end, since) for (site, start, end), since in sorted(earliest.items())]
-
-
-def _when(ms: int) -> datetime:
-    return datetime.fromtimestamp(ms / 1000, tz=UTC)
 
 
 _NEVER = datetime.max.replace(tzinfo=UTC)  # no door is dark: no minute from here on
@@ -262,11 +259,11 @@ class SiteRefresh:
         written: list[tuple[str, datetime]] = []
         if days:
             written += [(r.site, r.minute) for r in await conn.execute(_MINUTES, {
-                "sites": [d.site for d in days], "starts": [_when(d.start) for d in days], "ends": [_when(d.end) for d in days],
-                "sinces": [_when(d.since) for d in days], "darks": [dark.get(d.site) for d in days], "person": PERSON,
+                "sites": [d.site for d in days], "starts": [from_ms(d.start) for d in days], "ends": [from_ms(d.end) for d in days],
+                "sinces": [from_ms(d.since) for d in days], "darks": [dark.get(d.site) for d in days], "person": PERSON,
                 # Plain bounds as well: the planner prunes partitions by these, not by the arrays' values.
-                "low": _when(min(d.since for d in days)), "high": _when(max(d.end for d in days)),
-                "first_day": _when(min(d.start for d in days)),
+                "low": from_ms(min(d.since for d in days)), "high": from_ms(max(d.end for d in days)),
+                "first_day": from_ms(min(d.start for d in days)),
             })]
         darks = [dark.get(s) for s in watched]
         written += [(r.site, r.minute) for r in await conn.execute(_COMPLETE, {
@@ -280,7 +277,7 @@ class SiteRefresh:
         hours: dict[str, tuple[int, int]] = {}
         days: set[tuple[str, int, int]] = set()
         for site, minute in written:
-            ms = int(minute.timestamp() * 1000)
+            ms = to_ms(minute)
             hour = ms - ms % HOUR_MS
             low, high = hours.get(site, (hour, hour + HOUR_MS))
             hours[site] = (min(low, hour), max(high, hour + HOUR_MS))
@@ -289,20 +286,20 @@ class SiteRefresh:
             return
         sites = sorted(hours)
         await conn.execute(_HOURS, {
-            "sites": sites, "froms": [_when(hours[s][0]) for s in sites], "tos": [_when(hours[s][1]) for s in sites],
-            "low": _when(min(hours[s][0] for s in sites)), "high": _when(max(hours[s][1] for s in sites)),
+            "sites": sites, "froms": [from_ms(hours[s][0]) for s in sites], "tos": [from_ms(hours[s][1]) for s in sites],
+            "low": from_ms(min(hours[s][0] for s in sites)), "high": from_ms(max(hours[s][1] for s in sites)),
         })
         spans = sorted(days)
         inner = [(start + (-start) % HOUR_MS, end - end % HOUR_MS) for _, start, end in spans]
         await conn.execute(_DAYS, {
-            "sites": [s for s, _, _ in spans], "starts": [_when(a) for _, a, _ in spans], "ends": [_when(b) for _, _, b in spans],
-            "inner_from": [_when(f) for f, _ in inner], "inner_to": [_when(u) for _, u in inner],
-            "low": _when(min(a for _, a, _ in spans)), "high": _when(max(b for _, _, b in spans)),
+            "sites": [s for s, _, _ in spans], "starts": [from_ms(a) for _, a, _ in spans], "ends": [from_ms(b) for _, _, b in spans],
+            "inner_from": [from_ms(f) for f, _ in inner], "inner_to": [from_ms(u) for _, u in inner],
+            "low": from_ms(min(a for _, a, _ in spans)), "high": from_ms(max(b for _, _, b in spans)),
         })
 
 
 # A new door's crossings are counted again this far back at most (the minute tables' default retention).
-KEPT_DAYS = 90
+KEPT_DAYS = RETENTION_DEFAULTS["minute"]
 
 
 def _doors(definition: Any) -> bool:
@@ -353,11 +350,11 @@ async def check_sites(conn: AsyncConnection, since_ms: int, rules: dict[str, Sit
     """
     start = min((rule_of(rules, s).day_of(since_ms)[0] for s in [*rules, ""]), default=since_ms)
     flows: dict[str, dict[int, tuple[int, int]]] = defaultdict(dict)
-    for r in await conn.execute(_DOOR_FLOWS, {"since": _when(start), "person": PERSON}):
-        flows[r.site][int(r.minute.timestamp() * 1000)] = (int(r.people_in), int(r.people_out))
+    for r in await conn.execute(_DOOR_FLOWS, {"since": from_ms(start), "person": PERSON}):
+        flows[r.site][to_ms(r.minute)] = (int(r.people_in), int(r.people_out))
     held: dict[str, dict[int, tuple[int, int, int]]] = defaultdict(dict)
-    for r in await conn.execute(_SITE_MINUTES, {"since": _when(start)}):
-        held[r.site][int(r.minute.timestamp() * 1000)] = (int(r.people_in), int(r.people_out), int(r.inside))
+    for r in await conn.execute(_SITE_MINUTES, {"since": from_ms(start)}):
+        held[r.site][to_ms(r.minute)] = (int(r.people_in), int(r.people_out), int(r.inside))
     checked, bad = 0, []
     for site in sorted(set(flows) | set(held)):
         rule = rule_of(rules, site)
