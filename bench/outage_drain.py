@@ -57,6 +57,8 @@ class Result:
     backlog: int = 0
     edge_drain_s: float = 0.0
     sql_drain_s: float = 0.0
+    drained: int = 0  # events confirmed in Kafka over the edges' drain
+    records: int = 0  # records the bridges wrote to the events topic meanwhile
 
     def lines(self) -> list[str]:
         made = self.live_rate * self.sql_drain_s
@@ -67,6 +69,8 @@ class Result:
             f"{self.asked:.0f}); backlog after the outage {self.backlog} events",
             f"  edge -> Kafka drained in {self.edge_drain_s:5.1f} s: {edge:7.0f} events/s = {edge / self.live_rate:5.1f}x live",
             f"  edge -> SQL   drained in {self.sql_drain_s:5.1f} s: {sustained:7.0f} events/s = {sustained / self.live_rate:5.1f}x live",
+            f"  records written over the edges' drain: {self.records}, {self.drained / max(self.records, 1):.0f} events each "
+            "(the bridge packs a camera's waiting messages)",
         ]
 
 
@@ -151,12 +155,16 @@ async def run_once(base: Settings, bridges: int, cameras: int, rate: float, outa
         await proxy.cut()
         await asyncio.sleep(outage_s)  # the outage
         result.backlog = fleet.pending()
+        async with log_offsets(settings) as log:
+            at_restore, made_at_restore = await log.ends(settings.kafka_topics.events), fleet.made()
         await proxy.restore()
         restored = time.monotonic()
         live_limit = result.live_rate * 2
         await wait_for(lambda: fleet.pending() <= live_limit, 900, "the edges' backlog in Kafka", interval=0.25)
         result.edge_drain_s = time.monotonic() - restored
+        result.drained = result.backlog + fleet.made() - made_at_restore - fleet.pending()
         _, ends = await worker_behind(settings)
+        result.records = sum(ends.values()) - sum(at_restore.values())
 
         async def applied() -> bool:
             return (await worker_behind(settings, ends))[0] == 0

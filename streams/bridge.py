@@ -54,6 +54,7 @@ from schemas.deadletter import DeadLetter
 from schemas.topics import SHARDS, shard_of
 from streams import metrics as stream_metrics
 from streams.acks import AckTracker
+from streams.packing import Packer
 from streams.partitioning import partition_for
 from streams.shards import LaneId, hold_shards, lane_name
 
@@ -65,6 +66,9 @@ log = logging.getLogger("fleetsight.bridge")
 ACK_CHECK_S = 5.0
 FAULT_LOG_EVERY_S = 10.0
 LEAVE_TIMEOUT_S = 5.0  # for the group leave and the producer's close on the way out
+# At most this many waiting messages are handled and packed together
+# (``streams.packing``): enough for several of each camera of a lane after an outage.
+PACK_MESSAGES = 250
 
 
 @dataclass
@@ -75,6 +79,19 @@ class Record:
     key: bytes | None
     value: bytes
     partition: int | None = None
+    events: int = 0  # the events it holds (of the events topic; 0: a dead letter)
+
+
+@dataclass
+class Shipment:
+    """A record on its way to Kafka, shared by the messages whose events it holds (``streams.packing``).
+
+    A resend replaces ``future`` for all of them, so a packed record that
+    Kafka refused is written again once, not once per message.
+    """
+
+    record: Record
+    future: asyncio.Future | None = None
 
 
 @dataclass
@@ -95,7 +112,7 @@ class _Pending:
     generation: int
     mid: int
     qos: int
-    futures: list[asyncio.Future]
+    shipments: list[Shipment]
     outcome: Outcome
 
 
@@ -210,13 +227,21 @@ class Lane:
     async def _forward(self) -> None:
         watchdog = self.bridge.watchdog
         while True:
-            received, generation, msg = await self.inbox.get()
-            self.in_hand = 1
-            outcome = self.bridge.handle(msg.topic, bytes(msg.payload))  # bytes already: no copy
-            watchdog.busy("handing a message's records to the Kafka producer")
-            futures = [await self.bridge.send(r) for r in outcome.records]
-            await self.pending.put(_Pending(received, generation, msg.mid, msg.qos, futures, outcome))
-            self.in_hand = 0
+            # The message and those already waiting behind it (never a wait for
+            # more): each camera's events among them go to Kafka as few records.
+            chunk = [await self.inbox.get()]
+            while len(chunk) < PACK_MESSAGES and not self.inbox.empty():
+                chunk.append(self.inbox.get_nowait())
+            self.in_hand = len(chunk)
+            outcomes = [self.bridge.handle(msg.topic, bytes(msg.payload)) for _, _, msg in chunk]  # bytes already: no copy
+            shipments, in_order = self.bridge.ship(outcomes)
+            watchdog.busy("handing records to the Kafka producer")
+            for shipment in in_order:
+                shipment.future = await self.bridge.send(shipment.record)
+            stream_metrics.BRIDGE_RECORDS.inc(sum(1 for shipment in in_order if shipment.record.events))
+            for (received, generation, msg), outcome, theirs in zip(chunk, outcomes, shipments, strict=True):
+                await self.pending.put(_Pending(received, generation, msg.mid, msg.qos, theirs, outcome))
+                self.in_hand -= 1
             stream_metrics.BRIDGE_PENDING.set(self.bridge.backlog())
 
     async def _complete(self) -> None:
@@ -226,10 +251,10 @@ class Lane:
             item = await self.pending.get()
             if item is None:
                 return
-            if item.futures:
-                watchdog.busy(f"waiting for Kafka to acknowledge {len(item.futures)} records")
+            if item.shipments:
+                watchdog.busy(f"waiting for Kafka to acknowledge {len(item.shipments)} records")
                 self.confirming = 1
-                await self.bridge.confirmed(item.outcome.records, item.futures)
+                await self.bridge.confirmed(item.shipments)
                 self.confirming = 0
             if item.generation == self.generation and item.qos > 0:
                 self.client.ack(item.mid, item.qos)
@@ -319,8 +344,8 @@ class Bridge:
                     raise
                 self.kafka_fault(f"Kafka is not taking records ({type(exc).__name__}); waiting", exc)
 
-    async def confirmed(self, records: list[Record], futures: list[asyncio.Future]) -> None:
-        """Wait until Kafka has every one of ``records`` (``futures`` their deliveries, replaced as they are resent).
+    async def confirmed(self, shipments: list[Shipment]) -> None:
+        """Wait until Kafka has every one of ``shipments`` (their futures are replaced as they are resent).
 
         A record refused for a reason Kafka recovers from is sent again after a
         backoff (the later ones of the lane wait, so the broker gets its acks in
@@ -329,22 +354,25 @@ class Bridge:
         """
         backoff = delays(0.2, 5.0)
         while True:
+            futures = [s.future for s in shipments if s.future is not None]
             await asyncio.wait(futures, timeout=self._check_s)
-            failed = [i for i, f in enumerate(futures) if f.done() and f.exception() is not None]
+            failed = [s for s in shipments if s.future is not None and s.future.done() and s.future.exception() is not None]
             if not failed and all(f.done() for f in futures):
                 return
             if failed:
-                exc = futures[failed[0]].exception()
+                exc = failed[0].future.exception()  # type: ignore[union-attr]  # failed: a future each
                 assert exc is not None
                 if not recoverable(exc):
                     raise exc
                 self.kafka_fault(f"Kafka refused {len(failed)} record(s) ({type(exc).__name__}: {exc}); sending them again", exc)
                 await asyncio.sleep(next(backoff))
-                for i in failed:
-                    futures[i] = await self.send(records[i])
+                for shipment in failed:
+                    # Another message of the same pack may have sent it again while this one slept.
+                    if shipment.future is not None and shipment.future.done() and shipment.future.exception() is not None:
+                        shipment.future = await self.send(shipment.record)
             else:
-                waited = {TopicPartition(r.topic, r.partition) for r, f in zip(records, futures, strict=True)
-                          if not f.done() and r.partition is not None}
+                waited = {TopicPartition(s.record.topic, s.record.partition) for s in shipments
+                          if s.future is not None and not s.future.done() and s.record.partition is not None}
                 problem = await partition_health(self.producer, waited, self._check_s)
                 if problem is not None:
                     self.kafka_fault(f"waiting for Kafka to acknowledge: {problem}", None)
@@ -431,11 +459,45 @@ class Bridge:
                     camera_id.encode(),
                     payload if whole else encode(good),
                     partition_for(camera_id, self.settings.kafka_partitions),
+                    len(good),
                 )
             )
             out.confirms.extend((camera_id, e.seq) for e in good)
             out.forwarded += len(good)
         return out
+
+    def ship(self, outcomes: list[Outcome]) -> tuple[list[list[Shipment]], list[Shipment]]:
+        """The shipments each message of a chunk waits on, and all of them in the order to send them.
+
+        Each camera's events records are packed (``streams.packing``); a
+        dead letter goes alone. Packs are sent in the order they were opened,
+        so a camera's records reach its partition in the order its messages came.
+        """
+        packer = Packer(max_bytes=self.settings.max_payload_bytes)
+        packed: dict[int, Shipment] = {}  # id(pack) -> the shipment of its record
+        theirs: list[list[Shipment]] = []
+        order: list[Shipment] = []
+        for outcome in outcomes:
+            mine: list[Shipment] = []
+            for record in outcome.records:
+                if not record.events or record.key is None:
+                    shipment = Shipment(record)
+                    order.append(shipment)
+                else:
+                    pack = packer.add(record.key, record.value, record.events)
+                    existing = packed.get(id(pack))
+                    if existing is None:
+                        existing = packed[id(pack)] = Shipment(record)  # its value once the chunk is packed
+                        order.append(existing)
+                    shipment = existing
+                mine.append(shipment)
+            theirs.append(mine)
+        for pack in packer.packs:
+            shipment = packed[id(pack)]
+            if len(pack.parts) > 1:
+                first = shipment.record
+                shipment.record = Record(first.topic, first.key, pack.value(), first.partition, pack.events)
+        return theirs, order
 
     def _reject(
         self, out: Outcome, error: EventError, payload: bytes, topic: str, camera_id: str | None, seq: int | None = None

@@ -9,6 +9,7 @@ from runtime.metrics import LATENCY_BUCKETS
 # Bridge
 BRIDGE_MESSAGES = Counter("fleetsight_bridge_messages", "MQTT messages handled", ["kind"])
 BRIDGE_EVENTS = Counter("fleetsight_bridge_events_forwarded", "Events written to Kafka")
+BRIDGE_RECORDS = Counter("fleetsight_bridge_event_records", "Records written to the events topic (a camera's waiting messages share one)")
 BRIDGE_DEADLETTERS = Counter("fleetsight_bridge_deadletters", "Input sent to the dead-letter topic", ["reason"])
 BRIDGE_KAFKA_ACK = Histogram("fleetsight_bridge_kafka_ack_seconds", "MQTT arrival to Kafka acknowledgement", buckets=LATENCY_BUCKETS)
 BRIDGE_KAFKA_FAULTS = Counter(
