@@ -277,7 +277,7 @@ def ledger_row(event: Event) -> Row:
 
 @dataclass(frozen=True)
 class Incoming:
-    """One Kafka record (the events of one MQTT message) as the aggregator needs it."""
+    """One Kafka record (one camera's consecutive events: an MQTT message, or several packed by the bridge) as the aggregator needs it."""
 
     partition: int
     timestamp_ms: int  # broker append time (LogAppendTime)

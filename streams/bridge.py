@@ -73,7 +73,7 @@ PACK_MESSAGES = 250
 
 @dataclass
 class Record:
-    """One Kafka record to write for an MQTT message."""
+    """One Kafka record to write for an MQTT message (the bridge may pack a camera's into one, ``streams.packing``)."""
 
     topic: str
     key: bytes | None

@@ -129,7 +129,9 @@ async def test_a_backlog_drains_on_a_loaded_box_through_a_kafka_outage(chaos_roo
         watch = Watermarks(chaos)
         chaos.start_edges()
         started = time.monotonic()
-        await wait_for(lambda: watch.confirmed() >= backlog // 4, 300, "a quarter of the backlog confirmed", interval=0.5)
+        # Kafka goes down early in the drain: the bridge packs a chunk of waiting messages
+        # at once (streams.packing), and at a quarter the watermarks had once jumped past half.
+        await wait_for(lambda: watch.confirmed() >= backlog // 10, 300, "a tenth of the backlog confirmed", interval=0.1)
         kafka = Kafka(chaos.settings)
         pid = kafka.pid()
         assert pid is not None
