@@ -93,6 +93,12 @@ class Shipment:
     record: Record
     future: asyncio.Future | None = None
 
+    def refused(self) -> BaseException | None:
+        """Why Kafka refused the record as last sent; None while it waits, or once Kafka has it."""
+        if self.future is None or not self.future.done():
+            return None
+        return self.future.exception()
+
 
 @dataclass
 class Outcome:
@@ -356,11 +362,11 @@ class Bridge:
         while True:
             futures = [s.future for s in shipments if s.future is not None]
             await asyncio.wait(futures, timeout=self._check_s)
-            failed = [s for s in shipments if s.future is not None and s.future.done() and s.future.exception() is not None]
+            failed = [s for s in shipments if s.refused() is not None]
             if not failed and all(f.done() for f in futures):
                 return
             if failed:
-                exc = failed[0].future.exception()  # type: ignore[union-attr]  # failed: a future each
+                exc = failed[0].refused()
                 assert exc is not None
                 if not recoverable(exc):
                     raise exc
@@ -368,7 +374,7 @@ class Bridge:
                 await asyncio.sleep(next(backoff))
                 for shipment in failed:
                     # Another message of the same pack may have sent it again while this one slept.
-                    if shipment.future is not None and shipment.future.done() and shipment.future.exception() is not None:
+                    if shipment.refused() is not None:
                         shipment.future = await self.send(shipment.record)
             else:
                 waited = {TopicPartition(s.record.topic, s.record.partition) for s in shipments

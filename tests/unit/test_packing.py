@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import random
+
+import pytest
+from aiokafka.errors import NotEnoughReplicasError
 
 from runtime.settings import Settings
 from schemas.codec import MAX_BATCH, decode, decode_validated
 from streams.aggregate import Incoming, MinuteAggregator
-from streams.bridge import Bridge, Outcome
+from streams.bridge import Bridge, Outcome, Record
 from streams.packing import PACK_EVENTS, Packer
 from streams.status import AlertConfig, FleetStatus
 
@@ -151,3 +155,27 @@ def test_packed_records_fold_to_the_same_rows_and_camera_state_as_one_record_per
                 assert abs(packed_rows[key][column] - value) <= 1e-9 * abs(value), (key, column)
             else:
                 assert packed_rows[key][column] == value, (key, column)
+
+
+async def test_a_packed_record_kafka_refused_is_sent_again_once_for_all_its_messages(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each message of a pack waits on the same shipment: the first to see the refusal sends it again, the next finds it sent."""
+    b = bridge()
+    outcomes = handled(b, [("cam-1", json.dumps(ev("cam-1", 1)).encode()), ("cam-1", json.dumps(ev("cam-1", 2)).encode())])
+    theirs, [shipment] = b.ship(outcomes)
+    assert theirs == [[shipment], [shipment]]
+    refused: asyncio.Future = asyncio.get_running_loop().create_future()
+    refused.set_exception(NotEnoughReplicasError())
+    shipment.future = refused
+    sent: list[bytes] = []
+
+    async def send(record: Record) -> asyncio.Future:  # Kafka takes it the second time
+        sent.append(record.value)
+        taken: asyncio.Future = asyncio.get_running_loop().create_future()
+        taken.set_result(None)
+        return taken
+
+    monkeypatch.setattr(b, "send", send)
+    monkeypatch.setattr("streams.bridge.delays", lambda first, most: iter([0.0] * 10))
+    for mine in theirs:  # as the lane confirms its messages, in order
+        await b.confirmed(mine)
+    assert sent == [shipment.record.value]
