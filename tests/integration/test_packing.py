@@ -8,32 +8,11 @@ import signal
 import time
 
 import pytest
-from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from runtime.kafka_client import kafka_security
 from schemas.codec import decode
 from tests.support import CLASSES, Stack, assert_sql_matches, event, publish, truth, with_sentinel
 
 pytestmark = pytest.mark.integration
-
-
-async def records_of(stack: Stack) -> list[bytes]:
-    """Every record of the events topic, in partition order."""
-    topic = stack.settings.kafka_topics.events
-    consumer = AIOKafkaConsumer(bootstrap_servers=stack.settings.kafka_bootstrap, enable_auto_commit=False, **kafka_security(stack.settings))
-    await consumer.start()
-    try:
-        partitions = [TopicPartition(topic, p) for p in range(stack.settings.kafka_partitions)]
-        consumer.assign(partitions)
-        await consumer.seek_to_beginning(*partitions)
-        end = await consumer.end_offsets(partitions)
-        values: dict[TopicPartition, list[bytes]] = {tp: [] for tp in partitions}
-        while any(len(values[tp]) < end[tp] for tp in partitions):
-            for tp, messages in (await consumer.getmany(timeout_ms=500)).items():
-                values[tp] += [m.value for m in messages]
-        return [v for tp in partitions for v in values[tp]]
-    finally:
-        await consumer.stop()
 
 
 async def test_a_backlog_queued_while_no_bridge_ran_goes_packed_and_lands_exactly(stack: Stack) -> None:
@@ -64,7 +43,7 @@ async def test_a_backlog_queued_while_no_bridge_ran_goes_packed_and_lands_exactl
     stack.start("bridge")
     await assert_sql_matches(stack, truth(sent), cameras)
 
-    records = await records_of(stack)
+    records = await stack.records()
     assert len(records) < len(messages) / 3, f"{len(records)} records for {len(messages)} messages: not packed"
     for value in records:
         events = decode(value)

@@ -103,6 +103,10 @@ class Stack(Sandbox):
         """Events ever written to the events topic, duplicates included."""
         from schemas.codec import decode
 
+        return sum(len(decode(value)) for value in await self.records())
+
+    async def records(self) -> list[bytes]:
+        """Every record of the events topic, partition by partition, each in its order."""
         topic = self.settings.kafka_topics.events
         consumer = AIOKafkaConsumer(bootstrap_servers=self.settings.kafka_bootstrap, enable_auto_commit=False, **kafka_security(self.settings))
         await consumer.start()
@@ -111,14 +115,11 @@ class Stack(Sandbox):
             consumer.assign(partitions)
             await consumer.seek_to_beginning(*partitions)
             end = await consumer.end_offsets(partitions)
-            events = 0
-            async def behind() -> bool:
-                return any([await consumer.position(tp) < end[tp] for tp in partitions])
-
-            while await behind():
-                for messages in (await consumer.getmany(timeout_ms=500)).values():
-                    events += sum(len(decode(m.value)) for m in messages)
-            return events
+            values: dict[TopicPartition, list[bytes]] = {tp: [] for tp in partitions}
+            while any([await consumer.position(tp) < end[tp] for tp in partitions]):
+                for tp, messages in (await consumer.getmany(timeout_ms=500)).items():
+                    values[tp] += [m.value for m in messages]
+            return [value for tp in partitions for value in values[tp]]
         finally:
             await consumer.stop()
 
