@@ -49,7 +49,7 @@ from runtime.kafka_admin import ensure_topics
 from runtime.kafka_client import kafka_security
 from runtime.kafka_offsets import log_offsets
 from runtime.mqtt import make_client
-from runtime.settings import Settings, load_settings
+from runtime.settings import BridgeSettings, Settings, load_settings
 from runtime.waiting import WaitTimeout, wait_for, wait_until
 from schemas.aggregates import Row, decode_rows
 from schemas.codec import Event, encode
@@ -99,7 +99,7 @@ def as_records(events: list[Event], per_record: int, pack: int = PACK_MESSAGES) 
     messages.extend(open_.values())
     out: list[tuple[str, bytes]] = []
     for start in range(0, len(messages), pack):
-        packer = Packer()
+        packer = Packer(BridgeSettings.model_fields["max_payload_bytes"].default)
         for batch in messages[start:start + pack]:
             packer.add(batch[0].camera_id.encode(), encode(batch), len(batch))
         out += [(p.key.decode(), p.value()) for p in packer.packs]

@@ -11,11 +11,13 @@ UTC midnight; a site no rule names uses UTC midnight and no capacity.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, time, timedelta
+from datetime import datetime, time, timedelta
 from functools import cached_property
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from schemas.times import from_ms, to_ms
 
 MINUTE_MS = 60_000
 
@@ -55,7 +57,7 @@ class SiteRule(BaseModel):
         A day is from ``day_starts`` one local date to ``day_starts`` the
         next: 23 or 25 hours across a change of clocks.
         """
-        local = datetime.fromtimestamp(minute_ms / 1000, tz=UTC).astimezone(self.zone)
+        local = from_ms(minute_ms).astimezone(self.zone)
         date = local.date() if local.time() >= self.day_starts else local.date() - timedelta(days=1)
         start = datetime.combine(date, self.day_starts, tzinfo=self.zone)
         end = datetime.combine(date + timedelta(days=1), self.day_starts, tzinfo=self.zone)
@@ -63,16 +65,6 @@ class SiteRule(BaseModel):
         # read as the moment after the gap, by zoneinfo's fold rules: still one
         # day per date.
         return to_ms(start), to_ms(end)
-
-
-def to_ms(moment: datetime) -> int:
-    """A moment as the records carry it: ms since the epoch."""
-    return int(moment.astimezone(UTC).timestamp() * 1000)
-
-
-def from_ms(ms: int) -> datetime:
-    """ms since the epoch as an aware UTC datetime (what SQL takes)."""
-    return datetime.fromtimestamp(ms / 1000, tz=UTC)
 
 
 UTC_MIDNIGHT = SiteRule()

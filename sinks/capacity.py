@@ -18,7 +18,6 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import text
@@ -27,7 +26,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from runtime.waiting import every
 from schemas.aggregates import ALERTS, Row
 from schemas.codec import MINUTE_MS
-from schemas.sites import SiteRule, from_ms, to_ms
+from schemas.sites import SiteRule
+from schemas.times import from_ms, to_ms
 
 log = logging.getLogger("fleetsight.capacity")
 
@@ -120,7 +120,7 @@ class CapacityWatch:
 
 
 def _alert(site: str, rule: SiteRule, state: Over, now: int) -> Row:
-    local = datetime.fromtimestamp(state.since / 1000, tz=UTC).astimezone(rule.zone)
+    local = from_ms(state.since).astimezone(rule.zone)
     detail = f"{state.inside} people inside {site}, over its capacity of {rule.capacity} since {local:%H:%M} ({rule.time_zone})"
     if not state.complete:
         detail += "; incomplete: a door of the site is offline or sending a backlog, so there may be more"

@@ -27,6 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from runtime.settings import DatabaseSettings
 from schemas.aggregates import TIME_PARTITIONED, Row
+from schemas.times import from_ms, to_ms
 from sinks import metrics as sink_metrics
 from sinks.partitions import bounds_of, existing, maintain, past_retention
 
@@ -68,7 +69,7 @@ class PartitionKeeper:
                 sink_metrics.PARTITIONS_MADE.labels(table).inc()
             for table, _ in report.dropped:
                 sink_metrics.PARTITIONS_DROPPED.labels(table).inc()
-        self.bounds = {t: (_ms(start) if start else None, _ms(end)) for t, (start, end) in bounds.items()}
+        self.bounds = {t: (to_ms(start) if start else None, to_ms(end)) for t, (start, end) in bounds.items()}
 
     def due(self) -> bool:
         return self._last is None or time.monotonic() - self._last >= self.settings.partition_maintenance_every_s
@@ -84,7 +85,7 @@ class PartitionKeeper:
                 older[resolution] = min(older.get(resolution, t), t)
         if older or any(self._past(row) for row in rows):
             await self.maintain(back_to={
-                table: datetime.fromtimestamp(older[resolution] / 1000, tz=UTC)
+                table: from_ms(older[resolution])
                 for table, (_, resolution) in TIME_PARTITIONED.items() if resolution in older
             })
         kept: list[Row] = []
@@ -131,9 +132,5 @@ class PartitionKeeper:
         """Whether ``row``'s partition ends before what its table keeps: the next maintenance drops it."""
         t = self._time(row)
         return t is not None and past_retention(
-            row.table, datetime.fromtimestamp(t / 1000, tz=UTC), now, self.settings.retention_of(row.table),
+            row.table, from_ms(t), now, self.settings.retention_of(row.table),
         )
-
-
-def _ms(moment: datetime) -> int:
-    return int(moment.astimezone(UTC).timestamp() * 1000)

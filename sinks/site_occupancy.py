@@ -47,7 +47,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from runtime.settings.base import RETENTION_DEFAULTS
 from schemas.aggregates import CAMERA_GEOMETRY, CAMERA_STATUS, DAY_MS, HOUR_MS, LINE_MINUTE_CROSSINGS, Row
 from schemas.codec import MINUTE_MS
-from schemas.sites import SiteRule, from_ms, rule_of, to_ms
+from schemas.sites import SiteRule, rule_of
+from schemas.times import from_ms, to_ms
 
 log = logging.getLogger("fleetsight.sites")
 

@@ -65,7 +65,7 @@ class Packer:
     the order its messages came.
     """
 
-    def __init__(self, max_events: int = PACK_EVENTS, max_bytes: int = 256 * 1024) -> None:
+    def __init__(self, max_bytes: int, max_events: int = PACK_EVENTS) -> None:
         self.max_events = max_events
         self.max_bytes = max_bytes
         self.packs: list[Pack] = []
@@ -73,14 +73,14 @@ class Packer:
 
     def add(self, key: bytes, value: bytes, events: int) -> Pack:
         """Put one message's events record (``events`` of them) in its camera's open pack, or a new one; that pack."""
-        size = len(value) + 1
+        size, joinable = len(value) + 1, packable(value)
         open_ = self._open.get(key)
-        if open_ is not None and packable(value) and open_.events + events <= self.max_events and open_.size + size <= self.max_bytes:
+        if open_ is not None and joinable and open_.events + events <= self.max_events and open_.size + size <= self.max_bytes:
             pack = open_
         else:
             pack = Pack(key)
             self.packs.append(pack)
-            if packable(value):
+            if joinable:
                 self._open[key] = pack
             else:  # not JSON (never, from the bridge): alone, as it came, and the camera's later ones after it
                 self._open.pop(key, None)

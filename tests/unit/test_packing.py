@@ -69,11 +69,11 @@ def test_a_cameras_messages_of_a_chunk_share_one_record_with_their_events_in_the
 
 
 def test_a_pack_closes_at_its_limits_and_a_cameras_packs_go_in_the_order_they_were_opened() -> None:
-    packer = Packer(max_events=5, max_bytes=10_000)
+    packer = Packer(10_000, max_events=5)
     for seq in range(1, 8):
         packer.add(b"cam-1", json.dumps([ev("cam-1", 2 * seq - 1), ev("cam-1", 2 * seq)]).encode(), 2)
     assert [[e.seq for e in decode(p.value())] for p in packer.packs] == [[1, 2, 3, 4], [5, 6, 7, 8], [9, 10, 11, 12], [13, 14]]
-    small = Packer(max_events=100, max_bytes=600)
+    small = Packer(600, max_events=100)
     for seq in range(1, 6):
         small.add(b"cam-1", json.dumps(ev("cam-1", seq)).encode(), 1)
     assert all(len(p.value()) <= 600 for p in small.packs) and len(small.packs) > 1
@@ -82,7 +82,7 @@ def test_a_pack_closes_at_its_limits_and_a_cameras_packs_go_in_the_order_they_we
 
 
 def test_what_is_not_json_goes_alone_and_the_cameras_later_messages_after_it() -> None:
-    packer = Packer()
+    packer = Packer(10_000)
     first = packer.add(b"cam-1", json.dumps(ev("cam-1", 1)).encode(), 1)
     odd = packer.add(b"cam-1", b"\x91\x80", 1)
     later = packer.add(b"cam-1", json.dumps(ev("cam-1", 2)).encode(), 1)
